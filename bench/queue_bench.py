@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Queue throughput and claim latency against a bare SQLite loop doing the same two commits per task.
+
+    python bench/queue_bench.py [--tasks 20000] [--workers 1,2,4,8] [--sizes 2000,20000,100000]
+
+For each W it drains the queue with W processes (claim, then complete) and prints tasks/s, claim
+latency p50/p99/max, duplicates and losses, and our throughput as a ratio of the bare loop measured
+in the same run. Then it checks that throughput stays flat as the queue grows, and times add_tasks.
+"""
+
+import argparse
+import multiprocessing as mp
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import claude_queue  # noqa: E402
+import config  # noqa: E402
+
+
+def open_queue(db):
+    return claude_queue.TaskQueue(db, cfg=config.load_config(db=db, env={}))
+
+
+def klauss_worker(db, name, start, stop_after, out):
+    q = open_queue(db)
+    claimed, latencies = [], []
+    start.wait()
+    while stop_after is None or len(claimed) < stop_after:
+        t0 = time.perf_counter()
+        task = q.claim_task(name)
+        latencies.append(time.perf_counter() - t0)
+        if task is None:
+            break
+        claimed.append(task.id)
+        q.complete_task(task.id, name, "ok")
+    out.put((claimed, latencies))
+
+
+def bare_setup(db, n):
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, status INTEGER NOT NULL, worker TEXT)")
+    conn.execute("CREATE INDEX t_pending ON t(id) WHERE status = 0")
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO t (status) VALUES (0)", [()] * n)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def bare_worker(db, name, start, stop_after, out):
+    conn = sqlite3.connect(db, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    claimed, latencies = [], []
+    start.wait()
+    while True:
+        t0 = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute("SELECT id FROM t WHERE status = 0 ORDER BY id LIMIT 1").fetchone()
+        if row is not None:
+            conn.execute("UPDATE t SET status = 1, worker = ? WHERE id = ?", (name, row[0]))
+        conn.execute("COMMIT")
+        latencies.append(time.perf_counter() - t0)
+        if row is None:
+            break
+        claimed.append(row[0])
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE t SET status = 2 WHERE id = ?", (row[0],))
+        conn.execute("COMMIT")
+    out.put((claimed, latencies))
+
+
+def run(target, db, workers, stop_after=None):
+    start, out = mp.Event(), mp.Queue()
+    procs = [mp.Process(target=target, args=(db, f"w{i}", start, stop_after, out)) for i in range(workers)]
+    for p in procs:
+        p.start()
+    time.sleep(0.3)  # let every process open its connection before the clock starts
+    t0 = time.perf_counter()
+    start.set()
+    results = [out.get() for _ in procs]
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    claimed = [i for ids, _ in results for i in ids]
+    latencies = sorted(x for _, lat in results for x in lat)
+    return elapsed, claimed, latencies
+
+
+def pct(values, p):
+    return values[min(len(values) - 1, int(len(values) * p))] * 1000
+
+
+def fill(db, n):
+    q = open_queue(db)
+    t0 = time.perf_counter()
+    for start in range(0, n, 10_000):
+        q.add_tasks([{"prompt": f"task {i}"} for i in range(start, min(n, start + 10_000))])
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", type=int, default=20_000)
+    ap.add_argument("--workers", default="1,2,4,8")
+    ap.add_argument("--sizes", default="2000,20000,100000")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="klauss-bench-")
+    n = args.tasks
+    print(f"SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {n} tasks")
+    print(f"{'W':>2} {'ours t/s':>9} {'bare t/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+          f"{'bare p99':>8} {'dup':>4} {'lost':>5}")
+    for w in [int(x) for x in args.workers.split(",")]:
+        db = os.path.join(tmp, f"ours-{w}.db")
+        fill(db, n)
+        elapsed, claimed, lat = run(klauss_worker, db, w)
+        bdb = os.path.join(tmp, f"bare-{w}.db")
+        bare_setup(bdb, n)
+        b_elapsed, b_claimed, b_lat = run(bare_worker, bdb, w)
+        dup = len(claimed) - len(set(claimed))
+        stats = open_queue(db).get_stats()
+        lost = n - stats["completed"] + (n - len(set(claimed)))
+        ours, bare = n / elapsed, n / b_elapsed
+        print(f"{w:>2} {ours:>9.0f} {bare:>9.0f} {ours / bare:>6.2f} {pct(lat, .5):>7.2f} {pct(lat, .99):>7.2f} "
+              f"{lat[-1] * 1000:>7.1f} {pct(b_lat, .99):>8.2f} {dup:>4} {lost:>5}")
+
+    print("\nqueue size (4 workers drain the first 2000 tasks):")
+    for size in [int(x) for x in args.sizes.split(",")]:
+        db = os.path.join(tmp, f"size-{size}.db")
+        fill(db, size)
+        elapsed, claimed, lat = run(klauss_worker, db, 4, stop_after=500)
+        print(f"  {size:>7} queued: {len(claimed) / elapsed:>7.0f} tasks/s, claim p99 {pct(lat, .99):.2f} ms")
+
+    db = os.path.join(tmp, "enqueue.db")
+    open_queue(db)
+    q = open_queue(db)
+    t0 = time.perf_counter()
+    q.add_tasks([{"prompt": f"task {i}", "priority": i % 5} for i in range(10_000)])
+    print(f"\nadd_tasks(10,000): {time.perf_counter() - t0:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

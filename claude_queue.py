@@ -1,0 +1,1068 @@
+"""The shared SQLite task queue every Klauss process uses.
+
+One database in WAL mode, opened by many processes at once. Every write happens inside a
+`BEGIN IMMEDIATE` transaction owned by `TaskQueue._write()`, which also retries when another
+process holds the lock, so callers never see "database is locked".
+
+Claims are fenced by `attempt`: each claim increments it, and heartbeat/complete/fail/release act
+only for the worker that holds the task at that attempt. A worker that lost its lease therefore
+can never overwrite the next holder's outcome. `attempt_base` counts claims that did not spend an
+attempt (releases), so attempts used = attempt - attempt_base.
+
+Dependencies are tracked with a `deps_remaining` counter, decremented when a dependency completes,
+so the claim query only ever looks at runnable rows (a partial index) and blocked tasks cost
+nothing however many there are. Per-status counts and costs are kept by triggers in
+`task_counts`, so statistics do not grow with the number of finished tasks.
+
+All times are UTC epoch seconds (float).
+"""
+
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import config
+
+STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "skipped")
+FINISHED = ("completed", "failed", "cancelled", "skipped")
+
+# Keys `add_task` accepts (and `add_tasks` entries may carry, plus `ref`).
+TASK_FIELDS = ("prompt", "working_dir", "context_files", "expected_outputs", "metadata", "priority",
+               "job_id", "parent_id", "depends_on", "max_attempts", "timeout")
+
+BUSY_RETRY_SECONDS = 300  # after this long waiting for the lock, give up with a clear error
+
+# UPDATE ... RETURNING arrived in SQLite 3.35; Python 3.9 on Debian 11 links 3.34, where the claim
+# selects then updates inside the same BEGIN IMMEDIATE transaction (equally atomic).
+HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+
+
+class QueueError(RuntimeError):
+    """An operation the queue could not carry out (not a validation error)."""
+
+
+# --- schema and migrations ---------------------------------------------------------------------
+# MIGRATIONS[i] upgrades a database from user_version i to i+1. Never edit a released entry:
+# add a new one, so a database made by any older version opens and upgrades in place.
+MIGRATIONS = [
+    # 1: tasks, dependencies, history, jobs, workers, and trigger-maintained counts.
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        description TEXT NOT NULL,
+        orchestrator_id TEXT,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        max_budget_usd REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT REFERENCES jobs(id) ON DELETE SET NULL,
+        parent_id INTEGER REFERENCES tasks(id) ON DELETE SET NULL,
+        prompt TEXT NOT NULL,
+        working_dir TEXT,
+        context_files TEXT NOT NULL DEFAULT '[]',
+        expected_outputs TEXT NOT NULL DEFAULT '[]',
+        metadata TEXT NOT NULL DEFAULT '{}',
+        priority INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'pending',
+        deps_remaining INTEGER NOT NULL DEFAULT 0,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        attempt_base INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        timeout REAL,
+        not_before REAL NOT NULL DEFAULT 0,
+        worker_id TEXT,
+        lease_expires_at REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        result TEXT,
+        error TEXT,
+        outcome TEXT,
+        cost_usd REAL,
+        activity TEXT
+    );
+    CREATE INDEX tasks_claimable ON tasks(priority DESC, id)
+        WHERE status = 'pending' AND deps_remaining = 0;
+    -- Every index entry a claim or completion touches costs a page write at commit, so indexes
+    -- are few and partial. Completed and pending tasks are listed by scanning ids backwards
+    -- (they dominate the recent ids); running tasks (one per worker) and the rare failed,
+    -- cancelled and skipped ones have small indexes of their own.
+    CREATE INDEX tasks_running ON tasks(worker_id) WHERE status = 'in_progress';
+    CREATE INDEX tasks_unsuccessful ON tasks(status, id) WHERE status IN ('failed', 'cancelled', 'skipped');
+    CREATE INDEX tasks_job ON tasks(job_id, id) WHERE job_id IS NOT NULL;
+    CREATE INDEX tasks_parent ON tasks(parent_id) WHERE parent_id IS NOT NULL;
+
+    CREATE TABLE task_deps (
+        task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        depends_on INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        PRIMARY KEY (task_id, depends_on)
+    ) WITHOUT ROWID;
+    CREATE INDEX task_deps_reverse ON task_deps(depends_on, task_id);
+
+    -- Keyed by (task_id, seq) without a rowid: one B-tree, one page touched per event.
+    CREATE TABLE task_events (
+        task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL,
+        event TEXT NOT NULL,
+        worker_id TEXT,
+        attempt INTEGER,
+        detail TEXT,
+        PRIMARY KEY (task_id, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE workers (
+        worker_id TEXT PRIMARY KEY,
+        pid INTEGER,
+        state TEXT NOT NULL,
+        current_task INTEGER,
+        started_at REAL NOT NULL,
+        last_heartbeat REAL NOT NULL,
+        info TEXT NOT NULL DEFAULT '{}'
+    );
+
+    CREATE TABLE task_counts (
+        job_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        cost REAL NOT NULL,
+        PRIMARY KEY (job_id, status)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), new.status, 1, ifnull(new.cost_usd, 0))
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0);
+    END;
+    CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0)
+        WHERE job_id = ifnull(old.job_id, '') AND status = old.status;
+    END;
+    CREATE TRIGGER task_counts_update AFTER UPDATE OF status, cost_usd, job_id ON tasks
+    WHEN old.status IS NOT new.status OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id
+    BEGIN
+        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0)
+        WHERE job_id = ifnull(old.job_id, '') AND status = old.status;
+        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), new.status, 1, ifnull(new.cost_usd, 0))
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0);
+    END;
+    """,
+    # 2: pool-wide flags shared by every worker (usage-limit pause, configuration errors,
+    # the coordinator's identity).
+    """
+    CREATE TABLE pool_flags (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        until REAL,
+        updated_at REAL NOT NULL
+    );
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _is_busy(exc):
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _dumps(value):
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass
+class Task:
+    id: int
+    prompt: str
+    status: str
+    priority: int = 0
+    job_id: str = None
+    parent_id: int = None
+    working_dir: str = None
+    context_files: list = field(default_factory=list)
+    expected_outputs: list = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+    attempt: int = 0
+    attempts_used: int = 0
+    max_attempts: int = 1
+    timeout: float = None
+    not_before: float = 0
+    worker_id: str = None
+    lease_expires_at: float = None
+    cancel_requested: bool = False
+    deps_remaining: int = 0
+    created_at: float = None
+    updated_at: float = None
+    started_at: float = None
+    finished_at: float = None
+    result: str = None
+    error: str = None
+    outcome: dict = None
+    cost_usd: float = None
+    activity: str = None
+    depends_on: list = None
+
+    @classmethod
+    def from_row(cls, row, depends_on=None):
+        data = dict(row)
+        for key in ("context_files", "expected_outputs", "metadata", "outcome"):
+            if data.get(key) is not None:
+                data[key] = json.loads(data[key])
+        data["cancel_requested"] = bool(data["cancel_requested"])
+        data["attempts_used"] = data["attempt"] - data.pop("attempt_base")
+        data["depends_on"] = depends_on
+        return cls(**data)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def _require_int(name, value, minimum=None, allow_none=True):
+    if value is None:
+        if allow_none:
+            return None
+        raise ValueError(f"{name}: required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _require_str_list(name, value):
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name}: expected a list of strings, got {value!r}")
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"{name}: expected a list of non-empty strings, got item {item!r}")
+    return list(value)
+
+
+def validate_task(entry, default_max_attempts):
+    """Check one task's fields; returns a normalized dict. Raises ValueError naming the field."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"task: expected an object, got {type(entry).__name__}")
+    unknown = sorted(set(entry) - set(TASK_FIELDS) - {"ref"})
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(TASK_FIELDS)})")
+    prompt = entry.get("prompt")
+    if not isinstance(prompt, str):
+        raise ValueError("prompt: required, expected a non-empty string" if prompt is None
+                         else f"prompt: expected a string, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise ValueError("prompt: must not be empty")
+    if "\x00" in prompt:
+        raise ValueError("prompt: contains a NUL byte; remove it")
+    size = len(prompt.encode("utf-8", "surrogatepass"))
+    if size > config.MAX_PROMPT_BYTES:
+        raise ValueError(f"prompt: {size} bytes is over the limit of {config.MAX_PROMPT_BYTES} bytes; "
+                         "put the material in a context file instead")
+    working_dir = entry.get("working_dir")
+    if working_dir is not None and (not isinstance(working_dir, str) or not working_dir):
+        raise ValueError(f"working_dir: expected a non-empty string, got {working_dir!r}")
+    metadata = entry.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"metadata: expected a JSON object, got {metadata!r}")
+    try:
+        _dumps(metadata)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"metadata: not JSON-serialisable: {exc}") from None
+    timeout = entry.get("timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout: expected a number of seconds > 0, got {timeout!r}")
+    job_id = entry.get("job_id")
+    if job_id is not None and not isinstance(job_id, str):
+        raise ValueError(f"job_id: expected a string, got {job_id!r}")
+    ref = entry.get("ref")
+    if ref is not None and not isinstance(ref, str):
+        raise ValueError(f"ref: expected a string, got {ref!r}")
+    depends_on = entry.get("depends_on") or []
+    if not isinstance(depends_on, (list, tuple)):
+        raise ValueError(f"depends_on: expected a list of task ids, got {depends_on!r}")
+    for dep in depends_on:
+        if isinstance(dep, bool) or not isinstance(dep, (int, str)):
+            raise ValueError(f"depends_on: expected task ids, got {dep!r}")
+    max_attempts = _require_int("max_attempts", entry.get("max_attempts"), minimum=1)
+    return {
+        "prompt": prompt,
+        "working_dir": working_dir,
+        "context_files": _require_str_list("context_files", entry.get("context_files")),
+        "expected_outputs": _require_str_list("expected_outputs", entry.get("expected_outputs")),
+        "metadata": metadata,
+        "priority": _require_int("priority", 0 if entry.get("priority") is None else entry.get("priority"), minimum=0),
+        "job_id": job_id,
+        "parent_id": _require_int("parent_id", entry.get("parent_id"), minimum=1),
+        "depends_on": list(dict.fromkeys(depends_on)),
+        "max_attempts": max_attempts if max_attempts is not None else default_max_attempts,
+        "timeout": timeout,
+        "ref": ref,
+    }
+
+
+class TaskQueue:
+    """The task queue over one SQLite database. Safe to share between threads and processes."""
+
+    def __init__(self, db_path=None, clock=None, cfg=None):
+        if cfg is None:
+            cfg = config.load_config(db=db_path)
+        self.cfg = cfg
+        self.db_path = Path(db_path) if db_path is not None else cfg.db_path
+        self.clock = clock or time.time
+        self._local = threading.local()
+        if not self.db_path.parent.is_dir():
+            if db_path is None:
+                cfg.ensure_state_dir()
+            else:
+                raise QueueError(f"database directory {self.db_path.parent} does not exist; "
+                                 "create it or pass another --db")
+        self._connect()
+
+    # --- connection and transactions ---
+
+    def _connect(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        try:
+            conn = sqlite3.connect(str(self.db_path), timeout=5, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.OperationalError as exc:
+            raise QueueError(f"cannot open database {self.db_path}: {exc}") from None
+        conn.row_factory = sqlite3.Row
+        self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        self._local.conn = conn
+        self._migrate(conn)
+        return conn
+
+    def close(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _retry(self, fn):
+        deadline = time.monotonic() + BUSY_RETRY_SECONDS
+        delay = 0.001
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    if "readonly" in str(exc).lower() or "unable to open" in str(exc).lower():
+                        raise QueueError(f"cannot write database {self.db_path}: {exc}") from None
+                    raise
+                if time.monotonic() > deadline:
+                    raise QueueError(f"database {self.db_path} stayed locked for {BUSY_RETRY_SECONDS}s; "
+                                     "is a process stuck holding it?") from None
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 0.05)
+
+    @contextmanager
+    def _write(self):
+        """The one owner of write transactions: BEGIN IMMEDIATE (retried while busy), COMMIT or ROLLBACK."""
+        conn = self._connect()
+        self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            self._retry(lambda: conn.execute("COMMIT"))
+
+    def _read(self, sql, params=()):
+        conn = self._connect()
+        return self._retry(lambda: conn.execute(sql, params).fetchall())
+
+    def _migrate(self, conn):
+        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+        with self._write() as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise QueueError(f"database {self.db_path} has schema version {version}, newer than this "
+                                 f"Klauss ({SCHEMA_VERSION}); update Klauss")
+            for number in range(version, SCHEMA_VERSION):
+                for statement in _split_sql(MIGRATIONS[number]):
+                    c.execute(statement)
+            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _event(self, conn, task_id, event, worker_id=None, attempt=None, detail=None, now=None):
+        conn.execute(SQL_EVENT, (task_id, now if now is not None else self.clock(), event,
+                                 worker_id, attempt, detail))
+
+    # --- adding tasks ---
+
+    def add_task(self, prompt, working_dir=None, context_files=None, expected_outputs=None, metadata=None,
+                 priority=0, job_id=None, parent_id=None, depends_on=None, max_attempts=None, timeout=None):
+        entry = dict(prompt=prompt, working_dir=working_dir, context_files=context_files,
+                     expected_outputs=expected_outputs, metadata=metadata, priority=priority, job_id=job_id,
+                     parent_id=parent_id, depends_on=depends_on, max_attempts=max_attempts, timeout=timeout)
+        return self.add_tasks([entry])[0]
+
+    def add_tasks(self, entries):
+        """Insert all entries or none. An entry's `depends_on` may name existing task ids (int) or
+        the `ref` of another entry in the same batch (str); cycles are rejected."""
+        if not isinstance(entries, (list, tuple)):
+            raise ValueError(f"tasks: expected a list, got {type(entries).__name__}")
+        default_attempts = self.cfg["queue"]["max_attempts"]
+        tasks = []
+        for index, entry in enumerate(entries):
+            try:
+                tasks.append(validate_task(entry, default_attempts))
+            except ValueError as exc:
+                raise ValueError(f"task {index}: {exc}" if len(entries) > 1 else str(exc)) from None
+        order = _batch_order(tasks)
+        with self._write() as conn:
+            return self._insert(conn, tasks, order)
+
+    def _insert(self, conn, tasks, order):
+        now = self.clock()
+        existing = {dep for t in tasks for dep in t["depends_on"] if isinstance(dep, int)}
+        statuses = {}
+        if existing:
+            marks = ",".join("?" * len(existing))
+            statuses = {r[0]: r[1] for r in conn.execute(f"SELECT id, status FROM tasks WHERE id IN ({marks})",
+                                                         list(existing))}
+            missing = sorted(existing - set(statuses))
+            if missing:
+                raise ValueError(f"depends_on: unknown task id(s) {', '.join(map(str, missing))}")
+        jobs = {t["job_id"] for t in tasks if t["job_id"]}
+        for job_id in jobs:
+            if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+                raise ValueError(f"job_id: unknown job {job_id!r}")
+        parents = {t["parent_id"] for t in tasks if t["parent_id"]}
+        for parent in parents:
+            if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (parent,)).fetchone() is None:
+                raise ValueError(f"parent_id: unknown task id {parent}")
+        ids = [None] * len(tasks)
+        by_ref = {}
+        for index in order:
+            t = tasks[index]
+            deps = [by_ref[d] if isinstance(d, str) else d for d in t["depends_on"]]
+            blocked_by = [d for d in deps if statuses[d] != "completed"]
+            dead = [d for d in deps if statuses[d] in ("failed", "cancelled", "skipped")]
+            status = "skipped" if dead else "pending"
+            cur = conn.execute(SQL_INSERT_TASK, (
+                t["job_id"], t["parent_id"], t["prompt"], t["working_dir"], _dumps(t["context_files"]),
+                _dumps(t["expected_outputs"]), _dumps(t["metadata"]), t["priority"], status, len(blocked_by),
+                t["max_attempts"], t["timeout"], now, now,
+                f"dependency #{dead[0]} {statuses[dead[0]]}" if dead else None,
+                now if dead else None))
+            task_id = cur.lastrowid
+            ids[index] = task_id
+            statuses[task_id] = status
+            if t["ref"] is not None:
+                by_ref[t["ref"]] = task_id
+            conn.executemany("INSERT INTO task_deps (task_id, depends_on) VALUES (?, ?)",
+                             [(task_id, d) for d in deps])
+            self._event(conn, task_id, "created", now=now)
+            if dead:
+                self._event(conn, task_id, "skipped", detail=f"dependency #{dead[0]} {statuses[dead[0]]}", now=now)
+        return ids
+
+    # --- claiming and leases ---
+
+    def claim_task(self, worker_id, lease_seconds=None):
+        """Atomically take the best runnable task, or None when nothing can run now."""
+        lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
+        with self._write() as conn:
+            now = self.clock()
+            if HAS_RETURNING:
+                row = conn.execute(SQL_CLAIM, (worker_id, now + lease, now, now, now)).fetchone()
+            else:
+                pick = conn.execute(SQL_PICK, (now,)).fetchone()
+                row = None
+                if pick is not None:
+                    conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
+                    row = conn.execute("SELECT * FROM tasks WHERE id = ?", (pick[0],)).fetchone()
+            if row is None:
+                return None
+            self._event(conn, row["id"], "claimed", worker_id, row["attempt"], now=now)
+        return Task.from_row(row)
+
+    def next_claimable_at(self):
+        """When the earliest waiting-for-retry task becomes claimable (None if none waits)."""
+        rows = self._read(SQL_NEXT_NOT_BEFORE)
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    def heartbeat(self, task_id, worker_id, attempt=None, lease_seconds=None):
+        """Extend the lease; False once this worker no longer holds the task."""
+        lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
+        with self._write() as conn:
+            now = self.clock()
+            cur = conn.execute(SQL_HEARTBEAT, (now + lease, now, task_id, worker_id, attempt, attempt))
+            return cur.rowcount == 1
+
+    def cancel_requested(self, task_id):
+        rows = self._read("SELECT cancel_requested FROM tasks WHERE id = ?", (task_id,))
+        return bool(rows and rows[0][0])
+
+    def set_activity(self, task_id, worker_id, activity, attempt=None):
+        """Record what the running task is doing now (for the dashboard). Holder only."""
+        with self._write() as conn:
+            cur = conn.execute(SQL_ACTIVITY, (activity, task_id, worker_id, attempt, attempt))
+            return cur.rowcount == 1
+
+    def _finish(self, conn, task_id, worker_id, attempt, status, result_text, error, outcome, cost, event,
+                detail=None):
+        now = self.clock()
+        cur = conn.execute(SQL_FINISH, (status, now, now, result_text, error,
+                                        None if outcome is None else _dumps(outcome), cost,
+                                        task_id, worker_id, attempt, attempt))
+        if cur.rowcount != 1:
+            return None
+        row = conn.execute("SELECT attempt, job_id FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        self._event(conn, task_id, event, worker_id, row["attempt"], detail, now=now)
+        return row
+
+    def complete_task(self, task_id, worker_id, result=None, attempt=None):
+        """Mark completed. `result` is the final text, or a dict of outcome details whose "result"
+        key is the text and "total_cost_usd" the cost. False if this worker no longer holds it."""
+        text, outcome, cost = _split_result(result)
+        with self._write() as conn:
+            row = self._finish(conn, task_id, worker_id, attempt, "completed", text, None, outcome, cost,
+                               "completed")
+            if row is None:
+                return False
+            conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
+            self._enforce_budget(conn, row["job_id"])
+            return True
+
+    def fail_task(self, task_id, worker_id, error, retryable=True, attempt=None, outcome=None):
+        """Record a failure: retried with exponential backoff while attempts remain (and
+        `retryable`), else failed for good, and its transitive dependents skipped."""
+        text, outcome, cost = _split_result(outcome)
+        error = str(error)
+        with self._write() as conn:
+            now = self.clock()
+            row = conn.execute(SQL_HOLDER, (task_id, worker_id, attempt, attempt)).fetchone()
+            if row is None:
+                return False
+            used = row["attempt"] - row["attempt_base"]
+            if retryable and used < row["max_attempts"]:
+                q = self.cfg["queue"]
+                delay = min(q["retry_backoff_seconds"] * 2 ** (used - 1), q["retry_backoff_max_seconds"])
+                conn.execute(SQL_REQUEUE, (now + delay, now, error, text,
+                                           None if outcome is None else _dumps(outcome), cost, 0, task_id))
+                self._event(conn, task_id, "failed", worker_id, row["attempt"],
+                            f"{error} (attempt {used}/{row['max_attempts']}; retry in {delay:g}s)", now=now)
+            else:
+                self._finish(conn, task_id, worker_id, attempt, "failed", text, error, outcome, cost, "failed",
+                             error if retryable else f"{error} (not retryable)")
+                self._skip_dependents(conn, task_id, f"dependency #{task_id} failed")
+            self._enforce_budget(conn, row["job_id"])
+            return True
+
+    def release_task(self, task_id, worker_id, delay=0, reason=None, attempt=None):
+        """Back to pending without spending an attempt (shutdown, rate limits)."""
+        with self._write() as conn:
+            now = self.clock()
+            cur = conn.execute(SQL_RELEASE, (now + delay, now, task_id, worker_id, attempt, attempt))
+            if cur.rowcount != 1:
+                return False
+            self._event(conn, task_id, "released", worker_id, attempt, reason, now=now)
+            return True
+
+    def acknowledge_cancel(self, task_id, worker_id, attempt=None, outcome=None):
+        """The holder stopped a task whose cancel was requested: it ends cancelled."""
+        text, outcome, cost = _split_result(outcome)
+        with self._write() as conn:
+            row = self._finish(conn, task_id, worker_id, attempt, "cancelled", text, "cancelled by request",
+                               outcome, cost, "cancelled")
+            if row is None:
+                return False
+            self._skip_dependents(conn, task_id, f"dependency #{task_id} cancelled")
+            return True
+
+    def recover_stale(self, worker_id=None):
+        """Return tasks whose lease expired (or, with `worker_id`, that worker's tasks at once) to
+        pending, or to failed when out of attempts. Returns the recovered task ids."""
+        recovered = []
+        with self._write() as conn:
+            now = self.clock()
+            if worker_id is None:
+                rows = conn.execute(SQL_STALE, (now,)).fetchall()
+                why = "lease expired"
+            else:
+                rows = conn.execute(SQL_WORKER_TASKS, (worker_id,)).fetchall()
+                why = f"worker {worker_id} died"
+            for row in rows:
+                used = row["attempt"] - row["attempt_base"]
+                if row["cancel_requested"]:
+                    conn.execute(SQL_FORCE_FINISH, ("cancelled", now, now, "cancelled by request", row["id"]))
+                    self._event(conn, row["id"], "cancelled", row["worker_id"], row["attempt"], why, now=now)
+                    self._skip_dependents(conn, row["id"], f"dependency #{row['id']} cancelled")
+                elif used < row["max_attempts"]:
+                    conn.execute(SQL_REQUEUE, (now, now, f"{why} (attempt {used})", None, None, None, 0, row["id"]))
+                    self._event(conn, row["id"], "recovered", row["worker_id"], row["attempt"], why, now=now)
+                else:
+                    error = f"{why} on attempt {used}/{row['max_attempts']}; no attempts left"
+                    conn.execute(SQL_FORCE_FINISH, ("failed", now, now, error, row["id"]))
+                    self._event(conn, row["id"], "failed", row["worker_id"], row["attempt"], error, now=now)
+                    self._skip_dependents(conn, row["id"], f"dependency #{row['id']} failed")
+                recovered.append(row["id"])
+        return recovered
+
+    # --- dependents, cancel, retry ---
+
+    def _skip_dependents(self, conn, task_id, reason):
+        now = self.clock()
+        rows = conn.execute(SQL_PENDING_DESCENDANTS, (task_id,)).fetchall()
+        for row in rows:
+            conn.execute(SQL_SKIP, (now, now, reason, row[0]))
+            self._event(conn, row[0], "skipped", detail=reason, now=now)
+        return [r[0] for r in rows]
+
+    def _enforce_budget(self, conn, job_id):
+        if job_id is None:
+            return
+        job = conn.execute("SELECT max_budget_usd FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if job is None or job[0] is None:
+            return
+        spent = conn.execute("SELECT ifnull(sum(cost), 0) FROM task_counts WHERE job_id = ?", (job_id,)).fetchone()[0]
+        if spent < job[0]:
+            return
+        now = self.clock()
+        reason = f"job budget ${job[0]:.2f} reached (spent ${spent:.2f})"
+        for (tid,) in conn.execute("SELECT id FROM tasks WHERE job_id = ? AND status = 'pending'", (job_id,)).fetchall():
+            conn.execute(SQL_SKIP, (now, now, reason, tid))
+            self._event(conn, tid, "skipped", detail=reason, now=now)
+
+    def cancel_task(self, task_id):
+        """Cancel a task: pending becomes cancelled (dependents skipped); running gets a cancel
+        request its worker sees on the next heartbeat. Returns the new status, or None if unknown."""
+        with self._write() as conn:
+            return self._cancel(conn, task_id)
+
+    def _cancel(self, conn, task_id):
+        now = self.clock()
+        row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            return None
+        if row["status"] == "pending":
+            conn.execute(SQL_FORCE_FINISH, ("cancelled", now, now, "cancelled by request", task_id))
+            self._event(conn, task_id, "cancelled", now=now)
+            self._skip_dependents(conn, task_id, f"dependency #{task_id} cancelled")
+            return "cancelled"
+        if row["status"] == "in_progress":
+            conn.execute("UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, task_id))
+            self._event(conn, task_id, "cancel_requested", now=now)
+            return "cancel_requested"
+        return row["status"]
+
+    def cancel_job(self, job_id):
+        """Cancel every unfinished task of a job. Returns {task_id: new status}."""
+        with self._write() as conn:
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM tasks WHERE job_id = ? AND status IN ('pending', 'in_progress') ORDER BY id",
+                (job_id,)).fetchall()]
+            return {tid: self._cancel(conn, tid) for tid in ids}
+
+    def retry_task(self, task_id):
+        """Put a failed or cancelled task back to pending with a fresh set of attempts, and revive
+        the dependents that were skipped because of it. Returns the ids made pending."""
+        with self._write() as conn:
+            now = self.clock()
+            row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if row is None:
+                raise KeyError(task_id)
+            if row["status"] not in ("failed", "cancelled", "skipped"):
+                raise ValueError(f"task {task_id} is {row['status']}; only failed, cancelled or skipped tasks can be retried")
+            if row["status"] == "skipped":
+                blockers = conn.execute(SQL_DEAD_DEPS, (task_id,)).fetchall()
+                if blockers:
+                    raise ValueError(f"task {task_id} was skipped because dependency #{blockers[0][0]} "
+                                     f"is {blockers[0][1]}; retry #{blockers[0][0]} instead")
+            revived = [task_id]
+            conn.execute(SQL_RETRY, (now, task_id))
+            self._event(conn, task_id, "retried", now=now)
+            # Dependents were skipped in dependency order; revive them the same way, keeping any
+            # that still depend on something else that is dead.
+            for (dep_id,) in conn.execute(SQL_SKIPPED_DESCENDANTS, (task_id,)).fetchall():
+                if conn.execute(SQL_DEAD_DEPS, (dep_id,)).fetchone() is None:
+                    conn.execute(SQL_RETRY, (now, dep_id))
+                    self._event(conn, dep_id, "retried", detail=f"dependency #{task_id} retried", now=now)
+                    revived.append(dep_id)
+            return revived
+
+    # --- reading ---
+
+    def get_task(self, task_id):
+        rows = self._read("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        if not rows:
+            return None
+        deps = [r[0] for r in self._read("SELECT depends_on FROM task_deps WHERE task_id = ? ORDER BY depends_on",
+                                         (task_id,))]
+        return Task.from_row(rows[0], deps)
+
+    def get_dependents(self, task_id):
+        return [r[0] for r in self._read("SELECT task_id FROM task_deps WHERE depends_on = ? ORDER BY task_id",
+                                         (task_id,))]
+
+    def list_tasks(self, status=None, job_id=None, limit=None, offset=0, worker_id=None, order="desc"):
+        """Tasks, newest first by default. `status` may be one status or a list of them."""
+        where, params = [], []
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            bad = [s for s in statuses if s not in STATUSES]
+            if bad:
+                raise ValueError(f"status: unknown {bad[0]!r} (known: {', '.join(STATUSES)})")
+            # Literals, not parameters: SQLite only uses a partial index when the query's own
+            # terms match its WHERE clause (the values were checked against STATUSES above).
+            where.append(f"status IN ({','.join(repr(s) for s in statuses)})")
+        if job_id is not None:
+            where.append("job_id = ?")
+            params.append(job_id)
+        if worker_id is not None:
+            where.append("worker_id = ?")
+            params.append(worker_id)
+        sql = "SELECT * FROM tasks"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id " + ("ASC" if order == "asc" else "DESC")
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [int(limit), int(offset)]
+        rows = self._read(sql, params)
+        deps = {}
+        if rows:
+            ids = [r["id"] for r in rows]
+            for chunk in range(0, len(ids), 500):
+                part = ids[chunk:chunk + 500]
+                for r in self._read(f"SELECT task_id, depends_on FROM task_deps WHERE task_id IN "
+                                    f"({','.join('?' * len(part))}) ORDER BY depends_on", part):
+                    deps.setdefault(r[0], []).append(r[1])
+        return [Task.from_row(r, deps.get(r["id"], [])) for r in rows]
+
+    def get_events(self, task_id):
+        return [dict(r) for r in self._read("SELECT at, event, worker_id, attempt, detail FROM task_events "
+                                            "WHERE task_id = ? ORDER BY seq", (task_id,))]
+
+    def get_stats(self, job_id=None):
+        """A count per status, `total`, and `cost_usd` (all tasks, or one job's)."""
+        if job_id is None:
+            rows = self._read("SELECT status, sum(n), sum(cost) FROM task_counts GROUP BY status")
+        else:
+            rows = self._read("SELECT status, n, cost FROM task_counts WHERE job_id = ?", (job_id,))
+        stats = {s: 0 for s in STATUSES}
+        cost = 0.0
+        for status, n, c in rows:
+            stats[status] = stats.get(status, 0) + n
+            cost += c or 0.0
+        stats["total"] = sum(stats[s] for s in STATUSES)
+        stats["cost_usd"] = round(cost, 6)
+        return stats
+
+    def purge(self, older_than, statuses=None):
+        """Delete finished tasks that finished more than `older_than` seconds ago. Returns the count.
+        Tasks that unfinished tasks still depend on are kept."""
+        statuses = list(statuses or FINISHED)
+        bad = [s for s in statuses if s not in FINISHED]
+        if bad:
+            raise ValueError(f"status: only finished tasks can be purged ({', '.join(FINISHED)}), got {bad[0]!r}")
+        if isinstance(older_than, bool) or not isinstance(older_than, (int, float)) or older_than < 0:
+            raise ValueError(f"older_than: expected seconds >= 0, got {older_than!r}")
+        with self._write() as conn:
+            cutoff = self.clock() - older_than
+            cur = conn.execute(
+                f"DELETE FROM tasks WHERE finished_at < ? AND status IN ({','.join('?' * len(statuses))}) "
+                "AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.task_id "
+                "WHERE d.depends_on = tasks.id AND t.status IN ('pending', 'in_progress'))",
+                [cutoff, *statuses])
+            return cur.rowcount
+
+    # --- jobs ---
+
+    def create_job(self, description, orchestrator_id=None, metadata=None, max_budget_usd=None):
+        if not isinstance(description, str) or not description.strip():
+            raise ValueError("description: expected a non-empty string")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise ValueError(f"metadata: expected a JSON object, got {metadata!r}")
+        if max_budget_usd is not None and (isinstance(max_budget_usd, bool) or
+                                           not isinstance(max_budget_usd, (int, float)) or max_budget_usd <= 0):
+            raise ValueError(f"max_budget_usd: expected a number > 0, got {max_budget_usd!r}")
+        job_id = "job-" + time.strftime("%Y%m%d", time.gmtime(self.clock())) + "-" + uuid.uuid4().hex[:6]
+        with self._write() as conn:
+            conn.execute("INSERT INTO jobs (id, description, orchestrator_id, metadata, max_budget_usd, created_at) "
+                         "VALUES (?, ?, ?, ?, ?, ?)",
+                         (job_id, description, orchestrator_id, _dumps(metadata or {}), max_budget_usd, self.clock()))
+        return job_id
+
+    def update_job_metadata(self, job_id, changes):
+        """Merge `changes` into a job's metadata (e.g. the worktree base commit)."""
+        with self._write() as conn:
+            row = conn.execute("SELECT metadata FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise KeyError(job_id)
+            meta = json.loads(row[0])
+            meta.update(changes)
+            conn.execute("UPDATE jobs SET metadata = ? WHERE id = ?", (_dumps(meta), job_id))
+            return meta
+
+    def get_job(self, job_id):
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            return None
+        job = dict(rows[0])
+        job["metadata"] = json.loads(job["metadata"])
+        job["stats"] = self.get_stats(job_id)
+        return job
+
+    def list_jobs(self, limit=None):
+        sql = "SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC"
+        params = []
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        jobs = []
+        for row in self._read(sql, params):
+            job = dict(row)
+            job["metadata"] = json.loads(job["metadata"])
+            job["stats"] = self.get_stats(job["id"])
+            jobs.append(job)
+        return jobs
+
+    # --- workers and pool-wide flags ---
+
+    def register_worker(self, worker_id, pid=None, state="starting", info=None):
+        now = self.clock()
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO workers (worker_id, pid, state, current_task, started_at, "
+                         "last_heartbeat, info) VALUES (?, ?, ?, NULL, ?, ?, ?)",
+                         (worker_id, pid if pid is not None else os.getpid(), state, now, now, _dumps(info or {})))
+
+    def worker_heartbeat(self, worker_id, state=None, current_task=None, info=None):
+        """Record that a worker is alive, and optionally its state, current task and details."""
+        now = self.clock()
+        with self._write() as conn:
+            cur = conn.execute("UPDATE workers SET last_heartbeat = ?, state = ifnull(?, state), current_task = ? "
+                               "WHERE worker_id = ?", (now, state, current_task, worker_id))
+            if info is not None and cur.rowcount:
+                conn.execute("UPDATE workers SET info = ? WHERE worker_id = ?", (_dumps(info), worker_id))
+            return cur.rowcount == 1
+
+    def list_workers(self):
+        workers = []
+        for row in self._read("SELECT * FROM workers ORDER BY worker_id"):
+            w = dict(row)
+            w["info"] = json.loads(w["info"])
+            workers.append(w)
+        return workers
+
+    def unregister_worker(self, worker_id):
+        with self._write() as conn:
+            return conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,)).rowcount == 1
+
+    def set_flag(self, key, value, until=None):
+        """Set a pool-wide flag (e.g. "paused" until a usage limit resets); value is JSON-able."""
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO pool_flags (key, value, until, updated_at) VALUES (?, ?, ?, ?)",
+                         (key, _dumps(value), until, self.clock()))
+
+    def get_flag(self, key):
+        """The flag's {"value", "until", "updated_at"}, or None if unset or its `until` has passed."""
+        rows = self._read("SELECT value, until, updated_at FROM pool_flags WHERE key = ?", (key,))
+        if not rows:
+            return None
+        value, until, updated = rows[0]
+        if until is not None and until <= self.clock():
+            return None
+        return {"value": json.loads(value), "until": until, "updated_at": updated}
+
+    def clear_flag(self, key):
+        with self._write() as conn:
+            return conn.execute("DELETE FROM pool_flags WHERE key = ?", (key,)).rowcount == 1
+
+
+def _split_result(result):
+    """(text, outcome dict, cost) from a result given as text or as a dict of outcome details."""
+    if result is None:
+        return None, None, None
+    if isinstance(result, dict):
+        text = result.get("result")
+        cost = result.get("total_cost_usd")
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))):
+            cost = None
+        return (None if text is None else str(text)), result, cost
+    return str(result), None, None
+
+
+def _batch_order(tasks):
+    """Insertion order for a batch so every in-batch dependency is inserted first; ValueError on
+    unknown refs, duplicate refs and cycles."""
+    refs = {}
+    for index, t in enumerate(tasks):
+        if t["ref"] is not None:
+            if t["ref"] in refs:
+                raise ValueError(f"task {index}: ref {t['ref']!r} is used twice")
+            refs[t["ref"]] = index
+    for index, t in enumerate(tasks):
+        for dep in t["depends_on"]:
+            if isinstance(dep, str) and dep not in refs:
+                raise ValueError(f"task {index}: depends_on: unknown task {dep!r} (not an id, nor a ref in this batch)")
+            if isinstance(dep, str) and refs[dep] == index:
+                raise ValueError(f"task {index}: depends_on: a task cannot depend on itself ({dep!r})")
+    order, state = [], {}  # state: 1 visiting, 2 done
+
+    def visit(index, path):
+        if state.get(index) == 2:
+            return
+        if state.get(index) == 1:
+            cycle = path[path.index(index):] + [index]
+            names = " -> ".join(str(tasks[i]["ref"]) for i in cycle)
+            raise ValueError(f"depends_on: dependency cycle {names}")
+        state[index] = 1
+        for dep in tasks[index]["depends_on"]:
+            if isinstance(dep, str):
+                visit(refs[dep], path + [index])
+        state[index] = 2
+        order.append(index)
+
+    for index in range(len(tasks)):
+        visit(index, [])
+    return order
+
+
+def _split_sql(script):
+    """Split a migration script into statements (sqlite3.complete_statement knows about triggers)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            if current.strip():
+                statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements
+
+
+# --- SQL used by the methods above ---------------------------------------------------------------
+
+SQL_EVENT = """
+INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt, detail)
+VALUES (?1, (SELECT ifnull(max(seq), 0) + 1 FROM task_events WHERE task_id = ?1), ?2, ?3, ?4, ?5, ?6)
+"""
+
+SQL_INSERT_TASK = """
+INSERT INTO tasks (job_id, parent_id, prompt, working_dir, context_files, expected_outputs, metadata,
+                   priority, status, deps_remaining, max_attempts, timeout, created_at, updated_at,
+                   error, finished_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+# Walks the partial index of runnable tasks in priority order; only tasks waiting for a retry time
+# (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may prefer
+# tasks_status and sort every pending task on each claim.
+SQL_PICK = """
+SELECT id FROM tasks INDEXED BY tasks_claimable
+WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?
+ORDER BY priority DESC, id LIMIT 1
+"""
+
+_SQL_CLAIM_SET = """
+UPDATE tasks SET status = 'in_progress', worker_id = ?, attempt = attempt + 1, lease_expires_at = ?,
+                 started_at = ?, updated_at = ?, cancel_requested = 0, activity = NULL
+"""
+SQL_CLAIM = _SQL_CLAIM_SET + f"WHERE id = ({SQL_PICK}) RETURNING *"
+SQL_CLAIM_ID = _SQL_CLAIM_SET + "WHERE id = ?"
+
+SQL_NEXT_NOT_BEFORE = "SELECT min(not_before) FROM tasks WHERE status = 'pending' AND deps_remaining = 0"
+
+# "(? IS NULL OR attempt = ?)": callers that know their attempt are fenced by it too.
+_HOLDER = "id = ? AND worker_id = ? AND status = 'in_progress' AND (? IS NULL OR attempt = ?)"
+
+SQL_HOLDER = f"SELECT * FROM tasks WHERE {_HOLDER}"
+
+SQL_HEARTBEAT = f"UPDATE tasks SET lease_expires_at = ?, updated_at = ? WHERE {_HOLDER}"
+
+SQL_ACTIVITY = f"UPDATE tasks SET activity = ? WHERE {_HOLDER}"
+
+SQL_FINISH = f"""
+UPDATE tasks SET status = ?, finished_at = ?, updated_at = ?, result = ?, error = ?, outcome = ?,
+                 cost_usd = ifnull(?, cost_usd), lease_expires_at = NULL, activity = NULL
+WHERE {_HOLDER}
+"""
+
+SQL_REQUEUE = """
+UPDATE tasks SET status = 'pending', not_before = ?, updated_at = ?, error = ?, result = ?, outcome = ?,
+                 cost_usd = ifnull(?, cost_usd), cancel_requested = ?, worker_id = NULL,
+                 lease_expires_at = NULL, activity = NULL
+WHERE id = ?
+"""
+
+SQL_RELEASE = f"""
+UPDATE tasks SET status = 'pending', not_before = ?, updated_at = ?, attempt_base = attempt_base + 1,
+                 worker_id = NULL, lease_expires_at = NULL, activity = NULL
+WHERE {_HOLDER}
+"""
+
+SQL_FORCE_FINISH = """
+UPDATE tasks SET status = ?, finished_at = ?, updated_at = ?, error = ?, lease_expires_at = NULL, activity = NULL
+WHERE id = ?
+"""
+
+SQL_STALE = "SELECT * FROM tasks WHERE status = 'in_progress' AND lease_expires_at < ?"
+
+SQL_WORKER_TASKS = "SELECT * FROM tasks WHERE status = 'in_progress' AND worker_id = ?"
+
+SQL_UNBLOCK_DEPENDENTS = """
+UPDATE tasks SET deps_remaining = deps_remaining - 1
+WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on = ?)
+"""
+
+SQL_SKIP = """
+UPDATE tasks SET status = 'skipped', finished_at = ?, updated_at = ?, error = ?
+WHERE id = ? AND status = 'pending'
+"""
+
+SQL_PENDING_DESCENDANTS = """
+WITH RECURSIVE down(id) AS (
+    SELECT task_id FROM task_deps WHERE depends_on = ?
+    UNION
+    SELECT d.task_id FROM task_deps d JOIN down ON d.depends_on = down.id
+)
+SELECT id FROM tasks WHERE id IN (SELECT id FROM down) AND status = 'pending' ORDER BY id
+"""
+
+SQL_SKIPPED_DESCENDANTS = """
+WITH RECURSIVE down(id) AS (
+    SELECT task_id FROM task_deps WHERE depends_on = ?
+    UNION
+    SELECT d.task_id FROM task_deps d JOIN down ON d.depends_on = down.id
+)
+SELECT id FROM tasks WHERE id IN (SELECT id FROM down) AND status = 'skipped' ORDER BY id
+"""
+
+SQL_DEAD_DEPS = """
+SELECT t.id, t.status FROM task_deps d JOIN tasks t ON t.id = d.depends_on
+WHERE d.task_id = ? AND t.status IN ('failed', 'cancelled', 'skipped')
+"""
+
+# A retried task gets a fresh set of attempts: attempt_base catches up with attempt, which itself
+# keeps counting so the fencing of old holders still holds.
+SQL_RETRY = """
+UPDATE tasks SET status = 'pending', attempt_base = attempt, not_before = 0, updated_at = ?,
+                 finished_at = NULL, error = NULL, cancel_requested = 0, worker_id = NULL,
+                 lease_expires_at = NULL,
+                 deps_remaining = (SELECT count(*) FROM task_deps d JOIN tasks t ON t.id = d.depends_on
+                                   WHERE d.task_id = tasks.id AND t.status != 'completed')
+WHERE id = ?
+"""

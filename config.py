@@ -1,0 +1,364 @@
+"""Klauss configuration: the one place every program learns its settings and database.
+
+Precedence, lowest first: built-in defaults, the project's `.klauss.toml` (or the file named by
+KLAUSS_CONFIG), environment overrides, then explicit arguments from the command line or API.
+
+The project root is the git top-level of the current directory; when that top-level is Klauss's
+own checkout and Klauss is a submodule (the normal `klauss/` install), the root is the
+superproject. Outside git it is the current directory. State (database, logs, pid files) lives in
+`<root>/.klauss/` unless configured otherwise, so every program started anywhere in the project
+resolves the same database.
+"""
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    try:
+        import tomli as tomllib
+    except ImportError:  # the only runtime dependency; say how to get it
+        tomllib = None
+
+KLAUSS_DIR = Path(__file__).resolve().parent
+CONFIG_FILENAME = ".klauss.toml"
+STATE_DIRNAME = ".klauss"
+DB_FILENAME = "claude_tasks.db"
+
+# Largest prompt accepted anywhere (bytes of UTF-8). Claude's context is the real bound; this
+# only stops an accidental multi-megabyte paste from being stored and sent.
+MAX_PROMPT_BYTES = 1_000_000
+
+# section -> key -> (expected type(s), default, one-line comment for init-config).
+# A type of (int, float) means "a number"; None as default means "not set".
+SCHEMA = {
+    "paths": {
+        "state_dir": (str, None, "where the database, logs and pid files live (default <project>/.klauss)"),
+        "db": (str, None, "the SQLite database (default <state_dir>/claude_tasks.db)"),
+    },
+    "queue": {
+        "max_attempts": (int, 3, "how many times a task is tried before it fails for good"),
+        "retry_backoff_seconds": ((int, float), 10, "first retry delay; doubles each attempt"),
+        "retry_backoff_max_seconds": ((int, float), 600, "longest retry delay"),
+    },
+    "workers": {
+        "count": (int, 4, "workers `manage.sh start` runs when no number is given"),
+        "max_workers": (int, 8, "upper bound for suggested and auto-started pools"),
+        "lease_seconds": ((int, float), 60, "a task whose worker stops heartbeating this long runs again"),
+        "heartbeat_seconds": ((int, float), 10, "how often a worker renews its lease"),
+        "poll_seconds": ((int, float), 1.0, "longest an idle worker waits before looking for work again"),
+        "idle_timeout": ((int, float), 300, "coordinator exits after this long with nothing to do (0 = never)"),
+        "shutdown_grace_seconds": ((int, float), 10, "on stop, how long a running task may finish before it is killed and released"),
+        "auto_start": (bool, True, "start workers automatically when a job needs them"),
+        "restart_backoff_max_seconds": ((int, float), 30, "longest wait before restarting a crashed worker"),
+        "max_fast_crashes": (int, 5, "consecutive immediate crashes before a worker slot gives up"),
+    },
+    "claude": {
+        "command": (str, "claude", "the Claude Code CLI (KLAUSS_CLAUDE overrides)"),
+        "model": (str, None, "model alias or name (default: the CLI's own)"),
+        "permission_mode": (str, "acceptEdits", "acceptEdits, auto, bypassPermissions, manual, dontAsk or plan"),
+        "allowed_tools": (list, [], "tools allowed without asking, e.g. [\"Bash(npm test:*)\", \"Edit\"]"),
+        "disallowed_tools": (list, [], "tools never allowed"),
+        "max_turns": (int, None, "stop a task after this many turns"),
+        "max_budget_usd": ((int, float), None, "stop a task once it has cost this much"),
+        "append_system_prompt": (str, None, "text appended to Claude's system prompt for every task"),
+        "extra_args": (list, [], "more CLI arguments, appended as given"),
+        "env": (dict, {}, "extra environment variables for claude"),
+        "timeout": ((int, float), 1800, "seconds a task may run when it sets no timeout"),
+        "context_inline_bytes": (int, 20000, "context files are inlined into the prompt up to this many bytes in all"),
+    },
+    "safety": {
+        "allow_external_dirs": (bool, False, "allow working dirs and paths outside the project root"),
+        "allowed_dirs": (list, [], "extra directories outside the project that tasks may use"),
+    },
+    "isolation": {
+        "mode": (str, "none", "\"none\" (tasks share the working tree) or \"worktree\" (one git worktree per task)"),
+        "merge": (str, "auto", "\"auto\" merges finished tasks into klauss/<job>/merged; \"branch\" leaves one branch per task"),
+        "dirty_policy": (str, "warn", "when the tree has uncommitted changes at job creation: \"warn\" or \"refuse\""),
+        "copy_files": (list, [], "files copied into each fresh worktree, e.g. [\".env\"]"),
+        "setup_command": (list, [], "argv run in a fresh worktree before Claude starts, e.g. [\"npm\", \"ci\"]"),
+    },
+}
+
+ENV_OVERRIDES = {
+    # env var -> (section, key, parser)
+    "KLAUSS_WORKERS": ("workers", "count", int),
+    "KLAUSS_CLAUDE": ("claude", "command", str),
+    "KLAUSS_AUTO_START": ("workers", "auto_start", "bool"),
+}
+
+_TRUE = {"1", "true", "yes", "y", "on"}
+_FALSE = {"0", "false", "no", "n", "off"}
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names where, what, and what was expected."""
+
+
+def parse_bool(text, what):
+    value = str(text).strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{what}: expected true or false, got {text!r}")
+
+
+def _type_name(expected):
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             list: "a list", dict: "a table"}
+    if isinstance(expected, tuple):
+        return "a number"
+    return names[expected]
+
+
+def _check_type(value, expected, where):
+    if isinstance(expected, tuple):
+        ok = isinstance(value, expected) and not isinstance(value, bool)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, expected)
+    if expected is list and ok:
+        ok = all(isinstance(item, str) for item in value)
+        if not ok:
+            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+    if expected is dict and ok:
+        ok = all(isinstance(v, str) for v in value.values())
+        if not ok:
+            raise ConfigError(f"{where}: expected a table of string values, got {value!r}")
+    if not ok:
+        raise ConfigError(f"{where}: expected {_type_name(expected)}, got {value!r}")
+
+
+def _validate(data, source):
+    """Check a {section: {key: value}} mapping against SCHEMA; `source` names where it came from."""
+    for section, values in data.items():
+        if section not in SCHEMA:
+            known = ", ".join(sorted(SCHEMA))
+            raise ConfigError(f"{source}: unknown section [{section}] (known: {known})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        for key, value in values.items():
+            if key not in SCHEMA[section]:
+                known = ", ".join(sorted(SCHEMA[section]))
+                raise ConfigError(f"{source}: unknown key {section}.{key} (known in [{section}]: {known})")
+            expected = SCHEMA[section][key][0]
+            _check_type(value, expected, f"{source}: {section}.{key}")
+    _check_values(data, source)
+
+
+def _check_values(data, source):
+    def positive(section, key, allow_zero=False):
+        value = data.get(section, {}).get(key)
+        if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ConfigError(f"{source}: {section}.{key}: expected a number {bound}, got {value!r}")
+
+    for key in ("lease_seconds", "heartbeat_seconds", "poll_seconds", "count", "max_workers"):
+        positive("workers", key)
+    for key in ("idle_timeout", "shutdown_grace_seconds", "restart_backoff_max_seconds"):
+        positive("workers", key, allow_zero=True)
+    positive("queue", "max_attempts")
+    positive("queue", "retry_backoff_seconds", allow_zero=True)
+    positive("claude", "timeout")
+    positive("claude", "max_turns")
+    positive("claude", "max_budget_usd")
+    positive("claude", "context_inline_bytes", allow_zero=True)
+    choices = {
+        ("claude", "permission_mode"): ("acceptEdits", "auto", "bypassPermissions", "manual", "default", "dontAsk", "plan"),
+        ("isolation", "mode"): ("none", "worktree"),
+        ("isolation", "merge"): ("auto", "branch"),
+        ("isolation", "dirty_policy"): ("warn", "refuse"),
+    }
+    for (section, key), allowed in choices.items():
+        value = data.get(section, {}).get(key)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{source}: {section}.{key}: expected one of {', '.join(allowed)}, got {value!r}")
+
+
+def _git(args, cwd):
+    try:
+        out = subprocess.run(["git", *args], cwd=str(cwd), capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def find_project_root(cwd=None):
+    """The directory whose `.klauss/` holds the shared state for commands run from `cwd`."""
+    cwd = Path(cwd or os.getcwd()).resolve()
+    top = _git(["rev-parse", "--show-toplevel"], cwd)
+    if top is None:
+        return cwd
+    top = Path(top).resolve()
+    # Only when the repository we are in is Klauss's own checkout does its superproject win, so
+    # a project that is itself a submodule of something else keeps its own root.
+    own_top = _git(["rev-parse", "--show-toplevel"], KLAUSS_DIR)
+    if own_top is not None and Path(own_top).resolve() == top:
+        superproject = _git(["rev-parse", "--show-superproject-working-tree"], top)
+        if superproject:
+            return Path(superproject).resolve()
+    return top
+
+
+def _read_toml(path):
+    if tomllib is None:
+        raise ConfigError(f"{path}: reading TOML on Python < 3.11 needs the 'tomli' package: "
+                          "pip install -r requirements.txt")
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _merge(base, extra):
+    for section, values in extra.items():
+        base.setdefault(section, {}).update(values)
+
+
+def ensure_private_dir(path):
+    """Create `path` (and parents) readable by the owner only; an existing dir is left as it is."""
+    path = Path(path)
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+class Config:
+    """Resolved settings. `cfg["workers"]["count"]`; paths as attributes."""
+
+    def __init__(self, data, root, config_file, state_dir, db_path):
+        self.data = data
+        self.root = root
+        self.config_file = config_file
+        self.state_dir = state_dir
+        self.db_path = db_path
+
+    def __getitem__(self, section):
+        return self.data[section]
+
+    @property
+    def logs_dir(self):
+        return self.state_dir / "logs"
+
+    def ensure_state_dir(self):
+        ensure_private_dir(self.state_dir)
+        ensure_private_dir(self.logs_dir)
+        return self.state_dir
+
+
+def _normalize_overrides(overrides):
+    """Accept {"workers": {"count": 2}} or {"workers.count": 2}; drop None values (= not given)."""
+    result = {}
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and key in SCHEMA:
+            for sub, sub_value in value.items():
+                if sub_value is not None:
+                    result.setdefault(key, {})[sub] = sub_value
+        elif value is not None:
+            if "." not in key:
+                raise ConfigError(f"override {key!r}: expected 'section.key'")
+            section, sub = key.split(".", 1)
+            result.setdefault(section, {})[sub] = value
+    return result
+
+
+def load_config(db=None, cwd=None, overrides=None, env=None):
+    """Resolve the configuration for a program started in `cwd` (default: the current directory).
+
+    `db` is an explicit database path (`--db`); `overrides` are explicit settings, either nested
+    ({"workers": {"count": 2}}) or dotted ({"workers.count": 2}).
+    """
+    env = os.environ if env is None else env
+    cwd = Path(cwd or os.getcwd()).resolve()
+    root = find_project_root(cwd)
+    data = {section: {k: copy.deepcopy(spec[1]) for k, spec in keys.items()}
+            for section, keys in SCHEMA.items()}
+
+    config_file = Path(env["KLAUSS_CONFIG"]).expanduser() if env.get("KLAUSS_CONFIG") else root / CONFIG_FILENAME
+    if env.get("KLAUSS_CONFIG") and not config_file.is_file():
+        raise ConfigError(f"KLAUSS_CONFIG: {config_file} does not exist")
+    if config_file.is_file():
+        from_file = _read_toml(config_file)
+        _validate(from_file, str(config_file))
+        _merge(data, from_file)
+    else:
+        config_file = None
+
+    from_env = {}
+    for var, (section, key, parser) in ENV_OVERRIDES.items():
+        if env.get(var):
+            if parser == "bool":
+                value = parse_bool(env[var], var)
+            else:
+                try:
+                    value = parser(env[var])
+                except ValueError:
+                    raise ConfigError(f"{var}: expected {_type_name(parser)}, got {env[var]!r}") from None
+            from_env.setdefault(section, {})[key] = value
+    _validate(from_env, "environment")
+    _merge(data, from_env)
+
+    explicit = _normalize_overrides(overrides)
+    _validate(explicit, "arguments")
+    _merge(data, explicit)
+
+    base = config_file.parent if config_file else root
+    state_dir = data["paths"]["state_dir"]
+    db_path = db or env.get("KLAUSS_DB") or data["paths"]["db"]
+    if db_path:
+        db_path = (cwd / Path(db_path).expanduser()) if (db or env.get("KLAUSS_DB")) else (base / Path(db_path).expanduser())
+        db_path = Path(os.path.abspath(db_path))
+    if state_dir:
+        state_dir = Path(os.path.abspath(base / Path(state_dir).expanduser()))
+    elif db_path:
+        # A database named explicitly keeps its logs and pid files beside it, so tests and
+        # side-by-side pools never share state by accident.
+        state_dir = db_path.parent
+    else:
+        state_dir = root / STATE_DIRNAME
+    if not db_path:
+        db_path = state_dir / DB_FILENAME
+    return Config(data, root, config_file, state_dir, db_path)
+
+
+def render_default_config():
+    """The commented `.klauss.toml` that `manage.sh init-config` writes."""
+    lines = ["# Klauss configuration. Every key is optional; the values shown are the defaults.",
+             "# Environment overrides: KLAUSS_DB, KLAUSS_CONFIG, KLAUSS_WORKERS, KLAUSS_CLAUDE, KLAUSS_AUTO_START.", ""]
+    for section, keys in SCHEMA.items():
+        lines.append(f"[{section}]")
+        for key, (_, default, comment) in keys.items():
+            lines.append(f"# {comment}")
+            if default is None:
+                lines.append(f"# {key} = ")
+            else:
+                lines.append(f"{key} = {_toml_value(default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value):
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + "}"
+    raise TypeError(value)

@@ -1,0 +1,61 @@
+"""Shared fixtures. Every test gets a private database and a configuration that ignores the
+developer's own environment and `.klauss.toml`."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import claude_queue  # noqa: E402
+import config  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    for var in list(os.environ):
+        if var.startswith("KLAUSS_"):
+            monkeypatch.delenv(var)
+
+
+class FakeClock:
+    """A clock tests move by hand, so lease and backoff tests never wait for real time."""
+
+    def __init__(self, start=1_700_000_000.0):
+        self.now = start
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def make_queue(tmp_path):
+    """make_queue(clock=None, **overrides) -> TaskQueue on tmp_path/q.db."""
+    made = []
+
+    def make(clock=None, db=None, **overrides):
+        db = db or tmp_path / "q.db"
+        cfg = config.load_config(db=str(db), cwd=tmp_path, overrides=overrides, env={})
+        q = claude_queue.TaskQueue(str(db), clock=clock, cfg=cfg)
+        made.append(q)
+        return q
+
+    yield make
+    for q in made:
+        q.close()
+
+
+@pytest.fixture
+def queue(make_queue, clock):
+    return make_queue(clock=clock)

@@ -1,0 +1,49 @@
+"""Whole-codebase checks: lint, Python 3.9 compatibility, and the rules Klauss never breaks."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PY_FILES = sorted(p for p in ROOT.rglob("*.py") if ".git" not in p.parts and "node_modules" not in p.parts)
+
+
+def test_ruff_is_clean():
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", str(ROOT)],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_code_runs_on_python_3_9():
+    out = subprocess.run([sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())", "-t=3.9-", "--no-tips", "--violations",
+                          "--eval-annotations", *map(str, PY_FILES)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("pattern, why", [
+    (r"shell\s*=\s*True", "prompts and paths must never pass through a shell"),
+    (r"\b(pkill|killall)\b", "signal only pids our own coordinator recorded"),
+])
+def test_forbidden_patterns(pattern, why):
+    offenders = []
+    for path in [*PY_FILES, *ROOT.glob("*.sh")]:
+        if path.name == "test_codebase.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(pattern, line):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}")
+    assert not offenders, f"{why}: {offenders}"
+
+
+def test_runtime_modules_import_only_the_standard_library():
+    allowed_local = {"config", "claude_queue", "claude_cli"}
+    stdlib = getattr(sys, "stdlib_module_names", None)
+    if stdlib is None:
+        pytest.skip("needs Python 3.10+ to list the standard library")
+    for path in ROOT.glob("*.py"):
+        for match in re.finditer(r"^\s*(?:import|from)\s+([A-Za-z_][\w]*)", path.read_text(), re.M):
+            name = match.group(1)
+            assert name in stdlib or name in allowed_local or name == "tomli", f"{path.name} imports {name}"
