@@ -313,6 +313,46 @@ def validate_task(entry, default_max_attempts):
     }
 
 
+def _glob_base(pattern):
+    """The part of a glob pattern before its first wildcard (what the pattern can reach)."""
+    parts = []
+    for part in Path(pattern).parts:
+        if any(ch in part for ch in "*?["):
+            break
+        parts.append(part)
+    return Path(*parts) if parts else Path(".")
+
+
+def check_task_paths(task, cfg, cwd=None):
+    """Resolve the task's working dir (to an absolute path) and check that it, its context files and
+    expected outputs stay inside the project root (symlinks and `..` resolved) unless `[safety]`
+    allows more. Returns the task with `working_dir` made absolute. Raises ValueError naming the field."""
+    safety = cfg["safety"]
+    roots = [Path(cfg.root).resolve()] + [Path(d).expanduser().resolve() for d in safety["allowed_dirs"]]
+
+    def inside(path):
+        return safety["allow_external_dirs"] or any(path == r or r in path.parents for r in roots)
+
+    hint = "or set [safety] allow_external_dirs = true in .klauss.toml"
+    working_dir = task["working_dir"]
+    if working_dir is None:
+        wd = Path(cfg.root).resolve()
+    else:
+        wd = (Path(cwd or os.getcwd()) / Path(working_dir).expanduser()).resolve()
+        if not wd.exists():
+            raise ValueError(f"working_dir: {working_dir} does not exist")
+        if not wd.is_dir():
+            raise ValueError(f"working_dir: {working_dir} is not a directory")
+        if not inside(wd):
+            raise ValueError(f"working_dir: {working_dir} is outside the project {cfg.root}; use a directory inside it, {hint}")
+    for field_name in ("context_files", "expected_outputs"):
+        for item in task[field_name]:
+            target = (wd / _glob_base(item)).resolve() if field_name == "context_files" else (wd / item).resolve()
+            if not inside(target):
+                raise ValueError(f"{field_name}: {item} resolves outside the project {cfg.root}; {hint.replace('or ', '', 1)}")
+    return {**task, "working_dir": str(wd)}
+
+
 class TaskQueue:
     """The task queue over one SQLite database. Safe to share between threads and processes."""
 
@@ -425,7 +465,7 @@ class TaskQueue:
         tasks = []
         for index, entry in enumerate(entries):
             try:
-                tasks.append(validate_task(entry, default_attempts))
+                tasks.append(check_task_paths(validate_task(entry, default_attempts), self.cfg))
             except ValueError as exc:
                 raise ValueError(f"task {index}: {exc}" if len(entries) > 1 else str(exc)) from None
         order = _batch_order(tasks)

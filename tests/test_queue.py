@@ -17,13 +17,15 @@ def count_rows(q):
 
 # --- adding and validating -----------------------------------------------------------------------
 
-def test_add_and_get_round_trip(queue):
+def test_add_and_get_round_trip(queue, tmp_path):
+    (tmp_path / "src").mkdir()
     job = queue.create_job("Build auth")
-    tid = queue.add_task("Write login", working_dir="/tmp", context_files=["src/*.py"],
+    tid = queue.add_task("Write login", working_dir=str(tmp_path / "src"), context_files=["src/*.py"],
                          expected_outputs=["login.py"], metadata={"model": "haiku"}, priority=3,
                          job_id=job, max_attempts=2, timeout=60)
     t = queue.get_task(tid)
     assert (t.prompt, t.status, t.priority, t.job_id) == ("Write login", "pending", 3, job)
+    assert t.working_dir == str(tmp_path / "src")
     assert t.context_files == ["src/*.py"] and t.expected_outputs == ["login.py"]
     assert t.metadata == {"model": "haiku"} and t.max_attempts == 2 and t.timeout == 60
     assert t.to_dict()["id"] == tid
@@ -55,6 +57,45 @@ def test_bad_input_is_a_valueerror_naming_the_field_and_writes_nothing(queue, kw
     with pytest.raises(ValueError, match=field):
         queue.add_task(**kwargs)
     assert count_rows(queue) == 0
+
+
+def test_working_dir_defaults_to_the_project_root_and_must_exist(queue, tmp_path):
+    assert queue.get_task(queue.add_task("x")).working_dir == str(tmp_path)
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match="working_dir: .*does not exist"):
+        queue.add_task("x", working_dir=str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="working_dir: .*is not a directory"):
+        queue.add_task("x", working_dir=str(tmp_path / "file.txt"))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("working_dir", "/"),
+    ("working_dir", "{root}/.."),
+    ("working_dir", "{root}/escape"),  # a symlink to outside
+    ("context_files", ["../../etc/*.conf"]),
+    ("context_files", ["escape/secrets.txt"]),
+    ("expected_outputs", ["/etc/passwd"]),
+    ("expected_outputs", ["sub/../../out.txt"]),
+])
+def test_paths_escaping_the_project_are_refused(queue, tmp_path, field, value):
+    outside = tmp_path.parent / f"outside-{tmp_path.name}"
+    outside.mkdir(exist_ok=True)
+    (tmp_path / "escape").symlink_to(outside)
+    value = value.replace("{root}", str(tmp_path)) if isinstance(value, str) else value
+    with pytest.raises(ValueError, match=f"{field}: .*outside the project"):
+        queue.add_task("x", **{field: value})
+    assert count_rows(queue) == 0
+
+
+def test_external_dirs_when_the_config_allows_them(make_queue, tmp_path):
+    outside = tmp_path.parent / f"allowed-{tmp_path.name}"
+    outside.mkdir(exist_ok=True)
+    q = make_queue(**{"safety.allowed_dirs": [str(outside)]})
+    assert q.get_task(q.add_task("x", working_dir=str(outside))).working_dir == str(outside)
+    with pytest.raises(ValueError, match="outside the project"):
+        q.add_task("x", working_dir="/")
+    q2 = make_queue(db=tmp_path / "q2.db", **{"safety.allow_external_dirs": True})
+    q2.add_task("x", working_dir="/", expected_outputs=["/tmp/out.txt"])
 
 
 def test_prompt_size_limit_is_enforced_not_truncated(queue, monkeypatch):
