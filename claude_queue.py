@@ -459,6 +459,12 @@ class TaskQueue:
     def add_tasks(self, entries):
         """Insert all entries or none. An entry's `depends_on` may name existing task ids (int) or
         the `ref` of another entry in the same batch (str); cycles are rejected."""
+        tasks, order = self._prepare(entries)
+        with self._write() as conn:
+            return self._insert(conn, tasks, order)
+
+    def _prepare(self, entries):
+        """Validate a batch completely before any write: (normalized tasks, insertion order)."""
         if not isinstance(entries, (list, tuple)):
             raise ValueError(f"tasks: expected a list, got {type(entries).__name__}")
         default_attempts = self.cfg["queue"]["max_attempts"]
@@ -468,9 +474,7 @@ class TaskQueue:
                 tasks.append(check_task_paths(validate_task(entry, default_attempts), self.cfg))
             except ValueError as exc:
                 raise ValueError(f"task {index}: {exc}" if len(entries) > 1 else str(exc)) from None
-        order = _batch_order(tasks)
-        with self._write() as conn:
-            return self._insert(conn, tasks, order)
+        return tasks, _batch_order(tasks)
 
     def _insert(self, conn, tasks, order):
         now = self.clock()
@@ -831,6 +835,22 @@ class TaskQueue:
     # --- jobs ---
 
     def create_job(self, description, orchestrator_id=None, metadata=None, max_budget_usd=None):
+        job = self._job_row(description, orchestrator_id, metadata, max_budget_usd)
+        with self._write() as conn:
+            conn.execute(SQL_INSERT_JOB, job)
+        return job[0]
+
+    def submit_job(self, description, tasks, orchestrator_id=None, metadata=None, max_budget_usd=None):
+        """Create a job and its tasks in one transaction: both or neither. Returns (job_id, task ids)."""
+        job = self._job_row(description, orchestrator_id, metadata, max_budget_usd)
+        if isinstance(tasks, (list, tuple)):
+            tasks = [{**t, "job_id": job[0]} if isinstance(t, dict) else t for t in tasks]
+        prepared, order = self._prepare(tasks)
+        with self._write() as conn:
+            conn.execute(SQL_INSERT_JOB, job)
+            return job[0], self._insert(conn, prepared, order)
+
+    def _job_row(self, description, orchestrator_id, metadata, max_budget_usd):
         if not isinstance(description, str) or not description.strip():
             raise ValueError("description: expected a non-empty string")
         if metadata is not None and not isinstance(metadata, dict):
@@ -839,11 +859,7 @@ class TaskQueue:
                                            not isinstance(max_budget_usd, (int, float)) or max_budget_usd <= 0):
             raise ValueError(f"max_budget_usd: expected a number > 0, got {max_budget_usd!r}")
         job_id = "job-" + time.strftime("%Y%m%d", time.gmtime(self.clock())) + "-" + uuid.uuid4().hex[:6]
-        with self._write() as conn:
-            conn.execute("INSERT INTO jobs (id, description, orchestrator_id, metadata, max_budget_usd, created_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?)",
-                         (job_id, description, orchestrator_id, _dumps(metadata or {}), max_budget_usd, self.clock()))
-        return job_id
+        return (job_id, description, orchestrator_id, _dumps(metadata or {}), max_budget_usd, self.clock())
 
     def update_job_metadata(self, job_id, changes):
         """Merge `changes` into a job's metadata (e.g. the worktree base commit)."""
@@ -930,6 +946,61 @@ class TaskQueue:
         with self._write() as conn:
             return conn.execute("DELETE FROM pool_flags WHERE key = ?", (key,)).rowcount == 1
 
+    # --- queries for the CLI and dashboard
+
+    def recent_tasks(self, status=None, job_id=None, limit=50, offset=0):
+        """Newest tasks first, like `list_tasks`, but reading about `offset + limit` rows however many
+        tasks the table holds, so a screenful costs the same at 100 tasks or 1,000,000. `status` is
+        one status or a list; `limit=None` returns every match."""
+        statuses = None if status is None else sorted({status} if isinstance(status, str) else set(status))
+        bad = [s for s in statuses or () if s not in STATUSES]
+        if bad:
+            raise ValueError(f"status: unknown {bad[0]!r} (known: {', '.join(STATUSES)})")
+        _require_int("limit", limit, minimum=0)
+        _require_int("offset", offset, minimum=0, allow_none=False)
+        if statuses is not None and len(statuses) > 1:
+            # One bounded query per status, merged: a single scan for a common and a rare status
+            # together would walk back to the oldest rare one.
+            window = None if limit is None else offset + limit
+            merged = sorted((t for s in statuses for t in self.recent_tasks(s, job_id, window)),
+                            key=lambda t: t.id, reverse=True)
+            return merged[offset:None if limit is None else offset + limit]
+        # The trigger-kept counts bound the matches, so a backwards scan of ids for a status stops
+        # at its last match instead of running on to the start of the table.
+        if statuses is not None or job_id is not None:
+            counts = self.get_stats(job_id)
+            matches = counts["total"] if statuses is None else counts[statuses[0]]
+            limit = max(0, matches - offset) if limit is None else max(0, min(limit, matches - offset))
+        if limit == 0:
+            return []
+        where, params, index = [], [], ""
+        if statuses is not None:
+            # SQLite uses a partial index only when the query repeats the index's own WHERE term,
+            # and without ANALYZE statistics it prefers the rowid order, hence INDEXED BY.
+            if statuses[0] in ("failed", "cancelled", "skipped"):
+                index = " INDEXED BY tasks_unsuccessful"
+                where.append("status IN ('failed', 'cancelled', 'skipped')")
+            elif statuses[0] == "in_progress":
+                index = " INDEXED BY tasks_running"
+            where.append(f"status = {statuses[0]!r}")
+        if job_id is not None:
+            where.append("job_id = ?")
+            params.append(job_id)
+        sql = f"SELECT * FROM tasks{index}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        rows = self._read(sql, params)
+        deps = {}
+        for chunk in range(0, len(rows), 500):
+            part = [r["id"] for r in rows[chunk:chunk + 500]]
+            for r in self._read(f"SELECT task_id, depends_on FROM task_deps WHERE task_id IN "
+                                f"({','.join('?' * len(part))}) ORDER BY depends_on", part):
+                deps.setdefault(r[0], []).append(r[1])
+        return [Task.from_row(r, deps.get(r["id"], [])) for r in rows]
 
 def _split_result(result):
     """(text, outcome dict, cost) from a result given as text or as a dict of outcome details."""
@@ -999,6 +1070,10 @@ def _split_sql(script):
 SQL_EVENT = """
 INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt, detail)
 VALUES (?1, (SELECT ifnull(max(seq), 0) + 1 FROM task_events WHERE task_id = ?1), ?2, ?3, ?4, ?5, ?6)
+"""
+
+SQL_INSERT_JOB = """
+INSERT INTO jobs (id, description, orchestrator_id, metadata, max_budget_usd, created_at) VALUES (?, ?, ?, ?, ?, ?)
 """
 
 SQL_INSERT_TASK = """

@@ -1,0 +1,254 @@
+"""Everything Klauss knows about the `claude` CLI: how to call it, how to read what it prints, and
+what its failures mean. The facts behind this are in shared/claude-cli-reference.md (CLI 2.1.x).
+
+The worker is the only user; keeping the CLI's quirks here means one file changes when the CLI does.
+"""
+
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+# Outcome kinds and what the worker does with each.
+SUCCESS = "success"
+USAGE_LIMIT = "usage_limit"      # release the task, pause every worker until the limit resets
+CONFIG_ERROR = "config_error"    # release the task, stop claiming, tell the user what to fix
+RETRYABLE = "retryable"          # fail with backoff while attempts remain
+FATAL = "fatal"                  # fail now; retrying would fail the same way
+
+DEFAULT_USAGE_PAUSE_SECONDS = 900  # when a usage limit comes without a reset time
+
+
+class ClaudeNotFound(Exception):
+    """The configured command cannot be run; the message says what was tried and how to fix it."""
+
+
+def resolve_command(command):
+    """The executable for `command` (a name on PATH or a path), or ClaudeNotFound."""
+    path = shutil.which(command)
+    if path is None:
+        raise ClaudeNotFound(f"claude CLI not found: tried {command!r}; install it with "
+                             "'npm install -g @anthropic-ai/claude-code', or set [claude] command in "
+                             ".klauss.toml or KLAUSS_CLAUDE to its path")
+    return path
+
+
+def check_runnable(command, timeout=30):
+    """Run `claude --version`; returns the version line or raises ClaudeNotFound."""
+    path = resolve_command(command)
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ClaudeNotFound(f"claude CLI at {path} could not be run ({exc}); check the installation") from None
+    if out.returncode != 0:
+        detail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise ClaudeNotFound(f"'{path} --version' failed with exit code {out.returncode}: {detail[0]}")
+    return out.stdout.strip()
+
+
+def build_argv(claude_cfg, metadata=None, executable=None):
+    """The argv for one task. The prompt goes on stdin, so list-valued flags (which swallow the
+    words after them) cannot eat it. Per-task metadata may override model, max_turns,
+    max_budget_usd and allowed_tools."""
+    metadata = metadata or {}
+    argv = [executable or claude_cfg["command"], "-p", "--output-format", "stream-json", "--verbose",
+            "--permission-mode", claude_cfg["permission_mode"]]
+    model = metadata.get("model") or claude_cfg["model"]
+    if model:
+        argv += ["--model", str(model)]
+    max_turns = metadata.get("max_turns", claude_cfg["max_turns"])
+    if max_turns is not None:
+        argv += ["--max-turns", str(int(max_turns))]
+    budget = metadata.get("max_budget_usd", claude_cfg["max_budget_usd"])
+    if budget is not None:
+        argv += ["--max-budget-usd", f"{float(budget):g}"]
+    if claude_cfg["append_system_prompt"]:
+        argv += ["--append-system-prompt", claude_cfg["append_system_prompt"]]
+    allowed = list(claude_cfg["allowed_tools"]) + list(metadata.get("allowed_tools") or [])
+    if allowed:
+        argv += ["--allowedTools", *allowed]
+    if claude_cfg["disallowed_tools"]:
+        argv += ["--disallowedTools", *claude_cfg["disallowed_tools"]]
+    return argv + list(claude_cfg["extra_args"])
+
+
+def describe_tool_use(name, tool_input):
+    """A short human line for a tool call, e.g. 'Edit src/auth.py' or 'Bash: npm test'."""
+    tool_input = tool_input if isinstance(tool_input, dict) else {}
+    for key in ("file_path", "notebook_path", "path"):
+        if tool_input.get(key):
+            return f"{name} {tool_input[key]}"
+    if tool_input.get("command"):
+        return f"{name}: {_shorten(str(tool_input['command']), 60)}"
+    if tool_input.get("pattern"):
+        return f"{name} {_shorten(str(tool_input['pattern']), 60)}"
+    if tool_input.get("description"):
+        return f"{name}: {_shorten(str(tool_input['description']), 60)}"
+    return name
+
+
+def _shorten(text, limit):
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+@dataclass
+class StreamState:
+    """What a `--output-format stream-json` run has said so far."""
+    session_id: str = None
+    model: str = None
+    result: dict = None              # the final `result` event
+    rate_limit_rejected: dict = None  # rate_limit_info of a rejected rate_limit_event
+    last_activity: str = None
+    tool_calls: int = 0
+    output_tokens: int = 0
+    input_tokens: int = 0
+    api_retries: int = 0
+    api_error: str = None            # `error` of a synthetic API-error assistant message
+    non_json_lines: list = field(default_factory=list)
+
+    def feed(self, event):
+        """Update from one decoded event; returns True when the activity line changed."""
+        kind = event.get("type")
+        if kind == "system" and event.get("subtype") == "init":
+            self.session_id = event.get("session_id") or self.session_id
+            self.model = event.get("model")
+            self.last_activity = "started"
+            return True
+        if kind == "system" and event.get("subtype") == "api_retry":
+            self.api_retries += 1
+            self.last_activity = f"API retry {event.get('attempt')}/{event.get('max_retries')} ({event.get('error')})"
+            return True
+        if kind == "rate_limit_event":
+            info = event.get("rate_limit_info") or {}
+            if info.get("status") == "rejected":
+                self.rate_limit_rejected = info
+            return False
+        if kind == "assistant":
+            message = event.get("message") or {}
+            if event.get("error"):
+                self.api_error = event.get("error")
+            usage = message.get("usage") or {}
+            self.output_tokens += int(usage.get("output_tokens") or 0)
+            self.input_tokens = max(self.input_tokens, int(usage.get("input_tokens") or 0)
+                                    + int(usage.get("cache_read_input_tokens") or 0))
+            changed = False
+            for block in message.get("content") or []:
+                if isinstance(block, dict) and block.get("type") == "tool_use":
+                    self.tool_calls += 1
+                    self.last_activity = describe_tool_use(block.get("name", "tool"), block.get("input"))
+                    changed = True
+                elif isinstance(block, dict) and block.get("type") == "text" and block.get("text", "").strip():
+                    if self.last_activity in (None, "started"):
+                        self.last_activity = "writing"
+                        changed = True
+            return changed or bool(usage)
+        if kind == "result":
+            self.result = event
+            self.session_id = event.get("session_id") or self.session_id
+            return False
+        return False
+
+    def activity_line(self):
+        tokens = self.input_tokens + self.output_tokens
+        parts = [self.last_activity or "starting"]
+        if tokens:
+            parts.append(f"{tokens / 1000:.1f}k tokens")
+        if self.tool_calls:
+            parts.append(f"{self.tool_calls} tool calls")
+        return " · ".join(parts)
+
+
+@dataclass
+class Verdict:
+    kind: str
+    message: str = ""
+    fix: str = ""
+    resets_at: float = None
+
+
+_STARTUP_CONFIG_ERRORS = (
+    # The CLI refused its arguments or environment before doing anything (no result event).
+    # No structured field exists for these, so the text is all there is.
+    re.compile(r"^error: (unknown option|option '|too many arguments|missing required argument)", re.M),
+    re.compile(r"cannot be used with root/sudo privileges", re.M),
+    re.compile(r"^Error: When using --print", re.M),
+)
+
+
+def classify(result, exit_code, rate_limit_rejected=None, stderr_tail="", model_from_task=False, now=None):
+    """Decide what a finished run means, from the structured fields wherever they exist."""
+    now = time.time() if now is None else now
+    if rate_limit_rejected is not None or (result and result.get("api_error") == "usage_limit_reached"):
+        resets = (rate_limit_rejected or {}).get("resetsAt")
+        resets = float(resets) if isinstance(resets, (int, float)) and resets > now else now + DEFAULT_USAGE_PAUSE_SECONDS
+        text = (result or {}).get("result") or "usage limit reached"
+        return Verdict(USAGE_LIMIT, f"Claude usage limit: {text}", "wait for the limit to reset", resets)
+
+    if result is None:
+        for pattern in _STARTUP_CONFIG_ERRORS:
+            if pattern.search(stderr_tail or ""):
+                line = next((ln for ln in stderr_tail.splitlines() if pattern.search(ln)), stderr_tail.strip())
+                return Verdict(CONFIG_ERROR, f"claude refused to start: {line.strip()}",
+                               "fix [claude] settings (extra_args, permission_mode) in .klauss.toml")
+        tail = (stderr_tail or "").strip().splitlines()[-1:] or ["no output"]
+        return Verdict(RETRYABLE, f"claude exited with code {exit_code} without a result: {tail[0]}")
+
+    subtype = result.get("subtype")
+    errors = "; ".join(str(e) for e in result.get("errors") or []) or subtype
+    if subtype == "error_max_turns":
+        return Verdict(FATAL, f"max turns reached ({result.get('num_turns')} turns): {errors}",
+                       "raise max_turns (task metadata or [claude] max_turns) or split the task")
+    if subtype == "error_max_budget_usd":
+        return Verdict(FATAL, f"max budget reached (${result.get('total_cost_usd') or 0:.2f}): {errors}",
+                       "raise max_budget_usd or split the task")
+    if subtype and subtype.startswith("error"):
+        return Verdict(RETRYABLE, f"claude failed during execution: {errors}")
+
+    if result.get("is_error"):
+        return _classify_api_error(result, model_from_task)
+    if exit_code != 0:
+        return Verdict(RETRYABLE, f"claude exited with code {exit_code} after reporting success")
+    return Verdict(SUCCESS)
+
+
+def _classify_api_error(result, model_from_task):
+    status = result.get("api_error_status")
+    api_error = result.get("api_error")
+    reason = result.get("terminal_reason")
+    text = str(result.get("result") or "")
+    if status in (401, 403) or text.startswith("Not logged in") or text.startswith("Invalid API key"):
+        return Verdict(CONFIG_ERROR, f"Claude is not authenticated: {text}",
+                       "run `claude` in a terminal and use /login (or set a valid ANTHROPIC_API_KEY), "
+                       "then restart the workers")
+    if "credit balance" in text.lower() or api_error == "billing_error":
+        return Verdict(CONFIG_ERROR, f"Claude billing problem: {text}",
+                       "add credits or change plan in the Anthropic console, then restart the workers")
+    if reason == "prompt_too_long" or text.startswith("Prompt is too long"):
+        return Verdict(FATAL, f"prompt too long: {text}", "shorten the prompt or its context files")
+    if status == 404 or text.startswith("There's an issue with the selected model"):
+        fix = "fix the task's metadata model" if model_from_task else "fix [claude] model in .klauss.toml"
+        return Verdict(FATAL if model_from_task else CONFIG_ERROR, f"model not available: {text}", fix)
+    if status == 429:
+        return Verdict(RETRYABLE, f"rate limited: {text}")
+    if status == 529:
+        return Verdict(RETRYABLE, f"API overloaded: {text}")
+    if isinstance(status, int) and status >= 500:
+        return Verdict(RETRYABLE, f"API server error {status}: {text}")
+    if api_error == "connection_failed" or status is None:
+        return Verdict(RETRYABLE, f"API unreachable: {text}")
+    return Verdict(RETRYABLE, f"API error {status}: {text}")
+
+
+def denial_summary(denials):
+    """'Write (2×), Bash' and the configuration that would allow them."""
+    counts = {}
+    for d in denials or []:
+        name = d.get("tool_name", "?") if isinstance(d, dict) else str(d)
+        counts[name] = counts.get(name, 0) + 1
+    names = ", ".join(f"{n} ({c}×)" if c > 1 else n for n, c in counts.items())
+    allow = ", ".join(f'"{n}"' for n in counts)
+    return names, (f"allow them with [claude] allowed_tools = [{allow}] in .klauss.toml (or per task in "
+                   f"metadata.allowed_tools), or permission_mode = \"acceptEdits\"")

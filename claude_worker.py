@@ -1,0 +1,589 @@
+#!/usr/bin/env python3
+"""A Klauss worker: claims tasks from the queue and runs the `claude` CLI on each.
+
+    python claude_worker.py WORKER_ID [DB] [--db PATH] [--exit-when-idle] [--coordinator-pid PID]
+
+Each task runs as `claude -p --output-format stream-json --verbose ...` in the task's working
+directory, with the prompt on stdin, in its own process group. A heartbeat thread renews the lease
+and watches for cancel requests; the stream is written to a per-task transcript and summarised
+into the task's live activity. The outcome is decided from the CLI's structured fields and the
+expected outputs on disk (see claude_cli.classify).
+
+Exit codes: 0 stopped normally; 2 bad arguments or configuration; 3 a configuration problem that
+a restart will not fix (claude missing, not logged in): stderr says what to do.
+"""
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import claude_cli
+import claude_queue
+import config
+
+EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
+
+# Idle workers look for a change to the database this often. A stat of the WAL file costs a few
+# microseconds, so this keeps pickup latency near 10 ms at about 0.1% of a core.
+WAKE_CHECK_SECONDS = 0.01
+ACTIVITY_MIN_INTERVAL = 1.0  # live-activity writes per task are throttled to one a second
+STDERR_TAIL_CHARS = 4000
+MAX_LISTED_CONTEXT_FILES = 200
+
+
+def log(message):
+    print(message, flush=True)
+
+
+class StopRequested(Exception):
+    pass
+
+
+# --- the prompt --------------------------------------------------------------------------------
+
+def _is_text(data):
+    if b"\x00" in data[:8192]:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def expand_context(patterns, working_dir):
+    """Files matched by the context globs (relative to the working dir), sorted, without duplicates."""
+    seen = {}
+    for pattern in patterns:
+        full = pattern if os.path.isabs(pattern) else os.path.join(working_dir, pattern)
+        for match in sorted(glob.glob(full, recursive=True)):
+            if os.path.isfile(match):
+                seen.setdefault(os.path.relpath(match, working_dir), match)
+    return list(seen.items())
+
+
+def build_prompt(task, job, working_dir, inline_budget):
+    """The text Claude receives: who it is in the job, shared context, files, outputs, then the task."""
+    parts = []
+    header = f"You are a Klauss worker running task #{task.id}"
+    if job:
+        header += f" of job {job['id']} (\"{job['description']}\")"
+    header += f", attempt {task.attempts_used} of {task.max_attempts}."
+    parts.append(header + " Other workers may be editing other files of this project at the same "
+                 "time: change only what this task needs.")
+    shared = (job or {}).get("metadata", {}).get("context")
+    if shared:
+        parts.append("## Shared context for this job\n" + str(shared).strip())
+    if task.context_files:
+        files = expand_context(task.context_files, working_dir)
+        lines, inlined, remaining = [], [], inline_budget
+        for rel, path in files[:MAX_LISTED_CONTEXT_FILES]:
+            try:
+                size = os.path.getsize(path)
+                note = ""
+                if size <= remaining:
+                    with open(path, "rb") as fh:
+                        data = fh.read()
+                    if _is_text(data):
+                        inlined.append(f"### {rel}\n```\n{data.decode('utf-8')}\n```")
+                        remaining -= size
+                        note = " (inlined below)"
+                    else:
+                        note = " (binary, not inlined)"
+                else:
+                    note = " (not inlined: read it yourself)"
+                lines.append(f"- {rel} ({size} bytes){note}")
+            except OSError as exc:
+                lines.append(f"- {rel} (unreadable: {exc.strerror})")
+        if len(files) > MAX_LISTED_CONTEXT_FILES:
+            lines.append(f"- … and {len(files) - MAX_LISTED_CONTEXT_FILES} more files matching "
+                         f"{', '.join(task.context_files)}")
+        if not files:
+            lines.append(f"- (no files match {', '.join(task.context_files)})")
+        parts.append("## Context files\n" + "\n".join(lines) + ("\n\n" + "\n\n".join(inlined) if inlined else ""))
+    if task.expected_outputs:
+        parts.append("## Expected outputs\nThe task only counts as done when each of these exists and was "
+                     "written during this run:\n" + "\n".join(f"- {p}" for p in task.expected_outputs))
+    parts.append("## Task\n" + task.prompt)
+    return "\n\n".join(parts) + "\n"
+
+
+# --- expected outputs --------------------------------------------------------------------------
+
+def _fingerprint(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    digest = None
+    if st.st_size <= 4 * 1024 * 1024:
+        try:
+            with open(path, "rb") as fh:
+                digest = hashlib.sha1(fh.read()).hexdigest()
+        except OSError:
+            pass
+    return (st.st_mtime_ns, st.st_size, st.st_ino, digest)
+
+
+def snapshot_outputs(patterns, working_dir):
+    """Fingerprints of what the expected outputs match before the run."""
+    snap = {}
+    for pattern in patterns:
+        full = os.path.join(working_dir, pattern)
+        for path in glob.glob(full, recursive=True) if glob.has_magic(pattern) else [full]:
+            snap[os.path.normpath(path)] = _fingerprint(path)
+    return snap
+
+
+def verify_outputs(patterns, working_dir, before):
+    """(verified, missing): an output counts when it exists and was created or changed in this run."""
+    verified, missing = [], []
+    for pattern in patterns:
+        full = os.path.join(working_dir, pattern)
+        paths = glob.glob(full, recursive=True) if glob.has_magic(pattern) else [full]
+        fresh = [p for p in paths if os.path.exists(p) and _fingerprint(p) != before.get(os.path.normpath(p))]
+        (verified if fresh else missing).append(pattern)
+    return verified, missing
+
+
+# --- running one task --------------------------------------------------------------------------
+
+class Run:
+    """One `claude` process for one task: its stream, its transcript, and how it ended."""
+
+    def __init__(self, worker, task, argv, prompt, working_dir, env, timeout, transcript_path):
+        self.worker = worker
+        self.task = task
+        self.argv = argv
+        self.prompt = prompt
+        self.working_dir = working_dir
+        self.env = env
+        self.timeout = timeout
+        self.transcript_path = transcript_path
+        self.state = claude_cli.StreamState()
+        self.stderr_tail = deque(maxlen=200)
+        self.stop = threading.Event()     # set when the run must be ended early
+        self.stop_reason = None           # "timeout" | "cancel" | "lease_lost" | "shutdown"
+        self.proc = None
+        self._last_activity_write = 0.0
+
+    def request_stop(self, reason):
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.stop.set()
+
+    def kill_group(self):
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _read_stdout(self, transcript):
+        for raw in self.proc.stdout:
+            transcript.write(raw)
+            transcript.flush()
+            line = raw.decode("utf-8", "replace").strip()
+            if not line:
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                self.state.non_json_lines.append(line[:500])
+                continue
+            if isinstance(event, dict) and self.state.feed(event):
+                self._maybe_write_activity()
+
+    def _read_stderr(self):
+        for raw in self.proc.stderr:
+            self.stderr_tail.append(raw.decode("utf-8", "replace"))
+
+    def _maybe_write_activity(self):
+        now = time.monotonic()
+        if now - self._last_activity_write >= ACTIVITY_MIN_INTERVAL:
+            self._last_activity_write = now
+            self.worker.queue.set_activity(self.task.id, self.worker.worker_id, self.state.activity_line(),
+                                           attempt=self.task.attempt)
+
+    def execute(self):
+        """Run claude to the end (or until stopped). Returns (exit_code, duration_seconds)."""
+        started = time.monotonic()
+        Path(self.transcript_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.transcript_path, "ab") as transcript:
+            # A new session makes claude the leader of its own process group, so everything it
+            # starts (tool subprocesses included) can be killed together and nothing outlives it.
+            self.proc = subprocess.Popen(self.argv, cwd=self.working_dir, env=self.env, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            self.worker.note_claude(self.proc.pid)
+            readers = [threading.Thread(target=self._read_stdout, args=(transcript,), daemon=True),
+                       threading.Thread(target=self._read_stderr, daemon=True)]
+            for r in readers:
+                r.start()
+            try:
+                self.proc.stdin.write(self.prompt.encode("utf-8"))
+            except BrokenPipeError:
+                pass  # claude exited before reading; its exit code and stderr tell why
+            finally:
+                try:
+                    self.proc.stdin.close()
+                except BrokenPipeError:
+                    pass
+            deadline = started + self.timeout
+            while True:
+                try:
+                    self.proc.wait(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if time.monotonic() >= deadline:
+                    self.request_stop("timeout")
+                if self.worker.shutdown_due():
+                    self.request_stop("shutdown")
+                if self.stop.is_set():
+                    self.kill_group()
+                    self.proc.wait()
+                    break
+            # Whatever claude left behind in its group (a background server a tool started) goes
+            # too; otherwise it would hold the pipes open and outlive the task.
+            self.kill_group()
+            for r in readers:
+                r.join(timeout=5)
+            self.worker.note_claude(None)
+        if self.state.activity_line():
+            self._last_activity_write = 0.0
+        return self.proc.returncode, time.monotonic() - started
+
+
+# --- the worker --------------------------------------------------------------------------------
+
+class Worker:
+    def __init__(self, worker_id, queue, cfg, exit_when_idle=False, coordinator_pid=None):
+        self.worker_id = worker_id
+        self.queue = queue
+        self.cfg = cfg
+        self.exit_when_idle = exit_when_idle
+        self.coordinator_pid = coordinator_pid
+        self.parent_pid = os.getppid()
+        self.stopping = False
+        self.stop_why = None
+        self.shutdown_deadline = None
+        self.run = None
+        self.executable = None
+        self.state = "starting"
+        self._wake = threading.Event()
+        self._last_recover = 0.0
+        self._last_worker_beat = 0.0
+        self._info = {"coordinator_pid": coordinator_pid}
+        workers = cfg["workers"]
+        self.lease = workers["lease_seconds"]
+        self.heartbeat_every = min(workers["heartbeat_seconds"], self.lease / 3)
+        self.grace = workers["shutdown_grace_seconds"]
+
+    # signals and parent death
+
+    def request_shutdown(self, why):
+        # Also called from a signal handler: only set flags here (printing could re-enter stdout).
+        if not self.stopping:
+            self.stop_why = why
+            self.stopping = True
+            self.shutdown_deadline = time.monotonic() + self.grace
+        self._wake.set()
+
+    def install_signal_handlers(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: self.request_shutdown(signal.Signals(signum).name))
+
+    def parent_gone(self):
+        if self.coordinator_pid is None:
+            return False
+        if os.getppid() != self.parent_pid:
+            return True
+        try:
+            os.kill(self.coordinator_pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
+    def shutdown_due(self):
+        """True once a running task must be cut short: stopping and out of grace."""
+        if not self.stopping and self.parent_gone():
+            self.request_shutdown("coordinator is gone")
+        return self.stopping and time.monotonic() >= self.shutdown_deadline
+
+    # bookkeeping in the database
+
+    def set_state(self, state, current_task=None, force=False):
+        now = time.monotonic()
+        if force or state != self.state or now - self._last_worker_beat >= self.heartbeat_every:
+            self.state = state
+            self._last_worker_beat = now
+            self.queue.worker_heartbeat(self.worker_id, state=state, current_task=current_task, info=self._info)
+
+    def note_claude(self, pid):
+        # Recorded so the coordinator can kill claude's group if this worker is SIGKILLed.
+        self._info = {**self._info, "claude_pid": pid, "claude_pgid": pid}
+        self.queue.worker_heartbeat(self.worker_id, state=self.state,
+                                    current_task=self.run.task.id if (pid and self.run) else None, info=self._info)
+
+    # the main loop
+
+    def start(self):
+        claude_cfg = self.cfg["claude"]
+        try:
+            version = claude_cli.check_runnable(claude_cfg["command"])
+            self.executable = claude_cli.resolve_command(claude_cfg["command"])
+        except claude_cli.ClaudeNotFound as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return EXIT_CONFIG
+        self.queue.register_worker(self.worker_id, pid=os.getpid(), state="idle", info=self._info)
+        # Starting a worker is the user's way of saying a configuration problem is fixed.
+        self.queue.clear_flag("config_error")
+        log(f"worker {self.worker_id} (pid {os.getpid()}) ready: {self.executable} {version}; "
+            f"database {self.queue.db_path}")
+        try:
+            return self.loop()
+        finally:
+            self.queue.unregister_worker(self.worker_id)
+            log(f"worker {self.worker_id} stopped")
+
+    def loop(self):
+        while True:
+            if self.stopping or self.parent_gone():
+                if not self.stopping:
+                    self.request_shutdown("coordinator is gone")
+                log(f"stopping: {self.stop_why}")
+                return EXIT_OK
+            problem = self.queue.get_flag("config_error")
+            if problem:
+                self.set_state("config_error", force=True)
+                value = problem["value"]
+                print(f"error: {value.get('message')}. To fix: {value.get('fix')}", file=sys.stderr, flush=True)
+                return EXIT_CONFIG
+            pause = self.queue.get_flag("paused")
+            if pause:
+                self.set_state("paused")
+                self.idle_wait(pause["until"] - time.time(), watch_db=False)
+                continue
+            self.maybe_recover()
+            task = self.queue.claim_task(self.worker_id, lease_seconds=self.lease)
+            if task is None:
+                next_at = self.queue.next_claimable_at()
+                if self.exit_when_idle and next_at is None:
+                    return EXIT_OK
+                self.set_state("idle")
+                wait = self.cfg["workers"]["poll_seconds"]
+                if next_at is not None:
+                    wait = min(wait, max(0.0, next_at - time.time()))
+                self.idle_wait(wait)
+                continue
+            self.set_state("busy", current_task=task.id, force=True)
+            verdict = self.process(task)
+            self.set_state("idle", force=True)
+            if verdict is not None and verdict.kind == claude_cli.CONFIG_ERROR:
+                continue  # the loop top reads the flag, says what to do, and exits
+
+    def maybe_recover(self):
+        # Without a coordinator nobody else returns a crashed worker's task; this is cheap
+        # (only in-progress rows are looked at), so every worker does it now and then.
+        now = time.monotonic()
+        if now - self._last_recover >= self.lease / 2:
+            self._last_recover = now
+            for tid in self.queue.recover_stale():
+                log(f"recovered task {tid}: its lease expired")
+
+    def idle_wait(self, seconds, watch_db=True):
+        """Sleep up to `seconds`, waking early when the database changes or a stop is requested."""
+        deadline = time.monotonic() + max(0.0, seconds)
+        wal = str(self.queue.db_path) + "-wal"
+        before = _stat_key(wal)
+        while time.monotonic() < deadline:
+            if self._wake.wait(WAKE_CHECK_SECONDS):
+                self._wake.clear()
+                return
+            if self.stopping or self.parent_gone():
+                return
+            if watch_db and _stat_key(wal) != before:
+                return
+            if time.monotonic() - self._last_worker_beat >= self.heartbeat_every:
+                self.set_state(self.state)
+
+    def process(self, task):
+        """Run one claimed task to a recorded outcome. Returns the verdict (None if not ours anymore)."""
+        q = self.queue
+        log(f"task {task.id}: claimed (attempt {task.attempts_used}/{task.max_attempts})")
+        try:
+            checked = claude_queue.check_task_paths(
+                claude_queue.validate_task({k: getattr(task, k) for k in claude_queue.TASK_FIELDS
+                                            if k != "depends_on"}, task.max_attempts), self.cfg)
+        except ValueError as exc:
+            # The boundary is checked again here because the config may have changed since submit.
+            q.fail_task(task.id, self.worker_id, f"refused before running: {exc}", retryable=False, attempt=task.attempt)
+            log(f"task {task.id}: refused: {exc}")
+            return None
+        working_dir = checked["working_dir"]
+        job = q.get_job(task.job_id) if task.job_id else None
+        prompt = build_prompt(task, job, working_dir, self.cfg["claude"]["context_inline_bytes"])
+        before = snapshot_outputs(task.expected_outputs, working_dir)
+        argv = claude_cli.build_argv(self.cfg["claude"], task.metadata, executable=self.executable)
+        env = {**os.environ, **self.cfg["claude"]["env"], "KLAUSS_TASK_ID": str(task.id),
+               "KLAUSS_DB": str(q.db_path)}
+        if task.job_id:
+            env["KLAUSS_JOB_ID"] = task.job_id
+        timeout = task.timeout or self.cfg["claude"]["timeout"]
+        transcript = self.cfg.logs_dir / "tasks" / f"task-{task.id}-attempt-{task.attempt}.jsonl"
+        self.run = Run(self, task, argv, prompt, working_dir, env, timeout, transcript)
+        beat = threading.Thread(target=self._heartbeat, args=(self.run,), daemon=True)
+        beat.start()
+        try:
+            exit_code, duration = self.run.execute()
+        except OSError as exc:
+            self.run.stop.set()
+            q.fail_task(task.id, self.worker_id, f"could not start claude: {exc}", attempt=task.attempt)
+            log(f"task {task.id}: could not start claude: {exc}")
+            return None
+        finally:
+            self.run.stop.set()
+            beat.join()
+        run, self.run = self.run, None
+        return self.record(task, run, exit_code, duration, working_dir, before)
+
+    def _heartbeat(self, run):
+        """Renew the lease while claude works; end the run on a cancel request or a lost lease."""
+        while not run.stop.wait(self.heartbeat_every):
+            try:
+                if not self.queue.heartbeat(run.task.id, self.worker_id, attempt=run.task.attempt,
+                                            lease_seconds=self.lease):
+                    run.request_stop("lease_lost")
+                elif self.queue.cancel_requested(run.task.id):
+                    run.request_stop("cancel")
+                self.queue.worker_heartbeat(self.worker_id, state="busy", current_task=run.task.id, info=self._info)
+            except claude_queue.QueueError as exc:
+                log(f"task {run.task.id}: heartbeat failed: {exc}")
+
+    def record(self, task, run, exit_code, duration, working_dir, before):
+        q, tid, att = self.queue, task.id, task.attempt
+        state = run.state
+        result = state.result or {}
+        stderr_tail = "".join(run.stderr_tail)[-STDERR_TAIL_CHARS:]
+        verified, missing = verify_outputs(task.expected_outputs, working_dir, before)
+        denials = result.get("permission_denials") or []
+        outcome = {
+            "result": result.get("result"),
+            "session_id": state.session_id,
+            "total_cost_usd": result.get("total_cost_usd"),
+            "usage": result.get("usage"),
+            "num_turns": result.get("num_turns"),
+            "duration_ms": result.get("duration_ms"),
+            "wall_seconds": round(duration, 3),
+            "exit_code": exit_code,
+            "permission_denials": denials,
+            "outputs_verified": verified,
+            "outputs_missing": missing,
+            "stderr_tail": stderr_tail,
+            "transcript": str(run.transcript_path),
+            "model": state.model,
+        }
+        reason = run.stop_reason
+        if reason == "lease_lost":
+            log(f"task {tid}: lease lost; another worker owns it now, nothing recorded")
+            return None
+        if reason == "cancel":
+            outcome["error_class"] = "cancelled"
+            q.acknowledge_cancel(tid, self.worker_id, attempt=att, outcome=outcome)
+            log(f"task {tid}: cancelled; claude stopped")
+            return None
+        if reason == "shutdown":
+            q.release_task(tid, self.worker_id, reason="worker shutting down", attempt=att)
+            log(f"task {tid}: released (worker shutting down)")
+            return None
+        if reason == "timeout":
+            outcome["error_class"] = "timeout"
+            q.fail_task(tid, self.worker_id, f"timed out after {run.timeout:g}s", attempt=att, outcome=outcome)
+            log(f"task {tid}: timed out after {run.timeout:g}s")
+            return claude_cli.Verdict(claude_cli.RETRYABLE, "timeout")
+
+        verdict = claude_cli.classify(state.result, exit_code, state.rate_limit_rejected, stderr_tail,
+                                      model_from_task=bool(task.metadata.get("model")))
+        if verdict.kind == claude_cli.SUCCESS and missing:
+            if denials:
+                names, fix = claude_cli.denial_summary(denials)
+                verdict = claude_cli.Verdict(claude_cli.FATAL, f"Claude's tool calls were denied ({names}) and "
+                                             f"expected outputs are missing: {', '.join(missing)}", fix)
+            else:
+                verdict = claude_cli.Verdict(claude_cli.RETRYABLE, "expected outputs missing or not written in "
+                                             f"this run: {', '.join(missing)}")
+        elif verdict.kind == claude_cli.SUCCESS and denials:
+            names, fix = claude_cli.denial_summary(denials)
+            outcome["warnings"] = [f"tool calls were denied: {names}; {fix}"]
+        outcome["error_class"] = verdict.kind
+        message = verdict.message + (f" — {verdict.fix}" if verdict.fix else "")
+
+        if verdict.kind == claude_cli.SUCCESS:
+            if q.complete_task(tid, self.worker_id, outcome, attempt=att):
+                log(f"task {tid}: completed in {duration:.1f}s"
+                    + (f", ${outcome['total_cost_usd']:.4f}" if outcome["total_cost_usd"] else ""))
+        elif verdict.kind == claude_cli.USAGE_LIMIT:
+            delay = max(0.0, verdict.resets_at - time.time())
+            q.set_flag("paused", {"reason": "usage_limit", "message": verdict.message}, until=verdict.resets_at)
+            q.release_task(tid, self.worker_id, delay=delay, reason=verdict.message, attempt=att)
+            log(f"task {tid}: released; all workers pause until "
+                f"{time.strftime('%H:%M:%S UTC', time.gmtime(verdict.resets_at))}: {verdict.message}")
+        elif verdict.kind == claude_cli.CONFIG_ERROR:
+            q.set_flag("config_error", {"message": verdict.message, "fix": verdict.fix})
+            q.release_task(tid, self.worker_id, reason=verdict.message, attempt=att)
+            log(f"task {tid}: released untouched: {verdict.message}")
+        else:
+            retryable = verdict.kind == claude_cli.RETRYABLE
+            q.fail_task(tid, self.worker_id, message, retryable=retryable, attempt=att, outcome=outcome)
+            log(f"task {tid}: failed ({'retryable' if retryable else 'not retryable'}): {message}")
+        return verdict
+
+
+def _stat_key(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description="Run Klauss tasks with the claude CLI.")
+    ap.add_argument("worker_id", help="a name for this worker, unique in the pool (e.g. worker_1)")
+    ap.add_argument("db_pos", nargs="?", metavar="DB", help="the database (same as --db)")
+    ap.add_argument("--db", help="the database (default: the project's .klauss/claude_tasks.db)")
+    ap.add_argument("--exit-when-idle", action="store_true", help="stop once nothing is claimable")
+    ap.add_argument("--coordinator-pid", type=int, help="exit (releasing work) when this process is gone")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        explicit_db = args.db or args.db_pos
+        cfg = config.load_config(db=explicit_db)
+        queue = claude_queue.TaskQueue(str(cfg.db_path) if explicit_db else None, cfg=cfg)
+    except (config.ConfigError, claude_queue.QueueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    cfg.ensure_state_dir()
+    worker = Worker(args.worker_id, queue, cfg, exit_when_idle=args.exit_when_idle,
+                    coordinator_pid=args.coordinator_pid)
+    worker.install_signal_handlers()
+    return worker.start()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+"""Orchestrator mode: the API a Claude Code session uses to delegate a large job to the pool.
+
+    from orchestrator import ClaudeOrchestrator
+    orch = ClaudeOrchestrator("claude_main")
+    job = orch.create_job("Build authentication system")
+    orch.add_subtask(job, "Implement login endpoint", priority=10)
+    results = orch.wait_and_collect(job)
+    print(orch.synthesize_results(results))
+
+And the same without Python, for Claude Code's Bash tool:
+
+    python orchestrator.py run PLAN.json [--workers N] [--yes] [--timeout S] [--json]
+    python orchestrator.py status JOB | collect JOB | cancel JOB
+
+The orchestrator talks to the pool only through the database and by starting or stopping the
+coordinator as a process.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import claude_queue
+import config
+
+HERE = Path(__file__).resolve().parent
+COORDINATOR = HERE / "claude_coordinator.py"
+UNFINISHED = ("pending", "in_progress")
+WAKE_CHECK_SECONDS = 0.02
+BORROW_TTL_SECONDS = 120  # a waiting parent task re-asserts its borrowed slot this often
+
+
+class OrchestratorError(RuntimeError):
+    """Something the caller must act on; the message says what to do."""
+
+
+class JobResults(dict):
+    """{task_id: result dict}, plus whether the wait ended before the job did."""
+
+    def __init__(self, job_id, items, timed_out=False, elapsed=0.0):
+        super().__init__(items)
+        self.job_id = job_id
+        self.timed_out = timed_out
+        self.elapsed = elapsed
+
+    @property
+    def all_completed(self):
+        return bool(self) and all(r["status"] == "completed" for r in self.values())
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stat_key(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _is_tty():
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, AttributeError):
+        return False
+
+
+class ClaudeOrchestrator:
+    def __init__(self, orchestrator_id, db_path=None, **config_overrides):
+        self.orchestrator_id = orchestrator_id
+        self.cfg = config.load_config(db=db_path, overrides=config_overrides)
+        self.queue = claude_queue.TaskQueue(str(self.cfg.db_path) if db_path else None, cfg=self.cfg)
+        # Inside a Klauss worker, sub-jobs are children of the running task (and its pool is ours).
+        parent = os.environ.get("KLAUSS_TASK_ID")
+        self.parent_task = int(parent) if parent and parent.isdigit() else None
+
+    # --- building a job ---
+
+    def create_job(self, description, metadata=None, max_budget_usd=None):
+        """A new job. `metadata["context"]` is shared text every subtask's prompt includes."""
+        return self.queue.create_job(description, orchestrator_id=self.orchestrator_id, metadata=metadata,
+                                     max_budget_usd=max_budget_usd)
+
+    def add_subtask(self, job_id, prompt, priority=0, working_dir=None, context_files=None, expected_outputs=None,
+                    depends_on=None, metadata=None, timeout=None, max_attempts=None):
+        self._require_job(job_id)
+        return self.queue.add_task(prompt, working_dir=working_dir, context_files=context_files,
+                                   expected_outputs=expected_outputs, metadata=metadata, priority=priority,
+                                   job_id=job_id, parent_id=self._parent_if_present(), depends_on=depends_on,
+                                   max_attempts=max_attempts, timeout=timeout)
+
+    def add_subtasks(self, job_id, tasks):
+        """Add several subtasks at once (all or nothing). Each may carry `ref`, and `depends_on`
+        may name refs of the same batch as well as existing task ids."""
+        self._require_job(job_id)
+        parent = self._parent_if_present()
+        return self.queue.add_tasks([{**t, "job_id": job_id, "parent_id": parent} for t in tasks])
+
+    def submit_plan(self, description, tasks, context=None, max_budget_usd=None, metadata=None):
+        """Create a job with all its subtasks at once (nothing is written if any task is bad).
+        Tasks may carry `ref` and refer to each other by it in `depends_on`. Returns (job_id, ids)."""
+        metadata = dict(metadata or {})
+        if context:
+            metadata["context"] = context
+        parent = self._parent_if_present()
+        return self.queue.submit_job(description, [{**t, "parent_id": parent} if isinstance(t, dict) else t
+                                                   for t in tasks],
+                                     orchestrator_id=self.orchestrator_id, metadata=metadata,
+                                     max_budget_usd=max_budget_usd)
+
+    def _require_job(self, job_id):
+        if self.queue.get_job(job_id) is None:
+            raise ValueError(f"job_id: unknown job {job_id!r}")
+
+    def _parent_if_present(self):
+        if self.parent_task is not None and self.queue.get_task(self.parent_task) is not None:
+            return self.parent_task
+        return None
+
+    # --- workers ---
+
+    def suggest_workers(self, job_id, max_workers=None):
+        """How many workers the job can keep busy: the widest level of its unfinished dependency
+        graph, capped by `max_workers` and `[workers] max_workers`."""
+        tasks = [t for t in self.queue.list_tasks(job_id=job_id) if t.status in UNFINISHED]
+        cap = min(max_workers or self.cfg["workers"]["max_workers"], self.cfg["workers"]["max_workers"])
+        if not tasks:
+            return 1
+        unfinished = {t.id: t for t in tasks}
+        level = {}
+
+        def depth(tid, seen=()):
+            if tid not in level:
+                deps = [d for d in unfinished[tid].depends_on or [] if d in unfinished]
+                level[tid] = 1 + max((depth(d) for d in deps), default=0)
+            return level[tid]
+
+        widths = {}
+        for tid in unfinished:
+            d = depth(tid)
+            widths[d] = widths.get(d, 0) + 1
+        return max(1, min(cap, max(widths.values())))
+
+    def get_worker_status(self):
+        flag = self.queue.get_flag("coordinator")
+        pid = flag["value"].get("pid") if flag else None
+        running = bool(pid) and _pid_alive(pid)
+        workers = [w for w in self.queue.list_workers() if _pid_alive(w["pid"])] if running else []
+        return {
+            "running": running,
+            "coordinator_pid": pid if running else None,
+            "process_count": len(workers),
+            "workers": [{"worker_id": w["worker_id"], "pid": w["pid"], "state": w["state"],
+                         "current_task": w["current_task"], "last_heartbeat": w["last_heartbeat"]} for w in workers],
+            "paused": self.queue.get_flag("paused"),
+            "config_error": self.queue.get_flag("config_error"),
+        }
+
+    def _coordinator(self, *args):
+        argv = [sys.executable, str(COORDINATOR), *args, "--db", str(self.cfg.db_path)]
+        return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=str(self.cfg.root))
+
+    def start_workers(self, count, confirm=None):
+        """Start a detached pool of `count` workers (or grow a running one). Returns True if a pool
+        is running afterwards. Asks only on an interactive terminal, unless `confirm` says."""
+        count = max(1, min(int(count), self.cfg["workers"]["max_workers"]))
+        status = self.get_worker_status()
+        if status["running"] and status["process_count"] >= count:
+            return True
+        if confirm is None:
+            if _is_tty():
+                verb = "Grow the pool to" if status["running"] else "Start"
+                answer = input(f"{verb} {count} Claude workers? (y/n) ").strip().lower()
+                confirm = answer in ("y", "yes")
+            else:
+                confirm = self.cfg["workers"]["auto_start"]
+        if not confirm:
+            return status["running"]
+        out = self._coordinator("resize", str(count)) if status["running"] else \
+            self._coordinator("start", "--detach", "--workers", str(count))
+        if out.returncode != 0:
+            raise OrchestratorError(f"could not start workers: {(out.stderr or out.stdout).strip()}")
+        return True
+
+    def ensure_workers(self, job_id, confirm=None):
+        """Make sure a pool big enough for the job is running (see start_workers)."""
+        return self.start_workers(self.suggest_workers(job_id), confirm=confirm)
+
+    def stop_workers(self, timeout=60):
+        """Stop this project's pool (gracefully: running tasks are released) and wait for it."""
+        out = self._coordinator("stop", "--wait", "--timeout", str(timeout))
+        if out.returncode not in (0, 1):
+            raise OrchestratorError(f"could not stop workers: {(out.stderr or out.stdout).strip()}")
+        return out.returncode == 0
+
+    # --- waiting and results ---
+
+    def get_job_status(self, job_id):
+        job = self.queue.get_job(job_id)
+        if job is None:
+            raise ValueError(f"job_id: unknown job {job_id!r}")
+        stats = job["stats"]
+        done = stats["total"] - stats["pending"] - stats["in_progress"]
+        return {"job_id": job_id, "description": job["description"], "stats": stats,
+                "done": done, "total": stats["total"], "finished": done == stats["total"],
+                "cost_usd": stats["cost_usd"], "max_budget_usd": job["max_budget_usd"]}
+
+    def wait_and_collect(self, job_id, timeout=None, poll_interval=None, on_progress=None, show_progress=None):
+        """Wait for every task of the job to finish and return {task_id: result}. On timeout the
+        results so far come back with `.timed_out` set; nothing is cancelled."""
+        status = self.get_job_status(job_id)
+        if not status["finished"]:
+            self._ensure_pool_for_wait(job_id)
+        poll = poll_interval if poll_interval is not None else 1.0
+        show = sys.stderr.isatty() if show_progress is None else show_progress
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        wal = str(self.queue.db_path) + "-wal"
+        last_line, last_check_pool = None, start
+        borrowed = self._borrow_slot()
+        try:
+            while True:
+                status = self.get_job_status(job_id)
+                line = self._progress_line(status, time.monotonic() - start)
+                if line != last_line:
+                    if on_progress:
+                        on_progress(status)
+                    if show:
+                        print(line, file=sys.stderr, flush=True)
+                    last_line = line
+                if status["finished"]:
+                    return JobResults(job_id, self.collect(job_id), False, time.monotonic() - start)
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    return JobResults(job_id, self.collect(job_id), True, now - start)
+                if now - last_check_pool >= 2.0:
+                    last_check_pool = now
+                    self._check_pool_alive(job_id)
+                    if borrowed:
+                        self._borrow_slot()
+                self._wait_for_change(wal, min(poll, deadline - now) if deadline is not None else poll)
+        finally:
+            if borrowed:
+                self.queue.clear_flag(f"borrow:{self.parent_task}")
+
+    def _borrow_slot(self):
+        # A task that waits for its own sub-job holds a worker; the pool grows by one slot for the
+        # wait (up to [workers] max_workers) so its children are not starved of workers.
+        if self.parent_task is None:
+            return False
+        self.queue.set_flag(f"borrow:{self.parent_task}", {"task": self.parent_task},
+                            until=time.time() + BORROW_TTL_SECONDS)
+        return True
+
+    def _wait_for_change(self, wal, seconds):
+        before = _stat_key(wal)
+        end = time.monotonic() + max(0.0, seconds)
+        while time.monotonic() < end:
+            time.sleep(WAKE_CHECK_SECONDS)
+            if _stat_key(wal) != before:
+                return
+
+    def _ensure_pool_for_wait(self, job_id):
+        status = self.get_worker_status()
+        if status["running"]:
+            return
+        if not self.cfg["workers"]["auto_start"]:
+            raise OrchestratorError("no workers are running and [workers] auto_start is off: start them with "
+                                    "`./manage.sh start N` or orch.start_workers(N)")
+        count = self.suggest_workers(job_id)
+        if not self.start_workers(count, confirm=True):
+            raise OrchestratorError("workers could not be started; see `./manage.sh doctor`")
+
+    def _check_pool_alive(self, job_id):
+        problem = self.queue.get_flag("config_error")
+        if problem:
+            v = problem["value"]
+            raise OrchestratorError(f"workers stopped: {v.get('message')}. To fix: {v.get('fix')}")
+        if not self.get_worker_status()["running"]:
+            self._ensure_pool_for_wait(job_id)
+
+    @staticmethod
+    def _progress_line(status, elapsed):
+        s = status["stats"]
+        parts = [f"{status['done']}/{status['total']} done", f"{s['in_progress']} running"]
+        if s["failed"]:
+            parts.append(f"{s['failed']} failed")
+        if s["skipped"] or s["cancelled"]:
+            parts.append(f"{s['skipped'] + s['cancelled']} skipped/cancelled")
+        parts.append(f"${status['cost_usd']:.2f}")
+        return f"[{status['job_id']}] " + " · ".join(parts) + f" · {elapsed:.0f}s"
+
+    def collect(self, job_id):
+        """The job's tasks as result dicts, in id order (no waiting)."""
+        results = {}
+        for t in self.queue.list_tasks(job_id=job_id, order="asc"):
+            o = t.outcome or {}
+            results[t.id] = {
+                "status": t.status,
+                "prompt": t.prompt,
+                "result": t.result,
+                "error": t.error,
+                "cost_usd": t.cost_usd,
+                "outputs": o.get("outputs_verified", []),
+                "outputs_missing": o.get("outputs_missing", []),
+                "session_id": o.get("session_id"),
+                "attempts": t.attempts_used,
+                "worker": t.worker_id,
+                "depends_on": t.depends_on,
+                "duration_s": (t.finished_at - t.started_at) if t.finished_at and t.started_at else None,
+                "transcript": o.get("transcript"),
+                "warnings": o.get("warnings", []),
+            }
+        return results
+
+    def synthesize_results(self, results):
+        """Markdown: what each task did, what failed and why, files produced, total cost and time."""
+        results = results or {}
+        job_id = getattr(results, "job_id", None)
+        lines = []
+        if job_id:
+            job = self.queue.get_job(job_id)
+            lines.append(f"# {job['description'] if job else job_id} ({job_id})")
+        counts = {}
+        for r in results.values():
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
+        cost = sum(r["cost_usd"] or 0 for r in results.values())
+        elapsed = getattr(results, "elapsed", None)
+        lines.append(f"**{len(results)} tasks: {summary}.** Total cost ${cost:.4f}"
+                     + (f", {elapsed:.0f}s wall time" if elapsed else "")
+                     + (". **Timed out before the job finished.**" if getattr(results, "timed_out", False) else "."))
+        files = sorted({f for r in results.values() for f in r["outputs"]})
+        if files:
+            lines.append("Files produced: " + ", ".join(f"`{f}`" for f in files))
+        for tid, r in results.items():
+            title = r["prompt"].strip().splitlines()[0][:100] if r["prompt"] else ""
+            lines.append(f"\n## Task {tid}: {title} — {r['status']}")
+            if r["result"]:
+                lines.append(r["result"].strip())
+            if r["error"] and r["status"] != "completed":
+                lines.append(f"**Why:** {r['error']}")
+            details = [f"attempts {r['attempts']}"]
+            if r["cost_usd"]:
+                details.append(f"${r['cost_usd']:.4f}")
+            if r["duration_s"]:
+                details.append(f"{r['duration_s']:.0f}s")
+            if r["outputs"]:
+                details.append("outputs " + ", ".join(r["outputs"]))
+            if r["outputs_missing"]:
+                details.append("missing " + ", ".join(r["outputs_missing"]))
+            if r["session_id"]:
+                details.append(f"session {r['session_id']}")
+            lines.append("_" + "; ".join(details) + "_")
+            for w in r.get("warnings") or []:
+                lines.append(f"**Warning:** {w}")
+        failed = [tid for tid, r in results.items() if r["status"] in ("failed", "skipped", "cancelled")]
+        if failed:
+            lines.append(f"\nNot completed: {', '.join(f'#{t}' for t in failed)}. Retry failed tasks with "
+                         f"`python orchestrator.py retry {job_id}`" if job_id else "")
+        return "\n".join(lines) + "\n"
+
+    # --- after the fact ---
+
+    def retry_failed(self, job_id):
+        """Put the job's failed and cancelled tasks (and their skipped dependents) back to pending."""
+        revived = []
+        for t in self.queue.list_tasks(job_id=job_id, status=["failed", "cancelled"], order="asc"):
+            if t.id not in revived:
+                revived += self.queue.retry_task(t.id)
+        return revived
+
+    def cancel_job(self, job_id):
+        self._require_job(job_id)
+        return self.queue.cancel_job(job_id)
+
+
+def quick_delegate(prompts, description=None, orchestrator_id="quick_delegate", db_path=None, timeout=None,
+                   confirm=None, **task_options):
+    """Run independent prompts in parallel and return (results, synthesis markdown)."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    orch = ClaudeOrchestrator(orchestrator_id, db_path=db_path)
+    job = orch.create_job(description or f"{len(prompts)} delegated tasks")
+    orch.add_subtasks(job, [{"prompt": p, **task_options} for p in prompts])
+    if confirm is not None:
+        orch.ensure_workers(job, confirm=confirm)
+    results = orch.wait_and_collect(job, timeout=timeout)
+    return results, orch.synthesize_results(results)
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+PLAN_FIELDS = {"id", "prompt", "working_dir", "context_files", "expected_outputs", "metadata", "priority",
+               "depends_on", "max_attempts", "timeout"}
+
+
+def load_plan(path):
+    """Read and check a plan file: {"description", "context"?, "max_budget_usd"?, "tasks": [...]}.
+    Task `id`s are local to the plan and are what `depends_on` refers to."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise ValueError(f"plan: cannot read {path}: {exc.strerror}") from None
+    try:
+        plan = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"plan: invalid JSON in {path}: {exc}") from None
+    if not isinstance(plan, dict):
+        raise ValueError("plan: expected a JSON object with \"description\" and \"tasks\"")
+    unknown = sorted(set(plan) - {"description", "context", "max_budget_usd", "metadata", "tasks"})
+    if unknown:
+        raise ValueError(f"plan: unknown field(s) {', '.join(unknown)}")
+    if not isinstance(plan.get("description"), str) or not plan["description"].strip():
+        raise ValueError("plan.description: required, a non-empty string")
+    tasks = plan.get("tasks")
+    if not isinstance(tasks, list) or not tasks:
+        raise ValueError("plan.tasks: required, a non-empty list of tasks")
+    entries, ids = [], set()
+    for i, t in enumerate(tasks):
+        if not isinstance(t, dict):
+            raise ValueError(f"plan.tasks[{i}]: expected an object")
+        unknown = sorted(set(t) - PLAN_FIELDS)
+        if unknown:
+            raise ValueError(f"plan.tasks[{i}]: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(PLAN_FIELDS))})")
+        local = t.get("id", f"#{i}")
+        if not isinstance(local, (str, int)) or isinstance(local, bool):
+            raise ValueError(f"plan.tasks[{i}].id: expected a string")
+        local = str(local)
+        if local in ids:
+            raise ValueError(f"plan.tasks[{i}].id: {local!r} is used twice")
+        ids.add(local)
+        deps = t.get("depends_on") or []
+        if not isinstance(deps, list):
+            raise ValueError(f"plan.tasks[{i}].depends_on: expected a list of task ids from this plan")
+        entry = {k: v for k, v in t.items() if k != "id"}
+        entry["ref"] = local
+        entry["depends_on"] = [str(d) for d in deps]
+        entries.append(entry)
+    for i, e in enumerate(entries):
+        for d in e["depends_on"]:
+            if d not in ids:
+                raise ValueError(f"plan.tasks[{i}].depends_on: {d!r} is not the id of a task in this plan")
+    return plan, entries
+
+
+def _fail(message, code=2):
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def cli(argv=None):
+    ap = argparse.ArgumentParser(prog="orchestrator.py", description="Delegate a planned job to Klauss workers.")
+    ap.add_argument("--db", help="the database (default: the project's .klauss/claude_tasks.db)")
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="queue a plan, make sure workers run, wait, print the synthesis")
+    run.add_argument("plan", help="plan JSON file, or - for stdin")
+    run.add_argument("--workers", type=int, help="pool size (default: suggested from the plan)")
+    run.add_argument("--yes", action="store_true", help="start workers without asking")
+    run.add_argument("--timeout", type=float, help="stop waiting after S seconds (tasks keep running)")
+    run.add_argument("--json", action="store_true", help="print the results as JSON")
+    for name, text in (("status", "progress of a job"), ("collect", "results of a job so far"),
+                       ("cancel", "cancel a job's unfinished tasks"), ("retry", "retry a job's failed tasks")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("job")
+        p.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    try:
+        orch = ClaudeOrchestrator(os.environ.get("KLAUSS_ORCHESTRATOR_ID", "cli"), db_path=args.db)
+        if args.command == "run":
+            return _run_plan(orch, args)
+        if orch.queue.get_job(args.job) is None:
+            return _fail(f"job: unknown job {args.job!r} (see `python submit_task.py jobs`)", 1)
+        if args.command == "status":
+            data = orch.get_job_status(args.job)
+            print(json.dumps(data, indent=2) if args.json else orch._progress_line(data, 0).rsplit(" · ", 1)[0])
+            return 0
+        if args.command == "collect":
+            results = JobResults(args.job, orch.collect(args.job))
+            print(json.dumps(results, indent=2) if args.json else orch.synthesize_results(results), end="")
+            return 0
+        if args.command == "cancel":
+            data = orch.cancel_job(args.job)
+            print(json.dumps(data) if args.json else f"cancelled {len(data)} unfinished task(s) of {args.job}")
+            return 0
+        revived = orch.retry_failed(args.job)
+        print(json.dumps(revived) if args.json else f"{len(revived)} task(s) back to pending")
+        return 0
+    except (ValueError, config.ConfigError) as exc:
+        return _fail(str(exc))
+    except (OrchestratorError, claude_queue.QueueError) as exc:
+        return _fail(str(exc), 1)
+
+
+def _run_plan(orch, args):
+    plan, entries = load_plan(args.plan)
+    job, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
+                                max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"))
+    print(f"job {job}: {len(ids)} tasks queued", file=sys.stderr)
+    count = args.workers or orch.suggest_workers(job)
+    if not orch.start_workers(count, confirm=True if args.yes else None):
+        raise OrchestratorError(f"no workers running; start them with `./manage.sh start {count}` "
+                                f"and wait with `python orchestrator.py collect {job}`")
+    results = orch.wait_and_collect(job, timeout=args.timeout, show_progress=True)
+    if args.json:
+        print(json.dumps({"job_id": job, "timed_out": results.timed_out, "tasks": results}, indent=2))
+    else:
+        print(orch.synthesize_results(results), end="")
+    return 0 if results.all_completed else 1
+
+
+def main():
+    sys.exit(cli())
+
+
+if __name__ == "__main__":
+    main()
