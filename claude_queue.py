@@ -17,13 +17,14 @@ nothing however many there are. Per-status counts and costs are kept by triggers
 All times are UTC epoch seconds (float).
 """
 
+import errno
 import json
 import os
 import random
+import select
 import sqlite3
 import threading
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -414,8 +415,9 @@ class TaskQueue:
                 delay = min(delay * 2, 0.05)
 
     @contextmanager
-    def _write(self):
-        """The one owner of write transactions: BEGIN IMMEDIATE (retried while busy), COMMIT or ROLLBACK."""
+    def _write(self, notify=False):
+        """The one owner of write transactions: BEGIN IMMEDIATE (retried while busy), COMMIT or
+        ROLLBACK. With `notify`, processes waiting for changes are woken after the commit."""
         conn = self._connect()
         self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
@@ -425,6 +427,37 @@ class TaskQueue:
             raise
         else:
             self._retry(lambda: conn.execute("COMMIT"))
+        if notify:
+            self.notify_waiters()
+
+    @property
+    def wake_dir(self):
+        return Path(str(self.db_path) + "-wake")
+
+    def notify_waiters(self):
+        """Wake every process blocked in a Waker on this database (idle workers, waiting
+        orchestrators). A FIFO nobody reads any more belongs to a dead process and is removed."""
+        try:
+            entries = list(os.scandir(self.wake_dir))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if not entry.name.endswith(".fifo"):
+                continue
+            try:
+                fd = os.open(entry.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    _unlink_quietly(entry.path)
+                continue
+            try:
+                os.write(fd, b"\0")
+            except BlockingIOError:
+                pass  # full: a wake-up is already waiting to be read
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def _read(self, sql, params=()):
         conn = self._connect()
@@ -460,7 +493,7 @@ class TaskQueue:
         """Insert all entries or none. An entry's `depends_on` may name existing task ids (int) or
         the `ref` of another entry in the same batch (str); cycles are rejected."""
         tasks, order = self._prepare(entries)
-        with self._write() as conn:
+        with self._write(notify=True) as conn:
             return self._insert(conn, tasks, order)
 
     def _prepare(self, entries):
@@ -580,7 +613,7 @@ class TaskQueue:
         """Mark completed. `result` is the final text, or a dict of outcome details whose "result"
         key is the text and "total_cost_usd" the cost. False if this worker no longer holds it."""
         text, outcome, cost = _split_result(result)
-        with self._write() as conn:
+        with self._write(notify=True) as conn:
             row = self._finish(conn, task_id, worker_id, attempt, "completed", text, None, outcome, cost,
                                "completed")
             if row is None:
@@ -594,7 +627,7 @@ class TaskQueue:
         `retryable`), else failed for good, and its transitive dependents skipped."""
         text, outcome, cost = _split_result(outcome)
         error = str(error)
-        with self._write() as conn:
+        with self._write(notify=True) as conn:
             now = self.clock()
             row = conn.execute(SQL_HOLDER, (task_id, worker_id, attempt, attempt)).fetchone()
             if row is None:
@@ -616,7 +649,7 @@ class TaskQueue:
 
     def release_task(self, task_id, worker_id, delay=0, reason=None, attempt=None):
         """Back to pending without spending an attempt (shutdown, rate limits)."""
-        with self._write() as conn:
+        with self._write(notify=True) as conn:
             now = self.clock()
             cur = conn.execute(SQL_RELEASE, (now + delay, now, task_id, worker_id, attempt, attempt))
             if cur.rowcount != 1:
@@ -627,7 +660,7 @@ class TaskQueue:
     def acknowledge_cancel(self, task_id, worker_id, attempt=None, outcome=None):
         """The holder stopped a task whose cancel was requested: it ends cancelled."""
         text, outcome, cost = _split_result(outcome)
-        with self._write() as conn:
+        with self._write(notify=True) as conn:
             row = self._finish(conn, task_id, worker_id, attempt, "cancelled", text, "cancelled by request",
                                outcome, cost, "cancelled")
             if row is None:
@@ -639,7 +672,7 @@ class TaskQueue:
         """Return tasks whose lease expired (or, with `worker_id`, that worker's tasks at once) to
         pending, or to failed when out of attempts. Returns the recovered task ids."""
         recovered = []
-        with self._write() as conn:
+        with self._write(notify=True) as conn:
             now = self.clock()
             if worker_id is None:
                 rows = conn.execute(SQL_STALE, (now,)).fetchall()
@@ -692,7 +725,7 @@ class TaskQueue:
     def cancel_task(self, task_id):
         """Cancel a task: pending becomes cancelled (dependents skipped); running gets a cancel
         request its worker sees on the next heartbeat. Returns the new status, or None if unknown."""
-        with self._write() as conn:
+        with self._write(notify=True) as conn:
             return self._cancel(conn, task_id)
 
     def _cancel(self, conn, task_id):
@@ -713,7 +746,7 @@ class TaskQueue:
 
     def cancel_job(self, job_id):
         """Cancel every unfinished task of a job. Returns {task_id: new status}."""
-        with self._write() as conn:
+        with self._write(notify=True) as conn:
             ids = [r[0] for r in conn.execute(
                 "SELECT id FROM tasks WHERE job_id = ? AND status IN ('pending', 'in_progress') ORDER BY id",
                 (job_id,)).fetchall()]
@@ -722,7 +755,7 @@ class TaskQueue:
     def retry_task(self, task_id):
         """Put a failed or cancelled task back to pending with a fresh set of attempts, and revive
         the dependents that were skipped because of it. Returns the ids made pending."""
-        with self._write() as conn:
+        with self._write(notify=True) as conn:
             now = self.clock()
             row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
             if row is None:
@@ -846,7 +879,7 @@ class TaskQueue:
         if isinstance(tasks, (list, tuple)):
             tasks = [{**t, "job_id": job[0]} if isinstance(t, dict) else t for t in tasks]
         prepared, order = self._prepare(tasks)
-        with self._write() as conn:
+        with self._write(notify=True) as conn:
             conn.execute(SQL_INSERT_JOB, job)
             return job[0], self._insert(conn, prepared, order)
 
@@ -858,7 +891,7 @@ class TaskQueue:
         if max_budget_usd is not None and (isinstance(max_budget_usd, bool) or
                                            not isinstance(max_budget_usd, (int, float)) or max_budget_usd <= 0):
             raise ValueError(f"max_budget_usd: expected a number > 0, got {max_budget_usd!r}")
-        job_id = "job-" + time.strftime("%Y%m%d", time.gmtime(self.clock())) + "-" + uuid.uuid4().hex[:6]
+        job_id = "job-" + time.strftime("%Y%m%d", time.gmtime(self.clock())) + "-" + os.urandom(3).hex()
         return (job_id, description, orchestrator_id, _dumps(metadata or {}), max_budget_usd, self.clock())
 
     def update_job_metadata(self, job_id, changes):
@@ -928,7 +961,7 @@ class TaskQueue:
 
     def set_flag(self, key, value, until=None):
         """Set a pool-wide flag (e.g. "paused" until a usage limit resets); value is JSON-able."""
-        with self._write() as conn:
+        with self._write(notify=True) as conn:
             conn.execute("INSERT OR REPLACE INTO pool_flags (key, value, until, updated_at) VALUES (?, ?, ?, ?)",
                          (key, _dumps(value), until, self.clock()))
 
@@ -943,7 +976,7 @@ class TaskQueue:
         return {"value": json.loads(value), "until": until, "updated_at": updated}
 
     def clear_flag(self, key):
-        with self._write() as conn:
+        with self._write(notify=True) as conn:
             return conn.execute("DELETE FROM pool_flags WHERE key = ?", (key,)).rowcount == 1
 
     # --- queries for the CLI and dashboard
@@ -1001,6 +1034,55 @@ class TaskQueue:
                                 f"({','.join('?' * len(part))}) ORDER BY depends_on", part):
                 deps.setdefault(r[0], []).append(r[1])
         return [Task.from_row(r, deps.get(r["id"], [])) for r in rows]
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+class Waker:
+    """Block until the queue changes, without polling: a FIFO in the database's wake directory
+    that `TaskQueue.notify_waiters` writes to after every state change. Opened read-write so it
+    never reports end-of-file when no writer is connected."""
+
+    def __init__(self, queue, name):
+        wake_dir = queue.wake_dir
+        wake_dir.mkdir(mode=0o700, exist_ok=True)
+        self.path = wake_dir / f"{name}-{os.getpid()}.fifo"
+        # Made under a temporary name and renamed once open, so a notifier never sees it readerless
+        # (which it would take for a dead process's FIFO and remove).
+        tmp = wake_dir / f".{name}-{os.getpid()}-{os.urandom(3).hex()}.tmp"
+        os.mkfifo(tmp, 0o600)
+        self.fd = os.open(tmp, os.O_RDWR | os.O_NONBLOCK)
+        os.replace(tmp, self.path)
+
+    def wait(self, timeout):
+        """True if woken (by a change or by wake()), False when `timeout` seconds passed."""
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if not ready:
+            return False
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        return True
+
+    def wake(self):
+        """Wake our own wait (safe from a signal handler)."""
+        try:
+            os.write(self.fd, b"\0")
+        except OSError:
+            pass
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            _unlink_quietly(self.path)
+
 
 def _split_result(result):
     """(text, outcome dict, cost) from a result given as text or as a dict of outcome details."""

@@ -15,7 +15,6 @@ a restart will not fix (claude missing, not logged in): stderr says what to do.
 
 import argparse
 import glob
-import hashlib
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections import deque
 from pathlib import Path
 
@@ -32,9 +32,9 @@ import config
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
 
-# Idle workers look for a change to the database this often. A stat of the WAL file costs a few
-# microseconds, so this keeps pickup latency near 10 ms at about 0.1% of a core.
-WAKE_CHECK_SECONDS = 0.01
+# An idle worker blocks on its Waker (woken by every queue change); it still wakes this often to
+# notice a vanished coordinator and to keep its worker row fresh.
+IDLE_TICK_SECONDS = 1.0
 ACTIVITY_MIN_INTERVAL = 1.0  # live-activity writes per task are throttled to one a second
 STDERR_TAIL_CHARS = 4000
 MAX_LISTED_CONTEXT_FILES = 200
@@ -126,9 +126,11 @@ def _fingerprint(path):
         return None
     digest = None
     if st.st_size <= 4 * 1024 * 1024:
+        # A content checksum catches a rewrite within the file system's timestamp granularity.
+        # (zlib rather than hashlib: hashlib loads OpenSSL, 4 MB of resident memory per worker.)
         try:
             with open(path, "rb") as fh:
-                digest = hashlib.sha1(fh.read()).hexdigest()
+                digest = zlib.crc32(fh.read())
         except OSError:
             pass
     return (st.st_mtime_ns, st.st_size, st.st_ino, digest)
@@ -280,7 +282,7 @@ class Worker:
         self.run = None
         self.executable = None
         self.state = "starting"
-        self._wake = threading.Event()
+        self.waker = None
         self._last_recover = 0.0
         self._last_worker_beat = 0.0
         self._info = {"coordinator_pid": coordinator_pid}
@@ -297,7 +299,8 @@ class Worker:
             self.stop_why = why
             self.stopping = True
             self.shutdown_deadline = time.monotonic() + self.grace
-        self._wake.set()
+        if self.waker is not None:
+            self.waker.wake()
 
     def install_signal_handlers(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -347,6 +350,7 @@ class Worker:
         except claude_cli.ClaudeNotFound as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return EXIT_CONFIG
+        self.waker = claude_queue.Waker(self.queue, self.worker_id)
         self.queue.register_worker(self.worker_id, pid=os.getpid(), state="idle", info=self._info)
         # Starting a worker is the user's way of saying a configuration problem is fixed.
         self.queue.clear_flag("config_error")
@@ -355,6 +359,7 @@ class Worker:
         try:
             return self.loop()
         finally:
+            self.waker.close()
             self.queue.unregister_worker(self.worker_id)
             log(f"worker {self.worker_id} stopped")
 
@@ -374,7 +379,9 @@ class Worker:
             pause = self.queue.get_flag("paused")
             if pause:
                 self.set_state("paused")
-                self.idle_wait(pause["until"] - time.time(), watch_db=False)
+                if self.exit_when_idle:
+                    return EXIT_OK
+                self.idle_wait(pause["until"] - time.time())
                 continue
             self.maybe_recover()
             task = self.queue.claim_task(self.worker_id, lease_seconds=self.lease)
@@ -403,21 +410,16 @@ class Worker:
             for tid in self.queue.recover_stale():
                 log(f"recovered task {tid}: its lease expired")
 
-    def idle_wait(self, seconds, watch_db=True):
-        """Sleep up to `seconds`, waking early when the database changes or a stop is requested."""
+    def idle_wait(self, seconds):
+        """Sleep up to `seconds`, waking at once when the queue changes or a stop is requested."""
         deadline = time.monotonic() + max(0.0, seconds)
-        wal = str(self.queue.db_path) + "-wal"
-        before = _stat_key(wal)
-        while time.monotonic() < deadline:
-            if self._wake.wait(WAKE_CHECK_SECONDS):
-                self._wake.clear()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.stopping or self.parent_gone():
                 return
-            if self.stopping or self.parent_gone():
+            if self.waker.wait(min(remaining, IDLE_TICK_SECONDS, self.heartbeat_every)):
                 return
-            if watch_db and _stat_key(wal) != before:
-                return
-            if time.monotonic() - self._last_worker_beat >= self.heartbeat_every:
-                self.set_state(self.state)
+            self.set_state(self.state)
 
     def process(self, task):
         """Run one claimed task to a recorded outcome. Returns the verdict (None if not ours anymore)."""
@@ -549,14 +551,6 @@ class Worker:
             q.fail_task(tid, self.worker_id, message, retryable=retryable, attempt=att, outcome=outcome)
             log(f"task {tid}: failed ({'retryable' if retryable else 'not retryable'}): {message}")
         return verdict
-
-
-def _stat_key(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def parse_args(argv):
