@@ -177,6 +177,7 @@ class Run:
         self.stop_reason = None           # "timeout" | "cancel" | "lease_lost" | "shutdown"
         self.proc = None
         self._last_activity_write = 0.0
+        self._activity_dirty = False
 
     def request_stop(self, reason):
         if self.stop_reason is None:
@@ -210,10 +211,16 @@ class Run:
         for raw in self.proc.stderr:
             self.stderr_tail.append(raw.decode("utf-8", "replace"))
 
-    def _maybe_write_activity(self):
+    def _maybe_write_activity(self, flush=False):
+        """Throttled, not dropped: a change inside the interval is written by a later flush."""
+        if not flush:
+            self._activity_dirty = True
+        if not self._activity_dirty:
+            return
         now = time.monotonic()
         if now - self._last_activity_write >= ACTIVITY_MIN_INTERVAL:
             self._last_activity_write = now
+            self._activity_dirty = False
             self.worker.queue.set_activity(self.task.id, self.worker.worker_id, self.state.activity_line(),
                                            attempt=self.task.attempt)
 
@@ -247,6 +254,7 @@ class Run:
                     break
                 except subprocess.TimeoutExpired:
                     pass
+                self._maybe_write_activity(flush=True)
                 if time.monotonic() >= deadline:
                     self.request_stop("timeout")
                 if self.worker.shutdown_due():
@@ -261,8 +269,6 @@ class Run:
             for r in readers:
                 r.join(timeout=5)
             self.worker.note_claude(None)
-        if self.state.activity_line():
-            self._last_activity_write = 0.0
         return self.proc.returncode, time.monotonic() - started
 
 
