@@ -975,6 +975,13 @@ class TaskQueue:
             return None
         return {"value": json.loads(value), "until": until, "updated_at": updated}
 
+    def list_flags(self, prefix=""):
+        """{key: flag} for the live flags whose key starts with `prefix`."""
+        now = self.clock()
+        rows = self._read("SELECT key, value, until, updated_at FROM pool_flags WHERE key >= ? AND key < ? "
+                          "AND (until IS NULL OR until > ?)", (prefix, prefix + "\uffff", now))
+        return {k: {"value": json.loads(v), "until": u, "updated_at": t} for k, v, u, t in rows}
+
     def clear_flag(self, key):
         with self._write(notify=True) as conn:
             return conn.execute("DELETE FROM pool_flags WHERE key = ?", (key,)).rowcount == 1
