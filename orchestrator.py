@@ -402,6 +402,64 @@ def quick_delegate(prompts, description=None, orchestrator_id="quick_delegate", 
     return results, orch.synthesize_results(results)
 
 
+# --- Claude Code integration --------------------------------------------------------------------
+
+SKILL_TEMPLATE = HERE / ".claude" / "skills" / "klauss" / "SKILL.md"
+INSTALLED_MARK = "<!-- installed by Klauss (manage.sh install-claude); delete this line to keep your own edits -->"
+CLAUDE_MD_BEGIN = "<!-- klauss:begin -->"
+CLAUDE_MD_END = "<!-- klauss:end -->"
+CLAUDE_MD_SECTION = """{begin}
+## Parallel work with Klauss
+For a job that splits into three or more independent pieces, delegate them to parallel Claude
+workers with Klauss (skill `klauss`; guide: `{klauss}/ORCHESTRATOR_GUIDE.md`):
+write a plan and run `python3 {klauss}/orchestrator.py run plan.json --yes`.
+{end}
+"""
+
+
+def install_claude(project_root, klauss_dir=HERE):
+    """Install the Klauss skill and a CLAUDE.md section into the project, idempotently, without
+    overwriting a skill the user has made their own. Returns a list of (path, what happened)."""
+    project_root, klauss_dir = Path(project_root).resolve(), Path(klauss_dir).resolve()
+    if project_root == klauss_dir:
+        raise ValueError("install-claude: this is Klauss's own checkout; run it from the project that "
+                         "contains Klauss (e.g. as the klauss/ submodule)")
+    rel = os.path.relpath(klauss_dir, project_root)
+    done = []
+    front, body = SKILL_TEMPLATE.read_text().split("\n---\n", 1)
+    skill = front + "\n---\n" + INSTALLED_MARK + "\n" + body.replace("{KLAUSS}", rel)
+    target = project_root / ".claude" / "skills" / "klauss" / "SKILL.md"
+    if target.exists():
+        current = target.read_text()
+        if current == skill:
+            done.append((target, "unchanged"))
+        elif INSTALLED_MARK not in current:
+            done.append((target, "kept (edited by you; delete it to get the current version)"))
+        else:
+            target.write_text(skill)
+            done.append((target, "updated"))
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(skill)
+        done.append((target, "created"))
+
+    section = CLAUDE_MD_SECTION.format(begin=CLAUDE_MD_BEGIN, end=CLAUDE_MD_END, klauss=rel)
+    claude_md = project_root / "CLAUDE.md"
+    text = claude_md.read_text() if claude_md.exists() else ""
+    if CLAUDE_MD_BEGIN in text and CLAUDE_MD_END in text:
+        start = text.index(CLAUDE_MD_BEGIN)
+        end = text.index(CLAUDE_MD_END) + len(CLAUDE_MD_END)
+        new = text[:start] + section.rstrip("\n") + text[end:]
+    else:
+        new = text + ("\n" if text and not text.endswith("\n") else "") + ("\n" if text else "") + section
+    if new == text:
+        done.append((claude_md, "unchanged"))
+    else:
+        claude_md.write_text(new)
+        done.append((claude_md, "updated" if text else "created"))
+    return done
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 PLAN_FIELDS = {"id", "prompt", "working_dir", "context_files", "expected_outputs", "metadata", "priority",
@@ -477,8 +535,18 @@ def cli(argv=None):
         p = sub.add_parser(name, help=text)
         p.add_argument("job")
         p.add_argument("--json", action="store_true")
+    inst = sub.add_parser("install-claude", help="install the Klauss skill and CLAUDE.md section into the project")
+    inst.add_argument("--project", help="the project root (default: the one this directory belongs to)")
     args = ap.parse_args(argv)
 
+    if args.command == "install-claude":
+        try:
+            root = Path(args.project) if args.project else config.find_project_root()
+            for path, what in install_claude(root):
+                print(f"{what}: {path}")
+            return 0
+        except (ValueError, OSError) as exc:
+            return _fail(str(exc))
     try:
         orch = ClaudeOrchestrator(os.environ.get("KLAUSS_ORCHESTRATOR_ID", "cli"), db_path=args.db)
         if args.command == "run":
