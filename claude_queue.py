@@ -227,6 +227,9 @@ class Task:
         return asdict(self)
 
 
+MAX_INT = 2 ** 63 - 1  # SQLite's INTEGER
+
+
 def _require_int(name, value, minimum=None, allow_none=True):
     if value is None:
         if allow_none:
@@ -236,6 +239,8 @@ def _require_int(name, value, minimum=None, allow_none=True):
         raise ValueError(f"{name}: expected an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    if value > MAX_INT:
+        raise ValueError(f"{name}: {value} is too large (at most {MAX_INT})")
     return value
 
 
@@ -283,7 +288,7 @@ def validate_task(entry, default_max_attempts):
         raise ValueError(f"metadata: not JSON-serialisable: {exc}") from None
     timeout = entry.get("timeout")
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
             raise ValueError(f"timeout: expected a number of seconds > 0, got {timeout!r}")
     job_id = entry.get("job_id")
     if job_id is not None and not isinstance(job_id, str):
@@ -795,14 +800,14 @@ class TaskQueue:
 
     def list_tasks(self, status=None, job_id=None, limit=None, offset=0, worker_id=None, order="desc"):
         """Tasks, newest first by default. `status` may be one status or a list of them."""
+        if order == "desc" and worker_id is None:
+            return self.recent_tasks(status, job_id, limit, offset)
         where, params = [], []
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
             bad = [s for s in statuses if s not in STATUSES]
             if bad:
                 raise ValueError(f"status: unknown {bad[0]!r} (known: {', '.join(STATUSES)})")
-            # Literals, not parameters: SQLite only uses a partial index when the query's own
-            # terms match its WHERE clause (the values were checked against STATUSES above).
             where.append(f"status IN ({','.join(repr(s) for s in statuses)})")
         if job_id is not None:
             where.append("job_id = ?")
@@ -817,15 +822,15 @@ class TaskQueue:
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             params += [int(limit), int(offset)]
-        rows = self._read(sql, params)
+        return self._tasks_with_deps(self._read(sql, params))
+
+    def _tasks_with_deps(self, rows):
         deps = {}
-        if rows:
-            ids = [r["id"] for r in rows]
-            for chunk in range(0, len(ids), 500):
-                part = ids[chunk:chunk + 500]
-                for r in self._read(f"SELECT task_id, depends_on FROM task_deps WHERE task_id IN "
-                                    f"({','.join('?' * len(part))}) ORDER BY depends_on", part):
-                    deps.setdefault(r[0], []).append(r[1])
+        for chunk in range(0, len(rows), 500):
+            part = [r["id"] for r in rows[chunk:chunk + 500]]
+            for r in self._read(f"SELECT task_id, depends_on FROM task_deps WHERE task_id IN "
+                                f"({','.join('?' * len(part))}) ORDER BY depends_on", part):
+                deps.setdefault(r[0], []).append(r[1])
         return [Task.from_row(r, deps.get(r["id"], [])) for r in rows]
 
     def get_events(self, task_id):
@@ -915,7 +920,7 @@ class TaskQueue:
         return job
 
     def list_jobs(self, limit=None):
-        sql = "SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC"
+        sql = "SELECT * FROM jobs ORDER BY rowid DESC"  # newest first, without sorting the table
         params = []
         if limit is not None:
             sql += " LIMIT ?"
@@ -1033,14 +1038,8 @@ class TaskQueue:
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             params += [limit, offset]
-        rows = self._read(sql, params)
-        deps = {}
-        for chunk in range(0, len(rows), 500):
-            part = [r["id"] for r in rows[chunk:chunk + 500]]
-            for r in self._read(f"SELECT task_id, depends_on FROM task_deps WHERE task_id IN "
-                                f"({','.join('?' * len(part))}) ORDER BY depends_on", part):
-                deps.setdefault(r[0], []).append(r[1])
-        return [Task.from_row(r, deps.get(r["id"], [])) for r in rows]
+        return self._tasks_with_deps(self._read(sql, params))
+
 
 def _unlink_quietly(path):
     try:

@@ -87,7 +87,7 @@ def main():
         for i in range(args.tasks):
             tid = q.add_task(f"task {i}")
             committed[tid] = time.time()
-            wait_until(lambda: q.get_task(tid).status == "completed")
+            wait_until(lambda tid=tid: q.get_task(tid).status == "completed")
             time.sleep(0.02)  # every worker back to idle before the next task
         latencies = {}
         for line in starts.read_text().split("\n"):

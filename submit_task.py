@@ -1,0 +1,768 @@
+#!/usr/bin/env python3
+"""Queue tasks for the Klauss workers, and inspect or manage them.
+
+    submit_task.py submit PROMPT [options]       queue one task ("-" reads the prompt from stdin)
+    submit_task.py submit-file FILE              queue a JSON file of tasks, all or nothing
+    submit_task.py list | show ID | stats | jobs
+    submit_task.py cancel ID... | --job ID
+    submit_task.py retry ID... | --failed [--job ID]
+    submit_task.py purge --older-than DAYS [--status S...]
+
+Every command takes --db PATH (default: the project's database, see README) and --json.
+Exit codes: 0 ok; 1 the operation failed (a task not found, a waited-for task that failed);
+2 bad input, usage or configuration, in which case nothing was changed.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import claude_queue
+import config
+
+PROG = "submit_task.py"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+WAIT_POLL_SECONDS = 0.25
+INT64_MAX = 2 ** 63 - 1
+
+FILE_HELP = """\
+FILE (or "-" for stdin) holds one JSON object (one task) or a list of them. Fields:
+  prompt (required), working_dir, context_files [globs], expected_outputs [paths], metadata {},
+  priority, job_id, parent_id, depends_on [ids], max_attempts, timeout, ref.
+Dependencies: give an entry a "ref" (any string unique in the file) and list that string in another
+entry's depends_on; integers in depends_on are ids of tasks already in the queue. An entry may
+depend on any other entry of the file, earlier or later; cycles are refused.
+Example:
+  [{"ref": "api", "prompt": "Write the API", "expected_outputs": ["api.py"]},
+   {"prompt": "Write tests for api.py", "depends_on": ["api"], "priority": 2}]
+Every entry is checked before anything is inserted: one bad entry inserts nothing, and the error
+names the entry ("task 3: priority: ...")."""
+
+
+class CliError(Exception):
+    """A one-line error for stderr, and the exit code it means."""
+
+    def __init__(self, message, code=EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the whole usage before its error; one line naming the problem is clearer.
+    def error(self, message):
+        raise CliError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+def _int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if abs(value) > INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text} is too large")
+    return value
+
+
+def _number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _statuses(text):
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in claude_queue.STATUSES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown status {bad[0] if bad else text!r} "
+                                         f"(known: {', '.join(claude_queue.STATUSES)})")
+    return names
+
+
+def _task_id(text):
+    value = _int(text.lstrip("#"))
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a task id (a positive integer), got {text!r}")
+    return value
+
+
+# --- opening the queue -------------------------------------------------------------------------
+
+def open_queue(args, create=True):
+    """The project's queue (or --db's). Read-only commands pass create=False so a mistyped --db
+    is an error rather than a new empty database."""
+    cfg = config.load_config(db=args.db)
+    explicit = args.db or os.environ.get("KLAUSS_DB")
+    if not create and not cfg.db_path.exists():
+        raise CliError(f"no database at {cfg.db_path}; submit a task first, or pass the right --db")
+    # An explicitly named database must be in an existing directory; only the default state
+    # directory is created on demand.
+    return claude_queue.TaskQueue(str(cfg.db_path) if explicit else None, cfg=cfg)
+
+
+def coordinator_up(q):
+    flag = q.get_flag("coordinator")
+    value = flag and flag["value"]
+    pid = value.get("pid") if isinstance(value, dict) else None
+    return isinstance(pid, int) and _pid_alive(pid)
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+# --- formatting --------------------------------------------------------------------------------
+
+def emit_json(data):
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def fmt_time(ts):
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def fmt_duration(seconds):
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def fmt_ago(ts, now):
+    if ts is None:
+        return "-"
+    return f"{fmt_duration(now - ts)} ago" if now >= ts else f"in {fmt_duration(ts - now)}"
+
+
+def fmt_cost(cost):
+    return "-" if cost is None else f"${cost:.4f}"
+
+
+def one_line(text, width):
+    text = " ".join((text or "").split())
+    if width <= 0:
+        return ""
+    return text if len(text) <= width else text[:max(0, width - 3)] + "..."
+
+
+def table(headers, rows, last_width=None):
+    """Left-aligned columns; the last column is cut to fit the terminal."""
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+              for i, h in enumerate(headers)]
+    lines = []
+    for row in [headers, *rows]:
+        cells = [str(c).ljust(widths[i]) for i, c in enumerate(row[:-1])]
+        prefix = "  ".join(cells) + ("  " if cells else "")
+        room = (last_width or 10 ** 6) - len(prefix)
+        lines.append((prefix + one_line(str(row[-1]), max(room, 20))).rstrip())
+    return "\n".join(lines)
+
+
+def terminal_width():
+    return shutil.get_terminal_size((120, 24)).columns
+
+
+def task_row(t, now):
+    return ["#%d" % t.id, t.status, t.priority, f"{t.attempts_used}/{t.max_attempts}", t.worker_id or "-",
+            fmt_cost(t.cost_usd), fmt_ago(t.updated_at, now), t.prompt]
+
+
+TASK_HEADERS = ["ID", "STATUS", "PRI", "TRIES", "WORKER", "COST", "UPDATED", "PROMPT"]
+
+
+# --- reading input -----------------------------------------------------------------------------
+
+def read_stdin(what):
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        raise CliError(f"{what}: stdin is closed")
+    if sys.stdin.isatty():
+        print(f"reading the {what} from stdin; end it with Ctrl-D", file=sys.stderr)
+    return _decode(stream.read(), f"{what} (stdin)")
+
+
+def _decode(data, where):
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{where}: not valid UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def _no_duplicate_keys(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r}")
+        seen[key] = value
+    return seen
+
+
+def _no_constants(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(text, where):
+    """JSON as the standard defines it: NaN, Infinity and repeated keys are errors, not surprises."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:
+        raise CliError(f"{where}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise CliError(f"{where}: invalid JSON: nested too deeply") from None
+
+
+def load_task_file(path):
+    """The file's entries as a list, and whether it held a single object."""
+    if path == "-":
+        where, text = "stdin", read_stdin("task file")
+    else:
+        where = path
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        text = _decode(data, path)
+    if not text.strip():
+        raise CliError(f"{where}: the file is empty; expected a JSON object or a list of tasks")
+    data = parse_json(text, where)
+    if isinstance(data, dict):
+        return [data], True
+    if not isinstance(data, list):
+        raise CliError(f"{where}: expected a JSON object (one task) or a list of tasks, got {_json_type(data)}")
+    if not data:
+        raise CliError(f"{where}: the list is empty; nothing to submit")
+    return data, False
+
+
+def _json_type(value):
+    return {str: "a string", int: "a number", float: "a number", bool: "true/false",
+            type(None): "null", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def check_ranges(entry):
+    """What SQLite cannot store, named by field (validate_task checks the types and minimums)."""
+    for key in ("priority", "max_attempts", "parent_id"):
+        value = entry.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
+            raise ValueError(f"{key}: {value} is too large")
+    deps = entry.get("depends_on")
+    for dep in deps if isinstance(deps, list) else ():
+        if isinstance(dep, int) and not isinstance(dep, bool) and abs(dep) > INT64_MAX:
+            raise ValueError(f"depends_on: {dep} is not a task id")
+    timeout = entry.get("timeout")
+    if isinstance(timeout, float) and not math.isfinite(timeout):
+        raise ValueError(f"timeout: expected a finite number of seconds, got {timeout!r}")
+
+
+def check_entry(q, entry):
+    """Everything add_tasks checks for one entry, so the error can name the entry; add_tasks
+    checks it all again atomically (and the in-file refs and cycles, which span entries)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"expected a JSON object with a prompt, got {_json_type(entry)}")
+    if "id" in entry:
+        raise ValueError('id: ids are given by the queue; to depend on this entry, name it with "ref" '
+                         'and list that name in the other entry\'s depends_on')
+    check_ranges(entry)
+    task = claude_queue.validate_task(entry, q.cfg["queue"]["max_attempts"])
+    claude_queue.check_task_paths(task, q.cfg)
+    missing = [d for d in task["depends_on"] if isinstance(d, int) and q.get_task(d) is None]
+    if missing:
+        raise ValueError(f"depends_on: unknown task id(s) {', '.join(map(str, missing))}")
+    if task["job_id"] is not None and q.get_job(task["job_id"]) is None:
+        raise ValueError(f"job_id: unknown job {task['job_id']!r}")
+    if task["parent_id"] is not None and q.get_task(task["parent_id"]) is None:
+        raise ValueError(f"parent_id: unknown task id {task['parent_id']}")
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+def cmd_submit(args):
+    if args.timeout_wait is not None and not args.wait:
+        raise CliError("--timeout-wait goes with --wait")
+    prompt = read_stdin("prompt") if args.prompt == "-" else args.prompt
+    metadata = {}
+    if args.metadata is not None:
+        metadata = parse_json(args.metadata, "--metadata")
+        if not isinstance(metadata, dict):
+            raise CliError(f"--metadata: expected a JSON object, got {_json_type(metadata)}")
+    if args.model is not None:
+        if not args.model.strip():
+            raise CliError("--model: expected a model name, got an empty string")
+        metadata["model"] = args.model
+    entry = {"prompt": prompt, "working_dir": args.dir, "context_files": args.context,
+             "expected_outputs": args.outputs, "metadata": metadata, "priority": args.priority,
+             "job_id": args.job, "depends_on": args.depends_on, "max_attempts": args.max_attempts,
+             "timeout": args.timeout}
+    q = open_queue(args)
+    [task_id] = q.add_tasks([entry])
+    if args.wait:
+        return wait_for(q, task_id, args.timeout_wait, args.json)
+    if args.json:
+        emit_json({"id": task_id})
+    else:
+        print(task_id)
+    return EXIT_OK
+
+
+def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
+    """Poll until the task finishes; print its result (0) or its error (1)."""
+    sleep, clock = sleep or time.sleep, clock or time.monotonic
+    print(f"task {task_id} queued; waiting for it to finish (Ctrl-C stops waiting, not the task)",
+          file=sys.stderr)
+    if not q.list_workers() and not coordinator_up(q):
+        print("note: no Klauss workers are running; start some with ./manage.sh start", file=sys.stderr)
+    deadline = None if timeout is None else clock() + timeout
+    try:
+        while True:
+            task = q.get_task(task_id)
+            if task is None:
+                raise CliError(f"task {task_id} disappeared from the queue (purged?)", EXIT_FAILED)
+            if task.status in claude_queue.FINISHED:
+                break
+            if deadline is not None and clock() >= deadline:
+                raise CliError(f"task {task_id} is still {task.status} after {timeout:g}s; it stays queued "
+                               f"(see {PROG} show {task_id})", EXIT_FAILED)
+            sleep(WAIT_POLL_SECONDS)
+    except KeyboardInterrupt:
+        raise CliError(f"stopped waiting; task {task_id} stays queued (see {PROG} show {task_id})", 130) from None
+    if as_json:
+        emit_json(task.to_dict())
+    elif task.result:
+        print(task.result)
+    if task.status == "completed":
+        return EXIT_OK
+    raise CliError(f"task {task_id} {task.status}: {task.error or 'no error recorded'}", EXIT_FAILED)
+
+
+def cmd_submit_file(args):
+    entries, single = load_task_file(args.file)
+    if args.job is not None:
+        entries = [{"job_id": args.job, **e} if isinstance(e, dict) else e for e in entries]
+    q = open_queue(args)
+    for index, entry in enumerate(entries):
+        try:
+            check_entry(q, entry)
+        except ValueError as exc:
+            raise CliError(str(exc) if single else f"task {index}: {exc}") from None
+    ids = q.add_tasks(entries)
+    if args.json:
+        emit_json({"ids": ids})
+    else:
+        print("\n".join(map(str, ids)))
+    return EXIT_OK
+
+
+def cmd_list(args):
+    q = open_queue(args, create=False)
+    statuses = [s for group in args.status or () for s in group] or None
+    limit = args.limit or None
+    if args.job is not None and q.get_job(args.job) is None:
+        raise CliError(f"job {args.job} not found", EXIT_FAILED)
+    tasks = q.recent_tasks(status=statuses, job_id=args.job, limit=limit)
+    if args.json:
+        emit_json([t.to_dict() for t in tasks])
+        return EXIT_OK
+    if not tasks:
+        print("no tasks" + (" match" if statuses or args.job else ""), file=sys.stderr)
+        return EXIT_OK
+    now = time.time()
+    print(table(TASK_HEADERS, [task_row(t, now) for t in tasks], terminal_width()))
+    stats = q.get_stats(args.job)
+    total = stats["total"] if statuses is None else sum(stats[s] for s in set(statuses))
+    if limit is not None and total > len(tasks):
+        print(f"showing the newest {len(tasks)} of {total}; --limit 0 shows all", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_show(args):
+    q = open_queue(args, create=False)
+    task = q.get_task(args.id)
+    if task is None:
+        raise CliError(f"task {args.id} not found", EXIT_FAILED)
+    events = q.get_events(task.id)
+    dependents = q.get_dependents(task.id)
+    transcript = find_transcript(q.cfg, task)
+    if args.json:
+        emit_json({**task.to_dict(), "events": events, "dependents": dependents, "transcript": transcript})
+        return EXIT_OK
+    print("\n".join(describe_task(task, events, dependents, transcript, time.time())))
+    return EXIT_OK
+
+
+def find_transcript(cfg, task):
+    outcome = task.outcome if isinstance(task.outcome, dict) else {}
+    if outcome.get("transcript"):
+        return outcome["transcript"]
+    # A running task has no outcome yet; the worker writes logs/tasks/task-ID-attempt-N.jsonl.
+    found = cfg.logs_dir.joinpath("tasks").glob(f"task-{task.id}-attempt-*.jsonl")
+    attempts = {p: p.stem.rpartition("-")[2] for p in found}
+    latest = max((p for p, n in attempts.items() if n.isdigit()), key=lambda p: int(attempts[p]), default=None)
+    return str(latest) if latest else None
+
+
+def describe_task(task, events, dependents, transcript, now):
+    outcome = task.outcome if isinstance(task.outcome, dict) else {}
+    lines = [f"Task #{task.id}: {task.status}" + (" (cancel requested)" if task.cancel_requested else "")]
+
+    def field(name, value):
+        if value not in (None, "", [], {}):
+            lines.append(f"  {name + ':':<13}{value}")
+
+    field("Job", task.job_id)
+    field("Parent", task.parent_id and f"#{task.parent_id}")
+    field("Priority", task.priority)
+    field("Attempts", f"{task.attempts_used} of {task.max_attempts}")
+    field("Worker", task.worker_id)
+    field("Working dir", task.working_dir)
+    field("Context", ", ".join(task.context_files))
+    field("Outputs", ", ".join(task.expected_outputs))
+    if outcome.get("outputs_verified") is not None:
+        field("Verified", ", ".join(outcome["outputs_verified"]) or "none")
+    field("Missing", ", ".join(outcome.get("outputs_missing") or []))
+    field("Depends on", ", ".join(f"#{d}" for d in task.depends_on or []))
+    field("Dependents", ", ".join(f"#{d}" for d in dependents))
+    field("Metadata", json.dumps(task.metadata, sort_keys=True) if task.metadata else None)
+    field("Timeout", task.timeout and f"{task.timeout:g}s")
+    field("Created", f"{fmt_time(task.created_at)} ({fmt_ago(task.created_at, now)})")
+    field("Started", task.started_at and fmt_time(task.started_at))
+    field("Finished", task.finished_at and fmt_time(task.finished_at))
+    if task.started_at:
+        field("Duration", fmt_duration((task.finished_at or now) - task.started_at))
+    if task.status == "pending" and task.not_before > now:
+        field("Next try", fmt_ago(task.not_before, now))
+    if task.status == "pending" and task.deps_remaining:
+        field("Waiting for", f"{task.deps_remaining} unfinished dependenc{'y' if task.deps_remaining == 1 else 'ies'}")
+    field("Cost", fmt_cost(task.cost_usd) if task.cost_usd is not None else None)
+    usage = outcome.get("usage") if isinstance(outcome.get("usage"), dict) else {}
+    if usage:
+        parts = [f"{usage.get(k) or 0:,} {label}" for k, label in (
+            ("input_tokens", "in"), ("output_tokens", "out"),
+            ("cache_read_input_tokens", "cache read"), ("cache_creation_input_tokens", "cache write"))]
+        field("Tokens", " / ".join(parts))
+    field("Turns", outcome.get("num_turns"))
+    field("Exit code", outcome.get("exit_code"))
+    field("Activity", task.activity)
+    field("Error", task.error)
+    field("Error class", outcome.get("error_class"))
+    denials = outcome.get("permission_denials") or []
+    if denials:
+        field("Denied tools", ", ".join(sorted({str(d.get("tool_name", d)) if isinstance(d, dict) else str(d)
+                                                for d in denials})))
+    for warning in outcome.get("warnings") or []:
+        field("Warning", warning)
+    field("Transcript", transcript)
+    lines.append("Prompt:")
+    lines.extend("  " + line for line in task.prompt.splitlines() or [""])
+    if task.result:
+        lines.append("Result:")
+        lines.extend("  " + line for line in task.result.splitlines())
+    if outcome.get("stderr_tail") and task.status != "completed":
+        lines.append("Stderr (tail):")
+        lines.extend("  " + line for line in str(outcome["stderr_tail"]).splitlines())
+    lines.append("History:")
+    for e in events:
+        extra = " ".join(x for x in (e["worker_id"] or "", f"attempt {e['attempt']}" if e["attempt"] else "",
+                                     e["detail"] or "") if x)
+        lines.append(f"  {fmt_time(e['at'])}  {e['event']:<16} {extra}".rstrip())
+    return lines
+
+
+def cmd_stats(args):
+    q = open_queue(args, create=False)
+    job = None
+    if args.job is not None:
+        job = q.get_job(args.job)
+        if job is None:
+            raise CliError(f"job {args.job} not found", EXIT_FAILED)
+    stats = q.get_stats(args.job)
+    if args.json:
+        emit_json({**stats, "job_id": args.job} if args.job else stats)
+        return EXIT_OK
+    if job:
+        print(f"{job['id']}: {job['description']}")
+    done = sum(stats[s] for s in claude_queue.FINISHED)
+    for status in claude_queue.STATUSES:
+        print(f"{status:<12}{stats[status]:>9,}")
+    print(f"{'total':<12}{stats['total']:>9,}" + (f"  ({done * 100 // stats['total']}% finished)" if stats["total"] else ""))
+    print(f"{'cost':<12}{'$%.4f' % stats['cost_usd']:>9}")
+    if job and job.get("max_budget_usd"):
+        print(f"{'budget':<12}{'$%.2f' % job['max_budget_usd']:>9}")
+    return EXIT_OK
+
+
+def cmd_jobs(args):
+    q = open_queue(args, create=False)
+    jobs = q.list_jobs(limit=args.limit or None)
+    if args.json:
+        emit_json(jobs)
+        return EXIT_OK
+    if not jobs:
+        print("no jobs", file=sys.stderr)
+        return EXIT_OK
+    rows = []
+    now = time.time()
+    for j in jobs:
+        s = j["stats"]
+        done = sum(s[x] for x in claude_queue.FINISHED)
+        budget = "-" if j.get("max_budget_usd") is None else f"${j['max_budget_usd']:.2f}"
+        rows.append([j["id"], fmt_ago(j["created_at"], now), f"{done}/{s['total']}", s["in_progress"],
+                     s["failed"], fmt_cost(s["cost_usd"]), budget, j["description"]])
+    print(table(["JOB", "CREATED", "DONE", "RUNNING", "FAILED", "COST", "BUDGET", "DESCRIPTION"], rows,
+                terminal_width()))
+    return EXIT_OK
+
+
+def _ids_or_job(args, flag):
+    if args.ids and (args.job is not None or getattr(args, "failed", False)):
+        raise CliError(f"give task ids or {flag}, not both")
+    if not args.ids and args.job is None and not getattr(args, "failed", False):
+        raise CliError(f"give task ids or {flag}")
+
+
+CANCEL_WORDS = {"cancelled": "cancelled",
+                "cancel_requested": "cancel requested; its worker stops it within a heartbeat"}
+
+
+def cmd_cancel(args):
+    _ids_or_job(args, "--job ID")
+    q = open_queue(args)
+    if args.job is not None:
+        if q.get_job(args.job) is None:
+            raise CliError(f"job {args.job} not found", EXIT_FAILED)
+        results = [(tid, status) for tid, status in q.cancel_job(args.job).items()]
+        if not results and not args.json:
+            print(f"job {args.job} has no pending or running tasks", file=sys.stderr)
+    else:
+        results = []
+        for tid in dict.fromkeys(args.ids):
+            # cancel_task answers a finished task with its status; look first to say "already".
+            task = q.get_task(tid)
+            if task is not None and task.status in claude_queue.FINISHED:
+                results.append((tid, "already " + task.status))
+            else:
+                results.append((tid, q.cancel_task(tid)))
+    failed = False
+    out = []
+    for tid, status in results:
+        if status is None:
+            failed = True
+            out.append({"id": tid, "status": None, "error": "not found"})
+            print(f"task {tid} not found", file=sys.stderr)
+        elif status == "already cancelled":
+            out.append({"id": tid, "status": "cancelled"})
+            print(f"task {tid} was already cancelled", file=sys.stderr)
+        elif status not in CANCEL_WORDS:
+            failed = True
+            status = status.replace("already ", "")
+            out.append({"id": tid, "status": status, "error": f"already {status}"})
+            print(f"task {tid} is already {status}; nothing to cancel", file=sys.stderr)
+        else:
+            out.append({"id": tid, "status": status})
+            if not args.json:
+                print(f"#{tid} {CANCEL_WORDS[status]}")
+    if args.json:
+        emit_json(out)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_retry(args):
+    if args.job is not None and not args.failed:
+        raise CliError("--job goes with --failed (retry every failed task of that job)")
+    _ids_or_job(args, "--failed")
+    q = open_queue(args)
+    if args.failed:
+        if args.job is not None and q.get_job(args.job) is None:
+            raise CliError(f"job {args.job} not found", EXIT_FAILED)
+        ids = [t.id for t in reversed(q.recent_tasks(status="failed", job_id=args.job, limit=None))]
+        if not ids and not args.json:
+            print("no failed tasks" + (f" in job {args.job}" if args.job else ""), file=sys.stderr)
+    else:
+        ids = list(dict.fromkeys(args.ids))
+    failed = False
+    out = []
+    for tid in ids:
+        try:
+            revived = q.retry_task(tid)
+        except KeyError:
+            failed = True
+            out.append({"id": tid, "revived": [], "error": "not found"})
+            print(f"task {tid} not found", file=sys.stderr)
+            continue
+        except ValueError as exc:
+            failed = True
+            out.append({"id": tid, "revived": [], "error": str(exc)})
+            print(exc, file=sys.stderr)
+            continue
+        out.append({"id": tid, "revived": revived})
+        if not args.json:
+            also = [r for r in revived if r != tid]
+            print(f"#{tid} queued again" + (f" (and its dependents {', '.join('#%d' % r for r in also)})" if also else ""))
+    if args.json:
+        emit_json(out)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_purge(args):
+    if args.older_than < 0:
+        raise CliError(f"--older-than: expected days >= 0, got {args.older_than:g}")
+    statuses = [s for group in args.status or () for s in group] or None
+    q = open_queue(args)
+    count = q.purge(args.older_than * 86400, statuses)
+    if args.json:
+        emit_json({"purged": count})
+    else:
+        print(f"purged {count} task{'s' if count != 1 else ''}")
+    return EXIT_OK
+
+
+# --- argument parsing --------------------------------------------------------------------------
+
+def build_parser():
+    # --db and --json are accepted before or after the command; SUPPRESS keeps a subcommand's
+    # unset copy from overwriting the value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS, metavar="PATH",
+                        help="the queue database (default: the project's; KLAUSS_DB also sets it)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+
+    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                     epilog="Run `%s COMMAND --help` for a command's options." % PROG)
+    parser.add_argument("--db", metavar="PATH", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("submit", parents=[common], help="queue one task; prints its id",
+                       description="Queue one task and print its id. Paths must stay inside the project "
+                                   "unless [safety] in .klauss.toml allows more.")
+    p.add_argument("prompt", metavar="PROMPT",
+                   help=f'what Claude should do; "-" reads it from stdin. At most {config.MAX_PROMPT_BYTES:,} '
+                        'bytes (longer prompts are refused, never cut): put big material in --context files')
+    p.add_argument("--dir", metavar="D", help="working directory (default: the project root)")
+    p.add_argument("--context", nargs="+", action="extend", metavar="GLOB",
+                   help="files Claude should read first (globs, relative to the working dir)")
+    p.add_argument("--outputs", nargs="+", action="extend", metavar="PATH",
+                   help="files the task must produce; checked when it finishes")
+    p.add_argument("--priority", type=_int, metavar="N", help="higher runs first (default 0)")
+    p.add_argument("--metadata", metavar="JSON", help='a JSON object, e.g. \'{"max_turns": 20}\'')
+    p.add_argument("--job", metavar="ID", help="the job this task belongs to")
+    p.add_argument("--depends-on", nargs="+", action="extend", type=_task_id, metavar="ID",
+                   help="run only after these tasks completed")
+    p.add_argument("--timeout", type=_number, metavar="S", help="seconds the task may run")
+    p.add_argument("--max-attempts", type=_int, metavar="N", help="tries before it fails for good")
+    p.add_argument("--model", metavar="M", help="model for this task (stored in metadata)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for the task; print its result (exit 0) or its error (exit 1)")
+    p.add_argument("--timeout-wait", type=_number, metavar="S", help="with --wait: give up waiting after S seconds")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("submit-file", parents=[common], help="queue a JSON file of tasks (all or nothing)",
+                       description="Queue every task in FILE, or none; prints the ids, one per line.",
+                       epilog=FILE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", metavar="FILE", help='a JSON file, or "-" for stdin')
+    p.add_argument("--job", metavar="ID", help="job_id for entries that do not set one")
+    p.set_defaults(func=cmd_submit_file)
+
+    p = sub.add_parser("list", parents=[common], help="recent tasks, newest first")
+    p.add_argument("--status", type=_statuses, action="append", metavar="S",
+                   help="only these statuses (repeat or comma-separate)")
+    p.add_argument("--job", metavar="ID", help="only this job's tasks")
+    p.add_argument("--limit", type=_int, default=50, metavar="N", help="at most N tasks (default 50; 0 = all)")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", parents=[common], help="one task in full: result, cost, outputs, history")
+    p.add_argument("id", type=_task_id, metavar="ID")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("stats", parents=[common], help="task counts by status and total cost")
+    p.add_argument("--job", metavar="ID", help="only this job")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("jobs", parents=[common], help="jobs with their progress and cost")
+    p.add_argument("--limit", type=_int, default=0, metavar="N", help="only the newest N jobs")
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("cancel", parents=[common], help="cancel tasks, or every unfinished task of a job",
+                       description="Cancel pending tasks at once; running ones are stopped by their worker.")
+    p.add_argument("ids", nargs="*", type=_task_id, metavar="ID")
+    p.add_argument("--job", metavar="ID", help="cancel every pending or running task of this job")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("retry", parents=[common], help="queue failed, cancelled or skipped tasks again",
+                       description="Queue tasks again with a fresh set of attempts; dependents skipped "
+                                   "because of them are queued again too.")
+    p.add_argument("ids", nargs="*", type=_task_id, metavar="ID")
+    p.add_argument("--failed", action="store_true", help="retry every failed task")
+    p.add_argument("--job", metavar="ID", help="with --failed: only this job's")
+    p.set_defaults(func=cmd_retry)
+
+    p = sub.add_parser("purge", parents=[common], help="delete old finished tasks",
+                       description="Delete finished tasks older than DAYS (tasks that unfinished tasks "
+                                   "depend on are kept).")
+    p.add_argument("--older-than", type=_number, required=True, metavar="DAYS")
+    p.add_argument("--status", type=_statuses, action="append", metavar="S",
+                   help="only these finished statuses (default: all finished)")
+    p.set_defaults(func=cmd_purge)
+    return parser
+
+
+def main(argv=None):
+    db = None
+    try:
+        args = build_parser().parse_args(argv)
+        db = args.db
+        return args.func(args)
+    except CliError as exc:
+        message = str(exc)
+        if exc.code == EXIT_USAGE and not message.startswith(PROG):
+            message = f"{PROG}: error: {message}"
+        print(message, file=sys.stderr)
+        return exc.code
+    except (ValueError, config.ConfigError, claude_queue.QueueError, OverflowError) as exc:
+        # Validation and configuration problems: the queue's messages already name the field.
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except sqlite3.DatabaseError as exc:
+        print(f"{PROG}: error: database {db or 'of this project'}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away; say nothing more on a closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:  # a bug: still one line, with where it happened
+        tb = exc.__traceback__
+        while tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (at {where}); please report it",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
