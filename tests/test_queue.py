@@ -545,3 +545,39 @@ def _drain_retrying(db, name, out):
         else:
             assert q.complete_task(t.id, name, f"done by {name}")
     out.put((name, claimed))
+
+
+def test_list_flags_by_prefix(queue, clock):
+    queue.set_flag("borrow:1", {"task": 1}, until=clock() + 10)
+    queue.set_flag("borrow:2", {"task": 2})
+    queue.set_flag("paused", True)
+    assert sorted(queue.list_flags("borrow:")) == ["borrow:1", "borrow:2"]
+    clock.advance(11)
+    assert list(queue.list_flags("borrow:")) == ["borrow:2"]
+
+
+def test_waker_is_woken_by_state_changes_not_by_claims(queue):
+    waker = claude_queue.Waker(queue, "test")
+    try:
+        assert not waker.wait(0), "nothing happened yet"
+        tid = queue.add_task("x")
+        assert waker.wait(5), "adding work wakes waiters"
+        assert not waker.wait(0), "one change, one wake-up (drained)"
+        queue.claim_task("w")
+        assert not waker.wait(0), "claims wake nobody"
+        queue.complete_task(tid, "w", "ok")
+        assert waker.wait(5)
+        waker.wake()
+        assert waker.wait(0), "a process can wake its own wait (signal handlers do)"
+    finally:
+        waker.close()
+    assert not waker.path.exists()
+
+
+def test_a_dead_waiters_fifo_is_removed(queue):
+    import os
+    queue.wake_dir.mkdir(mode=0o700, exist_ok=True)
+    stale = queue.wake_dir / "w-999999.fifo"
+    os.mkfifo(stale)
+    queue.add_task("x")
+    assert not stale.exists(), "nobody reads it: its process is gone"
