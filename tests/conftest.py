@@ -13,6 +13,19 @@ sys.path.insert(0, str(ROOT))
 import claude_queue  # noqa: E402
 import config  # noqa: E402
 
+FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
+
+
+def install_fake_claude(bindir):
+    """Put the fake `claude` in `bindir`, started with this very interpreter: through the shebang
+    (and a pyenv shim) each start would cost ten times as much."""
+    bindir = Path(bindir)
+    bindir.mkdir(parents=True, exist_ok=True)
+    claude = bindir / "claude"
+    claude.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_CLAUDE}" "$@"\n')
+    claude.chmod(0o755)
+    return claude
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):

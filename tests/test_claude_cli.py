@@ -1,8 +1,8 @@
 """claude_cli: argv building, stream reading and outcome classification, against the shapes in
 shared/claude-cli-reference.md."""
 
-import config
 import claude_cli
+import config
 from claude_cli import CONFIG_ERROR, FATAL, RETRYABLE, SUCCESS, USAGE_LIMIT, classify
 
 

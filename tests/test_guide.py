@@ -21,12 +21,12 @@ GUIDE = ROOT / "ORCHESTRATOR_GUIDE.md"
 WRITER = """#!{python}
 import json, os, re, subprocess, sys
 if "--version" in sys.argv:
-    os.execv({fake!r}, [{fake!r}, *sys.argv[1:]])
+    os.execv({python!r}, [{python!r}, {fake!r}, *sys.argv[1:]])
 prompt = sys.stdin.read()
 section = prompt.split("## Expected outputs", 1)[1].split("## ", 1)[0] if "## Expected outputs" in prompt else ""
 outputs = re.findall(r"^- (\\S+)$", section, re.M)
 actions = "".join("@fake " + json.dumps({{"write": p, "content": "generated\\n"}}) + "\\n" for p in outputs)
-sys.exit(subprocess.run([{fake!r}, *sys.argv[1:]], input=(prompt + actions).encode()).returncode)
+sys.exit(subprocess.run([{python!r}, {fake!r}, *sys.argv[1:]], input=(prompt + actions).encode()).returncode)
 """
 
 

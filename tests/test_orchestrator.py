@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import install_fake_claude
 
 import claude_queue
 import config
@@ -15,7 +16,6 @@ import orchestrator
 from orchestrator import ClaudeOrchestrator, OrchestratorError
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE = ROOT / "tests" / "fake_claude.py"
 ORCH = ROOT / "orchestrator.py"
 
 
@@ -29,8 +29,7 @@ def project(tmp_path, monkeypatch):
     root = tmp_path / "proj"
     root.mkdir()
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "claude").symlink_to(FAKE)
+    install_fake_claude(bindir)
     (root / ".klauss.toml").write_text(
         "[workers]\nlease_seconds = 10\nheartbeat_seconds = 0.5\nshutdown_grace_seconds = 1\nmax_workers = 4\n"
         "idle_timeout = 0\n[queue]\nretry_backoff_seconds = 0\n")

@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import install_fake_claude
 
 import claude_queue
 import config
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "claude_worker.py"
-FAKE = ROOT / "tests" / "fake_claude.py"
 
 
 def fake(action, *args, **kwargs):
@@ -97,8 +97,7 @@ def project(tmp_path):
     root = tmp_path / "proj"
     root.mkdir()
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "claude").symlink_to(FAKE)
+    install_fake_claude(bindir)
     fakelog = tmp_path / "fakelog"
     fakelog.mkdir()
     (root / ".klauss.toml").write_text(
