@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import install_fake_claude
 
 import claude_queue
 import config
 import orchestrator
+from conftest import install_fake_claude
 from orchestrator import ClaudeOrchestrator, OrchestratorError
 
 ROOT = Path(__file__).resolve().parent.parent

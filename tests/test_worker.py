@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import install_fake_claude
 
 import claude_queue
 import config
+from conftest import install_fake_claude
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "claude_worker.py"
