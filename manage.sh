@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Klauss from the shell: a thin dispatcher to the Python programs beside this script.
+# Run it from anywhere in your project: the programs find the project's .klauss/ state from the
+# current directory, exactly as they do when run directly. `manage.sh help` lists the commands.
+set -euo pipefail
+
+# Our own folder, through any chain of symlinks (e.g. a `manage.sh` linked into the project root).
+src="${BASH_SOURCE[0]}"
+while [ -L "$src" ]; do
+    dir="$(cd -P "$(dirname "$src")" && pwd)"
+    src="$(readlink "$src")"
+    case "$src" in /*) ;; *) src="$dir/$src" ;; esac
+done
+HERE="$(cd -P "$(dirname "$src")" && pwd)"
+PYTHON="${KLAUSS_PYTHON:-python3}"
+
+coordinator() { exec "$PYTHON" "$HERE/claude_coordinator.py" "$@"; }
+
+usage() {
+    cat <<'EOF'
+usage: manage.sh COMMAND [ARGS]          (every command takes --db PATH; COMMAND --help for more)
+  start [N]                 start a pool of N workers in the background (default: [workers] count)
+  stop                      stop the pool gracefully: running tasks are released, then it exits
+  kill                      kill the pool now (only the processes this project's pool recorded)
+  restart [N]               stop, then start N workers (default: as many as before)
+  resize N                  grow or shrink the running pool to N workers
+  status | workers          the pool, each worker's pid/CPU/memory/task, and the queue counts
+  dashboard                 a live view of the pool and the queue
+  submit PROMPT [OPTIONS]   queue a task
+  submit-file FILE          queue the tasks in a JSON file
+  list                      list tasks
+  show ID                   one task in full
+  stats                     queue statistics
+  jobs                      jobs with their progress and cost
+  cancel ID                 cancel a task
+  retry ID                  run a failed or cancelled task again
+  purge                     delete old finished tasks
+  logs [worker N | task ID] [-f]   the coordinator's log, a worker's log, or a task's history
+  ps                        our processes and their claude children
+  init-config               write a commented .klauss.toml at the project root (never overwrites)
+  clean [--logs] [--yes]    delete the database and logs (asks first)
+  doctor                    check Python, tomli, claude and its login, the database, the pool
+  help                      this list
+EOF
+}
+
+cmd="${1:-help}"
+[ "$#" -gt 0 ] && shift
+
+case "$cmd" in
+    start | stop | kill | restart | resize | status | workers | ps | logs | init-config | clean | doctor)
+        coordinator "$cmd" "$@" ;;
+    submit | submit-file | list | show | stats | jobs | cancel | retry | purge)
+        exec "$PYTHON" "$HERE/submit_task.py" "$cmd" "$@" ;;
+    dashboard)
+        exec "$PYTHON" "$HERE/claude_dashboard.py" "$@" ;;
+    help | -h | --help)
+        usage ;;
+    *)
+        echo "manage.sh: unknown command '$cmd'" >&2
+        usage >&2
+        exit 2 ;;
+esac

@@ -1,0 +1,514 @@
+"""The pool through the real scripts: claude_coordinator.py and manage.sh running the real worker
+with the fake `claude` (tests/fake_claude.py) on PATH.
+
+Every process a test starts carries a marker in its environment (inherited by the coordinator,
+its workers and their claude children), so the fixture's finalizer finds and kills every one of
+them even when a test fails half-way, and tests can prove that nothing was left behind. Tests
+wait by polling the database, files and /proc with a deadline, never by sleeping a fixed time.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+import claude_queue
+import config
+
+ROOT = Path(__file__).resolve().parent.parent
+MANAGE = ROOT / "manage.sh"
+COORDINATOR = ROOT / "claude_coordinator.py"
+FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
+MARKER_VAR = "KLAUSS_TEST_MARKER"
+
+# Short enough that the whole file stays fast; the lease is long unless a test needs otherwise,
+# so recovery that happens quickly proves the coordinator returned the task, not the lease.
+SETTINGS = {
+    "lease_seconds": 30,
+    "heartbeat_seconds": 0.2,
+    "poll_seconds": 0.2,
+    "idle_timeout": 0,
+    "shutdown_grace_seconds": 0.5,
+    "restart_backoff_max_seconds": 0.2,
+    "max_fast_crashes": 3,
+}
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def fake(action, **params):
+    """One scenario line for the fake claude."""
+    return "@fake " + json.dumps({"action": action, **params})
+
+
+class Project:
+    def __init__(self, tmp_path, claude=True, **settings):
+        self.tmp = tmp_path
+        self.root = tmp_path / "proj"
+        self.root.mkdir(parents=True)
+        self.marker = uuid.uuid4().hex
+        self.bin = tmp_path / "bin"
+        self.bin.mkdir()
+        if claude:
+            (self.bin / "claude").symlink_to(FAKE_CLAUDE)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
+        env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"
+        env[MARKER_VAR] = self.marker
+        env["KLAUSS_PYTHON"] = sys.executable  # manage.sh runs the programs on the Python under test
+        self.env = env
+        self.write_settings(**settings)
+        self._queue = None
+
+    def write_settings(self, **settings):
+        values = {**SETTINGS, **settings}
+        lines = ["[workers]"] + [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        (self.root / ".klauss.toml").write_text("\n".join(lines) + "\n")
+
+    @property
+    def state(self):
+        return self.root / ".klauss"
+
+    @property
+    def logs(self):
+        return self.state / "logs"
+
+    # --- running the scripts ---
+
+    def run(self, argv, timeout=60, cwd=None, env=None, input=None):
+        out = subprocess.run([str(a) for a in argv], cwd=str(cwd or self.root), env={**self.env, **(env or {})},
+                             capture_output=True, text=True, timeout=timeout, input=input,
+                             stdin=None if input is not None else subprocess.DEVNULL)
+        assert "Traceback" not in out.stderr, out.stderr
+        return out
+
+    def manage(self, *args, **kw):
+        return self.run([MANAGE, *args], **kw)
+
+    def coordinator(self, *args, **kw):
+        return self.run([sys.executable, COORDINATOR, *args], **kw)
+
+    def popen_coordinator(self, *args):
+        """A coordinator in the foreground (a child of the test), its stderr captured."""
+        return subprocess.Popen([sys.executable, str(COORDINATOR), *map(str, args)], cwd=str(self.root), env=self.env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # --- the database ---
+
+    def queue(self):
+        if self._queue is None:
+            cfg = config.load_config(cwd=self.root, env={})
+            cfg.ensure_state_dir()
+            self._queue = claude_queue.TaskQueue(None, cfg=cfg)
+        return self._queue
+
+    def flag(self):
+        flag = self.queue().get_flag("coordinator")
+        return flag["value"] if flag else None
+
+    def workers(self):
+        return {w["worker_id"]: w for w in self.queue().list_workers()}
+
+    def task(self, task_id):
+        return self.queue().get_task(task_id)
+
+    def events(self, task_id):
+        return [e["event"] for e in self.queue().get_events(task_id)]
+
+    def wait_status(self, task_id, status, timeout=30):
+        return wait_for(lambda: self.task(task_id).status == status, timeout, f"task {task_id} to be {status}")
+
+    def wait_pool_up(self, n, timeout=30):
+        def up():
+            value = self.flag()
+            ws = self.workers()
+            return value and value.get("state") == "running" and len(ws) == n and \
+                all(w["state"] in ("idle", "busy") for w in ws.values())
+        return wait_for(up, timeout, f"a pool of {n} ready workers")
+
+    # --- processes ---
+
+    def processes(self):
+        """Live (non-zombie) pids whose environment carries this project's marker."""
+        found = []
+        needle = f"{MARKER_VAR}={self.marker}".encode()
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as fh:
+                    env = fh.read()
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    state = fh.read().rsplit(b")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if needle in env and state != b"Z":
+                found.append(int(name))
+        return found
+
+    def wait_no_processes(self, timeout=20):
+        wait_for(lambda: not self.processes(), timeout, "every process of the pool to exit")
+
+    def cleanup(self):
+        for pid in self.processes():
+            try:
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if self._queue is not None:
+            self._queue.close()
+
+
+def pid_alive(pid):
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the tests read /proc (Linux)")
+
+
+@pytest.fixture
+def make_project(tmp_path):
+    made = []
+
+    def make(**kw):
+        project = Project(tmp_path / f"p{len(made)}", **kw)
+        made.append(project)
+        return project
+
+    yield make
+    for project in made:
+        project.cleanup()
+
+
+@pytest.fixture
+def project(make_project):
+    return make_project()
+
+
+def blocking_task(project, name):
+    """A prompt that touches <name>.started, then waits for <name>.go before it succeeds."""
+    started, go = project.tmp / f"{name}.started", project.tmp / f"{name}.go"
+    prompt = "\n".join([fake("touch_file", path=str(started)), fake("wait_for_file", path=str(go)), f"task {name}"])
+    return prompt, started, go
+
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} ")
+
+
+# --- the normal life of a pool ---------------------------------------------------------------------
+
+def test_pool_runs_a_batch_logs_line_by_line_and_stops_cleanly(project):
+    out = project.manage("start", "3")
+    assert out.returncode == 0, out.stderr
+    assert "3 of 3 worker(s) ready" in out.stdout
+    flag = project.flag()
+    assert flag["workers"] == 3 and flag["state"] == "running" and pid_alive(flag["pid"])
+    assert (project.state / "coordinator.pid").read_text().strip() == str(flag["pid"])
+    workers = project.workers()
+    assert sorted(workers) == ["worker_1", "worker_2", "worker_3"]
+    assert {w["pid"] for w in workers.values()} == set(flag["worker_pids"].values())
+
+    # A task still running shows that its worker's log is written as it goes, not at exit.
+    prompt, started, go = blocking_task(project, "slow")
+    slow = project.queue().add_task(prompt)
+    wait_for(started.exists, what="the slow task to start")
+    wait_for(lambda: any(f"task {slow}: claimed" in p.read_text() for p in project.logs.glob("worker_*.log")),
+             what="the claim to reach a worker log while the task runs")
+    ids = project.queue().add_tasks([{"prompt": f"task number {i}"} for i in range(9)])
+    for tid in ids:
+        project.wait_status(tid, "completed")
+    go.touch()
+    project.wait_status(slow, "completed")
+
+    logs = {p.name: p.read_text() for p in project.logs.glob("worker_*.log")}
+    assert sorted(logs) == ["worker_1.log", "worker_2.log", "worker_3.log"]
+    lines = [line for text in logs.values() for line in text.splitlines()]
+    assert lines and all(STAMP.match(line) for line in lines), lines[:5]
+    for tid in [slow, *ids]:
+        assert sum(f"task {tid}: completed" in line for line in lines) == 1
+
+    status = json.loads(project.manage("status", "--json").stdout)
+    assert status["running"] and status["coordinator"]["pid"] == flag["pid"]
+    assert status["queue"]["completed"] == 10 and len(status["workers"]) == 3
+
+    out = project.manage("stop")
+    assert out.returncode == 0 and "stopped" in out.stdout, out.stderr
+    assert project.flag() is None and project.workers() == {}
+    assert not (project.state / "coordinator.pid").exists()
+    project.wait_no_processes(timeout=5)
+    assert "stopped (SIGTERM received)" in (project.logs / "coordinator.log").read_text()
+
+
+def test_stop_releases_a_running_task_without_spending_an_attempt(project):
+    assert project.manage("start", "1").returncode == 0
+    prompt, started, _go = blocking_task(project, "held")
+    tid = project.queue().add_task(prompt)
+    wait_for(started.exists, what="the task to start")
+    claude_pid = wait_for(lambda: project.workers()["worker_1"]["info"].get("claude_pid"), what="claude's pid")
+
+    out = project.manage("stop")
+    assert out.returncode == 0, out.stderr
+    task = project.task(tid)
+    assert task.status == "pending" and task.attempts_used == 0
+    assert project.events(tid)[-1] == "released"
+    assert not pid_alive(claude_pid)
+    project.wait_no_processes(timeout=5)
+
+
+def test_ctrl_c_stops_gracefully_and_a_second_one_kills_at_once(project):
+    project.write_settings(shutdown_grace_seconds=60)
+    coordinator = project.popen_coordinator("1")
+    try:
+        prompt, started, _go = blocking_task(project, "interrupted")
+        tid = project.queue().add_task(prompt)
+        wait_for(started.exists, what="the task to start")
+        claude_pid = wait_for(lambda: project.workers()["worker_1"]["info"].get("claude_pid"), what="claude's pid")
+        coordinator.send_signal(signal.SIGINT)
+        wait_for(lambda: project.flag()["state"] == "stopping", what="the pool to start stopping")
+        assert pid_alive(claude_pid), "a running task gets its grace period"
+        coordinator.send_signal(signal.SIGINT)
+        assert coordinator.wait(timeout=20) == 0  # far sooner than the 60 s grace
+    finally:
+        coordinator.kill()
+        stderr = coordinator.communicate()[1]
+    assert "stopping (SIGINT received)" in stderr and "SIGINT again: killing the workers now" in stderr
+    task = project.task(tid)
+    assert task.status == "pending" and task.attempts_used == 0
+    assert project.flag() is None and project.workers() == {}
+    project.wait_no_processes(timeout=5)
+
+
+# --- healing ----------------------------------------------------------------------------------------
+
+def test_sigkilled_worker_mid_task_its_task_runs_again_at_once_and_completes_exactly_once(project):
+    assert project.manage("start", "2").returncode == 0
+    prompt, started, go = blocking_task(project, "victim")
+    tid = project.queue().add_task(prompt)
+    wait_for(started.exists, what="the task to start")
+    holder = wait_for(lambda: project.task(tid).worker_id, what="the task's worker")
+    row = wait_for(lambda: project.workers()[holder]["info"].get("claude_pid") and project.workers()[holder],
+                   what="the worker to record claude")
+    worker_pid, claude_pid = row["pid"], row["info"]["claude_pid"]
+    started.unlink()
+
+    os.kill(worker_pid, signal.SIGKILL)
+    # The lease is 30 s: a rerun within it proves the coordinator returned the task itself.
+    wait_for(started.exists, timeout=10, what="the task to run again")
+    assert not pid_alive(claude_pid), "the dead worker's claude must be killed, not left running"
+    assert project.events(tid)[:4] == ["created", "claimed", "recovered", "claimed"]
+    wait_for(lambda: holder in project.workers() and project.workers()[holder]["pid"] != worker_pid,
+             what=f"{holder} to be restarted")
+
+    go.touch()
+    project.wait_status(tid, "completed")
+    events = project.events(tid)
+    assert events.count("completed") == 1 and events.count("claimed") == 2
+    assert project.task(tid).attempts_used == 2
+    log = (project.logs / "coordinator.log").read_text()
+    assert f"{holder} (pid {worker_pid}) killed by SIGKILL; task(s) {tid} returned to the queue" in log
+    assert f"{holder}: killed its orphaned claude (process group {claude_pid})" in log
+    assert project.manage("stop").returncode == 0
+    project.wait_no_processes(timeout=5)
+
+
+def test_the_coordinator_returns_a_task_whose_lease_expired(project):
+    assert project.manage("start", "1").returncode == 0
+    project.wait_pool_up(1)
+    # A holder the pool does not know, whose lease ran out: only recover_stale() can free it. The
+    # pool is paused meanwhile, so no worker claims the task first or recovers it itself.
+    queue = project.queue()
+    queue.set_flag("paused", {"reason": "test"}, until=time.time() + 60)
+    tid = queue.add_task("held by a ghost")
+    assert queue.claim_task("ghost", lease_seconds=0.01).id == tid
+    wait_for(lambda: project.task(tid).status == "pending", timeout=10, what="the coordinator to recover it")
+    assert project.events(tid) == ["created", "claimed", "recovered"]
+    assert f"task {tid}: lease expired; returned to the queue" in (project.logs / "coordinator.log").read_text()
+    queue.clear_flag("paused")
+    project.wait_status(tid, "completed")
+    assert project.manage("stop").returncode == 0
+
+
+def test_sigkilled_coordinator_leaves_no_orphan_and_no_stuck_task(project):
+    assert project.manage("start", "2").returncode == 0
+    prompt, started, go = blocking_task(project, "orphan")
+    tid = project.queue().add_task(prompt)
+    wait_for(started.exists, what="the task to start")
+    first = project.flag()["pid"]
+
+    os.kill(first, signal.SIGKILL)
+    # Workers notice, release their task and exit; their claude goes with them.
+    project.wait_no_processes(timeout=15)
+    task = project.task(tid)
+    assert task.status == "pending" and task.attempts_used == 0
+    assert project.workers() == {}
+    assert (project.state / "coordinator.pid").read_text().strip() == str(first), "a stale pid file is left"
+    status = json.loads(project.manage("status", "--json").stdout)
+    assert status["running"] is False
+
+    started.unlink()
+    out = project.manage("start", "2")
+    assert out.returncode == 0, out.stderr
+    wait_for(started.exists, what="the task to run on the new pool")
+    go.touch()
+    project.wait_status(tid, "completed")
+    assert project.manage("stop").returncode == 0
+    project.wait_no_processes(timeout=5)
+
+
+def test_a_second_coordinator_is_refused_and_names_the_first(project):
+    assert project.manage("start", "1").returncode == 0
+    first = project.flag()["pid"]
+    out = project.coordinator("1", timeout=30)
+    assert out.returncode == 4
+    assert f"pid {first}" in out.stderr and "already running" in out.stderr
+    out = project.manage("start", "2")
+    assert out.returncode == 4 and f"pid {first}" in out.stderr
+    db = project.state / "claude_tasks.db"
+    out = project.coordinator("run", "1", str(db), timeout=30, cwd=project.tmp)
+    assert out.returncode == 4 and f"pid {first}" in out.stderr
+    assert project.flag()["pid"] == first and len(project.workers()) == 1
+    assert project.manage("stop").returncode == 0
+
+
+def test_idle_pool_shuts_itself_down(project):
+    project.write_settings(idle_timeout=0.5)
+    tid = project.queue().add_task("one small task")  # queued first: the pool is never idle before it
+    coordinator = project.popen_coordinator("2")
+    try:
+        assert coordinator.wait(timeout=30) == 0
+    finally:
+        coordinator.kill()
+        stderr = coordinator.communicate()[1]
+    assert project.task(tid).status == "completed"
+    assert "stopping (idle for 0.5s)" in stderr
+    assert project.flag() is None and project.workers() == {}
+    project.wait_no_processes(timeout=5)
+
+
+def test_a_worker_that_keeps_crashing_is_given_up_with_the_reason(project):
+    crasher = json.dumps([sys.executable, "-c", "import sys; print('error: cannot import foo'); sys.exit(1)"])
+    coordinator = project.popen_coordinator("1", "--worker-cmd", crasher)
+    try:
+        assert coordinator.wait(timeout=30) == 3
+    finally:
+        coordinator.kill()
+        stderr = coordinator.communicate()[1]
+    assert "worker_1 not restarted: 3 immediate crashes in a row; last: exit code 1: cannot import foo" in stderr
+    assert stderr.count("worker_1 restarted") == 2
+    assert project.flag() is None
+
+
+def test_claude_missing_the_pool_says_so_instead_of_looping(make_project):
+    project = make_project(claude=False)
+    out = project.manage("start", "2")
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "claude CLI not found" in out.stderr
+    log = (project.logs / "coordinator.log").read_text()
+    assert "restarted (pid" not in log
+    assert "worker_1 not restarted: configuration error: claude CLI not found" in log
+    assert project.flag() is None
+    project.wait_no_processes(timeout=5)
+
+
+def test_not_logged_in_stops_the_pool_with_the_fix_and_keeps_the_task(project):
+    assert project.manage("start", "2").returncode == 0
+    coordinator = project.flag()["pid"]
+    tid = project.queue().add_task(fake("error", kind="not_logged_in"))
+    wait_for(lambda: not pid_alive(coordinator), what="the pool to stop by itself")
+    project.wait_no_processes(timeout=5)
+    log = (project.logs / "coordinator.log").read_text()
+    assert "stopping (no worker can run: configuration error: Claude is not authenticated" in log
+    task = project.task(tid)
+    assert task.status == "pending" and task.attempts_used == 0
+    status = project.manage("status").stdout
+    assert "pool: not running" in status and "configuration error:" in status and "/login" in status
+    doctor = project.manage("doctor")
+    assert doctor.returncode == 1 and "FAIL workers: stopped on a configuration error" in doctor.stdout
+
+
+def test_a_stale_lock_and_pid_file_do_not_block_a_start(project):
+    project.state.mkdir()
+    (project.state / "coordinator.pid").write_text("999999\n")
+    (project.state / "coordinator.lock").write_text("999999\n")
+    project.queue().set_flag("coordinator", {"pid": 999999, "workers": 3, "state": "running"})
+    out = project.manage("start", "1")
+    assert out.returncode == 0, out.stderr
+    assert project.flag()["pid"] != 999999
+    assert project.manage("stop").returncode == 0
+
+
+# --- looking at and controlling a running pool -------------------------------------------------------
+
+def test_status_ps_logs_and_kill_see_only_our_processes(project):
+    assert project.manage("start", "2").returncode == 0
+    prompt, started, _go = blocking_task(project, "watched")
+    tid = project.queue().add_task(prompt)
+    wait_for(started.exists, what="the task to start")
+    holder = project.task(tid).worker_id
+    claude_pid = wait_for(lambda: project.workers()[holder]["info"].get("claude_pid"), what="claude's pid")
+    unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=project.env)
+    try:
+        status = json.loads(project.manage("status", "--json").stdout)
+        busy = [w for w in status["workers"] if w["worker_id"] == holder][0]
+        assert busy["state"] == "busy" and busy["current_task"] == tid and busy["claude_pid"] == claude_pid
+        assert busy["cpu_percent"] is not None and busy["rss_kb"] > 0
+        text = project.manage("status").stdout
+        assert f"#{tid}" in text and "queue: 0 pending, 1 running" in text
+
+        roles = {p["role"].split(" (")[0]: p["pid"] for p in json.loads(project.manage("ps", "--json").stdout)}
+        assert roles["coordinator"] == project.flag()["pid"] and roles["claude"] == claude_pid
+        assert unrelated.pid not in roles.values()
+
+        assert f"task {tid}: claimed" in project.manage("logs", "worker", holder.split("_")[1]).stdout
+        history = project.manage("logs", "task", str(tid)).stdout
+        assert "claimed" in history and f"task-{tid}-attempt-1.jsonl" in history
+        assert "pool up: 2 of 2" in project.manage("logs").stdout
+
+        out = project.manage("kill")
+        assert out.returncode == 0 and "coordinator" in out.stdout, out.stderr
+        wait_for(lambda: project.processes() == [unrelated.pid], timeout=10, what="only the unrelated process to remain")
+        task = project.task(tid)
+        assert task.status == "pending" and task.attempts_used == 0
+        assert project.flag() is None and project.workers() == {}
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+
+
+def test_resize_and_restart(project):
+    assert project.manage("start", "1").returncode == 0
+    out = project.coordinator("resize", "3")
+    assert out.returncode == 0, out.stderr
+    project.wait_pool_up(3)
+    assert project.coordinator("resize", "2").returncode == 0
+    wait_for(lambda: sorted(project.workers()) == ["worker_1", "worker_2"], what="the pool to shrink")
+    first = project.flag()["pid"]
+    out = project.manage("restart")
+    assert out.returncode == 0, out.stderr
+    assert project.flag()["pid"] != first and project.flag()["workers"] == 2
+    assert project.manage("stop").returncode == 0
+    project.wait_no_processes(timeout=5)
