@@ -57,6 +57,9 @@ WORKER_FATAL_CODES = {2: "configuration error", 3: "configuration error"}
 
 FLAG = "coordinator"
 RESIZE_FLAG = "pool_resize"
+# A task waiting on its own sub-job sets "borrow:<task id>" (orchestrator.py); each live borrow
+# grows the pool by one worker, up to [workers] max_workers, so the children are not starved.
+BORROW_PREFIX = "borrow:"
 LOCK_NAME = "coordinator.lock"
 PID_NAME = "coordinator.pid"
 LOG_NAME = "coordinator.log"
@@ -401,6 +404,7 @@ class Slot:
         self.fast_crashes = 0
         self.spawns = 0
         self.reason = None
+        self.retire_signalled = False
         self.tail = deque(maxlen=20)
 
     def write(self, line):
@@ -446,7 +450,8 @@ class Coordinator:
 
     def __init__(self, cfg, workers, worker_cmd=None, echo=True):
         self.cfg = cfg
-        self.n = workers
+        self.n = workers          # workers wanted now: base_n plus borrowed slots
+        self.base_n = workers     # what the user asked for (start / resize)
         self.worker_cmd = list(worker_cmd or [sys.executable, str(WORKER_SCRIPT)])
         self.echo = echo
         w = cfg["workers"]
@@ -491,7 +496,8 @@ class Coordinator:
 
     def publish(self):
         self.queue.set_flag(FLAG, {
-            "pid": os.getpid(), "workers": self.n, "state": self.state, "started_at": self.started_at,
+            "pid": os.getpid(), "workers": self.n, "base_workers": self.base_n, "state": self.state,
+            "started_at": self.started_at,
             "log": str(self.log_path), "db": str(self.cfg.db_path), "token": self.token,
             "worker_pids": {s.worker_id: s.proc.pid for s in self.slots if s.proc is not None},
             "failed": {s.worker_id: s.reason for s in self.slots if s.state == Slot.FAILED},
@@ -607,26 +613,40 @@ class Coordinator:
         self.slots.sort(key=lambda s: s.n)
 
     def _check_resize(self):
-        """Apply a `resize` request (the pool flag "pool_resize"): grow by starting slots, shrink by
-        stopping the highest-numbered workers, which release their tasks like at shutdown."""
+        """Apply a `resize` request (the pool flag "pool_resize") and the slots borrowed by waiting
+        parent tasks: grow by starting slots; shrink by stopping the highest-numbered workers once
+        they are not busy (a busy one finishes its task first), releasing like at shutdown."""
+        if self.state not in (Coordinator.STARTING, Coordinator.RUNNING):
+            return
         flag = self.queue.get_flag(RESIZE_FLAG)
-        if not flag or self.state not in (Coordinator.STARTING, Coordinator.RUNNING):
-            return
-        self.queue.clear_flag(RESIZE_FLAG)
-        n = flag["value"].get("workers")
-        if not isinstance(n, int) or n < 1 or n == self.n:
+        if flag:
+            self.queue.clear_flag(RESIZE_FLAG)
+            n = flag["value"].get("workers")
+            if isinstance(n, int) and n >= 1:
+                self.base_n = n
+        borrowed = len(self.queue.list_flags(BORROW_PREFIX))
+        n = min(self.base_n + borrowed, max(self.base_n, self.cfg["workers"]["max_workers"]))
+        changed = bool(flag) or n != self.n
+        if n != self.n:
+            why = f" ({borrowed} borrowed by waiting tasks)" if borrowed else ""
+            self.say(f"resizing the pool from {self.n} to {n} worker(s){why}")
+            grow = n > self.n
+            self.n = n
+            if grow:
+                self._add_slots()
+                self.state = Coordinator.STARTING  # back to RUNNING once the new workers are ready
+        self._retire_surplus()
+        if changed:
             self.publish()
-            return
-        self.say(f"resizing the pool from {self.n} to {n} worker(s)")
-        self.n = n
-        for slot in [s for s in self.slots if s.n > n]:
-            if slot.proc is not None:
-                signal_pid(slot.proc.pid, signal.SIGTERM)
-            else:
+
+    def _retire_surplus(self):
+        busy = {w["worker_id"] for w in self.queue.list_workers() if w["state"] == "busy"}
+        for slot in [s for s in self.slots if s.n > self.n]:
+            if slot.proc is None:
                 self._retire(slot)
-        self._add_slots()
-        self.state = Coordinator.STARTING  # back to RUNNING once the new workers are ready
-        self.publish()
+            elif slot.worker_id not in busy and not slot.retire_signalled:
+                slot.retire_signalled = True
+                signal_pid(slot.proc.pid, signal.SIGTERM)
 
     def _retire(self, slot):
         slot.state = Slot.STOPPED
@@ -1113,8 +1133,8 @@ def cmd_resize(args):
             if value.get("pid") != pid:
                 eprint("error: the pool stopped while resizing; see manage.sh logs")
                 return EXIT_FAIL
-            if value.get("workers") == args.workers and value.get("state") == Coordinator.RUNNING \
-                    and not queue.get_flag(RESIZE_FLAG):
+            if value.get("base_workers", value.get("workers")) == args.workers \
+                    and value.get("state") == Coordinator.RUNNING and not queue.get_flag(RESIZE_FLAG):
                 print(f"pool resized to {args.workers} worker(s) (coordinator pid {pid})")
                 return EXIT_OK
             time.sleep(0.02)

@@ -677,7 +677,7 @@ class TaskQueue:
         """Return tasks whose lease expired (or, with `worker_id`, that worker's tasks at once) to
         pending, or to failed when out of attempts. Returns the recovered task ids."""
         recovered = []
-        with self._write(notify=True) as conn:
+        with self._write() as conn:
             now = self.clock()
             if worker_id is None:
                 rows = conn.execute(SQL_STALE, (now,)).fetchall()
@@ -700,6 +700,8 @@ class TaskQueue:
                     self._event(conn, row["id"], "failed", row["worker_id"], row["attempt"], error, now=now)
                     self._skip_dependents(conn, row["id"], f"dependency #{row['id']} failed")
                 recovered.append(row["id"])
+        if recovered:
+            self.notify_waiters()
         return recovered
 
     # --- dependents, cancel, retry ---
@@ -1056,6 +1058,7 @@ class Waker:
     def __init__(self, queue, name):
         wake_dir = queue.wake_dir
         wake_dir.mkdir(mode=0o700, exist_ok=True)
+        name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
         self.path = wake_dir / f"{name}-{os.getpid()}.fifo"
         # Made under a temporary name and renamed once open, so a notifier never sees it readerless
         # (which it would take for a dead process's FIFO and remove).

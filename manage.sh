@@ -26,6 +26,8 @@ usage: manage.sh COMMAND [ARGS]          (every command takes --db PATH; COMMAND
   resize N                  grow or shrink the running pool to N workers
   status | workers          the pool, each worker's pid/CPU/memory/task, and the queue counts
   dashboard                 a live view of the pool and the queue
+  run PLAN.json [--yes]     queue a planned job, make sure workers run, wait, print the synthesis
+  install-claude            install the Klauss skill and a CLAUDE.md section into this project
   submit PROMPT [OPTIONS]   queue a task
   submit-file FILE          queue the tasks in a JSON file
   list                      list tasks
@@ -54,6 +56,8 @@ case "$cmd" in
         exec "$PYTHON" "$HERE/submit_task.py" "$cmd" "$@" ;;
     dashboard)
         exec "$PYTHON" "$HERE/claude_dashboard.py" "$@" ;;
+    run | install-claude)
+        exec "$PYTHON" "$HERE/orchestrator.py" "$cmd" "$@" ;;
     help | -h | --help)
         usage ;;
     *)

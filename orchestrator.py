@@ -20,6 +20,7 @@ coordinator as a process.
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,7 +32,6 @@ import config
 HERE = Path(__file__).resolve().parent
 COORDINATOR = HERE / "claude_coordinator.py"
 UNFINISHED = ("pending", "in_progress")
-WAKE_CHECK_SECONDS = 0.02
 BORROW_TTL_SECONDS = 120  # a waiting parent task re-asserts its borrowed slot this often
 
 
@@ -61,14 +61,6 @@ def _pid_alive(pid):
     except PermissionError:
         return True
     return True
-
-
-def _stat_key(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def _is_tty():
@@ -228,9 +220,11 @@ class ClaudeOrchestrator:
         show = sys.stderr.isatty() if show_progress is None else show_progress
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
-        wal = str(self.queue.db_path) + "-wal"
-        last_line, last_check_pool = None, start
+        last_line, last_check_pool, last_borrow = None, start, start
         borrowed = self._borrow_slot()
+        if borrowed:
+            self._nudge_coordinator()
+        waker = claude_queue.Waker(self.queue, f"orchestrator-{self.orchestrator_id}")
         try:
             while True:
                 status = self.get_job_status(job_id)
@@ -249,29 +243,35 @@ class ClaudeOrchestrator:
                 if now - last_check_pool >= 2.0:
                     last_check_pool = now
                     self._check_pool_alive(job_id)
-                    if borrowed:
-                        self._borrow_slot()
-                self._wait_for_change(wal, min(poll, deadline - now) if deadline is not None else poll)
+                if borrowed and now - last_borrow >= BORROW_TTL_SECONDS / 4:
+                    last_borrow = now
+                    self._borrow_slot()
+                # Woken by every state change in the queue; the timeout only paces the pool check.
+                waker.wait(min(poll, deadline - now) if deadline is not None else poll)
         finally:
+            waker.close()
             if borrowed:
                 self.queue.clear_flag(f"borrow:{self.parent_task}")
+                self._nudge_coordinator()
 
     def _borrow_slot(self):
         # A task that waits for its own sub-job holds a worker; the pool grows by one slot for the
-        # wait (up to [workers] max_workers) so its children are not starved of workers.
+        # wait (up to [workers] max_workers) so its children are not starved of workers. The flag
+        # expires by itself if this process dies without clearing it.
         if self.parent_task is None:
             return False
         self.queue.set_flag(f"borrow:{self.parent_task}", {"task": self.parent_task},
                             until=time.time() + BORROW_TTL_SECONDS)
         return True
 
-    def _wait_for_change(self, wal, seconds):
-        before = _stat_key(wal)
-        end = time.monotonic() + max(0.0, seconds)
-        while time.monotonic() < end:
-            time.sleep(WAKE_CHECK_SECONDS)
-            if _stat_key(wal) != before:
-                return
+    def _nudge_coordinator(self):
+        """Have the coordinator re-read its size now rather than at its next tick."""
+        pid = self.get_worker_status()["coordinator_pid"]
+        if pid:
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except OSError:
+                pass
 
     def _ensure_pool_for_wait(self, job_id):
         status = self.get_worker_status()

@@ -2,6 +2,7 @@
 developer's own environment and `.klauss.toml`."""
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def install_fake_claude(bindir):
     claude.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_CLAUDE}" "$@"\n')
     claude.chmod(0o755)
     return claude
+
+
+def copy_klauss(dest):
+    """A copy of this Klauss checkout's files (not its git data or runtime state) at `dest`, as a
+    project would have it in `klauss/`."""
+    skip = {".git", ".klauss", "__pycache__", ".pytest_cache", ".ruff_cache", "out"}
+    shutil.copytree(ROOT, dest, ignore=lambda _d, names: [n for n in names if n in skip or n.endswith(".db")])
+    return Path(dest)
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import orchestrator
+from conftest import copy_klauss
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "ORCHESTRATOR_GUIDE.md"
@@ -39,7 +40,7 @@ def project(tmp_path):
     root = tmp_path / "proj"
     root.mkdir()
     subprocess.run(["git", "init", "-q", str(root)], check=True)
-    (root / "klauss").symlink_to(ROOT)
+    copy_klauss(root / "klauss")
     (root / ".klauss.toml").write_text("[workers]\nheartbeat_seconds = 0.5\nshutdown_grace_seconds = 1\n"
                                        "[queue]\nretry_backoff_seconds = 0\n")
     bindir = tmp_path / "bin"
@@ -102,7 +103,8 @@ def test_plan_examples_in_the_guide_and_skill_are_valid(tmp_path):
 def test_install_claude_on_a_fresh_project_and_twice(project):
     root, env = project
     manage = root / "klauss" / "manage.sh"
-    out = subprocess.run([str(manage), "install-claude"], cwd=root / "klauss", env=env, capture_output=True,
+    (root / "src").mkdir()
+    out = subprocess.run([str(manage), "install-claude"], cwd=root / "src", env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     skill = root / ".claude" / "skills" / "klauss" / "SKILL.md"

@@ -314,6 +314,31 @@ def test_nested_orchestration_grows_the_pool_instead_of_deadlocking(project, tmp
     assert (project / "child1.txt").exists() and (project / "child2.txt").exists()
 
 
+def test_nested_wait_through_the_api_borrows_a_worker(project, tmp_path):
+    """The same through the Python API, which never calls start_workers: the waiting parent
+    borrows a slot, the pool grows to 2 for the wait and shrinks back afterwards."""
+    child = tmp_path / "child.py"
+    child.write_text(
+        f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+        "from orchestrator import ClaudeOrchestrator\n"
+        "o = ClaudeOrchestrator('nested')\n"
+        "job = o.create_job('children')\n"
+        "for i in range(2):\n"
+        "    o.add_subtask(job, f'child {i}')\n"
+        "r = o.wait_and_collect(job, timeout=120)\n"
+        "sys.exit(0 if r.all_completed else 1)\n")
+    orch = ClaudeOrchestrator("t")
+    assert orch.start_workers(1, confirm=True)
+    job = orch.create_job("parent")
+    parent = orch.add_subtask(job, "\n".join(["delegate", fake("run", [sys.executable, str(child)], timeout=180),
+                                              fake("text", "children done")]), timeout=200)
+    results = orch.wait_and_collect(job, timeout=200)
+    assert results[parent]["status"] == "completed", results[parent]
+    children = [t for t in orch.queue.list_tasks() if t.parent_id == parent]
+    assert len(children) == 2 and all(t.status == "completed" for t in children)
+    assert orch.queue.list_flags("borrow:") == {}, "the borrowed slot is given back"
+
+
 def test_quick_delegate(project):
     results, text = orchestrator.quick_delegate(["one", "two"], confirm=True, timeout=120)
     assert results.all_completed and "one" in text and "two" in text
