@@ -28,6 +28,29 @@ def install_fake_claude(bindir):
     return claude
 
 
+# A `claude` that does the work the prompt's "Expected outputs" section asks for, by handing the
+# fake CLI one write action per listed file: enough for documented commands to run for real.
+WRITER = """#!{python}
+import json, os, re, subprocess, sys
+if "--version" in sys.argv:
+    os.execv({python!r}, [{python!r}, {fake!r}, *sys.argv[1:]])
+prompt = sys.stdin.read()
+section = prompt.split("## Expected outputs", 1)[1].split("## ", 1)[0] if "## Expected outputs" in prompt else ""
+outputs = re.findall(r"^- (\\S+)$", section, re.M)
+actions = "".join("@fake " + json.dumps({{"write": p, "content": "generated\\n"}}) + "\\n" for p in outputs)
+sys.exit(subprocess.run([{python!r}, {fake!r}, *sys.argv[1:]], input=(prompt + actions).encode()).returncode)
+"""
+
+
+def install_writer_claude(bindir):
+    bindir = Path(bindir)
+    bindir.mkdir(parents=True, exist_ok=True)
+    claude = bindir / "claude"
+    claude.write_text(WRITER.format(python=sys.executable, fake=str(FAKE_CLAUDE)))
+    claude.chmod(0o755)
+    return claude
+
+
 def copy_klauss(dest):
     """A copy of this Klauss checkout's files (not its git data or runtime state) at `dest`, as a
     project would have it in `klauss/`."""

@@ -12,24 +12,10 @@ from pathlib import Path
 import pytest
 
 import orchestrator
-from conftest import copy_klauss
+from conftest import copy_klauss, install_writer_claude
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "ORCHESTRATOR_GUIDE.md"
-
-# A `claude` that does the work the prompt's "Expected outputs" section asks for, by handing the
-# fake CLI one write action per listed file.
-WRITER = """#!{python}
-import json, os, re, subprocess, sys
-if "--version" in sys.argv:
-    os.execv({python!r}, [{python!r}, {fake!r}, *sys.argv[1:]])
-prompt = sys.stdin.read()
-section = prompt.split("## Expected outputs", 1)[1].split("## ", 1)[0] if "## Expected outputs" in prompt else ""
-outputs = re.findall(r"^- (\\S+)$", section, re.M)
-actions = "".join("@fake " + json.dumps({{"write": p, "content": "generated\\n"}}) + "\\n" for p in outputs)
-sys.exit(subprocess.run([{python!r}, {fake!r}, *sys.argv[1:]], input=(prompt + actions).encode()).returncode)
-"""
-
 
 def blocks(text, lang):
     return re.findall(rf"^```{lang}\n(.*?)^```", text, re.S | re.M)
@@ -44,10 +30,7 @@ def project(tmp_path):
     (root / ".klauss.toml").write_text("[workers]\nheartbeat_seconds = 0.5\nshutdown_grace_seconds = 1\n"
                                        "[queue]\nretry_backoff_seconds = 0\n")
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    claude = bindir / "claude"
-    claude.write_text(WRITER.format(python=sys.executable, fake=str(ROOT / "tests" / "fake_claude.py")))
-    claude.chmod(0o755)
+    install_writer_claude(bindir)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
     env["PATH"] = f"{bindir}:{env['PATH']}"
     yield root, env
