@@ -27,7 +27,8 @@ usage: manage.sh COMMAND [ARGS]          (every command takes --db PATH; COMMAND
   status | workers          the pool, each worker's pid/CPU/memory/task, and the queue counts
   dashboard                 a live view of the pool and the queue
   run PLAN.json [--yes]     queue a planned job, make sure workers run, wait, print the synthesis
-  install-claude            install the Klauss skill and a CLAUDE.md section into this project
+  install-claude            install the skill, a CLAUDE.md section and the MCP server (.mcp.json)
+  mcp [register]            serve Klauss's MCP tools on stdio (or register them in .mcp.json)
   submit PROMPT [OPTIONS]   queue a task
   submit-file FILE          queue the tasks in a JSON file
   list                      list tasks
@@ -58,6 +59,8 @@ case "$cmd" in
         exec "$PYTHON" "$HERE/claude_dashboard.py" "$@" ;;
     run | install-claude)
         exec "$PYTHON" "$HERE/orchestrator.py" "$cmd" "$@" ;;
+    mcp)
+        exec "$PYTHON" "$HERE/klauss_mcp.py" "$@" ;;
     help | -h | --help)
         usage ;;
     *)

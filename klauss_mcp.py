@@ -1,0 +1,964 @@
+#!/usr/bin/env python3
+"""Klauss as an MCP server: Claude Code delegates to the worker pool through native tools.
+
+    python3 klauss_mcp.py [--db PATH] [--project DIR] [--trace FILE]     serve MCP over stdio
+    python3 klauss_mcp.py register [--project DIR] [--absolute]          add it to <project>/.mcp.json
+
+Protocol: MCP over stdio, i.e. newline-delimited JSON-RPC 2.0, one message per line, UTF-8.
+Requests `initialize`, `ping`, `tools/list` and `tools/call` are answered; any other request
+gets -32601 (Claude Code 2.1.329 first probes with `server/discover`, for which -32601 is the
+expected answer; it then goes on with `initialize` as 2.1.197 does from the start).
+Notifications (no "id") never get a response; `notifications/cancelled` stops a running
+`wait_job`. A line that is not JSON gets -32700, a message that is not a JSON-RPC request
+-32600, bad `tools/call` params (unknown tool, arguments not an object) -32602; the server never
+exits on bad input, only on end of input. Batches (a JSON array of messages, JSON-RPC 2.0 and
+MCP 2025-03-26) are handled: the answer is an array of the responses, in order, computed one
+after the other; an empty array is -32600.
+
+Tool calls run on their own threads, so `ping` and cancellation are answered while `wait_job`
+blocks. A tool that fails on bad input (a bad plan, an unknown job) returns a result with
+`isError: true` and the same one-line message as the command line; an unexpected exception does
+the same, with where it happened. stdout carries the protocol only: the real stdout is kept for
+it and file descriptor 1 is pointed at stderr, so nothing else (a stray print, a child process)
+can corrupt it. Logs go to stderr; `--trace FILE` (or KLAUSS_MCP_TRACE) also appends every
+message in and out to FILE as JSON lines.
+
+Jobs are submitted as orchestrator "mcp" (KLAUSS_ORCHESTRATOR_ID overrides). The project and its
+database are found from the current directory, as for every Klauss program (`--project`,
+`--db`, KLAUSS_DB override).
+"""
+
+import argparse
+import json
+import math
+import os
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import claude_queue
+import config
+import orchestrator
+import submit_task
+
+HERE = Path(__file__).resolve().parent
+SERVER_NAME = "klauss"
+SERVER_VERSION = "1.0.0"
+# Newest first; an `initialize` asking for another version is answered with the first one.
+PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
+DEFAULT_ORCHESTRATOR_ID = "mcp"
+WAIT_DEFAULT_SECONDS = 60
+WAIT_MAX_SECONDS = 600
+WAIT_SLICE_SECONDS = 1.0  # how often a waiting wait_job looks for cancellation
+LIST_JOBS_DEFAULT = 20
+MAX_TASK_LINES = 40  # job_status and wait_job list at most this many tasks
+EXIT_JOIN_SECONDS = 10  # on end of input, how long running tool calls may finish
+
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
+
+INSTRUCTIONS = (
+    "Klauss runs parts of a large coding job on a pool of parallel Claude Code workers. Use it when "
+    "a job splits into three or more independent pieces of real work: submit_job with one "
+    "self-contained task per piece (each owning its files, listed in expected_outputs), then "
+    "wait_job until it returns the synthesis (call it again while it says the job is still "
+    "running), then check the produced files yourself.")
+
+
+class ToolError(Exception):
+    """A tool failure the caller can act on; the message is the tool result (isError: true)."""
+
+
+def _log(message):
+    try:
+        print(f"klauss-mcp: {message}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# --- the tools ----------------------------------------------------------------------------------
+
+_STR = {"type": "string"}
+_STR_LIST = {"type": "array", "items": {"type": "string"}}
+_JOB_ID = {"type": "string", "description": "The job id submit_job returned, e.g. job-20261121-a1b2c3."}
+
+TASK_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "Local id, unique in this job; what depends_on refers to."},
+        "prompt": {"type": "string", "description": "Self-contained instructions: the worker sees nothing of "
+                                                    "this conversation, only the job's context and this prompt."},
+        "depends_on": {**_STR_LIST, "description": "Local ids of tasks that must complete before this one starts."},
+        "priority": {"type": "integer", "minimum": 0, "description": "Higher runs first (default 0)."},
+        "expected_outputs": {**_STR_LIST, "description": "Files the task must write (relative to its working dir); "
+                                                         "it only completes when they were written."},
+        "context_files": {**_STR_LIST, "description": "Globs of files whose text is given to the worker."},
+        "working_dir": {"type": "string", "description": "Directory inside the project (default: the project root)."},
+        "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Seconds one attempt may run."},
+        "max_attempts": {"type": "integer", "minimum": 1},
+        "metadata": {"type": "object", "description": "Per-task overrides: model, max_turns, max_budget_usd, "
+                                                      "allowed_tools."},
+    },
+    "required": ["prompt"],
+    "additionalProperties": False,
+}
+
+TOOLS = [
+    {
+        "name": "submit_job",
+        "title": "Submit a job to the Klauss workers",
+        "description": (
+            "Queue a job of tasks for parallel Claude workers and return its job id at once (it does not wait). "
+            "The whole plan is checked first: on any error nothing is queued and the error names the task and "
+            "field. By default a pool sized for the job is started if none is running. Then call wait_job."),
+        "inputSchema": {
+            "type": "object",
+            "properties": {
+                "description": {"type": "string", "description": "What the whole job is."},
+                "context": {"type": "string", "description": "Shared text every task's prompt includes "
+                                                             "(conventions, interfaces)."},
+                "max_budget_usd": {"type": "number", "exclusiveMinimum": 0,
+                                   "description": "Stop starting tasks once the job has cost this much."},
+                "metadata": {"type": "object"},
+                "tasks": {"type": "array", "minItems": 1, "items": TASK_SCHEMA},
+                "start_workers": {"type": "boolean", "default": True,
+                                  "description": "Make sure a pool sized for the job is running (default true)."},
+                "workers": {"type": "integer", "minimum": 1,
+                            "description": "Pool size to ensure (default: as many as the job can keep busy)."},
+            },
+            "required": ["description", "tasks"],
+            "additionalProperties": False,
+        },
+    },
+    {
+        "name": "job_status",
+        "title": "Progress of a Klauss job",
+        "description": "A job's progress now (no waiting): counts, cost, and each task's status.",
+        "inputSchema": {"type": "object", "properties": {"job_id": _JOB_ID}, "required": ["job_id"],
+                        "additionalProperties": False},
+        "annotations": {"readOnlyHint": True},
+    },
+    {
+        "name": "wait_job",
+        "title": "Wait for a Klauss job",
+        "description": (
+            "Wait up to timeout_seconds (default %d, at most %d) for a job to finish. When it has, returns the "
+            "synthesis in markdown: what each task did, what failed and why, files produced, cost. Otherwise "
+            "returns the progress so far and says it is still running: call wait_job again. Never cancels "
+            "anything. Starts workers if none run (unless [workers] auto_start is off)."
+            % (WAIT_DEFAULT_SECONDS, WAIT_MAX_SECONDS)),
+        "inputSchema": {
+            "type": "object",
+            "properties": {"job_id": _JOB_ID,
+                           "timeout_seconds": {"type": "number", "minimum": 0, "maximum": WAIT_MAX_SECONDS,
+                                               "default": WAIT_DEFAULT_SECONDS}},
+            "required": ["job_id"],
+            "additionalProperties": False,
+        },
+    },
+    {
+        "name": "list_jobs",
+        "title": "List Klauss jobs",
+        "description": "The newest jobs with their progress and cost.",
+        "inputSchema": {"type": "object",
+                        "properties": {"limit": {"type": "integer", "minimum": 1, "default": LIST_JOBS_DEFAULT}},
+                        "additionalProperties": False},
+        "annotations": {"readOnlyHint": True},
+    },
+    {
+        "name": "show_task",
+        "title": "Show one Klauss task",
+        "description": "One task in full: status, prompt, result, error, outputs, cost, attempts, history.",
+        "inputSchema": {"type": "object",
+                        "properties": {"task_id": {"type": "integer", "minimum": 1,
+                                                   "description": "The task number, e.g. 12 for #12."}},
+                        "required": ["task_id"], "additionalProperties": False},
+        "annotations": {"readOnlyHint": True},
+    },
+    {
+        "name": "cancel_job",
+        "title": "Cancel a Klauss job",
+        "description": "Cancel a job's unfinished tasks: pending ones at once, running ones are stopped by their worker.",
+        "inputSchema": {"type": "object", "properties": {"job_id": _JOB_ID}, "required": ["job_id"],
+                        "additionalProperties": False},
+        "annotations": {"destructiveHint": True},
+    },
+    {
+        "name": "retry_failed",
+        "title": "Retry a Klauss job's failed tasks",
+        "description": ("Put a job's failed and cancelled tasks (and the dependents skipped because of them) back "
+                        "to pending, and by default make sure workers run. Then call wait_job."),
+        "inputSchema": {"type": "object",
+                        "properties": {"job_id": _JOB_ID,
+                                       "start_workers": {"type": "boolean", "default": True}},
+                        "required": ["job_id"], "additionalProperties": False},
+    },
+    {
+        "name": "start_workers",
+        "title": "Start Klauss workers",
+        "description": "Start a pool of workers for this project, or grow the running one to `count`.",
+        "inputSchema": {"type": "object",
+                        "properties": {"count": {"type": "integer", "minimum": 1,
+                                                 "description": "Workers (default: [workers] count; capped by "
+                                                                "[workers] max_workers)."}},
+                        "additionalProperties": False},
+    },
+    {
+        "name": "stop_workers",
+        "title": "Stop Klauss workers",
+        "description": ("Stop this project's pool gracefully: running tasks are released (they run again when "
+                        "workers next start). Waits up to timeout_seconds (default 60)."),
+        "inputSchema": {"type": "object",
+                        "properties": {"timeout_seconds": {"type": "number", "exclusiveMinimum": 0,
+                                                           "maximum": WAIT_MAX_SECONDS, "default": 60}},
+                        "additionalProperties": False},
+    },
+    {
+        "name": "worker_status",
+        "title": "Klauss worker status",
+        "description": "Whether a pool runs, each worker's state and task, pauses and configuration errors.",
+        "inputSchema": {"type": "object", "properties": {}, "additionalProperties": False},
+        "annotations": {"readOnlyHint": True},
+    },
+]
+TOOL_NAMES = {t["name"] for t in TOOLS}
+
+# Plans may choose git-worktree isolation when this orchestrator supports it (the worktrees module).
+_WORKTREES = getattr(orchestrator, "worktrees", None)
+if _WORKTREES is not None:
+    TOOLS[0]["inputSchema"]["properties"].update({
+        "isolation": {"type": "string", "enum": list(_WORKTREES.MODES),
+                      "description": "\"worktree\" runs each task in its own git worktree and branch "
+                                     "(default: [isolation] mode in .klauss.toml)."},
+        "merge": {"type": "string", "enum": list(_WORKTREES.MERGE_MODES),
+                  "description": "With worktree isolation: \"auto\" merges finished tasks into one job "
+                                 "branch, \"branch\" leaves one branch per task."},
+    })
+
+
+def _title(prompt, width=80):
+    first = (prompt or "").strip().splitlines()[0] if (prompt or "").strip() else ""
+    return first if len(first) <= width else first[:width - 1] + "…"
+
+
+def _money(value):
+    return f"${value or 0:.4f}"
+
+
+def check_plan(plan):
+    """Check a submit_job plan exactly as `orchestrator.py run` checks a plan file; returns
+    (plan, entries) with entries ready for submit_plan. Raises ValueError with the CLI's message."""
+    own = getattr(orchestrator, "check_plan", None)
+    if own is not None:
+        return own(plan)
+    # orchestrator.load_plan only reads files: give it one (the JSON we write is always valid,
+    # so none of its messages mention the temporary path).
+    fd, path = tempfile.mkstemp(prefix="klauss-plan-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(plan, fh)
+        return orchestrator.load_plan(path)
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+class CallContext:
+    """What a running tool call can ask: whether it should stop early; and a way to report progress
+    (sent as notifications/progress when the client gave a progressToken)."""
+
+    def __init__(self, stop_event=None, cancel_event=None, send_progress=None):
+        self._events = [e for e in (stop_event, cancel_event) if e is not None]
+        self._send_progress = send_progress
+        self._last = None
+
+    def cancelled(self):
+        return any(e.is_set() for e in self._events)
+
+    def progress(self, done, total, message):
+        # MCP: the progress value must increase with each notification.
+        if self._send_progress is None or (self._last is not None and done <= self._last):
+            return
+        self._last = done
+        self._send_progress(done, total, message)
+
+
+class KlaussTools:
+    """The MCP tools over ClaudeOrchestrator. Methods take the arguments dict and a CallContext and
+    return markdown text; ToolError, ValueError and the Klauss errors become isError results."""
+
+    def __init__(self, db_path=None, orchestrator_id=None):
+        self.db_path = db_path
+        self.orchestrator_id = orchestrator_id or os.environ.get("KLAUSS_ORCHESTRATOR_ID") or DEFAULT_ORCHESTRATOR_ID
+        self._orch = None
+        self._orch_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+
+    @property
+    def orch(self):
+        # Made on first use, not at start-up: a configuration error is then a tool error the
+        # model can report (and fixing the file fixes the next call), not a server that won't start.
+        with self._orch_lock:
+            if self._orch is None:
+                self._orch = orchestrator.ClaudeOrchestrator(self.orchestrator_id, db_path=self.db_path)
+            return self._orch
+
+    def call(self, name, args, ctx=None):
+        return getattr(self, "tool_" + name)(args, ctx or CallContext())
+
+    # --- argument helpers (messages name the argument, like the queue's) ---
+
+    @staticmethod
+    def _known(args, allowed):
+        unknown = sorted(set(args) - set(allowed))
+        if unknown:
+            raise ToolError(f"unknown argument(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed)) or 'none'})")
+
+    def _job_id(self, args):
+        job_id = args.get("job_id")
+        if not isinstance(job_id, str) or not job_id.strip():
+            raise ToolError("job_id: required, a job id string (see list_jobs)")
+        job_id = job_id.strip()
+        if self.orch.queue.get_job(job_id) is None:
+            raise ToolError(f"job: unknown job {job_id!r} (see list_jobs)")
+        return job_id
+
+    @staticmethod
+    def _number(args, name, default, minimum=0.0, maximum=None, exclusive=False):
+        value = args.get(name, default)
+        if value is None:
+            value = default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ToolError(f"{name}: expected a number, got {value!r}")
+        if value < minimum or (exclusive and value == minimum):
+            raise ToolError(f"{name}: expected a number {'>' if exclusive else '>='} {minimum:g}, got {value!r}")
+        return min(value, maximum) if maximum is not None else value
+
+    @staticmethod
+    def _int(args, name, default=None, minimum=1):
+        value = args.get(name, default)
+        if value is None:
+            return None
+        if isinstance(value, float) and math.isfinite(value) and value == int(value):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ToolError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    @staticmethod
+    def _bool(args, name):
+        value = args.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise ToolError(f"{name}: expected true or false, got {value!r}")
+        return value
+
+    # --- pool ---
+
+    def _ensure_pool(self, job_id, start, workers=None):
+        """One line on the pool after making sure it runs for the job (if `start` allows)."""
+        orch = self.orch
+        confirm = orch.cfg["workers"]["auto_start"] if start is None else start
+        if not confirm:
+            status = orch.get_worker_status()
+            if status["running"]:
+                return f"Workers: a pool of {status['process_count']} is running."
+            why = "start_workers: false" if start is False else "[workers] auto_start is off"
+            return f"Workers: none running and none started ({why}); call start_workers before wait_job."
+        count = workers or orch.suggest_workers(job_id)
+        try:
+            with self._pool_lock:
+                before = orch.get_worker_status()
+                orch.start_workers(count, confirm=True)
+                after = orch.get_worker_status()
+        except orchestrator.OrchestratorError as exc:
+            return f"**Workers could not be started:** {exc}. The job is queued; fix that, then call start_workers."
+        if not before["running"]:
+            return f"Workers: started a pool of {after['process_count'] or count}."
+        if after["process_count"] > before["process_count"]:
+            return f"Workers: grew the pool to {after['process_count']}."
+        return f"Workers: a pool of {after['process_count']} is running."
+
+    # --- tools ---
+
+    def tool_submit_job(self, args, ctx):
+        start = self._bool(args, "start_workers")
+        workers = self._int(args, "workers")
+        plan = {k: v for k, v in args.items() if k not in ("start_workers", "workers")}
+        plan, entries = check_plan(plan)
+        orch = self.orch
+        options = {k: plan[k] for k in ("isolation", "merge") if plan.get(k) is not None}  # only if supported
+        job_id, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
+                                       max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"),
+                                       **options)
+        _log(f"submitted {job_id}: {len(ids)} task(s)")
+        by_ref = {e["ref"]: tid for e, tid in zip(entries, ids)}
+        lines = [f"Job `{job_id}` queued: {len(ids)} task{'s' if len(ids) != 1 else ''} — {plan['description'].strip()}",
+                 ""]
+        for entry, tid in list(zip(entries, ids))[:MAX_TASK_LINES]:
+            local = entry["ref"]
+            extra = []
+            if entry.get("priority"):
+                extra.append(f"priority {entry['priority']}")
+            if entry["depends_on"]:
+                extra.append("after " + ", ".join(f"#{by_ref[d]}" for d in entry["depends_on"]))
+            if entry.get("expected_outputs"):
+                extra.append("writes " + ", ".join(entry["expected_outputs"]))
+            name = f"`{local}` → " if not local.startswith("#") else ""
+            lines.append(f"- {name}task #{tid}" + (f" ({'; '.join(extra)})" if extra else "")
+                         + f": {_title(entry['prompt'], 60)}")
+        if len(ids) > MAX_TASK_LINES:
+            lines.append(f"- … and {len(ids) - MAX_TASK_LINES} more (job_status lists them)")
+        lines += ["", self._ensure_pool(job_id, start, workers),
+                  f"Next: call wait_job with job_id \"{job_id}\" for the synthesis (job_status shows progress)."]
+        return "\n".join(lines)
+
+    def _task_lines(self, job_id):
+        tasks = self.orch.queue.list_tasks(job_id=job_id, order="asc")
+        hidden = 0
+        if len(tasks) > MAX_TASK_LINES:  # a big job: list what still needs attention, count the rest
+            shown = [t for t in tasks if t.status != "completed"][:MAX_TASK_LINES]
+            hidden = len(tasks) - len(shown)
+            tasks = shown
+        lines = []
+        for t in tasks:
+            state = t.status
+            if t.status == "in_progress":
+                state += f" on {t.worker_id}" + (f" ({t.activity})" if t.activity else "")
+            elif t.status == "pending" and t.deps_remaining:
+                state += " (waiting for " + ", ".join(f"#{d}" for d in t.depends_on or []) + ")"
+            line = f"- #{t.id} {state}: {_title(t.prompt, 60)}"
+            if t.error and t.status != "completed":
+                line += f" — {t.error.strip().splitlines()[0][:200]}"
+            lines.append(line)
+        if hidden:
+            lines.append(f"- … and {hidden} more (completed ones are not listed; show_task gives any task in full)")
+        return lines
+
+    def _progress(self, job_id):
+        status = self.orch.get_job_status(job_id)
+        s = status["stats"]
+        parts = [f"{status['done']}/{status['total']} done"]
+        for key in ("in_progress", "pending", "completed", "failed", "skipped", "cancelled"):
+            if s[key]:
+                parts.append(f"{s[key]} {'running' if key == 'in_progress' else key}")
+        cost = f"cost ${status['cost_usd']:.4f}"
+        if status["max_budget_usd"]:
+            cost += f" of ${status['max_budget_usd']:.2f} budget"
+        parts.append(cost)
+        return status, " · ".join(parts)
+
+    def tool_job_status(self, args, ctx):
+        self._known(args, {"job_id"})
+        job_id = self._job_id(args)
+        status, line = self._progress(job_id)
+        lines = [f"Job `{job_id}` — {status['description']}", line, ""] + self._task_lines(job_id) + [""]
+        if status["finished"]:
+            lines.append(f"Finished: call wait_job with job_id \"{job_id}\" for the synthesis.")
+        else:
+            lines.append(f"Still running: call wait_job with job_id \"{job_id}\" to wait for it.")
+        return "\n".join(lines)
+
+    def tool_wait_job(self, args, ctx):
+        self._known(args, {"job_id", "timeout_seconds"})
+        job_id = self._job_id(args)
+        timeout = self._number(args, "timeout_seconds", WAIT_DEFAULT_SECONDS, maximum=WAIT_MAX_SECONDS)
+        orch = self.orch
+        started = time.monotonic()
+        deadline = started + timeout
+        finished = orch.get_job_status(job_id)["finished"]
+        first = True
+        while not finished and not ctx.cancelled():
+            status, line = self._progress(job_id)
+            ctx.progress(status["done"], status["total"], line)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            # The workers stopped on a configuration problem (not logged in, billing): waiting cannot
+            # help. Not looked at before the first slice, which (like wait_and_collect) starts a
+            # pool when none runs, and a starting worker clears an old flag.
+            problem = None if first else orch.queue.get_flag("config_error")
+            if problem:
+                value = problem["value"]
+                raise ToolError(f"workers stopped: {value.get('message')}. To fix: {value.get('fix')}. "
+                                "Then call start_workers and wait_job again (the job is still queued)")
+            first = False
+            try:
+                results = orch.wait_and_collect(job_id, timeout=min(remaining, WAIT_SLICE_SECONDS),
+                                                 show_progress=False)
+            except orchestrator.OrchestratorError as exc:
+                raise ToolError(f"{exc} (or call the start_workers tool)" if "manage.sh start" in str(exc)
+                                else str(exc)) from None
+            finished = not results.timed_out
+        waited = time.monotonic() - started
+        if finished:
+            results = orchestrator.JobResults(job_id, orch.collect(job_id), False, self._wall_time(job_id))
+            return orch.synthesize_results(results).rstrip("\n")
+        _, line = self._progress(job_id)
+        lines = [f"Job `{job_id}` is still running after waiting {waited:.0f}s: {line}", ""]
+        lines += self._task_lines(job_id)
+        lines += ["", f"Still running; call wait_job again with job_id \"{job_id}\" (nothing was cancelled)."]
+        return "\n".join(lines)
+
+    def _wall_time(self, job_id):
+        job = self.orch.queue.get_job(job_id)
+        ends = [t.finished_at for t in self.orch.queue.list_tasks(job_id=job_id, order="asc") if t.finished_at]
+        return max(ends) - job["created_at"] if job and ends else 0.0
+
+    def tool_list_jobs(self, args, ctx):
+        self._known(args, {"limit"})
+        limit = self._int(args, "limit", LIST_JOBS_DEFAULT)
+        jobs = self.orch.queue.list_jobs(limit=limit)
+        if not jobs:
+            return "No jobs yet. Submit one with submit_job."
+        lines = [f"{len(jobs)} newest job{'s' if len(jobs) != 1 else ''}:"]
+        now = time.time()
+        for j in jobs:
+            s = j["stats"]
+            done = sum(s[x] for x in claude_queue.FINISHED)
+            parts = [f"{done}/{s['total']} done"]
+            if s["in_progress"]:
+                parts.append(f"{s['in_progress']} running")
+            if s["failed"]:
+                parts.append(f"{s['failed']} failed")
+            parts.append(_money(s["cost_usd"]))
+            parts.append(f"{_ago(now - j['created_at'])} ago")
+            lines.append(f"- `{j['id']}` — {_title(j['description'], 80)} — " + " · ".join(parts))
+        return "\n".join(lines)
+
+    def tool_show_task(self, args, ctx):
+        self._known(args, {"task_id"})
+        raw = args.get("task_id")
+        task_id = raw
+        if isinstance(raw, str) and raw.strip().lstrip("#").isdigit():
+            task_id = int(raw.strip().lstrip("#"))
+        if isinstance(task_id, float) and math.isfinite(task_id) and task_id == int(task_id):
+            task_id = int(task_id)
+        if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 1:
+            raise ToolError(f"task_id: expected a task number >= 1, got {raw!r}")
+        q = self.orch.queue
+        task = q.get_task(task_id)
+        if task is None:
+            raise ToolError(f"task {task_id} not found")
+        lines = submit_task.describe_task(task, q.get_events(task.id), q.get_dependents(task.id),
+                                          submit_task.find_transcript(q.cfg, task), time.time())
+        return "\n".join(lines)
+
+    def tool_cancel_job(self, args, ctx):
+        self._known(args, {"job_id"})
+        job_id = self._job_id(args)
+        changed = self.orch.cancel_job(job_id)
+        if not changed:
+            return f"Job `{job_id}` has no pending or running tasks; nothing to cancel."
+        words = {"cancelled": "cancelled", "cancel_requested": "cancel requested (its worker stops it)"}
+        lines = [f"Cancelled {len(changed)} unfinished task(s) of job `{job_id}`:"]
+        lines += [f"- #{tid} {words.get(st, st)}" for tid, st in changed.items()]
+        return "\n".join(lines)
+
+    def tool_retry_failed(self, args, ctx):
+        self._known(args, {"job_id", "start_workers"})
+        job_id = self._job_id(args)
+        start = self._bool(args, "start_workers")
+        revived = self.orch.retry_failed(job_id)
+        if not revived:
+            return f"Job `{job_id}` has no failed or cancelled tasks; nothing to retry."
+        lines = [f"{len(revived)} task(s) of job `{job_id}` back to pending: " + ", ".join(f"#{t}" for t in revived),
+                 self._ensure_pool(job_id, True if start is None else start),
+                 f"Next: call wait_job with job_id \"{job_id}\"."]
+        return "\n".join(lines)
+
+    def tool_start_workers(self, args, ctx):
+        self._known(args, {"count"})
+        orch = self.orch
+        count = self._int(args, "count") or orch.cfg["workers"]["count"]
+        with self._pool_lock:
+            orch.start_workers(count, confirm=True)
+        return self._status_text()
+
+    def tool_stop_workers(self, args, ctx):
+        self._known(args, {"timeout_seconds"})
+        timeout = self._number(args, "timeout_seconds", 60, maximum=WAIT_MAX_SECONDS, exclusive=True)
+        orch = self.orch
+        with self._pool_lock:
+            was = orch.get_worker_status()
+            stopped = orch.stop_workers(timeout=timeout)
+        if not was["running"]:
+            return "No pool was running; nothing to stop."
+        if not stopped:
+            raise ToolError(f"the pool is still stopping after {timeout:g}s; call worker_status to check, "
+                            "or run `manage.sh kill`")
+        return "Pool stopped; running tasks were released and run again when workers next start."
+
+    def tool_worker_status(self, args, ctx):
+        self._known(args, set())
+        return self._status_text()
+
+    def _status_text(self):
+        orch = self.orch
+        st = orch.get_worker_status()
+        lines = []
+        if st["running"]:
+            lines.append(f"Pool running (coordinator pid {st['coordinator_pid']}): {st['process_count']} worker(s).")
+            for w in st["workers"]:
+                task = f", task #{w['current_task']}" if w["current_task"] else ""
+                lines.append(f"- {w['worker_id']} (pid {w['pid']}): {w['state']}{task}")
+        else:
+            lines.append("No pool running. Call start_workers (submit_job and wait_job start one when needed).")
+        if st["paused"]:
+            value, until = st["paused"]["value"], st["paused"]["until"]
+            when = time.strftime("%H:%M:%S", time.localtime(until)) if until else "further notice"
+            lines.append(f"**Paused** until {when}: {value.get('message') or value.get('reason')}")
+        if st["config_error"]:
+            value = st["config_error"]["value"]
+            lines.append(f"**Configuration error:** {value.get('message')}. To fix: {value.get('fix')}")
+        stats = orch.queue.get_stats()
+        lines.append(f"Queue: {stats['pending']} pending, {stats['in_progress']} running, "
+                     f"{stats['completed']} completed, {stats['failed']} failed.")
+        return "\n".join(lines)
+
+
+def _ago(seconds):
+    seconds = max(0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"
+
+
+# --- the protocol -------------------------------------------------------------------------------
+
+def _error(msg_id, code, message):
+    return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
+
+
+def _result(msg_id, result):
+    return {"jsonrpc": "2.0", "id": msg_id, "result": result}
+
+
+def _valid_id(value):
+    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+
+
+def _id_key(value):
+    return json.dumps(value)
+
+
+def _where(exc):
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}" if tb else "?"
+
+
+class MCPServer:
+    """One MCP session over a pair of binary streams: read a line, dispatch, write one line."""
+
+    def __init__(self, tools, instream, outstream, trace=None):
+        self.tools = tools
+        self.instream = instream
+        self.outstream = outstream
+        self.trace = trace
+        self.initialized = False
+        self.client = None
+        self.protocol_version = None
+        self.closing = threading.Event()
+        self._write_lock = threading.Lock()
+        self._calls = {}  # id key -> (thread, cancel event)
+        self._calls_lock = threading.Lock()
+
+    # --- I/O ---
+
+    def _trace(self, direction, payload):
+        if not self.trace:
+            return
+        try:
+            with open(self.trace, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"t": round(time.time(), 3), "dir": direction, "msg": payload}) + "\n")
+        except (OSError, TypeError, ValueError):
+            pass
+
+    def send(self, message):
+        data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        with self._write_lock:
+            self._trace("out", message)
+            try:
+                self.outstream.write(data)
+                self.outstream.flush()
+            except (OSError, ValueError):  # the client went away
+                self.closing.set()
+
+    def serve(self):
+        """Answer messages until end of input; then let running tool calls finish (briefly)."""
+        while not self.closing.is_set():
+            try:
+                line = self.instream.readline()
+            except (OSError, ValueError):
+                break
+            if not line:
+                break
+            if not line.strip():
+                continue
+            try:
+                response = self.handle_line(line)
+            except Exception as exc:  # never die on input; say what happened
+                _log(f"internal error handling a message: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+                response = _error(None, INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")
+            if response is not None:
+                self.send(response)
+        self.closing.set()
+        deadline = time.monotonic() + EXIT_JOIN_SECONDS
+        with self._calls_lock:
+            threads = [t for t, _ in self._calls.values()]
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def handle_line(self, line):
+        """The response to one line (a dict, a list for a batch, or None)."""
+        try:
+            text = line.decode("utf-8") if isinstance(line, bytes) else line
+            message = json.loads(text, parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
+            self._trace("in", {"unparsable": repr(line[:200])})
+            return _error(None, PARSE_ERROR, f"Parse error: {exc}")
+        self._trace("in", message)
+        if isinstance(message, list):
+            if not message:
+                return _error(None, INVALID_REQUEST, "Invalid Request: empty batch")
+            responses = [r for r in (self.handle_message(m, batch=True) for m in message) if r is not None]
+            return responses or None
+        return self.handle_message(message)
+
+    # --- dispatch ---
+
+    def handle_message(self, message, batch=False):
+        if not isinstance(message, dict):
+            return _error(None, INVALID_REQUEST, "Invalid Request: expected a JSON-RPC object")
+        if "method" not in message:
+            if "id" in message and ("result" in message or "error" in message):
+                return None  # a response; this server sends no requests, so nothing waits for it
+            return _error(message.get("id") if _valid_id(message.get("id")) else None, INVALID_REQUEST,
+                          "Invalid Request: no method")
+        is_request = "id" in message
+        msg_id = message.get("id")
+        if is_request and not _valid_id(msg_id):
+            return _error(None, INVALID_REQUEST, "Invalid Request: id must be a string or a number")
+        method = message["method"]
+        if message.get("jsonrpc") != "2.0":
+            return _error(msg_id, INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"')
+        if not isinstance(method, str):
+            return _error(msg_id, INVALID_REQUEST, "Invalid Request: method must be a string")
+        params = message.get("params")
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            if not is_request:
+                return None
+            return _error(msg_id, INVALID_PARAMS, "Invalid params: params must be an object")
+        if not is_request:
+            self.handle_notification(method, params)
+            return None
+        if method == "initialize":
+            return _result(msg_id, self.initialize(params))
+        if method == "ping":
+            return _result(msg_id, {})
+        if method == "tools/list":
+            return _result(msg_id, {"tools": TOOLS})
+        if method == "tools/call":
+            return self.tools_call(msg_id, params, batch)
+        return _error(msg_id, METHOD_NOT_FOUND, f"Method not found: {method}")
+
+    def handle_notification(self, method, params):
+        if method == "notifications/initialized":
+            self.initialized = True
+        elif method == "notifications/cancelled":
+            key = _id_key(params.get("requestId"))
+            with self._calls_lock:
+                call = self._calls.get(key)
+            if call is not None:
+                _log(f"request {params.get('requestId')} cancelled by the client: {params.get('reason') or ''}")
+                call[1].set()
+
+    def initialize(self, params):
+        requested = params.get("protocolVersion")
+        self.protocol_version = requested if requested in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
+        info = params.get("clientInfo")
+        self.client = info if isinstance(info, dict) else None
+        _log(f"initialize from {(self.client or {}).get('name', 'a client')} "
+             f"{(self.client or {}).get('version', '')}, protocol {requested!r} -> {self.protocol_version}")
+        return {"protocolVersion": self.protocol_version,
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": SERVER_NAME, "title": "Klauss", "version": SERVER_VERSION},
+                "instructions": INSTRUCTIONS}
+
+    def tools_call(self, msg_id, params, batch=False):
+        name = params.get("name")
+        if not isinstance(name, str) or name not in TOOL_NAMES:
+            return _error(msg_id, INVALID_PARAMS, f"Unknown tool: {name!r} (known: {', '.join(sorted(TOOL_NAMES))})")
+        args = params.get("arguments")
+        if args is None:
+            args = {}
+        if not isinstance(args, dict):
+            return _error(msg_id, INVALID_PARAMS, "Invalid params: arguments must be an object")
+        cancel = threading.Event()
+        meta = params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
+        send_progress = None
+        if _valid_id(token):
+            def send_progress(done, total, message):
+                self.send({"jsonrpc": "2.0", "method": "notifications/progress",
+                           "params": {"progressToken": token, "progress": done, "total": total, "message": message}})
+        ctx = CallContext(self.closing, cancel, send_progress)
+        if batch:
+            return _result(msg_id, self.run_tool(name, args, ctx))
+        key = _id_key(msg_id)
+
+        def run():
+            try:
+                result = self.run_tool(name, args, ctx)
+            finally:
+                with self._calls_lock:
+                    self._calls.pop(key, None)
+            if cancel.is_set():
+                return  # the client cancelled it: no response
+            self.send(_result(msg_id, result))
+
+        thread = threading.Thread(target=run, name=f"tool-{name}", daemon=True)
+        with self._calls_lock:
+            self._calls[key] = (thread, cancel)
+        thread.start()
+        return None
+
+    def run_tool(self, name, args, ctx):
+        """The tools/call result for one call; never raises."""
+        started = time.monotonic()
+        try:
+            text, is_error = self.tools.call(name, args, ctx), False
+        except (ToolError, ValueError, orchestrator.OrchestratorError, claude_queue.QueueError) as exc:
+            text, is_error = str(exc) or type(exc).__name__, True
+        except sqlite3.DatabaseError as exc:
+            text, is_error = f"database error: {exc}", True
+        except OSError as exc:
+            text, is_error = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), True
+        except Exception as exc:  # a bug: still one line for the model, the traceback for the log
+            text, is_error = f"internal error: {type(exc).__name__}: {exc} (at {_where(exc)}); please report it", True
+            _log(traceback.format_exc().rstrip())
+        _log(f"{name} -> {'error: ' + text.splitlines()[0] if is_error else 'ok'} ({time.monotonic() - started:.2f}s)")
+        return {"content": [{"type": "text", "text": text}], "isError": is_error}
+
+
+# --- registering the server for a project -------------------------------------------------------
+
+def mcp_entry(project_root, klauss_dir=HERE, absolute=False):
+    """The .mcp.json server entry. The script path is relative to the project when Klauss is inside
+    it (the file can be committed and works in any clone), else absolute. Claude Code starts the
+    server in the directory it was started in, so a relative path needs `claude` started at the
+    project root; `absolute=True` works from anywhere (but only on this machine)."""
+    project_root, klauss_dir = Path(project_root).resolve(), Path(klauss_dir).resolve()
+    script = klauss_dir / "klauss_mcp.py"
+    if not absolute and (project_root == klauss_dir or project_root in klauss_dir.parents):
+        script = Path(os.path.relpath(script, project_root)).as_posix()
+    return {"type": "stdio", "command": "python3", "args": [str(script)]}
+
+
+def register_mcp(project_root, klauss_dir=HERE, absolute=False):
+    """Merge the klauss server into <project>/.mcp.json, keeping every other server and key (and any
+    extra keys of an existing klauss entry, such as "env"). Idempotent. Refuses, leaving the file
+    untouched, when it is not a JSON object. Returns (path, "created" | "updated" | "unchanged")."""
+    path = Path(project_root).resolve() / ".mcp.json"
+    entry = mcp_entry(project_root, klauss_dir, absolute)
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text) if text.strip() else {}
+        except ValueError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc}); fix it (or move it away) and run install-claude "
+                             "again; it was left untouched") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object with \"mcpServers\"; it was left untouched")
+        servers = data.get("mcpServers", {})
+        if not isinstance(servers, dict):
+            raise ValueError(f"{path}: \"mcpServers\" must be an object; it was left untouched")
+        what = "updated"
+    else:
+        text, data, servers, what = None, {}, {}, "created"
+    current = servers.get(SERVER_NAME)
+    merged = {**current, **entry} if isinstance(current, dict) else entry
+    if current == merged:
+        return path, "unchanged"
+    new_data = dict(data)
+    new_data["mcpServers"] = {**servers, SERVER_NAME: merged}
+    tmp = path.with_name(f".mcp.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(new_data, indent=2) + "\n", encoding="utf-8")
+    if path.exists():
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+    os.replace(tmp, path)
+    return path, what
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+def _protocol_streams():
+    """(in, out) binary streams for the protocol; fds 0 and 1 then point at /dev/null and stderr,
+    so a stray print or a child process cannot read our input or write into our output."""
+    proto_in = os.fdopen(os.dup(0), "rb")
+    proto_out = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return proto_in, proto_out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="klauss_mcp.py", description="Klauss as an MCP server (stdio).")
+    ap.add_argument("command", nargs="?", choices=["serve", "register"], default="serve",
+                    help="serve MCP on stdin/stdout (default), or register it in the project's .mcp.json")
+    ap.add_argument("--db", help="the database (default: the project's .klauss/claude_tasks.db)")
+    ap.add_argument("--project", help="the project directory (default: the current directory's project)")
+    ap.add_argument("--absolute", action="store_true",
+                    help="register: name the script by its absolute path (works when claude starts in a subdirectory)")
+    ap.add_argument("--trace", default=os.environ.get("KLAUSS_MCP_TRACE"),
+                    help="append every message in and out to this file (JSON lines)")
+    args = ap.parse_args(argv)
+    if args.command == "register":
+        try:
+            root = Path(args.project) if args.project else config.find_project_root()
+            path, what = register_mcp(root, absolute=args.absolute)
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{what}: {path}")
+        return 0
+    if args.project:
+        try:
+            os.chdir(args.project)
+        except OSError as exc:
+            print(f"error: --project {args.project}: {exc.strerror}", file=sys.stderr)
+            return 2
+    db = str(Path(args.db).resolve()) if args.db else None
+    trace = str(Path(args.trace).resolve()) if args.trace else None
+    instream, outstream = _protocol_streams()
+    server = MCPServer(KlaussTools(db_path=db), instream, outstream, trace=trace)
+    _log(f"serving MCP on stdio (pid {os.getpid()}, project {Path.cwd()})")
+    try:
+        server.serve()
+    except KeyboardInterrupt:
+        pass
+    _log("end of input; exiting")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
