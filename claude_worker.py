@@ -29,6 +29,7 @@ from pathlib import Path
 import claude_cli
 import claude_queue
 import config
+import worktrees
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
 
@@ -41,7 +42,11 @@ MAX_LISTED_CONTEXT_FILES = 200
 
 
 def log(message):
-    print(message, flush=True)
+    try:
+        print(message, flush=True)
+    except (BrokenPipeError, ValueError):
+        # Our coordinator (reading our stdout) is gone; the work of shutting down must go on.
+        sys.stdout = open(os.devnull, "w")
 
 
 class StopRequested(Exception):
@@ -442,6 +447,17 @@ class Worker:
             return None
         working_dir = checked["working_dir"]
         job = q.get_job(task.job_id) if task.job_id else None
+        try:
+            # With worktree isolation the task runs in its own worktree, at the same path inside it.
+            tree = worktrees.prepare_task(self.cfg, q, task, job, working_dir, keepalive=lambda: q.heartbeat(
+                task.id, self.worker_id, attempt=task.attempt, lease_seconds=self.lease))
+        except worktrees.WorktreeError as exc:
+            q.fail_task(task.id, self.worker_id, f"worktree: {exc}", retryable=exc.retryable, attempt=task.attempt)
+            log(f"task {task.id}: worktree not ready: {exc}")
+            return None
+        if tree is not None:
+            working_dir = str(tree.working_dir)
+            log(f"task {task.id}: worktree {tree.path} on branch {tree.branch}")
         prompt = build_prompt(task, job, working_dir, self.cfg["claude"]["context_inline_bytes"])
         before = snapshot_outputs(task.expected_outputs, working_dir)
         argv = claude_cli.build_argv(self.cfg["claude"], task.metadata, executable=self.executable)
@@ -465,7 +481,7 @@ class Worker:
             self.run.stop.set()
             beat.join()
         run, self.run = self.run, None
-        return self.record(task, run, exit_code, duration, working_dir, before)
+        return self.record(task, run, exit_code, duration, working_dir, before, tree=tree)
 
     def _heartbeat(self, run):
         """Renew the lease while claude works; end the run on a cancel request or a lost lease."""
@@ -480,7 +496,7 @@ class Worker:
             except claude_queue.QueueError as exc:
                 log(f"task {run.task.id}: heartbeat failed: {exc}")
 
-    def record(self, task, run, exit_code, duration, working_dir, before):
+    def record(self, task, run, exit_code, duration, working_dir, before, tree=None):
         q, tid, att = self.queue, task.id, task.attempt
         state = run.state
         result = state.result or {}
@@ -507,6 +523,8 @@ class Worker:
         if reason == "lease_lost":
             log(f"task {tid}: lease lost; another worker owns it now, nothing recorded")
             return None
+        if tree is not None:
+            tree.finish(outcome)  # however the run ended, what it changed is committed on the task branch
         if reason == "cancel":
             outcome["error_class"] = "cancelled"
             q.acknowledge_cancel(tid, self.worker_id, attempt=att, outcome=outcome)
@@ -535,6 +553,12 @@ class Worker:
         elif verdict.kind == claude_cli.SUCCESS and denials:
             names, fix = claude_cli.denial_summary(denials)
             outcome["warnings"] = [f"tool calls were denied: {names}; {fix}"]
+        if verdict.kind == claude_cli.SUCCESS and tree is not None:
+            problem = tree.merge(outcome)  # a conflict still completes: the work is safe on its branch
+            if problem:
+                verdict = claude_cli.Verdict(claude_cli.RETRYABLE, problem)
+            log(f"task {tid}: branch {tree.branch}: merge {outcome['merge']}"
+                + (f" (conflicts: {', '.join(outcome['conflicts'])})" if outcome["conflicts"] else ""))
         outcome["error_class"] = verdict.kind
         message = verdict.message + (f" — {verdict.fix}" if verdict.fix else "")
 

@@ -76,11 +76,14 @@ SCHEMA = {
         "allowed_dirs": (list, [], "extra directories outside the project that tasks may use"),
     },
     "isolation": {
-        "mode": (str, "none", "\"none\" (tasks share the working tree) or \"worktree\" (one git worktree per task)"),
-        "merge": (str, "auto", "\"auto\" merges finished tasks into klauss/<job>/merged; \"branch\" leaves one branch per task"),
+        "mode": (str, "none", "\"worktree\" is recommended when tasks edit files in parallel: each task runs in its own "
+                              "git worktree and branch (needs a git repository); \"none\": tasks share the working tree"),
+        "merge": (str, "auto", "\"auto\" merges finished tasks into klauss/<job>/merged (your branch is untouched until "
+                               "`submit_task.py merge JOB`); \"branch\" leaves one branch per task"),
         "dirty_policy": (str, "warn", "when the tree has uncommitted changes at job creation: \"warn\" or \"refuse\""),
-        "copy_files": (list, [], "files copied into each fresh worktree, e.g. [\".env\"]"),
-        "setup_command": (list, [], "argv run in a fresh worktree before Claude starts, e.g. [\"npm\", \"ci\"]"),
+        "copy_files": (list, [], "untracked files copied into each fresh worktree, e.g. [\".env\"] (never committed)"),
+        "setup_command": (list, [], "argv run in a fresh worktree before Claude starts, e.g. [\"npm\", \"ci\"] "
+                                    "(what it creates is never committed)"),
     },
 }
 

@@ -11,7 +11,7 @@
 And the same without Python, for Claude Code's Bash tool:
 
     python orchestrator.py run PLAN.json [--workers N] [--yes] [--timeout S] [--json]
-    python orchestrator.py status JOB | collect JOB | cancel JOB
+    python orchestrator.py status JOB | collect JOB | cancel JOB | merge JOB
 
 The orchestrator talks to the pool only through the database and by starting or stopping the
 coordinator as a process.
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import worktrees
 
 HERE = Path(__file__).resolve().parent
 COORDINATOR = HERE / "claude_coordinator.py"
@@ -81,16 +82,30 @@ class ClaudeOrchestrator:
 
     # --- building a job ---
 
-    def create_job(self, description, metadata=None, max_budget_usd=None):
-        """A new job. `metadata["context"]` is shared text every subtask's prompt includes."""
-        return self.queue.create_job(description, orchestrator_id=self.orchestrator_id, metadata=metadata,
-                                     max_budget_usd=max_budget_usd)
+    def create_job(self, description, metadata=None, max_budget_usd=None, isolation=None, merge=None):
+        """A new job. `metadata["context"]` is shared text every subtask's prompt includes.
+        `isolation="worktree"` (default: `[isolation] mode`) runs each task in its own git worktree
+        and branch; `merge` ("auto": into branch klauss/<job>/merged, or "branch": one branch per
+        task) says how the work comes back. A worktree job outside git is a ValueError."""
+        extra = worktrees.job_isolation(self.cfg, isolation, merge, metadata)
+        if extra and (metadata is None or isinstance(metadata, dict)):
+            metadata = {**(metadata or {}), **extra}
+        job = self.queue.create_job(description, orchestrator_id=self.orchestrator_id, metadata=metadata,
+                                    max_budget_usd=max_budget_usd)
+        self._name_job_branch(job, extra)
+        return job
+
+    def _name_job_branch(self, job_id, isolation):
+        if isolation.get("isolation") == "worktree" and isolation.get("merge") == "auto":
+            self.queue.update_job_metadata(job_id, {"job_branch": worktrees.job_branch(job_id)})
 
     def add_subtask(self, job_id, prompt, priority=0, working_dir=None, context_files=None, expected_outputs=None,
                     depends_on=None, metadata=None, timeout=None, max_attempts=None):
         self._require_job(job_id)
+        [entry] = worktrees.annotate_tasks(self.cfg, [{"working_dir": working_dir, "metadata": metadata,
+                                                       "job_id": job_id}], get_job=self.queue.get_job)
         return self.queue.add_task(prompt, working_dir=working_dir, context_files=context_files,
-                                   expected_outputs=expected_outputs, metadata=metadata, priority=priority,
+                                   expected_outputs=expected_outputs, metadata=entry["metadata"], priority=priority,
                                    job_id=job_id, parent_id=self._parent_if_present(), depends_on=depends_on,
                                    max_attempts=max_attempts, timeout=timeout)
 
@@ -99,19 +114,27 @@ class ClaudeOrchestrator:
         may name refs of the same batch as well as existing task ids."""
         self._require_job(job_id)
         parent = self._parent_if_present()
-        return self.queue.add_tasks([{**t, "job_id": job_id, "parent_id": parent} for t in tasks])
+        return self.queue.add_tasks(worktrees.annotate_tasks(
+            self.cfg, [{**t, "job_id": job_id, "parent_id": parent} for t in tasks], get_job=self.queue.get_job))
 
-    def submit_plan(self, description, tasks, context=None, max_budget_usd=None, metadata=None):
+    def submit_plan(self, description, tasks, context=None, max_budget_usd=None, metadata=None, isolation=None,
+                    merge=None):
         """Create a job with all its subtasks at once (nothing is written if any task is bad).
-        Tasks may carry `ref` and refer to each other by it in `depends_on`. Returns (job_id, ids)."""
+        Tasks may carry `ref` and refer to each other by it in `depends_on`. `isolation` and `merge`
+        are as for create_job. Returns (job_id, ids)."""
         metadata = dict(metadata or {})
         if context:
             metadata["context"] = context
+        extra = worktrees.job_isolation(self.cfg, isolation, merge, metadata)
+        metadata.update(extra)
         parent = self._parent_if_present()
-        return self.queue.submit_job(description, [{**t, "parent_id": parent} if isinstance(t, dict) else t
-                                                   for t in tasks],
-                                     orchestrator_id=self.orchestrator_id, metadata=metadata,
-                                     max_budget_usd=max_budget_usd)
+        if isinstance(tasks, (list, tuple)):
+            tasks = worktrees.annotate_tasks(self.cfg, [{**t, "parent_id": parent} if isinstance(t, dict) else t
+                                                        for t in tasks], job_metadata=metadata)
+        job, ids = self.queue.submit_job(description, tasks, orchestrator_id=self.orchestrator_id,
+                                         metadata=metadata, max_budget_usd=max_budget_usd)
+        self._name_job_branch(job, extra)
+        return job, ids
 
     def _require_job(self, job_id):
         if self.queue.get_job(job_id) is None:
@@ -323,6 +346,11 @@ class ClaudeOrchestrator:
                 "duration_s": (t.finished_at - t.started_at) if t.finished_at and t.started_at else None,
                 "transcript": o.get("transcript"),
                 "warnings": o.get("warnings", []),
+                "branch": o.get("branch"),
+                "commit": o.get("commit"),
+                "files_changed": o.get("files_changed", []),
+                "merge": o.get("merge"),
+                "conflicts": o.get("conflicts", []),
             }
         return results
 
@@ -331,6 +359,7 @@ class ClaudeOrchestrator:
         results = results or {}
         job_id = getattr(results, "job_id", None)
         lines = []
+        job = None
         if job_id:
             job = self.queue.get_job(job_id)
             lines.append(f"# {job['description'] if job else job_id} ({job_id})")
@@ -346,6 +375,7 @@ class ClaudeOrchestrator:
         files = sorted({f for r in results.values() for f in r["outputs"]})
         if files:
             lines.append("Files produced: " + ", ".join(f"`{f}`" for f in files))
+        lines += self._isolation_summary(job, results)
         for tid, r in results.items():
             title = r["prompt"].strip().splitlines()[0][:100] if r["prompt"] else ""
             lines.append(f"\n## Task {tid}: {title} — {r['status']}")
@@ -364,6 +394,9 @@ class ClaudeOrchestrator:
                 details.append("missing " + ", ".join(r["outputs_missing"]))
             if r["session_id"]:
                 details.append(f"session {r['session_id']}")
+            if r.get("branch"):
+                details.append(f"branch {r['branch']}" + (f" at {r['commit'][:12]}" if r.get("commit") else "")
+                               + f", {len(r.get('files_changed') or [])} file(s) changed, merge {r.get('merge')}")
             lines.append("_" + "; ".join(details) + "_")
             for w in r.get("warnings") or []:
                 lines.append(f"**Warning:** {w}")
@@ -372,6 +405,44 @@ class ClaudeOrchestrator:
             lines.append(f"\nNot completed: {', '.join(f'#{t}' for t in failed)}. Retry failed tasks with "
                          f"`python orchestrator.py retry {job_id}`" if job_id else "")
         return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _isolation_summary(job, results):
+        """What the synthesis says about worktree branches: where the work is, how to merge it, and
+        which tasks conflicted."""
+        meta = (job or {}).get("metadata") or {}
+        job_id = (job or {}).get("id")
+        lines = []
+        if meta.get("isolation") == "worktree" and meta.get("merge", "auto") == "auto":
+            merged = sum(1 for r in results.values() if r.get("merge") == "merged")
+            branch = meta.get("job_branch") or worktrees.job_branch(job_id)
+            lines.append(f"Each task ran in its own git worktree; {merged} task(s) merged into branch `{branch}`. "
+                         + (f"That branch was merged into `{meta['merged_into']}`." if meta.get("merged_into") else
+                            f"Your checked-out branch is untouched: review the work (`git diff HEAD...{branch}`), "
+                            f"then bring it in with `python submit_task.py merge {job_id}`."))
+        elif meta.get("isolation") == "worktree":
+            lines.append(f"Each task's work is on its own branch (`klauss/{job_id}/task-<id>`); review them, "
+                         f"then `python submit_task.py merge {job_id}` merges the completed ones in task order.")
+        conflicts = [(tid, r) for tid, r in results.items() if r.get("merge") == "conflict"]
+        if conflicts:
+            lines.append("**Merge conflicts** (each task's work is safe on its branch): "
+                         + "; ".join(f"task #{tid} in {', '.join(r['conflicts'])} (branch `{r['branch']}`)"
+                                     for tid, r in conflicts)
+                         + ". After merging the job, merge each of these branches by hand (`git merge BRANCH`), "
+                           "resolve the conflicts and commit.")
+        return lines
+
+    def merge_job(self, job_id, force=False):
+        """Bring a worktree job's work into the current branch of the project checkout: the job branch
+        (merge "auto") or each completed task's branch in task order (merge "branch"). Refuses an
+        unfinished job (unless `force`) or a checkout with uncommitted changes; a conflict is aborted,
+        leaving the checkout as it was. Returns a report: `status` "merged" | "conflict" | "nothing",
+        `merged` (branches), `conflicts` (files), `not_merged` (tasks whose branch needs a hand merge)."""
+        self._require_job(job_id)
+        try:
+            return worktrees.merge_job(self.cfg, self.queue, job_id, force=force)
+        except worktrees.WorktreeError as exc:
+            raise OrchestratorError(str(exc)) from None
 
     # --- after the fact ---
 
@@ -467,7 +538,8 @@ PLAN_FIELDS = {"id", "prompt", "working_dir", "context_files", "expected_outputs
 
 
 def load_plan(path):
-    """Read and check a plan file: {"description", "context"?, "max_budget_usd"?, "tasks": [...]}.
+    """Read and check a plan file: {"description", "context"?, "max_budget_usd"?, "isolation"?, "merge"?,
+    "tasks": [...]}.
     Task `id`s are local to the plan and are what `depends_on` refers to."""
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
@@ -479,11 +551,14 @@ def load_plan(path):
         raise ValueError(f"plan: invalid JSON in {path}: {exc}") from None
     if not isinstance(plan, dict):
         raise ValueError("plan: expected a JSON object with \"description\" and \"tasks\"")
-    unknown = sorted(set(plan) - {"description", "context", "max_budget_usd", "metadata", "tasks"})
+    unknown = sorted(set(plan) - {"description", "context", "max_budget_usd", "metadata", "tasks", "isolation", "merge"})
     if unknown:
         raise ValueError(f"plan: unknown field(s) {', '.join(unknown)}")
     if not isinstance(plan.get("description"), str) or not plan["description"].strip():
         raise ValueError("plan.description: required, a non-empty string")
+    for key, allowed in (("isolation", worktrees.MODES), ("merge", worktrees.MERGE_MODES)):
+        if plan.get(key) is not None and plan[key] not in allowed:
+            raise ValueError(f"plan.{key}: expected one of {', '.join(allowed)}, got {plan[key]!r}")
     tasks = plan.get("tasks")
     if not isinstance(tasks, list) or not tasks:
         raise ValueError("plan.tasks: required, a non-empty list of tasks")
@@ -531,10 +606,13 @@ def cli(argv=None):
     run.add_argument("--timeout", type=float, help="stop waiting after S seconds (tasks keep running)")
     run.add_argument("--json", action="store_true", help="print the results as JSON")
     for name, text in (("status", "progress of a job"), ("collect", "results of a job so far"),
-                       ("cancel", "cancel a job's unfinished tasks"), ("retry", "retry a job's failed tasks")):
+                       ("cancel", "cancel a job's unfinished tasks"), ("retry", "retry a job's failed tasks"),
+                       ("merge", "merge a worktree job's work into your current branch")):
         p = sub.add_parser(name, help=text)
         p.add_argument("job")
         p.add_argument("--json", action="store_true")
+        if name == "merge":
+            p.add_argument("--force", action="store_true", help="merge even though tasks are still pending or running")
     inst = sub.add_parser("install-claude", help="install the Klauss skill and CLAUDE.md section into the project")
     inst.add_argument("--project", help="the project root (default: the one this directory belongs to)")
     args = ap.parse_args(argv)
@@ -561,6 +639,14 @@ def cli(argv=None):
             results = JobResults(args.job, orch.collect(args.job))
             print(json.dumps(results, indent=2) if args.json else orch.synthesize_results(results), end="")
             return 0
+        if args.command == "merge":
+            report = orch.merge_job(args.job, force=args.force)
+            lines, ok = worktrees.describe_merge(report)
+            if args.json:
+                print(json.dumps(report, indent=2))
+            else:
+                print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
+            return 0 if ok else 1
         if args.command == "cancel":
             data = orch.cancel_job(args.job)
             print(json.dumps(data) if args.json else f"cancelled {len(data)} unfinished task(s) of {args.job}")
@@ -577,7 +663,8 @@ def cli(argv=None):
 def _run_plan(orch, args):
     plan, entries = load_plan(args.plan)
     job, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
-                                max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"))
+                                max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"),
+                                isolation=plan.get("isolation"), merge=plan.get("merge"))
     print(f"job {job}: {len(ids)} tasks queued", file=sys.stderr)
     count = args.workers or orch.suggest_workers(job)
     if not orch.start_workers(count, confirm=True if args.yes else None):

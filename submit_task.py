@@ -7,6 +7,7 @@
     submit_task.py cancel ID... | --job ID
     submit_task.py retry ID... | --failed [--job ID]
     submit_task.py purge --older-than DAYS [--status S...]
+    submit_task.py merge JOB [--force] | worktrees [--job J] | clean-worktrees [--job J] [--branches]
 
 Every command takes --db PATH (default: the project's database, see README) and --json.
 Exit codes: 0 ok; 1 the operation failed (a task not found, a waited-for task that failed);
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import worktrees
 
 PROG = "submit_task.py"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -312,11 +314,14 @@ def cmd_submit(args):
         if not args.model.strip():
             raise CliError("--model: expected a model name, got an empty string")
         metadata["model"] = args.model
+    if args.isolation is not None:
+        metadata["isolation"] = args.isolation
     entry = {"prompt": prompt, "working_dir": args.dir, "context_files": args.context,
              "expected_outputs": args.outputs, "metadata": metadata, "priority": args.priority,
              "job_id": args.job, "depends_on": args.depends_on, "max_attempts": args.max_attempts,
              "timeout": args.timeout}
     q = open_queue(args)
+    [entry] = worktrees.annotate_tasks(q.cfg, [entry], get_job=q.get_job)
     [task_id] = q.add_tasks([entry])
     if args.wait:
         return wait_for(q, task_id, args.timeout_wait, args.json)
@@ -361,12 +366,16 @@ def cmd_submit_file(args):
     entries, single = load_task_file(args.file)
     if args.job is not None:
         entries = [{"job_id": args.job, **e} if isinstance(e, dict) else e for e in entries]
+    if args.isolation is not None:
+        entries = [{**e, "metadata": {"isolation": args.isolation, **(e.get("metadata") or {})}}
+                   if isinstance(e, dict) and isinstance(e.get("metadata") or {}, dict) else e for e in entries]
     q = open_queue(args)
     for index, entry in enumerate(entries):
         try:
             check_entry(q, entry)
         except ValueError as exc:
             raise CliError(str(exc) if single else f"task {index}: {exc}") from None
+    entries = worktrees.annotate_tasks(q.cfg, entries, get_job=q.get_job)
     ids = q.add_tasks(entries)
     if args.json:
         emit_json({"ids": ids})
@@ -442,6 +451,18 @@ def describe_task(task, events, dependents, transcript, now):
     if outcome.get("outputs_verified") is not None:
         field("Verified", ", ".join(outcome["outputs_verified"]) or "none")
     field("Missing", ", ".join(outcome.get("outputs_missing") or []))
+    if outcome.get("branch"):
+        field("Worktree", outcome.get("worktree"))
+        field("Branch", outcome["branch"])
+        field("Commit", (outcome.get("commit") or "")[:12])
+        field("Changed", ", ".join(outcome.get("files_changed") or []) or "nothing")
+        merge = outcome.get("merge")
+        if merge == "merged" and outcome.get("merged_into"):
+            merge += f" into {outcome['merged_into']}"
+        elif merge == "conflict":
+            merge += f" in {', '.join(outcome.get('conflicts') or [])} (the work stays on {outcome['branch']})"
+        field("Merge", merge)
+        field("Worktree err", outcome.get("worktree_error"))
     field("Depends on", ", ".join(f"#{d}" for d in task.depends_on or []))
     field("Dependents", ", ".join(f"#{d}" for d in dependents))
     field("Metadata", json.dumps(task.metadata, sort_keys=True) if task.metadata else None)
@@ -638,6 +659,60 @@ def cmd_purge(args):
     return EXIT_OK
 
 
+def cmd_merge(args):
+    q = open_queue(args, create=False)
+    if q.get_job(args.job) is None:
+        raise CliError(f"job {args.job} not found", EXIT_FAILED)
+    try:
+        report = worktrees.merge_job(q.cfg, q, args.job, force=args.force)
+    except worktrees.WorktreeError as exc:
+        raise CliError(f"{PROG}: error: {exc}", EXIT_FAILED) from None
+    lines, ok = worktrees.describe_merge(report)
+    if args.json:
+        emit_json(report)
+    else:
+        print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_worktrees(args):
+    q = open_queue(args, create=False)
+    rows = worktrees.list_worktrees(q.cfg, q, args.job)
+    if args.json:
+        emit_json(rows)
+        return EXIT_OK
+    if not rows:
+        print("no worktrees" + (f" for job {args.job}" if args.job else ""), file=sys.stderr)
+        return EXIT_OK
+    table_rows = [[f"#{r['task_id']}" if r["kind"] == "task" else f"{r['job_id']} (merges)", r["status"],
+                   r["branch"] or "(detached)", r["path"]] for r in rows]
+    print(table(["TASK", "STATUS", "BRANCH", "PATH"], table_rows))
+    return EXIT_OK
+
+
+def cmd_clean_worktrees(args):
+    if args.force and not args.branches:
+        raise CliError("--force goes with --branches (delete branches whose work is not merged)")
+    q = open_queue(args, create=False)
+    if args.job is not None and q.get_job(args.job) is None:
+        raise CliError(f"job {args.job} not found", EXIT_FAILED)
+    report = worktrees.clean_worktrees(q.cfg, q, args.job, branches=args.branches, force=args.force)
+    if args.json:
+        emit_json(report)
+        return EXIT_OK
+    for path in report["removed"]:
+        print(f"removed {path}")
+    for item in report["kept"]:
+        print(f"kept {item['path']}: {item['reason']}", file=sys.stderr)
+    for name in report["branches_deleted"]:
+        print(f"deleted branch {name}")
+    for item in report["branches_kept"]:
+        print(f"kept branch {item['branch']}: {item['reason']}", file=sys.stderr)
+    if not any(report.values()):
+        print("no worktrees to clean", file=sys.stderr)
+    return EXIT_OK
+
+
 # --- argument parsing --------------------------------------------------------------------------
 
 def build_parser():
@@ -674,6 +749,8 @@ def build_parser():
     p.add_argument("--timeout", type=_number, metavar="S", help="seconds the task may run")
     p.add_argument("--max-attempts", type=_int, metavar="N", help="tries before it fails for good")
     p.add_argument("--model", metavar="M", help="model for this task (stored in metadata)")
+    p.add_argument("--isolation", choices=worktrees.MODES,
+                   help="worktree: run in its own git worktree and branch (default: the job's, else [isolation] mode)")
     p.add_argument("--wait", action="store_true",
                    help="wait for the task; print its result (exit 0) or its error (exit 1)")
     p.add_argument("--timeout-wait", type=_number, metavar="S", help="with --wait: give up waiting after S seconds")
@@ -684,6 +761,7 @@ def build_parser():
                        epilog=FILE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", metavar="FILE", help='a JSON file, or "-" for stdin')
     p.add_argument("--job", metavar="ID", help="job_id for entries that do not set one")
+    p.add_argument("--isolation", choices=worktrees.MODES, help="metadata isolation for entries that do not set one")
     p.set_defaults(func=cmd_submit_file)
 
     p = sub.add_parser("list", parents=[common], help="recent tasks, newest first")
@@ -726,6 +804,28 @@ def build_parser():
     p.add_argument("--status", type=_statuses, action="append", metavar="S",
                    help="only these finished statuses (default: all finished)")
     p.set_defaults(func=cmd_purge)
+
+    p = sub.add_parser("merge", parents=[common], help="merge a worktree job's work into your current branch",
+                       description="Merge the job branch klauss/JOB/merged (merge = auto), or each completed task's "
+                                   "branch in task order (merge = branch), into the branch checked out in the project. "
+                                   "Refuses an unfinished job and a checkout with uncommitted changes; a conflict is "
+                                   "aborted and reported, leaving your branch as it was.")
+    p.add_argument("job", metavar="JOB")
+    p.add_argument("--force", action="store_true", help="merge even though tasks are still pending or running")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("worktrees", parents=[common], help="list the tasks' git worktrees")
+    p.add_argument("--job", metavar="ID", help="only this job's")
+    p.set_defaults(func=cmd_worktrees)
+
+    p = sub.add_parser("clean-worktrees", parents=[common], help="remove the worktrees of finished tasks",
+                       description="Remove the worktrees of finished tasks and finished jobs. Branches are kept "
+                                   "unless --branches: then those whose work is in your current branch are deleted "
+                                   "too (--force: all of them).")
+    p.add_argument("--job", metavar="ID", help="only this job's")
+    p.add_argument("--branches", action="store_true", help="also delete the task and job branches")
+    p.add_argument("--force", action="store_true", help="with --branches: delete branches whose work is not merged")
+    p.set_defaults(func=cmd_clean_worktrees)
     return parser
 
 

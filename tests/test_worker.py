@@ -335,7 +335,7 @@ def test_cancel_stops_claude_and_ends_cancelled(project, tmp_path):
     started = tmp_path / "started"
     tid = project.add(fake("touch_file", str(started)), fake("hang", child=True, pidfile=str(tmp_path / "p.json")))
     worker = project.start_worker()
-    wait_for(started.exists, what="claude to start")
+    wait_for((tmp_path / "p.json").exists, what="claude to start")
     assert project.queue.cancel_task(tid) == "cancel_requested"
     wait_for(lambda: project.task(tid).status == "cancelled", what="cancel")
     pids = json.loads((tmp_path / "p.json").read_text())
@@ -348,7 +348,7 @@ def test_sigterm_releases_the_running_task_after_the_grace_period(project, tmp_p
     started = tmp_path / "started"
     tid = project.add(fake("touch_file", str(started)), fake("hang", child=True, pidfile=str(tmp_path / "p.json")))
     worker = project.start_worker()
-    wait_for(started.exists, what="claude to start")
+    wait_for((tmp_path / "p.json").exists, what="claude to start")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     t = project.task(tid)
@@ -389,7 +389,7 @@ def test_lost_lease_stops_claude_and_records_nothing(project, tmp_path):
     started = tmp_path / "started"
     tid = project.add(fake("touch_file", str(started)), fake("hang", pidfile=str(tmp_path / "p.json")))
     worker = project.start_worker()
-    wait_for(started.exists, what="claude to start")
+    wait_for((tmp_path / "p.json").exists, what="claude to start")
     project.queue.recover_stale(worker_id="w1")  # as a coordinator does when it thinks w1 is dead
     pids = json.loads((tmp_path / "p.json").read_text())
     wait_for(lambda: gone(pids["pid"]), what="claude to be stopped")

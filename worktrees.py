@@ -1,0 +1,891 @@
+"""Worktree isolation: each task runs in its own git worktree, on its own branch, and its work is
+merged back when it is done.
+
+With `[isolation] mode = "worktree"` (or `isolation="worktree"` per job or per task):
+
+- at submit time the job records its base commit (`HEAD`) and repository; a directory outside git,
+  or (with `dirty_policy = "refuse"`) uncommitted changes the tasks would not see, is refused
+  before anything is written;
+- the worker runs each task in `<state dir>/worktrees/task-<id>` on a new branch
+  `klauss/<job>/task-<id>`, started from the base commit, or from the branches of the tasks it
+  depends on, so a dependent task sees their work; `copy_files` are copied in and
+  `setup_command` runs before Claude starts;
+- when Claude finishes (however it ends) everything it changed is committed on the task branch;
+- with `merge = "auto"` each completed task is merged into the job branch `klauss/<job>/merged`
+  (in a worktree of its own, never in the user's checkout); a conflict keeps the task's branch
+  and lists the files; `merge = "branch"` leaves one branch per task for review;
+- `merge_job` brings the job's work into the user's current branch when they say so;
+  `list_worktrees` and `clean_worktrees` show and remove the worktrees (and branches).
+
+Every git call goes through `_run` with an argv list (never a shell). Klauss's own commits use the
+identity "Klauss <klauss@localhost>", so they work whether or not the user configured one, and run
+no hooks and no signing; the user's own merge (`merge_job`) uses the user's identity when set.
+Problems are `WorktreeError`s whose message says what to do; problems found at submit time are
+`ValueError`s, like every other validation error.
+"""
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import claude_queue
+import config
+
+MODES = ("none", "worktree")
+MERGE_MODES = ("auto", "branch")
+PREFIX = "klauss"
+DIRNAME = "worktrees"
+IDENTITY = ("-c", "user.name=Klauss", "-c", "user.email=klauss@localhost")
+# Klauss's bookkeeping commits and merges: no signing prompt, and no user hooks (a failing
+# pre-commit hook must not lose a task's work; hooks run when the user merges the job).
+QUIET = ("-c", "commit.gpgsign=false", "-c", "core.hooksPath=/dev/null")
+GIT_TIMEOUT = 600
+KEEPALIVE_SECONDS = 5.0
+MAX_LISTED = 10
+TAIL_CHARS = 1500
+# A git repository location inherited from a hook or a wrapper would point every call elsewhere.
+_GIT_ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
+                 "GIT_PREFIX", "GIT_NAMESPACE", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
+
+
+class WorktreeError(RuntimeError):
+    """A worktree operation that failed; the message says what to do. `retryable` tells the worker
+    whether running the task again may help."""
+
+    def __init__(self, message, retryable=False):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+# --- running git ---------------------------------------------------------------------------------
+
+def _git_env():
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV_DROP}
+    env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", LANGUAGE="C")
+    return env
+
+
+def _tail(text, chars=TAIL_CHARS):
+    text = (text or "").strip()
+    return text if len(text) <= chars else "…" + text[-chars:]
+
+
+def _kill(proc, group):
+    try:
+        if group:
+            os.killpg(proc.pid, 9)
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _lost(keepalive):
+    """True when the worker's keepalive says the task is no longer its own (a database that stays
+    busy is not a reason to stop: the heartbeat thread would only log it, too)."""
+    if keepalive is None:
+        return False
+    try:
+        return keepalive() is False
+    except claude_queue.QueueError:
+        return False
+
+
+def _run(argv, cwd, timeout=GIT_TIMEOUT, keepalive=None, every=KEEPALIVE_SECONDS, env=None, group=False):
+    """Run argv (a list, no shell) in cwd: a CompletedProcess with text output. While it runs,
+    `keepalive()` is called every `every` seconds; when it returns False the command is stopped."""
+    try:
+        proc = subprocess.Popen([str(a) for a in argv], cwd=str(cwd), env=_git_env() if env is None else env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, errors="replace", start_new_session=group)
+    except OSError as exc:
+        raise WorktreeError(f"cannot run {argv[0]} in {cwd}: {exc.strerror or exc}") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            out, err = proc.communicate(timeout=max(0.05, min(every, deadline - time.monotonic())))
+            return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        except subprocess.TimeoutExpired:
+            why = None
+            if time.monotonic() >= deadline:
+                why = f"timed out after {timeout:g}s"
+            elif _lost(keepalive):
+                why = "was stopped: this worker no longer holds the task"
+            if why:
+                _kill(proc, group)
+                out, err = proc.communicate()
+                detail = _tail((out or "") + (err or ""))
+                raise WorktreeError(f"`{' '.join(map(str, argv))}` {why}" + (f"; output: {detail}" if detail else ""),
+                                    retryable=True) from None
+
+
+def git(cwd, *args, check=True, **kwargs):
+    """`git -C cwd args...`; with `check`, a non-zero exit raises WorktreeError quoting git."""
+    cp = _run(["git", *args], cwd, **kwargs)
+    if check and cp.returncode != 0:
+        shown = " ".join(a for i, a in enumerate(args) if a != "-c" and (i == 0 or args[i - 1] != "-c"))
+        raise WorktreeError(f"git {shown} failed in {cwd}: {_tail(cp.stderr or cp.stdout) or f'exit {cp.returncode}'}")
+    return cp
+
+
+def toplevel(path):
+    """The git top level of `path` (resolved), or None outside git. WorktreeError when git is missing."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    cp = git(path, "rev-parse", "--show-toplevel", check=False, timeout=60)
+    top = cp.stdout.strip()
+    return Path(top).resolve() if cp.returncode == 0 and top else None
+
+
+def _rev(repo, name):
+    cp = git(repo, "rev-parse", "--verify", "-q", f"{name}^{{commit}}", check=False, timeout=60)
+    return cp.stdout.strip() if cp.returncode == 0 and cp.stdout.strip() else None
+
+
+def _z(text):
+    return [p for p in (text or "").split("\0") if p]
+
+
+def _status_paths(cwd, excludes=()):
+    """Paths `git status` reports (modified, staged, untracked; untracked dirs collapsed)."""
+    cp = git(cwd, "status", "--porcelain", "-z", "--untracked-files=normal", "--", ".",
+             *(f":(exclude,literal){p}" for p in excludes), timeout=300)
+    items, paths = _z(cp.stdout), []
+    skip = False
+    for item in items:
+        if skip:  # the source path of a rename or copy
+            skip = False
+            continue
+        code, path = item[:2], item[3:]
+        paths.append(path)
+        skip = code[0] in "RC"
+    return paths
+
+
+def _relative_inside(path, repo):
+    """`path` relative to `repo` (posix), or None when it is not strictly inside it."""
+    if path is None:
+        return None
+    try:
+        rel = Path(os.path.abspath(path)).resolve().relative_to(Path(repo).resolve())
+    except ValueError:
+        return None
+    return None if str(rel) in ("", ".") else rel.as_posix()
+
+
+def _listed(paths):
+    shown = ", ".join(paths[:MAX_LISTED])
+    return shown + (f" (and {len(paths) - MAX_LISTED} more)" if len(paths) > MAX_LISTED else "")
+
+
+def _warn(message):
+    print(f"klauss: warning: {message}", file=sys.stderr, flush=True)
+
+
+# --- names and places ----------------------------------------------------------------------------
+
+def task_branch(task_id, job_id=None):
+    return f"{PREFIX}/{job_id}/task-{task_id}" if job_id else f"{PREFIX}/task-{task_id}"
+
+
+def job_branch(job_id):
+    return f"{PREFIX}/{job_id}/merged"
+
+
+def worktrees_dir(cfg, create=False):
+    path = Path(cfg.state_dir) / DIRNAME
+    if create:
+        config.ensure_private_dir(path)
+        ignore = path / ".gitignore"
+        if not ignore.exists():
+            # The worktrees live inside the project: keep `git add -A` there from taking them in.
+            ignore.write_text("*\n")
+    return path
+
+
+def _klauss_files(cfg, repo):
+    """Klauss's own files inside the repository (state dir, config file): never "changes"."""
+    return [p for p in (_relative_inside(cfg.state_dir, repo), _relative_inside(cfg.config_file, repo)) if p]
+
+
+def dirty_files(cfg, repo):
+    """Uncommitted changes in the user's checkout (Klauss's own state and config left out)."""
+    return _status_paths(repo, _klauss_files(cfg, repo))
+
+
+# --- submit time ---------------------------------------------------------------------------------
+
+def _choice(name, value, allowed):
+    if value is not None and value not in allowed:
+        raise ValueError(f"{name}: expected one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def effective_isolation(cfg, task_metadata=None, job_metadata=None):
+    """The task's own choice, else its job's, else `[isolation] mode`."""
+    for meta in (task_metadata, job_metadata):
+        mode = (meta or {}).get("isolation") if isinstance(meta, dict) else None
+        if mode is not None:
+            return mode
+    return cfg["isolation"]["mode"]
+
+
+def repo_and_head(cfg):
+    """(git top level, HEAD sha) of the project. ValueError when worktree isolation cannot work here."""
+    root = Path(cfg.root)
+    try:
+        top = toplevel(root)
+    except WorktreeError as exc:
+        raise ValueError(f"isolation: worktree needs git: {exc}") from None
+    if top is None:
+        raise ValueError(f"isolation: worktree needs a git repository and {root} is not in one; run `git init` "
+                         "and commit your files, or use isolation \"none\"")
+    head = _rev(top, "HEAD")
+    if head is None:
+        raise ValueError(f"isolation: the git repository {top} has no commit yet; commit your files first "
+                         "(worktree tasks start from HEAD)")
+    return top, head
+
+
+def check_dirty(cfg, repo, head):
+    """Apply `[isolation] dirty_policy` to uncommitted changes the worktree tasks would not see."""
+    files = dirty_files(cfg, repo)
+    if not files:
+        return []
+    what = (f"{repo} has uncommitted changes that worktree tasks will not see (they start from HEAD "
+            f"{head[:12]}): {_listed(files)}")
+    if cfg["isolation"]["dirty_policy"] == "refuse":
+        raise ValueError(f"isolation: {what}; commit or stash them first, or set [isolation] dirty_policy = "
+                         "\"warn\" in .klauss.toml")
+    _warn(what + "; commit them first if the tasks need them")
+    return files
+
+
+def job_isolation(cfg, isolation=None, merge=None, metadata=None):
+    """The metadata a new job records for its isolation (checked before anything is written):
+    {} when the job edits the working tree like the default, else {"isolation", "merge",
+    "base_commit", "repo"}. ValueError when worktree isolation cannot work here."""
+    metadata = metadata if isinstance(metadata, dict) else {}
+    isolation = _choice("isolation", isolation if isolation is not None else metadata.get("isolation"), MODES)
+    merge = _choice("merge", merge if merge is not None else metadata.get("merge"), MERGE_MODES)
+    mode = isolation or cfg["isolation"]["mode"]
+    if mode != "worktree":
+        return {"isolation": "none"} if isolation is not None else {}
+    repo, head = repo_and_head(cfg)
+    check_dirty(cfg, repo, head)
+    return {"isolation": "worktree", "merge": merge or cfg["isolation"]["merge"], "base_commit": head,
+            "repo": str(repo)}
+
+
+def annotate_tasks(cfg, entries, job_metadata=None, get_job=None, cwd=None):
+    """Task entries ready to queue: each worktree task whose job does not give it a base commit gets
+    its own (`metadata` isolation, base_commit, repo), and every worktree task's working dir must be
+    inside the repository. `job_metadata` is the job's (a job being created with the tasks);
+    otherwise `get_job(job_id)` looks it up. ValueError names the task and the field."""
+    if not isinstance(entries, (list, tuple)):
+        return entries
+    result, lone = [], None
+    for index, entry in enumerate(entries):
+        prefix = f"task {index}: " if len(entries) > 1 else ""
+        meta = entry.get("metadata") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or (meta is not None and not isinstance(meta, dict)):
+            result.append(entry)  # the queue's validation names what is wrong
+            continue
+        meta = meta or {}
+        own = meta.get("isolation")
+        if own is not None and own not in MODES:
+            raise ValueError(f"{prefix}metadata.isolation: expected one of {', '.join(MODES)}, got {own!r}")
+        jmeta = job_metadata
+        if jmeta is None and entry.get("job_id") and get_job is not None:
+            job = get_job(entry["job_id"])
+            jmeta = job["metadata"] if job else None
+        if effective_isolation(cfg, meta, jmeta) != "worktree":
+            result.append(entry)
+            continue
+        if meta.get("repo") and meta.get("base_commit"):
+            repo = meta["repo"]
+        elif (jmeta or {}).get("isolation") == "worktree" and (jmeta or {}).get("repo"):
+            repo = jmeta["repo"]
+        else:
+            try:
+                if lone is None:
+                    lone = repo_and_head(cfg)
+                    check_dirty(cfg, *lone)
+            except ValueError as exc:
+                raise ValueError(f"{prefix}{exc}") from None
+            repo = str(lone[0])
+            entry = {**entry, "metadata": {**meta, "isolation": "worktree", "base_commit": lone[1], "repo": repo}}
+        wd = entry.get("working_dir")
+        wd = Path(cfg.root) if wd is None else Path(cwd or os.getcwd()) / Path(str(wd)).expanduser()
+        if wd.exists() and wd.resolve() != Path(repo).resolve() and _relative_inside(wd, repo) is None:
+            raise ValueError(f"{prefix}working_dir: {entry.get('working_dir')} is outside the git repository {repo}; "
+                             "a worktree task can only work inside it (or give it metadata isolation \"none\")")
+        result.append(entry)
+    return result
+
+
+# --- in the worker -------------------------------------------------------------------------------
+
+@contextmanager
+def _locked(path, keepalive=None, timeout=GIT_TIMEOUT):
+    """An exclusive lock on `path` (flock), for the merges several workers make at once."""
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        next_beat = time.monotonic() + KEEPALIVE_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise WorktreeError(f"waited {timeout:g}s for the merge lock {path}; is a git merge stuck?",
+                                        retryable=True) from None
+                if now >= next_beat:
+                    next_beat = now + KEEPALIVE_SECONDS
+                    if _lost(keepalive):
+                        raise WorktreeError("stopped waiting for the merge lock: this worker no longer holds "
+                                            "the task", retryable=True) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _registered(repo):
+    """{resolved path: entry} of the repository's worktrees (`git worktree list --porcelain`)."""
+    cp = git(repo, "worktree", "list", "--porcelain", timeout=120)
+    entries, current = {}, None
+    for line in cp.stdout.splitlines() + [""]:
+        if not line:
+            if current:
+                entries[str(Path(current["worktree"]).resolve())] = current
+            current = None
+            continue
+        key, _, value = line.partition(" ")
+        if key == "worktree":
+            current = {"worktree": value}
+        elif current is not None:
+            current[key] = value or True
+    return entries
+
+
+def _remove_worktree(repo, path):
+    """Remove a worktree (registered, stale or half-made) and prune what git still records of it."""
+    path = Path(path)
+    git(repo, "worktree", "remove", "--force", "--force", str(path), check=False, timeout=300)
+    if path.exists() or path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    git(repo, "worktree", "prune", check=False, timeout=120)
+
+
+def _unmerged(cwd):
+    return _z(git(cwd, "diff", "--name-only", "-z", "--diff-filter=U", check=False).stdout)
+
+
+def prepare_task(cfg, queue, task, job, working_dir, keepalive=None):
+    """Set up the task's worktree when it runs isolated: returns a TaskTree whose `working_dir` is
+    where Claude runs, or None when the task edits the working tree directly."""
+    meta = task.metadata or {}
+    jmeta = (job or {}).get("metadata") or {}
+    mode = effective_isolation(cfg, meta, jmeta)
+    if mode == "none":
+        return None
+    if mode != "worktree":
+        raise WorktreeError(f"metadata.isolation: expected none or worktree, got {mode!r}; fix the task and "
+                            "submit it again")
+    if meta.get("repo") and meta.get("base_commit"):
+        repo, base, merge, jbranch = meta["repo"], meta["base_commit"], "branch", None
+    elif jmeta.get("isolation") == "worktree" and jmeta.get("repo") and jmeta.get("base_commit"):
+        repo, base = jmeta["repo"], jmeta["base_commit"]
+        merge = jmeta.get("merge") or "auto"
+        jbranch = jmeta.get("job_branch") or job_branch(job["id"])
+    else:
+        # Isolated by configuration alone (queued without going through Klauss's submit checks):
+        # start from the repository's HEAD now, and leave the branch for review.
+        try:
+            top, base = repo_and_head(cfg)
+        except ValueError as exc:
+            raise WorktreeError(str(exc)) from None
+        repo, merge, jbranch = str(top), "branch", None
+    tree = TaskTree(cfg, queue, task, Path(repo), base, merge, jbranch, keepalive)
+    try:
+        return tree.create(working_dir)
+    except OSError as exc:
+        raise WorktreeError(f"could not set up the worktree {tree.path}: {exc}", retryable=True) from None
+
+
+class TaskTree:
+    """One task's worktree for the length of a run: made by `create`, committed by `finish`,
+    merged by `merge`."""
+
+    def __init__(self, cfg, queue, task, repo, base, merge, jbranch, keepalive=None):
+        self.cfg, self.queue, self.task = cfg, queue, task
+        self.repo, self.base, self.merge_mode, self.job_branch = repo, base, merge, jbranch
+        self.keepalive = keepalive
+        workers = cfg["workers"]
+        self.every = max(0.05, min(workers["heartbeat_seconds"], workers["lease_seconds"] / 3))
+        self.dir = worktrees_dir(cfg)
+        self.path = self.dir / f"task-{task.id}"
+        self.branch = task_branch(task.id, task.job_id)
+        self.starts = [base]  # the task's own work is what its branch has beyond these commits
+        self.exclude = []     # what copy_files and the setup command made: never committed
+        self.working_dir = None
+        self.error = None
+        self.commit = None
+
+    def _git(self, cwd, *args, **kwargs):
+        kwargs.setdefault("keepalive", self.keepalive)
+        kwargs.setdefault("every", self.every)
+        return git(cwd, *args, **kwargs)
+
+    def create(self, working_dir):
+        repo, tid = self.repo, self.task.id
+        if not repo.is_dir() or toplevel(repo) is None:
+            raise WorktreeError(f"the job's git repository {repo} is gone or no longer a repository; "
+                                "submit the task again from the project")
+        if _rev(repo, self.base) is None:
+            raise WorktreeError(f"base commit {self.base[:12]} is not in {repo}; submit the task again")
+        rel = _relative_inside(working_dir, repo)
+        if rel is None and Path(working_dir).resolve() != repo.resolve():
+            raise WorktreeError(f"working dir {working_dir} is outside the git repository {repo}; give the task "
+                                "a working dir inside it, or metadata isolation \"none\"")
+        worktrees_dir(self.cfg, create=True)
+        # A crashed attempt may have left its worktree (or half of one): start clean.
+        _remove_worktree(repo, self.path)
+        existing = _rev(repo, f"refs/heads/{self.branch}")
+        deps = self._dependency_commits()
+        self.starts += [c for _, c in deps]
+        if existing is not None:
+            if self.task.attempt <= 1:
+                raise WorktreeError(f"branch {self.branch} already exists but task {tid} has not run before (left "
+                                    f"from another database?); delete it (`git branch -D {self.branch}`) or rename "
+                                    f"it, then retry the task (`submit_task.py retry {tid}`)")
+            # An earlier attempt's work is on the branch: this attempt goes on from there.
+            self._add(repo, "worktree", "add", str(self.path), self.branch)
+        elif len(deps) == 1:
+            self._add(repo, "worktree", "add", "-b", self.branch, str(self.path), deps[0][1])
+        else:
+            self._add(repo, "worktree", "add", "-b", self.branch, str(self.path), self.base)
+            for dep_id, commit in deps:
+                self._merge_dependency(dep_id, commit, deps)
+        self.working_dir = self.path / rel if rel else self.path
+        self.working_dir.mkdir(parents=True, exist_ok=True)
+        self._copy_files()
+        self._setup()
+        self.exclude = sorted(set(self.exclude) | set(_status_paths(self.path)))
+        return self
+
+    def _add(self, repo, *args):
+        try:
+            self._git(repo, *args)
+        except WorktreeError as exc:
+            hint = ""
+            if "already checked out" in str(exc) or "is already used by worktree" in str(exc):
+                hint = (f"; branch {self.branch} is checked out elsewhere: switch that checkout to another "
+                        f"branch, then retry task {self.task.id}")
+            raise WorktreeError(f"could not create the worktree {self.path}: {exc}{hint}",
+                                retryable=exc.retryable) from None
+
+    def _dependency_commits(self):
+        """[(task id, commit)] of the dependencies that ran in worktrees of this repository."""
+        full = self.queue.get_task(self.task.id)
+        found = []
+        for dep_id in (full.depends_on if full else None) or []:
+            dep = self.queue.get_task(dep_id)
+            outcome = (dep.outcome if dep else None) or {}
+            commit = None
+            if outcome.get("branch"):
+                commit = _rev(self.repo, f"refs/heads/{outcome['branch']}")
+            if commit is None and outcome.get("commit"):
+                commit = _rev(self.repo, outcome["commit"])
+            if commit is not None:
+                found.append((dep_id, commit))
+        return found
+
+    def _merge_dependency(self, dep_id, commit, deps):
+        cp = self._git(self.path, *IDENTITY, *QUIET, "merge", "--no-edit", "-m",
+                       f"klauss: task {self.task.id}: start from dependency #{dep_id}", commit, check=False)
+        if cp.returncode == 0:
+            return
+        files = _unmerged(self.path)
+        git(self.path, "merge", "--abort", check=False)
+        _remove_worktree(self.repo, self.path)
+        git(self.repo, "branch", "-D", self.branch, check=False)
+        names = " and ".join(f"#{d} ({task_branch(d, self.task.job_id)})" for d, _ in deps)
+        if not files:
+            raise WorktreeError(f"could not merge dependency #{dep_id} into {self.branch}: "
+                                f"{_tail(cp.stderr or cp.stdout)}", retryable=True)
+        raise WorktreeError(f"the work of dependencies {names} conflicts in {_listed(files)}; merge them by hand "
+                            f"into a branch named {self.branch} (e.g. `git branch {self.branch} "
+                            f"{task_branch(deps[0][0], self.task.job_id)}`, check it out and `git merge` the "
+                            f"others), then retry task {self.task.id}")
+
+    def _copy_files(self):
+        for name in self.cfg["isolation"]["copy_files"]:
+            src = self.repo / name
+            # Checked by name, not resolved: an .env that is a symlink to a file kept elsewhere is fine
+            # (its content is copied).
+            rel = os.path.relpath(os.path.normpath(src), os.path.normpath(self.repo))
+            if os.path.isabs(name) or rel == "." or rel == ".." or rel.startswith(".." + os.sep):
+                raise WorktreeError(f"[isolation] copy_files: {name} is not inside the repository {self.repo}; "
+                                    "list paths relative to the project root")
+            if not src.exists():
+                continue  # e.g. an .env that only some checkouts have
+            dst = self.path / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                if src.is_dir():
+                    shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(src, dst)
+            except OSError as exc:
+                raise WorktreeError(f"[isolation] copy_files: cannot copy {name} into {self.path}: "
+                                    f"{exc.strerror or exc}", retryable=True) from None
+            self.exclude.append(rel)
+
+    def _setup(self):
+        argv = list(self.cfg["isolation"]["setup_command"])
+        if not argv:
+            return
+        env = {**os.environ, "KLAUSS_TASK_ID": str(self.task.id), "KLAUSS_WORKTREE": str(self.path)}
+        timeout = self.task.timeout or self.cfg["claude"]["timeout"]
+        shown = " ".join(argv)
+        try:
+            cp = _run(argv, self.path, timeout=timeout, keepalive=self.keepalive, every=self.every, env=env,
+                      group=True)
+        except WorktreeError as exc:
+            retryable = "cannot run" not in str(exc)
+            raise WorktreeError(f"[isolation] setup_command `{shown}` failed in {self.path}: {exc}; fix it in "
+                                ".klauss.toml", retryable=retryable) from None
+        if cp.returncode != 0:
+            output = _tail((cp.stdout or "") + (cp.stderr or ""))
+            raise WorktreeError(f"[isolation] setup_command `{shown}` exited with {cp.returncode} in {self.path}"
+                                + (f"; output: {output}" if output else "") + "; fix the command or the project "
+                                "so it succeeds in a fresh checkout", retryable=True)
+
+    def finish(self, outcome):
+        """Commit everything the run changed on the task branch (if anything did) and record the
+        worktree fields in `outcome`. A failure is recorded, not raised (see `merge`)."""
+        fields = {"worktree": str(self.path), "branch": self.branch, "commit": None, "files_changed": [],
+                  "merge": "none", "conflicts": []}
+        try:
+            gitdir = Path(self._git(self.path, "rev-parse", "--absolute-git-dir").stdout.strip())
+            lock = gitdir / "index.lock"
+            if lock.exists():  # left by a git command Claude ran; its whole process group is gone now
+                lock.unlink()
+            self._git(self.path, "add", "-A", "--", ".", *(f":(exclude,literal){p}" for p in self.exclude))
+            if self._git(self.path, "diff", "--cached", "--quiet", check=False).returncode == 1:
+                title = " ".join((self.task.prompt.strip().splitlines() or [""])[0].split())[:72]
+                body = (f"Job: {self.task.job_id}\n" if self.task.job_id else "") + f"Attempt: {self.task.attempt}"
+                self._git(self.path, *IDENTITY, *QUIET, "commit", "-q", "--no-verify",
+                          "-m", f"klauss: task {self.task.id}: {title}", "-m", body)
+            self.commit = self._git(self.path, "rev-parse", "HEAD").stdout.strip()
+            fields["commit"] = self.commit
+            names = self._git(self.path, "log", "--format=", "--name-only", "-z", "--no-renames", self.commit,
+                              "--not", *self.starts, "--").stdout
+            fields["files_changed"] = sorted(set(_z(names.replace("\n", "\0"))))
+        except (WorktreeError, OSError) as exc:
+            self.error = f"could not commit the task's changes in {self.path}: {exc}"
+            fields["worktree_error"] = self.error
+        outcome.update(fields)
+
+    def merge(self, outcome):
+        """After a successful run: merge the task branch into the job branch (merge = "auto") or
+        leave it for review. Returns an error message when the work could not be committed (the
+        task should not count as done), else None; a merge conflict still counts as done."""
+        if self.error:
+            return self.error
+        if self.merge_mode != "auto" or not self.job_branch:
+            outcome["merge"] = "branch"
+            return None
+        title = " ".join((self.task.prompt.strip().splitlines() or [""])[0].split())[:72]
+        try:
+            with _locked(self.dir / ".merge.lock", keepalive=self.keepalive):
+                outcome.update(self._merge_into_job_branch(f"klauss: merge task {self.task.id}: {title}"))
+        except WorktreeError as exc:
+            outcome["merge"] = "error"
+            outcome.setdefault("warnings", []).append(
+                f"could not merge into {self.job_branch}: {exc}; the work is safe on branch {self.branch}")
+        return None
+
+    def _merge_into_job_branch(self, message):
+        repo, ref = self.repo, f"refs/heads/{self.job_branch}"
+        tip = _rev(repo, ref)
+        if tip is None:
+            self._git(repo, "update-ref", "-m", "klauss: job branch", ref, self.base, "")
+            tip = self.base
+        mpath = self.dir / f"merged-{self.task.job_id}"
+        entry = _registered(repo).get(str(mpath.resolve()))
+        if entry is None or entry.get("prunable") or not (mpath / ".git").exists():
+            _remove_worktree(repo, mpath)
+            # Detached: the job branch is moved by update-ref, so it is never "checked out" and the
+            # user can look at it, or check it out, freely.
+            self._git(repo, "worktree", "add", "--detach", str(mpath), tip)
+        self._git(mpath, "merge", "--abort", check=False)
+        self._git(mpath, "reset", "-q", "--hard")
+        self._git(mpath, "clean", "-qfd")
+        self._git(mpath, "checkout", "-q", "--detach", tip)
+        cp = self._git(mpath, *IDENTITY, *QUIET, "merge", "--no-ff", "--no-edit", "-m", message, self.commit,
+                       check=False)
+        if cp.returncode == 0:
+            new = self._git(mpath, "rev-parse", "HEAD").stdout.strip()
+            if new != tip:
+                self._git(repo, "update-ref", "-m", message, ref, new, tip)
+            return {"merge": "merged", "merged_into": self.job_branch, "merge_commit": new, "conflicts": []}
+        files = _unmerged(mpath)
+        self._git(mpath, "merge", "--abort", check=False)
+        self._git(mpath, "reset", "-q", "--hard")
+        if not files:
+            raise WorktreeError(f"git merge failed: {_tail(cp.stderr or cp.stdout)}")
+        return {"merge": "conflict", "conflicts": files, "merged_into": None}
+
+
+# --- after the job: merge, list, clean -----------------------------------------------------------
+
+def _user_identity(repo):
+    """-c options for the user's own merge commit, only where the user has no identity set."""
+    args = []
+    for key, env_names, fallback in (("user.name", ("GIT_COMMITTER_NAME",), "Klauss"),
+                                     ("user.email", ("GIT_COMMITTER_EMAIL", "EMAIL"), "klauss@localhost")):
+        if any(os.environ.get(n) for n in env_names):
+            continue
+        if git(repo, "config", key, check=False).stdout.strip():
+            continue
+        args += ["-c", f"{key}={fallback}"]
+    return args
+
+
+def merge_job(cfg, queue, job_id, force=False):
+    """Merge a worktree job's work into the user's current branch: the job branch (merge = "auto"),
+    or each completed task's branch in task order, stopping at the first conflict (merge = "branch").
+    A conflict is aborted, leaving the user's tree as it was. Returns a report dict with `status`
+    "merged", "conflict" or "nothing"."""
+    job = queue.get_job(job_id)
+    if job is None:
+        raise ValueError(f"job_id: unknown job {job_id!r}")
+    meta = job["metadata"]
+    if meta.get("isolation") != "worktree":
+        raise ValueError(f"job {job_id} does not use worktree isolation: its tasks edited the working tree "
+                         "directly, so there is nothing to merge")
+    repo = Path(meta["repo"])
+    if toplevel(repo) is None:
+        raise WorktreeError(f"the job's git repository {repo} is gone")
+    tasks = queue.list_tasks(job_id=job_id, order="asc")
+    running = [t.id for t in tasks if t.status in ("pending", "in_progress")]
+    if running and not force:
+        raise WorktreeError(f"job {job_id} is not finished ({len(running)} task(s) pending or running: "
+                            f"{', '.join('#%d' % t for t in running[:MAX_LISTED])}); wait for it, or use --force "
+                            "to merge what is done so far")
+    into = git(repo, "symbolic-ref", "-q", "--short", "HEAD", check=False).stdout.strip()
+    if not into:
+        raise WorktreeError(f"HEAD in {repo} is detached; check out the branch to merge into, then merge again")
+    dirty = dirty_files(cfg, repo)
+    if dirty:
+        raise WorktreeError(f"{repo} has uncommitted changes: {_listed(dirty)}; commit or stash them first, so "
+                            "the merge does not mix with them")
+    merge_mode = meta.get("merge") or "auto"
+    not_merged = []
+    if merge_mode == "auto":
+        jb = meta.get("job_branch") or job_branch(job_id)
+        sources = [(jb, None)] if _rev(repo, f"refs/heads/{jb}") else []
+        for t in tasks:
+            o = t.outcome or {}
+            if t.status == "completed" and o.get("branch") and o.get("merge") != "merged":
+                not_merged.append({"task": t.id, "branch": o["branch"], "merge": o.get("merge"),
+                                   "conflicts": o.get("conflicts") or []})
+    else:
+        sources = []
+        for t in tasks:
+            o = t.outcome or {}
+            if t.status == "completed" and o.get("branch"):
+                if _rev(repo, f"refs/heads/{o['branch']}"):
+                    sources.append((o["branch"], t.id))
+                else:
+                    not_merged.append({"task": t.id, "branch": o["branch"], "merge": "branch deleted",
+                                       "conflicts": []})
+    identity = _user_identity(repo)
+    title = " ".join((job["description"].strip().splitlines() or [""])[0].split())[:72]
+    report = {"job_id": job_id, "repo": str(repo), "into": into, "status": "nothing", "merged": [],
+              "conflict_branch": None, "conflicts": [], "not_merged": not_merged}
+    for ref, tid in sources:
+        what = f"task {tid} of job {job_id}" if tid else f"job {job_id}"
+        cp = git(repo, *identity, "merge", "--no-ff", "--no-edit", "-m", f"klauss: merge {what}: {title}", ref,
+                 check=False)
+        if cp.returncode == 0:
+            report["merged"].append(ref)
+            report["status"] = "merged"
+            continue
+        files = _unmerged(repo)
+        if git(repo, "merge", "--abort", check=False).returncode != 0:
+            git(repo, "reset", "-q", "--merge", check=False)
+        if not files:
+            raise WorktreeError(f"git merge {ref} into {into} failed (your branch is as it was): "
+                                f"{_tail(cp.stderr or cp.stdout)}")
+        report.update(status="conflict", conflict_branch=ref, conflicts=files)
+        break
+    report["head"] = _rev(repo, "HEAD")
+    if report["merged"]:
+        queue.update_job_metadata(job_id, {"merged_into": into, "merged_at": time.time(),
+                                           "merged_head": report["head"]})
+    return report
+
+
+def describe_merge(report):
+    """(lines, ok) telling the user what `merge_job` did and what is left to do by hand."""
+    into, lines = report["into"], []
+    if report["status"] == "nothing" and not report["not_merged"]:
+        lines.append(f"nothing to merge: job {report['job_id']} has no completed work on a branch")
+    for ref in report["merged"]:
+        lines.append(f"merged {ref} into {into}")
+    if report["status"] == "conflict":
+        lines.append(f"error: merging {report['conflict_branch']} into {into} conflicts in "
+                     f"{_listed(report['conflicts'])}; the merge was aborted and {into} is as it was. Merge it by "
+                     f"hand (`git merge {report['conflict_branch']}`, resolve the conflicts, commit), then run "
+                     "merge again for the rest")
+    for t in report["not_merged"]:
+        why = t["merge"] + (f" in {_listed(t['conflicts'])}" if t["conflicts"] else "")
+        lines.append(f"task #{t['task']} is not in the job branch ({why}); its work is on {t['branch']}: merge it "
+                     f"by hand (`git merge {t['branch']}`) and resolve the conflicts")
+    return lines, report["status"] != "conflict"
+
+
+_TASK_DIR = re.compile(r"task-(\d+)")
+_MERGE_DIR = re.compile(r"merged-(.+)")
+
+
+def _project_repo(cfg):
+    try:
+        top = toplevel(cfg.root)
+    except WorktreeError as exc:
+        raise ValueError(f"worktrees need git: {exc}") from None
+    if top is None:
+        raise ValueError(f"{cfg.root} is not in a git repository, so it has no worktrees")
+    return top
+
+
+def list_worktrees(cfg, queue, job_id=None):
+    """Klauss's worktrees of this project (task worktrees and job merge worktrees), oldest task
+    first: dicts with kind, path, branch, head, task_id, job_id, status, registered."""
+    repo = _project_repo(cfg)
+    base = worktrees_dir(cfg).resolve() if worktrees_dir(cfg).exists() else worktrees_dir(cfg)
+    found = {}
+    for path, entry in _registered(repo).items():
+        if Path(path).parent == base:
+            found[path] = entry
+    if base.is_dir():
+        for child in base.iterdir():
+            if child.is_dir() and str(child.resolve()) not in found and (
+                    _TASK_DIR.fullmatch(child.name) or _MERGE_DIR.fullmatch(child.name)):
+                found[str(child.resolve())] = None
+    rows = []
+    for path, entry in found.items():
+        name = Path(path).name
+        row = {"path": path, "registered": entry is not None, "prunable": bool(entry and entry.get("prunable")),
+               "head": (entry or {}).get("HEAD"), "branch": None, "task_id": None, "job_id": None}
+        ref = (entry or {}).get("branch")
+        if isinstance(ref, str):
+            row["branch"] = ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
+        task_match, merge_match = _TASK_DIR.fullmatch(name), _MERGE_DIR.fullmatch(name)
+        if task_match:
+            task = queue.get_task(int(task_match.group(1)))
+            row.update(kind="task", task_id=int(task_match.group(1)), job_id=task.job_id if task else None,
+                       status=task.status if task else "unknown")
+        elif merge_match:
+            job = queue.get_job(merge_match.group(1))
+            stats = job["stats"] if job else None
+            row.update(kind="merge", job_id=merge_match.group(1), branch=job_branch(merge_match.group(1)),
+                       status="unknown" if job is None else (
+                           "running" if stats["pending"] + stats["in_progress"] else "finished"))
+        else:
+            continue
+        if not row["registered"]:
+            row["status"] += " (stale)"
+        if job_id is None or row["job_id"] == job_id:
+            rows.append(row)
+    rows.sort(key=lambda r: (r["kind"] != "task", r["task_id"] or 0, r["path"]))
+    return rows
+
+
+_BRANCHES = (re.compile(rf"{PREFIX}/(?P<job>[^/]+)/task-(?P<task>\d+)"), re.compile(rf"{PREFIX}/(?P<job>[^/]+)/merged"),
+             re.compile(rf"{PREFIX}/task-(?P<task>\d+)"))
+
+
+def _branch_owner_finished(queue, name, job_id):
+    """(finished?, reason kept) for a Klauss branch name, or None when it is not one of this database's."""
+    for pattern in _BRANCHES:
+        m = pattern.fullmatch(name)
+        if not m:
+            continue
+        groups = m.groupdict()
+        job = groups.get("job")
+        if job_id is not None and job != job_id:
+            return None
+        if groups.get("task"):
+            task = queue.get_task(int(groups["task"]))
+            if task is not None and task.job_id != job:
+                return None  # the same id in another database
+            if task is None:
+                return (True, None) if job and queue.get_job(job) else None
+            return (task.status in claude_queue.FINISHED, f"task #{task.id} is {task.status}")
+        record = queue.get_job(job)
+        if record is None:
+            return None
+        stats = record["stats"]
+        return (stats["pending"] + stats["in_progress"] == 0, f"job {job} is still running")
+    return None
+
+
+def clean_worktrees(cfg, queue, job_id=None, branches=False, force=False):
+    """Remove the worktrees of finished tasks (and the merge worktrees of finished jobs); with
+    `branches`, also delete their branches once their work is in the current branch (`force`:
+    even when it is not). Returns {"removed", "kept", "branches_deleted", "branches_kept"}."""
+    repo = _project_repo(cfg)
+    report = {"removed": [], "kept": [], "branches_deleted": [], "branches_kept": []}
+    for row in list_worktrees(cfg, queue, job_id):
+        status = row["status"].replace(" (stale)", "")
+        done = status in (*claude_queue.FINISHED, "unknown", "finished")
+        if not done:
+            owner = f"task #{row['task_id']}" if row["task_id"] else f"job {row['job_id']}"
+            report["kept"].append({"path": row["path"], "reason": f"{owner} is {status}"})
+            continue
+        _remove_worktree(repo, row["path"])
+        report["removed"].append(row["path"])
+    git(repo, "worktree", "prune", check=False)
+    if not branches:
+        return report
+    head = _rev(repo, "HEAD")
+    checked_out = {e.get("branch") for e in _registered(repo).values() if isinstance(e.get("branch"), str)}
+    refs = git(repo, "for-each-ref", "--format=%(refname)", f"refs/heads/{PREFIX}/").stdout.split()
+    for ref in refs:
+        name = ref[len("refs/heads/"):]
+        owner = _branch_owner_finished(queue, name, job_id)
+        if owner is None:
+            continue
+        finished, why = owner
+        if not finished:
+            report["branches_kept"].append({"branch": name, "reason": why})
+            continue
+        if ref in checked_out:
+            report["branches_kept"].append({"branch": name, "reason": "checked out in a worktree"})
+            continue
+        merged = head is not None and git(repo, "merge-base", "--is-ancestor", ref, head,
+                                          check=False).returncode == 0
+        if not merged and not force:
+            report["branches_kept"].append({"branch": name, "reason": "its work is not in your current branch "
+                                            "(merge it, or add --force to delete it anyway)"})
+            continue
+        cp = git(repo, "branch", "-D", name, check=False)
+        if cp.returncode == 0:
+            report["branches_deleted"].append(name)
+        else:
+            report["branches_kept"].append({"branch": name, "reason": _tail(cp.stderr, 200)})
+    return report
