@@ -49,10 +49,6 @@ def log(message):
         sys.stdout = open(os.devnull, "w")
 
 
-class StopRequested(Exception):
-    pass
-
-
 # --- the prompt --------------------------------------------------------------------------------
 
 def _is_text(data):
@@ -76,15 +72,20 @@ def expand_context(patterns, working_dir):
     return list(seen.items())
 
 
-def build_prompt(task, job, working_dir, inline_budget):
+def build_prompt(task, job, working_dir, inline_budget, branch=None):
     """The text Claude receives: who it is in the job, shared context, files, outputs, then the task."""
     parts = []
     header = f"You are a Klauss worker running task #{task.id}"
     if job:
         header += f" of job {job['id']} (\"{job['description']}\")"
     header += f", attempt {task.attempts_used} of {task.max_attempts}."
-    parts.append(header + " Other workers may be editing other files of this project at the same "
-                 "time: change only what this task needs.")
+    if branch:
+        parts.append(header + f" You work in a git worktree of your own, on branch {branch}: stay on it "
+                     "(do not switch branches, commit or push); everything you change there is committed "
+                     "for you when you finish and merged back by Klauss.")
+    else:
+        parts.append(header + " Other workers may be editing other files of this project at the same "
+                     "time: change only what this task needs.")
     shared = (job or {}).get("metadata", {}).get("context")
     if shared:
         parts.append("## Shared context for this job\n" + str(shared).strip())
@@ -458,7 +459,8 @@ class Worker:
         if tree is not None:
             working_dir = str(tree.working_dir)
             log(f"task {task.id}: worktree {tree.path} on branch {tree.branch}")
-        prompt = build_prompt(task, job, working_dir, self.cfg["claude"]["context_inline_bytes"])
+        prompt = build_prompt(task, job, working_dir, self.cfg["claude"]["context_inline_bytes"],
+                              branch=tree.branch if tree is not None else None)
         before = snapshot_outputs(task.expected_outputs, working_dir)
         argv = claude_cli.build_argv(self.cfg["claude"], task.metadata, executable=self.executable)
         env = {**os.environ, **self.cfg["claude"]["env"], "KLAUSS_TASK_ID": str(task.id),

@@ -255,7 +255,10 @@ class Config:
         return self.state_dir / "logs"
 
     def ensure_state_dir(self):
-        ensure_private_dir(self.state_dir)
+        if not self.state_dir.is_dir():
+            ensure_private_dir(self.state_dir)
+            # The database, logs and worktrees must never be committed by a `git add -A`.
+            (self.state_dir / ".gitignore").write_text("# Klauss runtime state\n*\n")
         ensure_private_dir(self.logs_dir)
         return self.state_dir
 

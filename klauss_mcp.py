@@ -34,7 +34,6 @@ import math
 import os
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -46,7 +45,7 @@ import orchestrator
 import submit_task
 
 HERE = Path(__file__).resolve().parent
-SERVER_NAME = "klauss"
+SERVER_NAME = orchestrator.MCP_SERVER_NAME
 SERVER_VERSION = "1.0.0"
 # Newest first; an `initialize` asking for another version is answered with the first one.
 PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
@@ -253,23 +252,8 @@ def _money(value):
 
 
 def check_plan(plan):
-    """Check a submit_job plan exactly as `orchestrator.py run` checks a plan file; returns
-    (plan, entries) with entries ready for submit_plan. Raises ValueError with the CLI's message."""
-    own = getattr(orchestrator, "check_plan", None)
-    if own is not None:
-        return own(plan)
-    # orchestrator.load_plan only reads files: give it one (the JSON we write is always valid,
-    # so none of its messages mention the temporary path).
-    fd, path = tempfile.mkstemp(prefix="klauss-plan-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(plan, fh)
-        return orchestrator.load_plan(path)
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    """Check a submit_job plan exactly as `orchestrator.py run` checks a plan file."""
+    return orchestrator.check_plan(plan)
 
 
 class CallContext:
@@ -857,55 +841,6 @@ class MCPServer:
         return {"content": [{"type": "text", "text": text}], "isError": is_error}
 
 
-# --- registering the server for a project -------------------------------------------------------
-
-def mcp_entry(project_root, klauss_dir=HERE, absolute=False):
-    """The .mcp.json server entry. The script path is relative to the project when Klauss is inside
-    it (the file can be committed and works in any clone), else absolute. Claude Code starts the
-    server in the directory it was started in, so a relative path needs `claude` started at the
-    project root; `absolute=True` works from anywhere (but only on this machine)."""
-    project_root, klauss_dir = Path(project_root).resolve(), Path(klauss_dir).resolve()
-    script = klauss_dir / "klauss_mcp.py"
-    if not absolute and (project_root == klauss_dir or project_root in klauss_dir.parents):
-        script = Path(os.path.relpath(script, project_root)).as_posix()
-    return {"type": "stdio", "command": "python3", "args": [str(script)]}
-
-
-def register_mcp(project_root, klauss_dir=HERE, absolute=False):
-    """Merge the klauss server into <project>/.mcp.json, keeping every other server and key (and any
-    extra keys of an existing klauss entry, such as "env"). Idempotent. Refuses, leaving the file
-    untouched, when it is not a JSON object. Returns (path, "created" | "updated" | "unchanged")."""
-    path = Path(project_root).resolve() / ".mcp.json"
-    entry = mcp_entry(project_root, klauss_dir, absolute)
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text) if text.strip() else {}
-        except ValueError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc}); fix it (or move it away) and run install-claude "
-                             "again; it was left untouched") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a JSON object with \"mcpServers\"; it was left untouched")
-        servers = data.get("mcpServers", {})
-        if not isinstance(servers, dict):
-            raise ValueError(f"{path}: \"mcpServers\" must be an object; it was left untouched")
-        what = "updated"
-    else:
-        text, data, servers, what = None, {}, {}, "created"
-    current = servers.get(SERVER_NAME)
-    merged = {**current, **entry} if isinstance(current, dict) else entry
-    if current == merged:
-        return path, "unchanged"
-    new_data = dict(data)
-    new_data["mcpServers"] = {**servers, SERVER_NAME: merged}
-    tmp = path.with_name(f".mcp.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(new_data, indent=2) + "\n", encoding="utf-8")
-    if path.exists():
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-    os.replace(tmp, path)
-    return path, what
-
-
 # --- the command line ---------------------------------------------------------------------------
 
 def _protocol_streams():
@@ -935,7 +870,7 @@ def main(argv=None):
     if args.command == "register":
         try:
             root = Path(args.project) if args.project else config.find_project_root()
-            path, what = register_mcp(root, absolute=args.absolute)
+            path, what = orchestrator.register_mcp(root, absolute=args.absolute)
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -482,21 +482,74 @@ CLAUDE_MD_END = "<!-- klauss:end -->"
 CLAUDE_MD_SECTION = """{begin}
 ## Parallel work with Klauss
 For a job that splits into three or more independent pieces, delegate them to parallel Claude
-workers with Klauss (skill `klauss`; guide: `{klauss}/ORCHESTRATOR_GUIDE.md`):
-write a plan and run `python3 {klauss}/orchestrator.py run plan.json --yes`.
+workers with Klauss (skill `klauss`; guide: `{klauss}/ORCHESTRATOR_GUIDE.md`): use the MCP tools
+`mcp__klauss__submit_job` and then `mcp__klauss__wait_job` when they are available; otherwise write a
+plan and run `python3 {klauss}/orchestrator.py run plan.json --yes`.
 {end}
 """
 
 
+MCP_SERVER_NAME = "klauss"
+
+
+def mcp_entry(project_root, klauss_dir=HERE, absolute=False):
+    """The .mcp.json server entry. The script path is relative to the project when Klauss is inside
+    it (the file can be committed and works in any clone), else absolute. Claude Code starts the
+    server in the directory it was started in, so a relative path needs `claude` started at the
+    project root; `absolute=True` works from anywhere (but only on this machine)."""
+    project_root, klauss_dir = Path(project_root).resolve(), Path(klauss_dir).resolve()
+    script = klauss_dir / "klauss_mcp.py"
+    if not absolute and (project_root == klauss_dir or project_root in klauss_dir.parents):
+        script = Path(os.path.relpath(script, project_root)).as_posix()
+    return {"type": "stdio", "command": "python3", "args": [str(script)]}
+
+
+def register_mcp(project_root, klauss_dir=HERE, absolute=False):
+    """Merge the klauss server into <project>/.mcp.json, keeping every other server and key (and any
+    extra keys of an existing klauss entry, such as "env"). Idempotent. Refuses, leaving the file
+    untouched, when it is not a JSON object. Returns (path, "created" | "updated" | "unchanged")."""
+    path = Path(project_root).resolve() / ".mcp.json"
+    entry = mcp_entry(project_root, klauss_dir, absolute)
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text) if text.strip() else {}
+        except ValueError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc}); fix it (or move it away) and run install-claude "
+                             "again; it was left untouched") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object with \"mcpServers\"; it was left untouched")
+        servers = data.get("mcpServers", {})
+        if not isinstance(servers, dict):
+            raise ValueError(f"{path}: \"mcpServers\" must be an object; it was left untouched")
+        what = "updated"
+    else:
+        text, data, servers, what = None, {}, {}, "created"
+    current = servers.get(MCP_SERVER_NAME)
+    merged = {**current, **entry} if isinstance(current, dict) else entry
+    if current == merged:
+        return path, "unchanged"
+    new_data = dict(data)
+    new_data["mcpServers"] = {**servers, MCP_SERVER_NAME: merged}
+    tmp = path.with_name(f".mcp.json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(new_data, indent=2) + "\n", encoding="utf-8")
+    if path.exists():
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+    os.replace(tmp, path)
+    return path, what
+
+
 def install_claude(project_root, klauss_dir=HERE):
-    """Install the Klauss skill and a CLAUDE.md section into the project, idempotently, without
-    overwriting a skill the user has made their own. Returns a list of (path, what happened)."""
+    """Install the Klauss MCP server (.mcp.json), skill and CLAUDE.md section into the project,
+    idempotently, without overwriting a skill the user has made their own. Returns a list of
+    (path, what happened)."""
     project_root, klauss_dir = Path(project_root).resolve(), Path(klauss_dir).resolve()
     if project_root == klauss_dir:
         raise ValueError("install-claude: this is Klauss's own checkout; run it from the project that "
                          "contains Klauss (e.g. as the klauss/ submodule)")
     rel = os.path.relpath(klauss_dir, project_root)
-    done = []
+    # The MCP server first: an .mcp.json we cannot merge stops the install before anything is written.
+    done = [register_mcp(project_root, klauss_dir)]
     front, body = SKILL_TEMPLATE.read_text().split("\n---\n", 1)
     skill = front + "\n---\n" + INSTALLED_MARK + "\n" + body.replace("{KLAUSS}", rel)
     target = project_root / ".claude" / "skills" / "klauss" / "SKILL.md"
@@ -549,6 +602,12 @@ def load_plan(path):
         plan = json.loads(text)
     except ValueError as exc:
         raise ValueError(f"plan: invalid JSON in {path}: {exc}") from None
+    return check_plan(plan)
+
+
+def check_plan(plan):
+    """Check a parsed plan; returns (plan, entries) with entries ready for submit_plan (each task's
+    local id becomes its `ref`). Raises ValueError naming the field."""
     if not isinstance(plan, dict):
         raise ValueError("plan: expected a JSON object with \"description\" and \"tasks\"")
     unknown = sorted(set(plan) - {"description", "context", "max_budget_usd", "metadata", "tasks", "isolation", "merge"})

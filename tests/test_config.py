@@ -122,6 +122,7 @@ def test_state_dir_is_private(tmp_path):
     cfg.ensure_state_dir()
     for d in (cfg.state_dir, cfg.logs_dir):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    assert (cfg.state_dir / ".gitignore").read_text().splitlines()[-1] == "*", "state is never committed"
 
 
 def test_rendered_default_config_parses_back_to_the_defaults(tmp_path):

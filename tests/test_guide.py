@@ -95,17 +95,22 @@ def test_install_claude_on_a_fresh_project_and_twice(project):
     assert "python3 klauss/orchestrator.py run plan.json --yes" in text and "{KLAUSS}" not in text
     claude_md = (root / "CLAUDE.md").read_text()
     assert claude_md.count(orchestrator.CLAUDE_MD_BEGIN) == 1 and "klauss/ORCHESTRATOR_GUIDE.md" in claude_md
+    assert "mcp__klauss__submit_job" in claude_md
+    mcp = json.loads((root / ".mcp.json").read_text())
+    assert mcp["mcpServers"]["klauss"]["args"] == ["klauss/klauss_mcp.py"]
 
     again = subprocess.run([str(manage), "install-claude"], cwd=root, env=env, capture_output=True, text=True,
                            timeout=60)
     assert again.returncode == 0 and "unchanged" in again.stdout and "created" not in again.stdout
     assert skill.read_text() == text and (root / "CLAUDE.md").read_text() == claude_md
+    assert json.loads((root / ".mcp.json").read_text()) == mcp
 
 
 def test_install_claude_keeps_what_the_user_wrote(tmp_path):
     root = tmp_path / "proj"
     (root / ".claude" / "skills" / "klauss").mkdir(parents=True)
     (root / "CLAUDE.md").write_text("# My project\nUse tabs.\n")
+    (root / ".mcp.json").write_text('{"mcpServers": {"other": {"command": "x"}}, "mine": 1}')
     mine = root / ".claude" / "skills" / "klauss" / "SKILL.md"
     mine.write_text("my own skill\n")
     done = dict((str(p.relative_to(root)), w) for p, w in orchestrator.install_claude(root, orchestrator.HERE))
@@ -113,12 +118,23 @@ def test_install_claude_keeps_what_the_user_wrote(tmp_path):
     assert mine.read_text() == "my own skill\n"
     text = (root / "CLAUDE.md").read_text()
     assert text.startswith("# My project\nUse tabs.\n") and orchestrator.CLAUDE_MD_BEGIN in text
+    mcp = json.loads((root / ".mcp.json").read_text())
+    assert mcp["mine"] == 1 and set(mcp["mcpServers"]) == {"other", "klauss"}
     # An older Klauss section is replaced in place, not duplicated.
     (root / "CLAUDE.md").write_text(text.replace("Parallel work", "Old heading") + "More of mine.\n")
     orchestrator.install_claude(root, orchestrator.HERE)
     text = (root / "CLAUDE.md").read_text()
     assert text.count(orchestrator.CLAUDE_MD_BEGIN) == 1 and "Old heading" not in text
     assert text.endswith("More of mine.\n")
+
+
+def test_install_claude_writes_nothing_when_mcp_json_is_broken(tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / ".mcp.json").write_text("{broken")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        orchestrator.install_claude(root, orchestrator.HERE)
+    assert sorted(p.name for p in root.iterdir()) == [".mcp.json"]
 
 
 def test_install_claude_refuses_klauss_own_checkout():

@@ -633,31 +633,31 @@ def test_the_real_stdout_and_stdin_are_kept_for_the_protocol():
 def test_register_mcp_creates_merges_and_is_idempotent(tmp_path):
     proj = tmp_path / "proj"
     (proj / "klauss").mkdir(parents=True)
-    path, what = klauss_mcp.register_mcp(proj, proj / "klauss")
+    path, what = orchestrator.register_mcp(proj, proj / "klauss")
     assert (path, what) == (proj / ".mcp.json", "created")
     expected = {"mcpServers": {"klauss": {"type": "stdio", "command": "python3", "args": ["klauss/klauss_mcp.py"]}}}
     assert json.loads(path.read_text()) == expected
     before = path.read_bytes()
-    assert klauss_mcp.register_mcp(proj, proj / "klauss") == (path, "unchanged")
+    assert orchestrator.register_mcp(proj, proj / "klauss") == (path, "unchanged")
     assert path.read_bytes() == before
 
     path.write_text(json.dumps({"mcpServers": {"github": {"command": "gh-mcp"},
                                                "klauss": {"command": "python3", "args": ["old.py"], "env": {"A": "1"}}},
                                 "otherKey": [1, 2]}))
-    assert klauss_mcp.register_mcp(proj, proj / "klauss") == (path, "updated")
+    assert orchestrator.register_mcp(proj, proj / "klauss") == (path, "updated")
     data = json.loads(path.read_text())
     assert data["otherKey"] == [1, 2] and data["mcpServers"]["github"] == {"command": "gh-mcp"}
     assert data["mcpServers"]["klauss"] == {**expected["mcpServers"]["klauss"], "env": {"A": "1"}}
-    assert klauss_mcp.register_mcp(proj, proj / "klauss")[1] == "unchanged"
+    assert orchestrator.register_mcp(proj, proj / "klauss")[1] == "unchanged"
 
     path.write_text(json.dumps({"keep": True}))
-    assert klauss_mcp.register_mcp(proj, proj / "klauss")[1] == "updated"
+    assert orchestrator.register_mcp(proj, proj / "klauss")[1] == "updated"
     assert json.loads(path.read_text()) == {"keep": True, **expected}
 
     (tmp_path / "other").mkdir()
-    outside, _ = klauss_mcp.register_mcp(tmp_path / "other", proj / "klauss")
+    outside, _ = orchestrator.register_mcp(tmp_path / "other", proj / "klauss")
     assert json.loads(outside.read_text())["mcpServers"]["klauss"]["args"] == [str(proj / "klauss" / "klauss_mcp.py")]
-    klauss_mcp.register_mcp(proj, proj / "klauss", absolute=True)
+    orchestrator.register_mcp(proj, proj / "klauss", absolute=True)
     assert json.loads(path.read_text())["mcpServers"]["klauss"]["args"] == [str(proj / "klauss" / "klauss_mcp.py")]
 
 
@@ -670,7 +670,7 @@ def test_register_mcp_creates_merges_and_is_idempotent(tmp_path):
 def test_register_mcp_refuses_a_file_it_cannot_merge_and_leaves_it_untouched(tmp_path, content, message):
     (tmp_path / ".mcp.json").write_text(content)
     with pytest.raises(ValueError, match=re.escape(message)) as info:
-        klauss_mcp.register_mcp(tmp_path, tmp_path / "klauss")
+        orchestrator.register_mcp(tmp_path, tmp_path / "klauss")
     assert str(tmp_path / ".mcp.json") in str(info.value) and "untouched" in str(info.value)
     assert (tmp_path / ".mcp.json").read_text() == content
     assert [p.name for p in tmp_path.iterdir()] == [".mcp.json"], "no temporary file left behind"
@@ -786,7 +786,7 @@ def test_real_claude_code_finds_the_server_registered_in_mcp_json(real_claude, p
     klauss.mkdir()
     for source in ROOT.glob("*.py"):
         shutil.copy(source, klauss / source.name)
-    assert klauss_mcp.register_mcp(project, klauss)[1] == "created"
+    assert orchestrator.register_mcp(project, klauss)[1] == "created"
     run, main = _run_real(real_claude, project, tmp_path, [])
     _check_real_run(run, main, project)
 

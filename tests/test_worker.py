@@ -430,3 +430,13 @@ def test_idle_worker_wakes_when_work_arrives(project):
     wait_for(lambda: project.task(tid).status == "completed", timeout=10, what="pickup")
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
+
+
+def test_prompt_tells_a_worktree_task_which_branch_it_is_on(queue):
+    import claude_worker
+    t = queue.get_task(queue.add_task("Do it"))
+    plain = claude_worker.build_prompt(t, None, str(queue.cfg.root), 0)
+    isolated = claude_worker.build_prompt(t, None, str(queue.cfg.root), 0, branch="klauss/job-1/task-1")
+    assert "Other workers may be editing" in plain and "branch" not in plain
+    assert "on branch klauss/job-1/task-1" in isolated and "do not switch branches" in isolated
+    assert plain.endswith("## Task\nDo it\n") and isolated.endswith("## Task\nDo it\n")
