@@ -55,7 +55,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_WORKERS, EXIT_RUNNING = 0, 1, 2, 3, 4
 # Worker exit codes a restart cannot fix (bad configuration, claude missing or logged out).
 WORKER_FATAL_CODES = {2: "configuration error", 3: "configuration error"}
 
-FLAG = "coordinator"
+FLAG = claude_queue.COORDINATOR_FLAG
 RESIZE_FLAG = "pool_resize"
 # A task waiting on its own sub-job sets "borrow:<task id>" (orchestrator.py); each live borrow
 # grows the pool by one worker, up to [workers] max_workers, so the children are not starved.
@@ -84,18 +84,6 @@ def eprint(*parts):
 
 
 # --- processes: reading /proc (or ps) and signalling only what we recorded ----------------------
-
-def pid_alive(pid):
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def group_alive(pgid):
     if not pgid or pgid <= 1:
@@ -201,20 +189,6 @@ def _etime(text):
     return seconds + int(days or 0) * 86400
 
 
-def cmdline(pid):
-    entry = process_table([pid]).get(pid)
-    return entry["args"] if entry else None
-
-
-def is_our_process(pid, script, db_path=None):
-    """True when `pid` runs `script` (for our database, when given): how a recorded pid is told
-    apart from an unrelated process that reused it."""
-    args = cmdline(pid)
-    if not args or not any(Path(a).name == script for a in args[:3]):
-        return False
-    return db_path is None or str(db_path) in args
-
-
 def token_processes(token, exact=False):
     """Pids whose environment carries a pool token: `exact` names one worker instance's token,
     otherwise every token of the pool that starts with `token`. Every process a worker starts
@@ -317,19 +291,6 @@ class _NoQueue:
 
     def close(self):
         pass
-
-
-def running_coordinator(queue, cfg):
-    """The live coordinator's flag value (with "pid"), or None. A flag left by a coordinator that
-    died is not "running": its pid must be alive and still be a coordinator for our database."""
-    flag = queue.get_flag(FLAG)
-    if not flag:
-        return None
-    value = flag["value"]
-    pid = value.get("pid")
-    if pid == os.getpid() or (pid_alive(pid) and is_our_process(pid, "claude_coordinator.py", cfg.db_path)):
-        return value
-    return None
 
 
 class AlreadyRunning(Exception):
@@ -514,8 +475,8 @@ class Coordinator:
             self.queue = claude_queue.TaskQueue(str(self.cfg.db_path), cfg=self.cfg)
             other = self.queue.get_flag(FLAG)
             other_pid = other and other["value"].get("pid")
-            if other_pid and other_pid != os.getpid() and pid_alive(other_pid) and \
-                    is_our_process(other_pid, "claude_coordinator.py", self.cfg.db_path):
+            if other_pid and other_pid != os.getpid() and claude_queue.pid_alive(other_pid) and \
+                    claude_queue.is_our_process(other_pid, "claude_coordinator.py", self.cfg.db_path):
                 raise AlreadyRunning(other_pid, f"another coordinator (pid {other_pid}) is already running "
                                                 f"for {self.cfg.db_path}; stop it first (manage.sh stop)")
             return self._supervise(other["value"] if other else None)
@@ -874,9 +835,9 @@ class Coordinator:
         announced = killed = False
         while True:
             rows = self.queue.list_workers()
-            lingering = [w for w in rows if pid_alive(w["pid"]) and
-                         is_our_process(w["pid"], "claude_worker.py", self.cfg.db_path) and
-                         (w["worker_id"] in ids or "--coordinator-pid" in (cmdline(w["pid"]) or []))]
+            lingering = [w for w in rows if claude_queue.pid_alive(w["pid"]) and
+                         claude_queue.is_our_process(w["pid"], "claude_worker.py", self.cfg.db_path) and
+                         (w["worker_id"] in ids or "--coordinator-pid" in (claude_queue.process_args(w["pid"]) or []))]
             if not lingering:
                 break
             if not announced:
@@ -892,7 +853,7 @@ class Coordinator:
                 killed, deadline = True, time.monotonic() + 2.0
             time.sleep(0.05)
         for w in self.queue.list_workers():
-            if pid_alive(w["pid"]) and is_our_process(w["pid"], "claude_worker.py"):
+            if claude_queue.pid_alive(w["pid"]) and claude_queue.is_our_process(w["pid"], "claude_worker.py"):
                 continue  # a live worker that is not ours to manage
             pgid = w["info"].get("claude_pgid")
             if kill_claude_group(pgid, self.cfg.db_path):
@@ -952,7 +913,7 @@ def _wait_gone(pid, timeout):
     """Poll until `pid` is no longer a live coordinator; True if it went within `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not pid_alive(pid) or not is_our_process(pid, "claude_coordinator.py"):
+        if not claude_queue.pid_alive(pid) or not claude_queue.is_our_process(pid, "claude_coordinator.py"):
             return True
         time.sleep(0.05)
     return False
@@ -979,7 +940,7 @@ def start_detached(cfg, workers, args):
     """Start a coordinator in a new session, logging to its file; return once its pool is up."""
     queue = open_queue(cfg)
     try:
-        running = running_coordinator(queue, cfg)
+        running = claude_queue.running_coordinator(queue)
         if running:
             eprint(f"error: a pool is already running (coordinator pid {running['pid']}, "
                    f"{running.get('workers')} workers); stop it first (manage.sh stop) or use manage.sh restart")
@@ -1026,7 +987,7 @@ def cmd_start(args):
 
 def stop_pool(cfg, queue, timeout=None, quiet=False):
     """SIGTERM the coordinator and wait for it; returns an exit code."""
-    running = running_coordinator(queue, cfg)
+    running = claude_queue.running_coordinator(queue)
     if running is None:
         leftovers = [pid for pid, _pgid, _role in _recorded_pool_processes(cfg, queue) if pid is not None]
         for pid in leftovers:
@@ -1055,7 +1016,7 @@ def _recorded_pool_processes(cfg, queue):
     for this database (a recycled pid is not ours)."""
     found = []
     for w in queue.list_workers():
-        if pid_alive(w["pid"]) and is_our_process(w["pid"], "claude_worker.py", cfg.db_path):
+        if claude_queue.pid_alive(w["pid"]) and claude_queue.is_our_process(w["pid"], "claude_worker.py", cfg.db_path):
             found.append((w["pid"], w["info"].get("claude_pgid"), w["worker_id"]))
         elif w["info"].get("claude_pgid") and owned_claude_group(w["info"]["claude_pgid"], cfg.db_path):
             found.append((None, w["info"]["claude_pgid"], w["worker_id"]))
@@ -1081,7 +1042,7 @@ def cmd_kill(args):
         flag = queue.get_flag(FLAG)
         value = flag["value"] if flag else {}
         pid = value.get("pid")
-        if pid and pid_alive(pid) and is_our_process(pid, "claude_coordinator.py", cfg.db_path):
+        if pid and claude_queue.pid_alive(pid) and claude_queue.is_our_process(pid, "claude_coordinator.py", cfg.db_path):
             signal_pid(pid, signal.SIGKILL)  # first, so it restarts nothing
             killed.append(f"coordinator {pid}")
         victims = [pid] if killed else []
@@ -1096,12 +1057,12 @@ def cmd_kill(args):
             time.sleep(0.02)
         returned = []
         for w in queue.list_workers():
-            if not pid_alive(w["pid"]) or not is_our_process(w["pid"], "claude_worker.py"):
+            if not claude_queue.pid_alive(w["pid"]) or not claude_queue.is_our_process(w["pid"], "claude_worker.py"):
                 for task in queue.list_tasks(status="in_progress", worker_id=w["worker_id"]):
                     if queue.release_task(task.id, w["worker_id"], reason="pool killed", attempt=task.attempt):
                         returned.append(task.id)
                 queue.unregister_worker(w["worker_id"])
-        if flag and not is_our_process(pid, "claude_coordinator.py"):
+        if flag and not claude_queue.is_our_process(pid, "claude_coordinator.py"):
             queue.clear_flag(FLAG)
         print(f"killed: {', '.join(killed)}" if killed else "nothing to kill")
         if returned:
@@ -1119,7 +1080,7 @@ def cmd_resize(args):
     cfg = _load(args)
     queue = open_queue(cfg, create=False)
     try:
-        running = running_coordinator(queue, cfg)
+        running = claude_queue.running_coordinator(queue)
         if running is None:
             eprint("error: no pool running; start one with manage.sh start N")
             return EXIT_FAIL
@@ -1148,7 +1109,7 @@ def cmd_restart(args):
     cfg = _load(args)
     queue = open_queue(cfg, create=False)
     try:
-        running = running_coordinator(queue, cfg)
+        running = claude_queue.running_coordinator(queue)
         if args.workers is None and running:
             args.workers = running.get("workers")
         rc = stop_pool(cfg, queue, quiet=running is None)
@@ -1180,7 +1141,7 @@ def _fmt_mem(kb):
 
 def pool_status(cfg, queue):
     """Everything `status` shows, as plain data (also its --json output)."""
-    running = running_coordinator(queue, cfg)
+    running = claude_queue.running_coordinator(queue)
     rows = queue.list_workers()
     pids = [w["pid"] for w in rows] + [w["info"].get("claude_pid") for w in rows if w["info"].get("claude_pid")]
     if running:
@@ -1257,7 +1218,7 @@ def cmd_status(args):
 def pool_processes(cfg, queue):
     """Our processes: the coordinator, each recorded worker, and every member of each recorded
     claude process group."""
-    running = running_coordinator(queue, cfg)
+    running = claude_queue.running_coordinator(queue)
     rows = queue.list_workers()
     table = process_table()
     found = []
@@ -1413,7 +1374,7 @@ def cmd_clean(args):
     cfg = _load(args)
     queue = open_queue(cfg, create=False)
     try:
-        running = running_coordinator(queue, cfg)
+        running = claude_queue.running_coordinator(queue)
         live = _recorded_pool_processes(cfg, queue)
         stats = queue.get_stats()
     finally:
@@ -1484,9 +1445,9 @@ def doctor_checks(args):
             queue.set_flag("doctor", {"pid": os.getpid()})
             queue.clear_flag("doctor")
             checks.append((True, "database", f"{cfg.db_path} is writable", None))
-            running = running_coordinator(queue, cfg)
+            running = claude_queue.running_coordinator(queue)
             if running:
-                live = sum(1 for w in queue.list_workers() if is_our_process(w["pid"], "claude_worker.py"))
+                live = sum(1 for w in queue.list_workers() if claude_queue.is_our_process(w["pid"], "claude_worker.py"))
                 checks.append((True, "pool", f"running: coordinator pid {running['pid']}, {live} worker(s) alive", None))
             else:
                 checks.append((True, "pool", "not running", None))

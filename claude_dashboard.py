@@ -27,6 +27,7 @@ import unicodedata
 
 import claude_queue
 import config
+import task_report
 
 PROG = "claude_dashboard.py"
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -84,32 +85,11 @@ def shorten(text, width):
     return clip(text, max(0, width - 3)) + "..." if width > 3 else clip(text, width)
 
 
-def fmt_duration(seconds):
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
-
-
-def fmt_ago(ts, now):
-    if ts is None:
-        return "-"
-    return f"{fmt_duration(now - ts)} ago" if now >= ts else f"in {fmt_duration(ts - now)}"
-
-
 def fmt_clock(ts, now):
     """Local time of day, with the date when it is not today."""
     local, today = time.localtime(ts), time.localtime(now)
     fmt = "%H:%M" if local[:3] == today[:3] else "%a %d %b %H:%M"
     return time.strftime(fmt, local)
-
-
-def fmt_cost(cost):
-    return "-" if cost is None else f"${cost:.4f}" if cost < 100 else f"${cost:,.0f}"
 
 
 def bar(done, total, width):
@@ -130,18 +110,6 @@ def _message(value, *keys):
 def _sentence(text):
     text = text.strip()
     return text if text.endswith((".", "!", "?")) else text + "."
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 # --- the model: what one refresh reads, and the lines it becomes --------------------------------
@@ -295,7 +263,7 @@ class Dashboard:
         return lines
 
     def _title_line(self, width, now, stats):
-        right = f"cost {fmt_cost(stats['cost_usd'])}  {time.strftime('%H:%M:%S', time.localtime(now))}"
+        right = f"cost {task_report.fmt_cost(stats['cost_usd'])}  {time.strftime('%H:%M:%S', time.localtime(now))}"
         left = f"Klauss  {self.title}"
         gap = width - text_width(right) - 1
         left = shorten(left, max(0, gap - 1))
@@ -312,7 +280,7 @@ class Dashboard:
                             "config_error"))
         if paused is not None:
             until = paused["until"]
-            when = f" until {fmt_clock(until, now)} ({fmt_ago(until, now)})" if until else ""
+            when = f" until {fmt_clock(until, now)} ({task_report.fmt_ago(until, now)})" if until else ""
             reason = _message(paused["value"], "message", "reason")
             banners.append((f"PAUSED{when}: " + (_sentence(reason) + " " if reason else "")
                             + "Workers resume by themselves.", "paused"))
@@ -327,9 +295,9 @@ class Dashboard:
         summary = f"  {len(workers)} worker{'s' if len(workers) != 1 else ''}, {busy} busy"
         value = coordinator["value"] if coordinator else None
         pid = value.get("pid") if isinstance(value, dict) else None
-        if isinstance(pid, int) and pid_alive(pid):
+        if isinstance(pid, int) and claude_queue.pid_alive(pid):
             since = value.get("started_at")
-            since = f", up {fmt_duration(now - since)}" if isinstance(since, (int, float)) else ""
+            since = f", up {task_report.fmt_duration(now - since)}" if isinstance(since, (int, float)) else ""
             return [("Pool: ", "heading"), (f"coordinator up (pid {pid}{since})", "completed"), (summary, "")]
         state = f"coordinator not running (pid {pid} is gone)" if pid else "coordinator not running"
         return [("Pool: ", "heading"), (state, "dim"), (summary, "")]
@@ -340,21 +308,21 @@ class Dashboard:
         silent = now - (w["last_heartbeat"] or now)
         cells = [f"  {w['worker_id']:<12} ", f"{state:<12} "]
         if task is not None:
-            elapsed = fmt_duration(now - task.started_at) if task.started_at else "-"
+            elapsed = task_report.fmt_duration(now - task.started_at) if task.started_at else "-"
             cells.append(f"#{task.id:<7} {elapsed:>7}  ")
             cells.append(shorten(task.activity or task.prompt, max(0, width - sum(map(len, cells)))))
         elif w["current_task"]:
             cells.append(f"#{w['current_task']}")
         segments = [("".join(cells[:2]), style), ("".join(cells[2:]), "")]
         if silent > lease:
-            segments.append((f"  no heartbeat for {fmt_duration(silent)}", "failed"))
+            segments.append((f"  no heartbeat for {task_report.fmt_duration(silent)}", "failed"))
         return segments
 
     def _job_line(self, job, width):
         s = job["stats"]
         done = sum(s[x] for x in claude_queue.FINISHED)
         extra = "".join(f"  {s[k]} {STATUS_LABELS[k]}" for k in ("in_progress", "failed") if s[k])
-        head = f"  {job['id']:<22} {bar(done, s['total'], 20)} {done}/{s['total']}{extra}  {fmt_cost(s['cost_usd'])}  "
+        head = f"  {job['id']:<22} {bar(done, s['total'], 20)} {done}/{s['total']}{extra}  {task_report.fmt_cost(s['cost_usd'])}  "
         style = "failed" if s["failed"] else "completed" if s["total"] and done == s["total"] else ""
         return [(head, style), (shorten(job["description"], max(0, width - len(head))), "")]
 
@@ -362,8 +330,8 @@ class Dashboard:
     def _task_cells(task, now):
         when = task.finished_at or task.started_at or task.created_at
         return [f"#{task.id}", STATUS_LABELS.get(task.status, task.status), str(task.priority),
-                task.worker_id or "-", f"{task.attempts_used}/{task.max_attempts}", fmt_cost(task.cost_usd),
-                fmt_ago(when, now), task.prompt]
+                task.worker_id or "-", f"{task.attempts_used}/{task.max_attempts}", task_report.fmt_cost(task.cost_usd),
+                task_report.fmt_ago(when, now), task.prompt]
 
     @staticmethod
     def _task_columns(cells, width):
@@ -418,11 +386,11 @@ class Dashboard:
         if outcome.get("outputs_verified") is not None:
             field("Verified", ", ".join(outcome["outputs_verified"]) or "none")
         field("Missing", ", ".join(outcome.get("outputs_missing") or []), "failed")
-        field("Created", f"{fmt_clock(task.created_at, now)} ({fmt_ago(task.created_at, now)})")
+        field("Created", f"{fmt_clock(task.created_at, now)} ({task_report.fmt_ago(task.created_at, now)})")
         if task.started_at:
             field("Running for" if task.status == "in_progress" else "Took",
-                  fmt_duration((task.finished_at or now) - task.started_at))
-        field("Cost", task.cost_usd is not None and fmt_cost(task.cost_usd) or None)
+                  task_report.fmt_duration((task.finished_at or now) - task.started_at))
+        field("Cost", task.cost_usd is not None and task_report.fmt_cost(task.cost_usd) or None)
         usage = outcome.get("usage") if isinstance(outcome.get("usage"), dict) else {}
         if usage:
             field("Tokens", f"{usage.get('input_tokens') or 0:,} in, {usage.get('output_tokens') or 0:,} out, "

@@ -42,7 +42,7 @@ from pathlib import Path
 import claude_queue
 import config
 import orchestrator
-import submit_task
+import task_report
 
 HERE = Path(__file__).resolve().parent
 SERVER_NAME = orchestrator.MCP_SERVER_NAME
@@ -532,8 +532,8 @@ class KlaussTools:
         task = q.get_task(task_id)
         if task is None:
             raise ToolError(f"task {task_id} not found")
-        lines = submit_task.describe_task(task, q.get_events(task.id), q.get_dependents(task.id),
-                                          submit_task.find_transcript(q.cfg, task), time.time())
+        lines = task_report.describe_task(task, q.get_events(task.id), q.get_dependents(task.id),
+                                          task_report.find_transcript(q.cfg, task), time.time())
         return "\n".join(lines)
 
     def tool_cancel_job(self, args, ctx):

@@ -54,16 +54,6 @@ class JobResults(dict):
         return bool(self) and all(r["status"] == "completed" for r in self.values())
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_tty():
     try:
         return sys.stdin is not None and sys.stdin.isatty()
@@ -170,10 +160,10 @@ class ClaudeOrchestrator:
         return max(1, min(cap, max(widths.values())))
 
     def get_worker_status(self):
-        flag = self.queue.get_flag("coordinator")
-        pid = flag["value"].get("pid") if flag else None
-        running = bool(pid) and _pid_alive(pid)
-        workers = [w for w in self.queue.list_workers() if _pid_alive(w["pid"])] if running else []
+        coordinator = claude_queue.running_coordinator(self.queue)
+        running = coordinator is not None
+        pid = coordinator["pid"] if running else None
+        workers = [w for w in self.queue.list_workers() if claude_queue.pid_alive(w["pid"])] if running else []
         return {
             "running": running,
             "coordinator_pid": pid if running else None,

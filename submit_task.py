@@ -26,6 +26,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import task_report
 import worktrees
 
 PROG = "submit_task.py"
@@ -112,53 +113,13 @@ def open_queue(args, create=True):
 
 
 def coordinator_up(q):
-    flag = q.get_flag("coordinator")
-    value = flag and flag["value"]
-    pid = value.get("pid") if isinstance(value, dict) else None
-    return isinstance(pid, int) and _pid_alive(pid)
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
+    return claude_queue.running_coordinator(q) is not None
 
 
 # --- formatting --------------------------------------------------------------------------------
 
 def emit_json(data):
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-def fmt_time(ts):
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def fmt_duration(seconds):
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
-
-
-def fmt_ago(ts, now):
-    if ts is None:
-        return "-"
-    return f"{fmt_duration(now - ts)} ago" if now >= ts else f"in {fmt_duration(ts - now)}"
-
-
-def fmt_cost(cost):
-    return "-" if cost is None else f"${cost:.4f}"
 
 
 def one_line(text, width):
@@ -187,7 +148,7 @@ def terminal_width():
 
 def task_row(t, now):
     return ["#%d" % t.id, t.status, t.priority, f"{t.attempts_used}/{t.max_attempts}", t.worker_id or "-",
-            fmt_cost(t.cost_usd), fmt_ago(t.updated_at, now), t.prompt]
+            task_report.fmt_cost(t.cost_usd), task_report.fmt_ago(t.updated_at, now), t.prompt]
 
 
 TASK_HEADERS = ["ID", "STATUS", "PRI", "TRIES", "WORKER", "COST", "UPDATED", "PROMPT"]
@@ -413,102 +374,12 @@ def cmd_show(args):
         raise CliError(f"task {args.id} not found", EXIT_FAILED)
     events = q.get_events(task.id)
     dependents = q.get_dependents(task.id)
-    transcript = find_transcript(q.cfg, task)
+    transcript = task_report.find_transcript(q.cfg, task)
     if args.json:
         emit_json({**task.to_dict(), "events": events, "dependents": dependents, "transcript": transcript})
         return EXIT_OK
-    print("\n".join(describe_task(task, events, dependents, transcript, time.time())))
+    print("\n".join(task_report.describe_task(task, events, dependents, transcript, time.time())))
     return EXIT_OK
-
-
-def find_transcript(cfg, task):
-    outcome = task.outcome if isinstance(task.outcome, dict) else {}
-    if outcome.get("transcript"):
-        return outcome["transcript"]
-    # A running task has no outcome yet; the worker writes logs/tasks/task-ID-attempt-N.jsonl.
-    found = cfg.logs_dir.joinpath("tasks").glob(f"task-{task.id}-attempt-*.jsonl")
-    attempts = {p: p.stem.rpartition("-")[2] for p in found}
-    latest = max((p for p, n in attempts.items() if n.isdigit()), key=lambda p: int(attempts[p]), default=None)
-    return str(latest) if latest else None
-
-
-def describe_task(task, events, dependents, transcript, now):
-    outcome = task.outcome if isinstance(task.outcome, dict) else {}
-    lines = [f"Task #{task.id}: {task.status}" + (" (cancel requested)" if task.cancel_requested else "")]
-
-    def field(name, value):
-        if value not in (None, "", [], {}):
-            lines.append(f"  {name + ':':<13}{value}")
-
-    field("Job", task.job_id)
-    field("Parent", task.parent_id and f"#{task.parent_id}")
-    field("Priority", task.priority)
-    field("Attempts", f"{task.attempts_used} of {task.max_attempts}")
-    field("Worker", task.worker_id)
-    field("Working dir", task.working_dir)
-    field("Context", ", ".join(task.context_files))
-    field("Outputs", ", ".join(task.expected_outputs))
-    if outcome.get("outputs_verified") is not None:
-        field("Verified", ", ".join(outcome["outputs_verified"]) or "none")
-    field("Missing", ", ".join(outcome.get("outputs_missing") or []))
-    if outcome.get("branch"):
-        field("Worktree", outcome.get("worktree"))
-        field("Branch", outcome["branch"])
-        field("Commit", (outcome.get("commit") or "")[:12])
-        field("Changed", ", ".join(outcome.get("files_changed") or []) or "nothing")
-        merge = outcome.get("merge")
-        if merge == "merged" and outcome.get("merged_into"):
-            merge += f" into {outcome['merged_into']}"
-        elif merge == "conflict":
-            merge += f" in {', '.join(outcome.get('conflicts') or [])} (the work stays on {outcome['branch']})"
-        field("Merge", merge)
-        field("Worktree err", outcome.get("worktree_error"))
-    field("Depends on", ", ".join(f"#{d}" for d in task.depends_on or []))
-    field("Dependents", ", ".join(f"#{d}" for d in dependents))
-    field("Metadata", json.dumps(task.metadata, sort_keys=True) if task.metadata else None)
-    field("Timeout", task.timeout and f"{task.timeout:g}s")
-    field("Created", f"{fmt_time(task.created_at)} ({fmt_ago(task.created_at, now)})")
-    field("Started", task.started_at and fmt_time(task.started_at))
-    field("Finished", task.finished_at and fmt_time(task.finished_at))
-    if task.started_at:
-        field("Duration", fmt_duration((task.finished_at or now) - task.started_at))
-    if task.status == "pending" and task.not_before > now:
-        field("Next try", fmt_ago(task.not_before, now))
-    if task.status == "pending" and task.deps_remaining:
-        field("Waiting for", f"{task.deps_remaining} unfinished dependenc{'y' if task.deps_remaining == 1 else 'ies'}")
-    field("Cost", fmt_cost(task.cost_usd) if task.cost_usd is not None else None)
-    usage = outcome.get("usage") if isinstance(outcome.get("usage"), dict) else {}
-    if usage:
-        parts = [f"{usage.get(k) or 0:,} {label}" for k, label in (
-            ("input_tokens", "in"), ("output_tokens", "out"),
-            ("cache_read_input_tokens", "cache read"), ("cache_creation_input_tokens", "cache write"))]
-        field("Tokens", " / ".join(parts))
-    field("Turns", outcome.get("num_turns"))
-    field("Exit code", outcome.get("exit_code"))
-    field("Activity", task.activity)
-    field("Error", task.error)
-    field("Error class", outcome.get("error_class"))
-    denials = outcome.get("permission_denials") or []
-    if denials:
-        field("Denied tools", ", ".join(sorted({str(d.get("tool_name", d)) if isinstance(d, dict) else str(d)
-                                                for d in denials})))
-    for warning in outcome.get("warnings") or []:
-        field("Warning", warning)
-    field("Transcript", transcript)
-    lines.append("Prompt:")
-    lines.extend("  " + line for line in task.prompt.splitlines() or [""])
-    if task.result:
-        lines.append("Result:")
-        lines.extend("  " + line for line in task.result.splitlines())
-    if outcome.get("stderr_tail") and task.status != "completed":
-        lines.append("Stderr (tail):")
-        lines.extend("  " + line for line in str(outcome["stderr_tail"]).splitlines())
-    lines.append("History:")
-    for e in events:
-        extra = " ".join(x for x in (e["worker_id"] or "", f"attempt {e['attempt']}" if e["attempt"] else "",
-                                     e["detail"] or "") if x)
-        lines.append(f"  {fmt_time(e['at'])}  {e['event']:<16} {extra}".rstrip())
-    return lines
 
 
 def cmd_stats(args):
@@ -549,8 +420,8 @@ def cmd_jobs(args):
         s = j["stats"]
         done = sum(s[x] for x in claude_queue.FINISHED)
         budget = "-" if j.get("max_budget_usd") is None else f"${j['max_budget_usd']:.2f}"
-        rows.append([j["id"], fmt_ago(j["created_at"], now), f"{done}/{s['total']}", s["in_progress"],
-                     s["failed"], fmt_cost(s["cost_usd"]), budget, j["description"]])
+        rows.append([j["id"], task_report.fmt_ago(j["created_at"], now), f"{done}/{s['total']}", s["in_progress"],
+                     s["failed"], task_report.fmt_cost(s["cost_usd"]), budget, j["description"]])
     print(table(["JOB", "CREATED", "DONE", "RUNNING", "FAILED", "COST", "BUDGET", "DESCRIPTION"], rows,
                 terminal_width()))
     return EXIT_OK

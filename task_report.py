@@ -1,0 +1,120 @@
+"""How a task is told to people: the text of `show` and the time and money formats, shared by
+submit_task.py, the dashboard and the MCP server so they all say the same thing."""
+
+import json
+import time
+
+
+def fmt_time(ts):
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def fmt_duration(seconds):
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def fmt_ago(ts, now):
+    if ts is None:
+        return "-"
+    return f"{fmt_duration(now - ts)} ago" if now >= ts else f"in {fmt_duration(ts - now)}"
+
+
+def fmt_cost(cost):
+    return "-" if cost is None else f"${cost:.4f}" if cost < 100 else f"${cost:,.0f}"
+
+
+def find_transcript(cfg, task):
+    outcome = task.outcome if isinstance(task.outcome, dict) else {}
+    if outcome.get("transcript"):
+        return outcome["transcript"]
+    # A running task has no outcome yet; the worker writes logs/tasks/task-ID-attempt-N.jsonl.
+    found = cfg.logs_dir.joinpath("tasks").glob(f"task-{task.id}-attempt-*.jsonl")
+    attempts = {p: p.stem.rpartition("-")[2] for p in found}
+    latest = max((p for p, n in attempts.items() if n.isdigit()), key=lambda p: int(attempts[p]), default=None)
+    return str(latest) if latest else None
+
+
+def describe_task(task, events, dependents, transcript, now):
+    outcome = task.outcome if isinstance(task.outcome, dict) else {}
+    lines = [f"Task #{task.id}: {task.status}" + (" (cancel requested)" if task.cancel_requested else "")]
+
+    def field(name, value):
+        if value not in (None, "", [], {}):
+            lines.append(f"  {name + ':':<13}{value}")
+
+    field("Job", task.job_id)
+    field("Parent", task.parent_id and f"#{task.parent_id}")
+    field("Priority", task.priority)
+    field("Attempts", f"{task.attempts_used} of {task.max_attempts}")
+    field("Worker", task.worker_id)
+    field("Working dir", task.working_dir)
+    field("Context", ", ".join(task.context_files))
+    field("Outputs", ", ".join(task.expected_outputs))
+    if outcome.get("outputs_verified") is not None:
+        field("Verified", ", ".join(outcome["outputs_verified"]) or "none")
+    field("Missing", ", ".join(outcome.get("outputs_missing") or []))
+    if outcome.get("branch"):
+        field("Worktree", outcome.get("worktree"))
+        field("Branch", outcome["branch"])
+        field("Commit", (outcome.get("commit") or "")[:12])
+        field("Changed", ", ".join(outcome.get("files_changed") or []) or "nothing")
+        merge = outcome.get("merge")
+        if merge == "merged" and outcome.get("merged_into"):
+            merge += f" into {outcome['merged_into']}"
+        elif merge == "conflict":
+            merge += f" in {', '.join(outcome.get('conflicts') or [])} (the work stays on {outcome['branch']})"
+        field("Merge", merge)
+        field("Worktree err", outcome.get("worktree_error"))
+    field("Depends on", ", ".join(f"#{d}" for d in task.depends_on or []))
+    field("Dependents", ", ".join(f"#{d}" for d in dependents))
+    field("Metadata", json.dumps(task.metadata, sort_keys=True) if task.metadata else None)
+    field("Timeout", task.timeout and f"{task.timeout:g}s")
+    field("Created", f"{fmt_time(task.created_at)} ({fmt_ago(task.created_at, now)})")
+    field("Started", task.started_at and fmt_time(task.started_at))
+    field("Finished", task.finished_at and fmt_time(task.finished_at))
+    if task.started_at:
+        field("Duration", fmt_duration((task.finished_at or now) - task.started_at))
+    if task.status == "pending" and task.not_before > now:
+        field("Next try", fmt_ago(task.not_before, now))
+    if task.status == "pending" and task.deps_remaining:
+        field("Waiting for", f"{task.deps_remaining} unfinished dependenc{'y' if task.deps_remaining == 1 else 'ies'}")
+    field("Cost", fmt_cost(task.cost_usd) if task.cost_usd is not None else None)
+    usage = outcome.get("usage") if isinstance(outcome.get("usage"), dict) else {}
+    if usage:
+        parts = [f"{usage.get(k) or 0:,} {label}" for k, label in (
+            ("input_tokens", "in"), ("output_tokens", "out"),
+            ("cache_read_input_tokens", "cache read"), ("cache_creation_input_tokens", "cache write"))]
+        field("Tokens", " / ".join(parts))
+    field("Turns", outcome.get("num_turns"))
+    field("Exit code", outcome.get("exit_code"))
+    field("Activity", task.activity)
+    field("Error", task.error)
+    field("Error class", outcome.get("error_class"))
+    denials = outcome.get("permission_denials") or []
+    if denials:
+        field("Denied tools", ", ".join(sorted({str(d.get("tool_name", d)) if isinstance(d, dict) else str(d)
+                                                for d in denials})))
+    for warning in outcome.get("warnings") or []:
+        field("Warning", warning)
+    field("Transcript", transcript)
+    lines.append("Prompt:")
+    lines.extend("  " + line for line in task.prompt.splitlines() or [""])
+    if task.result:
+        lines.append("Result:")
+        lines.extend("  " + line for line in task.result.splitlines())
+    if outcome.get("stderr_tail") and task.status != "completed":
+        lines.append("Stderr (tail):")
+        lines.extend("  " + line for line in str(outcome["stderr_tail"]).splitlines())
+    lines.append("History:")
+    for e in events:
+        extra = " ".join(x for x in (e["worker_id"] or "", f"attempt {e['attempt']}" if e["attempt"] else "",
+                                     e["detail"] or "") if x)
+        lines.append(f"  {fmt_time(e['at'])}  {e['event']:<16} {extra}".rstrip())
+    return lines
