@@ -329,34 +329,56 @@ def _glob_base(pattern):
     return Path(*parts) if parts else Path(".")
 
 
+class PathPolicy:
+    """The project boundary (`[safety]`): working dirs, context files and expected outputs must
+    resolve (symlinks and `..` included) inside the project root or an allowed directory. One
+    policy checks a whole batch, resolving each distinct directory once."""
+
+    HINT = "or set [safety] allow_external_dirs = true in .klauss.toml"
+
+    def __init__(self, cfg, cwd=None):
+        self.cfg = cfg
+        self.cwd = Path(cwd or os.getcwd())
+        self.root = Path(cfg.root).resolve()
+        self.allow_all = cfg["safety"]["allow_external_dirs"]
+        self.roots = [self.root] + [Path(d).expanduser().resolve() for d in cfg["safety"]["allowed_dirs"]]
+        self._dirs = {}
+
+    def inside(self, path):
+        return self.allow_all or any(path == r or r in path.parents for r in self.roots)
+
+    def _working_dir(self, working_dir):
+        if working_dir not in self._dirs:
+            if working_dir is None:
+                self._dirs[working_dir] = self.root
+            else:
+                wd = (self.cwd / Path(working_dir).expanduser()).resolve()
+                if not wd.exists():
+                    raise ValueError(f"working_dir: {working_dir} does not exist")
+                if not wd.is_dir():
+                    raise ValueError(f"working_dir: {working_dir} is not a directory")
+                if not self.inside(wd):
+                    raise ValueError(f"working_dir: {working_dir} is outside the project {self.cfg.root}; "
+                                     f"use a directory inside it, {self.HINT}")
+                self._dirs[working_dir] = wd
+        return self._dirs[working_dir]
+
+    def check(self, task):
+        """The task with `working_dir` made absolute; ValueError naming the field otherwise."""
+        wd = self._working_dir(task["working_dir"])
+        for field_name in ("context_files", "expected_outputs"):
+            for item in task[field_name]:
+                target = (wd / _glob_base(item)) if field_name == "context_files" else (wd / item)
+                if not self.inside(target.resolve()):
+                    raise ValueError(f"{field_name}: {item} resolves outside the project {self.cfg.root}; "
+                                     f"{self.HINT.replace('or ', '', 1)}")
+        return {**task, "working_dir": str(wd)}
+
+
 def check_task_paths(task, cfg, cwd=None):
-    """Resolve the task's working dir (to an absolute path) and check that it, its context files and
-    expected outputs stay inside the project root (symlinks and `..` resolved) unless `[safety]`
-    allows more. Returns the task with `working_dir` made absolute. Raises ValueError naming the field."""
-    safety = cfg["safety"]
-    roots = [Path(cfg.root).resolve()] + [Path(d).expanduser().resolve() for d in safety["allowed_dirs"]]
-
-    def inside(path):
-        return safety["allow_external_dirs"] or any(path == r or r in path.parents for r in roots)
-
-    hint = "or set [safety] allow_external_dirs = true in .klauss.toml"
-    working_dir = task["working_dir"]
-    if working_dir is None:
-        wd = Path(cfg.root).resolve()
-    else:
-        wd = (Path(cwd or os.getcwd()) / Path(working_dir).expanduser()).resolve()
-        if not wd.exists():
-            raise ValueError(f"working_dir: {working_dir} does not exist")
-        if not wd.is_dir():
-            raise ValueError(f"working_dir: {working_dir} is not a directory")
-        if not inside(wd):
-            raise ValueError(f"working_dir: {working_dir} is outside the project {cfg.root}; use a directory inside it, {hint}")
-    for field_name in ("context_files", "expected_outputs"):
-        for item in task[field_name]:
-            target = (wd / _glob_base(item)).resolve() if field_name == "context_files" else (wd / item).resolve()
-            if not inside(target):
-                raise ValueError(f"{field_name}: {item} resolves outside the project {cfg.root}; {hint.replace('or ', '', 1)}")
-    return {**task, "working_dir": str(wd)}
+    """Check one task against the project boundary (see PathPolicy); returns it with an absolute
+    working dir."""
+    return PathPolicy(cfg, cwd).check(task)
 
 
 class TaskQueue:
@@ -506,10 +528,11 @@ class TaskQueue:
         if not isinstance(entries, (list, tuple)):
             raise ValueError(f"tasks: expected a list, got {type(entries).__name__}")
         default_attempts = self.cfg["queue"]["max_attempts"]
+        policy = PathPolicy(self.cfg)
         tasks = []
         for index, entry in enumerate(entries):
             try:
-                tasks.append(check_task_paths(validate_task(entry, default_attempts), self.cfg))
+                tasks.append(policy.check(validate_task(entry, default_attempts)))
             except ValueError as exc:
                 raise ValueError(f"task {index}: {exc}" if len(entries) > 1 else str(exc)) from None
         return tasks, _batch_order(tasks)
@@ -534,7 +557,7 @@ class TaskQueue:
             if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (parent,)).fetchone() is None:
                 raise ValueError(f"parent_id: unknown task id {parent}")
         ids = [None] * len(tasks)
-        by_ref = {}
+        by_ref, created, skipped = {}, [], []
         for index in order:
             t = tasks[index]
             deps = [by_ref[d] if isinstance(d, str) else d for d in t["depends_on"]]
@@ -552,11 +575,16 @@ class TaskQueue:
             statuses[task_id] = status
             if t["ref"] is not None:
                 by_ref[t["ref"]] = task_id
-            conn.executemany("INSERT INTO task_deps (task_id, depends_on) VALUES (?, ?)",
-                             [(task_id, d) for d in deps])
-            self._event(conn, task_id, "created", now=now)
+            if deps:
+                conn.executemany("INSERT INTO task_deps (task_id, depends_on) VALUES (?, ?)",
+                                 [(task_id, d) for d in deps])
+            created.append((task_id, now))
             if dead:
-                self._event(conn, task_id, "skipped", detail=f"dependency #{dead[0]} {statuses[dead[0]]}", now=now)
+                skipped.append((task_id, now, f"dependency #{dead[0]} {statuses[dead[0]]}"))
+        # A new task's history starts at seq 1; written in one go, not one statement per task.
+        conn.executemany("INSERT INTO task_events (task_id, seq, at, event) VALUES (?, 1, ?, 'created')", created)
+        conn.executemany("INSERT INTO task_events (task_id, seq, at, event, detail) VALUES (?, 2, ?, 'skipped', ?)",
+                         skipped)
         return ids
 
     # --- claiming and leases ---
