@@ -773,6 +773,7 @@ class Coordinator:
                 # Its lease has long expired and its task runs elsewhere; a restart heals it.
                 self.say(f"{slot.worker_id} (pid {slot.proc.pid}) silent for {silent:.0f}s; killing it")
                 signal_group(slot.proc.pid, signal.SIGKILL)
+        self.queue.checkpoint()  # keeps WAL checkpoints off the workers' claim path
         self._check_idle()
 
     def _check_idle(self):

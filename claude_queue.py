@@ -40,6 +40,8 @@ TASK_FIELDS = ("prompt", "working_dir", "context_files", "expected_outputs", "me
 
 BUSY_RETRY_SECONDS = 300  # after this long waiting for the lock, give up with a clear error
 
+WAL_AUTOCHECKPOINT_PAGES = 10000  # 40 MB of WAL at 4 KB pages
+
 # UPDATE ... RETURNING arrived in SQLite 3.35; Python 3.9 on Debian 11 links 3.34, where the claim
 # selects then updates inside the same BEGIN IMMEDIATE transaction (equally atomic).
 HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
@@ -413,6 +415,10 @@ class TaskQueue:
         conn.row_factory = sqlite3.Row
         self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
         conn.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints copy the WAL back into the database (and fsync it): done inline by whichever
+        # commit crosses the threshold, they stall that claim. The coordinator checkpoints in the
+        # background every few seconds (checkpoint()); this larger threshold is the safety net.
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         conn.execute("PRAGMA foreign_keys=ON")
         self._local.conn = conn
         self._migrate(conn)
@@ -489,6 +495,10 @@ class TaskQueue:
     def _read(self, sql, params=()):
         conn = self._connect()
         return self._retry(lambda: conn.execute(sql, params).fetchall())
+
+    def checkpoint(self):
+        """Copy the WAL back into the database without blocking readers or writers (PASSIVE)."""
+        return self._retry(lambda: self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
 
     def _migrate(self, conn):
         if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
