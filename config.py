@@ -50,7 +50,7 @@ SCHEMA = {
         "max_workers": (int, 8, "upper bound for suggested and auto-started pools"),
         "lease_seconds": ((int, float), 60, "a task whose worker stops heartbeating this long runs again"),
         "heartbeat_seconds": ((int, float), 10, "how often a worker renews its lease"),
-        "poll_seconds": ((int, float), 1.0, "longest an idle worker waits before looking for work again"),
+        "poll_seconds": ((int, float), 5.0, "longest an idle worker waits before looking again (new work wakes it at once)"),
         "idle_timeout": ((int, float), 300, "coordinator exits after this long with nothing to do (0 = never)"),
         "shutdown_grace_seconds": ((int, float), 10, "on stop, how long a running task may finish before it is killed and released"),
         "auto_start": (bool, True, "start workers automatically when a job needs them"),

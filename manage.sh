@@ -38,6 +38,9 @@ usage: manage.sh COMMAND [ARGS]          (every command takes --db PATH; COMMAND
   cancel ID                 cancel a task
   retry ID                  run a failed or cancelled task again
   purge                     delete old finished tasks
+  merge JOB                 bring a worktree job's merged branch into your current branch
+  worktrees                 list task worktrees (isolation = "worktree")
+  clean-worktrees           remove finished tasks' worktrees (--branches: also merged branches)
   logs [worker N | task ID] [-f]   the coordinator's log, a worker's log, or a task's history
   ps                        our processes and their claude children
   init-config               write a commented .klauss.toml at the project root (never overwrites)
@@ -53,7 +56,7 @@ cmd="${1:-help}"
 case "$cmd" in
     start | stop | kill | restart | resize | status | workers | ps | logs | init-config | clean | doctor)
         coordinator "$cmd" "$@" ;;
-    submit | submit-file | list | show | stats | jobs | cancel | retry | purge)
+    submit | submit-file | list | show | stats | jobs | cancel | retry | purge | merge | worktrees | clean-worktrees)
         exec "$PYTHON" "$HERE/submit_task.py" "$cmd" "$@" ;;
     dashboard)
         exec "$PYTHON" "$HERE/claude_dashboard.py" "$@" ;;
