@@ -25,13 +25,12 @@ def test_code_runs_on_python_3_9():
 
 @pytest.mark.parametrize("pattern, why", [
     (r"shell\s*=\s*True", "prompts and paths must never pass through a shell"),
-    (r"\b(pkill|killall)\b", "signal only pids our own coordinator recorded"),
+    # Spelled in pieces so this file does not match its own rule.
+    (r"\b(" + "p" + "kill|kill" + "all)\b", "signal only pids our own coordinator recorded"),
 ])
 def test_forbidden_patterns(pattern, why):
     offenders = []
     for path in [*PY_FILES, *ROOT.glob("*.sh")]:
-        if path.name == "test_codebase.py":
-            continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if re.search(pattern, line):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}")
