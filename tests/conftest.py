@@ -1,9 +1,12 @@
 """Shared fixtures. Every test gets a private database and a configuration that ignores the
 developer's own environment and `.klauss.toml`."""
 
+import json
 import os
 import shutil
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +60,47 @@ def copy_klauss(dest):
     skip = {".git", ".klauss", "__pycache__", ".pytest_cache", ".ruff_cache", "out"}
     shutil.copytree(ROOT, dest, ignore=lambda _d, names: [n for n in names if n in skip or n.endswith(".db")])
     return Path(dest)
+
+
+def fake(action, *args, **kwargs):
+    """One fake-claude scenario line for a task prompt:
+    fake("write", "out.txt", content="x") -> '@fake {"write": "out.txt", "content": "x"}'."""
+    return "@fake " + json.dumps({action: args[0] if args else True, **kwargs})
+
+
+def wait_for(predicate, timeout=60, what="condition"):
+    """Poll until predicate() is truthy: the tests' synchronization, bounded by a deadline."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+
+
+@pytest.fixture
+def pool_project(tmp_path, monkeypatch):
+    """A temp project with the fake claude on PATH, short timings, and cwd inside it; whatever pool
+    a test started there is killed afterwards, by the pids its coordinator recorded."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    bindir = tmp_path / "bin"
+    install_fake_claude(bindir)
+    (root / ".klauss.toml").write_text(
+        "[workers]\nlease_seconds = 10\nheartbeat_seconds = 0.5\nshutdown_grace_seconds = 1\nmax_workers = 4\n"
+        "idle_timeout = 0\n[queue]\nretry_backoff_seconds = 0\n")
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.chdir(root)
+    yield root
+    try:
+        q = claude_queue.TaskQueue(cfg=config.load_config(cwd=root, env={}))
+    except (config.ConfigError, claude_queue.QueueError):
+        return
+    if q.get_flag("coordinator"):
+        subprocess.run([sys.executable, str(ROOT / "claude_coordinator.py"), "kill"], cwd=root,
+                       capture_output=True, timeout=60)
+    q.close()
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ import claude_queue
 import config
 import klauss_mcp
 import orchestrator
+from conftest import fake
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "fake_claude.py"
@@ -29,35 +30,9 @@ TOOL_NAMES = {"submit_job", "job_status", "wait_job", "list_jobs", "show_task", 
               "start_workers", "stop_workers", "worker_status"}
 
 
-def fake(action, *args, **kwargs):
-    return "@fake " + json.dumps({action: args[0] if args else True, **kwargs})
-
-
 @pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A temp project with the fake claude on PATH, short timings, and cwd inside it."""
-    root = tmp_path / "proj"
-    root.mkdir()
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "claude").symlink_to(FAKE)
-    (root / ".klauss.toml").write_text(
-        "[workers]\nlease_seconds = 10\nheartbeat_seconds = 0.5\nshutdown_grace_seconds = 1\nmax_workers = 4\n"
-        "idle_timeout = 0\n[queue]\nretry_backoff_seconds = 0\n")
-    for var in list(os.environ):
-        if var.startswith("KLAUSS_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
-    monkeypatch.chdir(root)
-    yield root
-    # Stop whatever pool a test started, by the pid the coordinator recorded.
-    try:
-        q = open_queue(root)
-    except (config.ConfigError, claude_queue.QueueError):
-        return
-    if q.get_flag("coordinator"):
-        subprocess.run([sys.executable, str(ROOT / "claude_coordinator.py"), "kill"], cwd=root,
-                       capture_output=True, timeout=60)
+def project(pool_project):
+    return pool_project
 
 
 def open_queue(root):

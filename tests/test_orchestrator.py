@@ -12,39 +12,16 @@ import pytest
 import claude_queue
 import config
 import orchestrator
-from conftest import install_fake_claude
+from conftest import fake
 from orchestrator import ClaudeOrchestrator, OrchestratorError
 
 ROOT = Path(__file__).resolve().parent.parent
 ORCH = ROOT / "orchestrator.py"
 
 
-def fake(action, *args, **kwargs):
-    return "@fake " + json.dumps({action: args[0] if args else True, **kwargs})
-
-
 @pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A temp project with the fake claude on PATH, short timings, and cwd inside it."""
-    root = tmp_path / "proj"
-    root.mkdir()
-    bindir = tmp_path / "bin"
-    install_fake_claude(bindir)
-    (root / ".klauss.toml").write_text(
-        "[workers]\nlease_seconds = 10\nheartbeat_seconds = 0.5\nshutdown_grace_seconds = 1\nmax_workers = 4\n"
-        "idle_timeout = 0\n[queue]\nretry_backoff_seconds = 0\n")
-    for var in list(os.environ):
-        if var.startswith("KLAUSS_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
-    monkeypatch.chdir(root)
-    yield root
-    # Stop whatever pool a test started, by the pid the coordinator recorded.
-    q = claude_queue.TaskQueue(cfg=config.load_config(cwd=root, env={}))
-    flag = q.get_flag("coordinator")
-    if flag:
-        subprocess.run([sys.executable, str(ROOT / "claude_coordinator.py"), "kill"], cwd=root,
-                       capture_output=True, timeout=60)
+def project(pool_project):
+    return pool_project
 
 
 def run_cli(root, *args, stdin=None, timeout=120):

@@ -14,27 +14,10 @@ import pytest
 
 import claude_queue
 import config
-from conftest import install_fake_claude
+from conftest import fake, install_fake_claude, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "claude_worker.py"
-
-
-def fake(action, *args, **kwargs):
-    """One scenario line: fake("write", "out.txt", content="x") -> '@fake {"write": "out.txt", ...}'."""
-    body = {action: args[0] if args else True, **kwargs}
-    return "@fake " + json.dumps(body)
-
-
-def wait_for(predicate, timeout=30, what="condition"):
-    """Poll until predicate() is truthy; the test's synchronization, bounded by a deadline."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def alive(pid):

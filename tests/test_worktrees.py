@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import claude_queue
 import config
 import orchestrator
 import worktrees
+from conftest import fake, wait_for
 from orchestrator import ClaudeOrchestrator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,23 +30,9 @@ SETTINGS = ("[workers]\nlease_seconds = 10\nheartbeat_seconds = 0.2\nshutdown_gr
             "idle_timeout = 0\n[queue]\nretry_backoff_seconds = 0\n")
 
 
-def fake(action, *args, **kwargs):
-    return "@fake " + json.dumps({action: args[0] if args else True, **kwargs})
-
-
 def py(code):
     """A fake `run` action running a Python snippet in the task's working dir."""
     return fake("run", [sys.executable, "-c", code])
-
-
-def wait_for(predicate, timeout=60, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
 def describe(queue, ids):
