@@ -1337,23 +1337,17 @@ UPDATE tasks SET status = 'skipped', finished_at = ?, updated_at = ?, error = ?
 WHERE id = ? AND status = 'pending'
 """
 
-SQL_PENDING_DESCENDANTS = """
+# Every task that depends on ?, directly or through others, and is now in the given status.
+_SQL_DESCENDANTS = """
 WITH RECURSIVE down(id) AS (
     SELECT task_id FROM task_deps WHERE depends_on = ?
     UNION
     SELECT d.task_id FROM task_deps d JOIN down ON d.depends_on = down.id
 )
-SELECT id FROM tasks WHERE id IN (SELECT id FROM down) AND status = 'pending' ORDER BY id
+SELECT id FROM tasks WHERE id IN (SELECT id FROM down) AND status = '{status}' ORDER BY id
 """
-
-SQL_SKIPPED_DESCENDANTS = """
-WITH RECURSIVE down(id) AS (
-    SELECT task_id FROM task_deps WHERE depends_on = ?
-    UNION
-    SELECT d.task_id FROM task_deps d JOIN down ON d.depends_on = down.id
-)
-SELECT id FROM tasks WHERE id IN (SELECT id FROM down) AND status = 'skipped' ORDER BY id
-"""
+SQL_PENDING_DESCENDANTS = _SQL_DESCENDANTS.format(status="pending")
+SQL_SKIPPED_DESCENDANTS = _SQL_DESCENDANTS.format(status="skipped")
 
 SQL_DEAD_DEPS = """
 SELECT t.id, t.status FROM task_deps d JOIN tasks t ON t.id = d.depends_on

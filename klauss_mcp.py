@@ -514,7 +514,7 @@ class KlaussTools:
             if s["failed"]:
                 parts.append(f"{s['failed']} failed")
             parts.append(_money(s["cost_usd"]))
-            parts.append(f"{_ago(now - j['created_at'])} ago")
+            parts.append(task_report.fmt_ago(j["created_at"], now))
             lines.append(f"- `{j['id']}` — {_title(j['description'], 80)} — " + " · ".join(parts))
         return "\n".join(lines)
 
@@ -607,17 +607,6 @@ class KlaussTools:
         lines.append(f"Queue: {stats['pending']} pending, {stats['in_progress']} running, "
                      f"{stats['completed']} completed, {stats['failed']} failed.")
         return "\n".join(lines)
-
-
-def _ago(seconds):
-    seconds = max(0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.0f}h"
-    return f"{seconds / 86400:.0f}d"
 
 
 # --- the protocol -------------------------------------------------------------------------------
