@@ -46,3 +46,18 @@ def test_runtime_modules_import_only_the_standard_library():
         for match in re.finditer(r"^\s*(?:import|from)\s+([A-Za-z_][\w]*)", path.read_text(), re.M):
             name = match.group(1)
             assert name in stdlib or name in allowed_local or name == "tomli", f"{path.name} imports {name}"
+
+
+def test_imports_flow_one_way():
+    """Programs depend on the shared modules, never on each other (the MCP server's use of the
+    orchestrator API is the one exception: it is a front end to exactly that API)."""
+    shared = {"claude_queue", "config", "claude_cli", "worktrees", "task_report"}
+    programs = {"claude_worker", "claude_coordinator", "claude_dashboard", "submit_task", "orchestrator", "klauss_mcp"}
+    allowed_extra = {"klauss_mcp": {"orchestrator"}}
+    for name in shared | programs:
+        text = (ROOT / f"{name}.py").read_text()
+        imported = set(re.findall(r"^import (\w+)", text, re.M)) & (shared | programs)
+        if name in shared:
+            assert imported <= shared, f"shared module {name} imports a program: {imported - shared}"
+        else:
+            assert imported <= shared | allowed_extra.get(name, set()), f"{name} imports {imported - shared}"

@@ -244,9 +244,15 @@ def test_pool_runs_a_batch_logs_line_by_line_and_stops_cleanly(project):
     go.touch()
     project.wait_status(slow, "completed")
 
-    logs = {p.name: p.read_text() for p in project.logs.glob("worker_*.log")}
-    assert sorted(logs) == ["worker_1.log", "worker_2.log", "worker_3.log"]
-    lines = [line for text in logs.values() for line in text.splitlines()]
+    def log_lines():
+        return [line for p in project.logs.glob("worker_*.log") for line in p.read_text().splitlines()]
+
+    # The worker logs a completion just after recording it, and the coordinator copies the line a
+    # moment later: wait for the last one to arrive.
+    wait_for(lambda: all(any(f"task {tid}: completed" in line for line in log_lines()) for tid in [slow, *ids]),
+             what="every completion in the worker logs")
+    assert sorted(p.name for p in project.logs.glob("worker_*.log")) == ["worker_1.log", "worker_2.log", "worker_3.log"]
+    lines = log_lines()
     assert lines and all(STAMP.match(line) for line in lines), lines[:5]
     for tid in [slow, *ids]:
         assert sum(f"task {tid}: completed" in line for line in lines) == 1
