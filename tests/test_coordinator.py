@@ -352,7 +352,8 @@ def test_the_coordinator_returns_a_task_whose_lease_expired(project):
     assert queue.claim_task("ghost", lease_seconds=0.01).id == tid
     wait_for(lambda: project.task(tid).status == "pending", timeout=10, what="the coordinator to recover it")
     assert project.events(tid) == ["created", "claimed", "recovered"]
-    assert f"task {tid}: lease expired; returned to the queue" in (project.logs / "coordinator.log").read_text()
+    wait_for(lambda: f"task {tid}: lease expired; returned to the queue" in (project.logs / "coordinator.log").read_text(),
+             what="the recovery in the coordinator's log")
     queue.clear_flag("paused")
     project.wait_status(tid, "completed")
     assert project.manage("stop").returncode == 0
