@@ -754,8 +754,8 @@ class Coordinator:
 
     def _periodic(self):
         self._check_resize()  # in case the signal that announces a request was missed
-        # recover_stale() writes and wakes every idle worker even when nothing expired; a read
-        # of the (few) running tasks first keeps an idle pool idle.
+        # recover_stale() takes the write lock even when nothing expired; a read of the (few)
+        # running tasks first keeps an idle pool from writing every tick.
         now = time.time()
         if any(t.lease_expires_at is not None and t.lease_expires_at < now
                for t in self.queue.list_tasks(status="in_progress")):

@@ -43,6 +43,7 @@ import claude_queue
 import config
 import orchestrator
 import task_report
+import worktrees
 
 HERE = Path(__file__).resolve().parent
 SERVER_NAME = orchestrator.MCP_SERVER_NAME
@@ -229,17 +230,15 @@ TOOLS = [
 ]
 TOOL_NAMES = {t["name"] for t in TOOLS}
 
-# Plans may choose git-worktree isolation when this orchestrator supports it (the worktrees module).
-_WORKTREES = getattr(orchestrator, "worktrees", None)
-if _WORKTREES is not None:
-    TOOLS[0]["inputSchema"]["properties"].update({
-        "isolation": {"type": "string", "enum": list(_WORKTREES.MODES),
-                      "description": "\"worktree\" runs each task in its own git worktree and branch "
-                                     "(default: [isolation] mode in .klauss.toml)."},
-        "merge": {"type": "string", "enum": list(_WORKTREES.MERGE_MODES),
-                  "description": "With worktree isolation: \"auto\" merges finished tasks into one job "
-                                 "branch, \"branch\" leaves one branch per task."},
-    })
+# Plans may choose git-worktree isolation, as plan files can.
+TOOLS[0]["inputSchema"]["properties"].update({
+    "isolation": {"type": "string", "enum": list(worktrees.MODES),
+                  "description": "\"worktree\" runs each task in its own git worktree and branch "
+                                 "(default: [isolation] mode in .klauss.toml)."},
+    "merge": {"type": "string", "enum": list(worktrees.MERGE_MODES),
+              "description": "With worktree isolation: \"auto\" merges finished tasks into one job "
+                             "branch, \"branch\" leaves one branch per task."},
+})
 
 
 def _title(prompt, width=80):
@@ -249,11 +248,6 @@ def _title(prompt, width=80):
 
 def _money(value):
     return f"${value or 0:.4f}"
-
-
-def check_plan(plan):
-    """Check a submit_job plan exactly as `orchestrator.py run` checks a plan file."""
-    return orchestrator.check_plan(plan)
 
 
 class CallContext:
@@ -377,9 +371,9 @@ class KlaussTools:
         start = self._bool(args, "start_workers")
         workers = self._int(args, "workers")
         plan = {k: v for k, v in args.items() if k not in ("start_workers", "workers")}
-        plan, entries = check_plan(plan)
+        plan, entries = orchestrator.check_plan(plan)
         orch = self.orch
-        options = {k: plan[k] for k in ("isolation", "merge") if plan.get(k) is not None}  # only if supported
+        options = {k: plan[k] for k in ("isolation", "merge") if plan.get(k) is not None}
         job_id, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
                                        max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"),
                                        **options)
