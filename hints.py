@@ -1,0 +1,34 @@
+"""How Klauss names its own commands to whoever reads its output.
+
+Every command Klauss prints (errors, notes, progress, synthesis, MCP text) must run exactly as
+printed from where the reader stands: usually a project root with Klauss in ``klauss/``, where
+``./manage.sh`` and ``python orchestrator.py`` do not exist. Claude Code acts on these texts, so a
+wrong path misleads an agent as well as a person. ``manage.sh`` is the one front door (it dispatches
+to every program), so every hint is a ``manage.sh`` command, with the path built from where this
+checkout of Klauss lies relative to the current directory.
+"""
+
+import os
+import shlex
+
+KLAUSS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def manage_path(cwd=None):
+    """``klauss/manage.sh`` from a project root, ``./manage.sh`` inside Klauss, else an absolute
+    path (a relative path out of the current directory breaks as soon as the reader moves)."""
+    script = os.path.join(KLAUSS_DIR, "manage.sh")
+    here = os.path.abspath(cwd or os.getcwd())
+    try:
+        rel = os.path.relpath(script, here)
+    except ValueError:  # another drive (Windows): only the absolute path works
+        return shlex.quote(script)
+    if rel.startswith(os.pardir + os.sep) or rel == os.pardir:
+        return shlex.quote(script)
+    return shlex.quote(rel if os.sep in rel else os.path.join(os.curdir, rel))
+
+
+def command(*args, cwd=None):
+    """The shell command line that runs ``manage.sh ARGS`` from ``cwd`` (default: the current
+    directory), each argument quoted for the shell: ``command("wait", 3)`` -> ``klauss/manage.sh wait 3``."""
+    return " ".join([manage_path(cwd), *(shlex.quote(str(a)) for a in args)])
