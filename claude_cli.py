@@ -48,27 +48,97 @@ def check_runnable(command, timeout=30):
     return out.stdout.strip()
 
 
+# The task metadata keys that reach claude's argv, and the option each one becomes.
+TASK_OPTIONS = {"model": "--model", "max_turns": "--max-turns", "max_budget_usd": "--max-budget-usd",
+                "allowed_tools": "--allowedTools"}
+# Settings a task might expect to pass but that only the project's .klauss.toml may set (or that
+# are CLI options Klauss never takes from a task), spelled without case, "-" or "_".
+_NOT_PER_TASK = {"command", "permissionmode", "disallowedtools", "appendsystemprompt", "extraargs", "env",
+                 "contextinlinebytes", "dangerouslyskippermissions", "adddir", "mcpconfig", "strictmcpconfig",
+                 "settings", "systemprompt", "systempromptfile", "appendsystempromptfile", "tools",
+                 "fallbackmodel", "sessionid", "resume", "continue", "forksession", "outputformat", "print",
+                 "verbose", "allowdangerouslyskippermissions", "permissionprompttool"}
+MAX_TURNS_LIMIT = 1_000_000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class BadTaskArgument(ValueError):
+    """A task's metadata would put a bad value on claude's command line; the message names the field."""
+
+
+def _norm(key):
+    return re.sub(r"[-_]", "", key).lower()
+
+
+def _word(field_name, value, what):
+    """One value for a single argv word: never read as an option, never split, never NUL."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadTaskArgument(f"metadata.{field_name}: expected {what}, got {value!r}")
+    if _CONTROL.search(value):
+        raise BadTaskArgument(f"metadata.{field_name}: {value!r} contains a control character (NUL, newline, "
+                              "escape...); remove it")
+    if value.lstrip().startswith("-"):
+        raise BadTaskArgument(f"metadata.{field_name}: {value!r} starts with '-', so claude would read it as an "
+                              "option; give a name, not a flag")
+    return value
+
+
+def check_task_metadata(metadata):
+    """Check the metadata keys that reach claude's argv (type and range) and refuse keys a task may
+    not set; BadTaskArgument names the field and the fix. Other keys are the task's own data."""
+    if not isinstance(metadata, dict):
+        raise BadTaskArgument(f"metadata: expected a JSON object, got {metadata!r}")
+    for key in metadata:
+        if not isinstance(key, str):
+            raise BadTaskArgument(f"metadata: keys must be strings, got {key!r}")
+        known = next((k for k in TASK_OPTIONS if _norm(k) == _norm(key)), None)
+        if known is not None and known != key:
+            raise BadTaskArgument(f"metadata.{key}: unknown key; did you mean {known!r}?")
+        if key.startswith("-") or _norm(key) in _NOT_PER_TASK:
+            raise BadTaskArgument(f"metadata.{key}: not a per-task setting (a task may set only "
+                                  f"{', '.join(TASK_OPTIONS)}); set it in [claude] of .klauss.toml instead")
+    if metadata.get("model") is not None:
+        _word("model", metadata["model"], "a model name such as \"sonnet\"")
+    turns = metadata.get("max_turns")
+    if turns is not None and (isinstance(turns, bool) or not isinstance(turns, int)
+                              or not 1 <= turns <= MAX_TURNS_LIMIT):
+        raise BadTaskArgument(f"metadata.max_turns: expected a whole number from 1 to {MAX_TURNS_LIMIT}, "
+                              f"got {turns!r}")
+    budget = metadata.get("max_budget_usd")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not 0 < budget < float("inf")):
+        raise BadTaskArgument(f"metadata.max_budget_usd: expected a number of dollars > 0, got {budget!r}")
+    tools = metadata.get("allowed_tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise BadTaskArgument(f"metadata.allowed_tools: expected a list of tool patterns such as "
+                                  f"[\"Edit\", \"Bash(git *)\"], got {tools!r}")
+        for tool in tools:
+            _word("allowed_tools", tool, "a tool pattern such as \"Edit\" or \"Bash(git *)\"")
+    return metadata
+
+
 def build_argv(claude_cfg, metadata=None, executable=None):
     """The argv for one task. The prompt goes on stdin, so list-valued flags (which swallow the
     words after them) cannot eat it. Per-task metadata may override model, max_turns,
-    max_budget_usd and allowed_tools."""
-    metadata = metadata or {}
+    max_budget_usd and allowed_tools; it is checked again here (BadTaskArgument), and every value
+    travels inside its option's own word (`--model=x`), so no value is ever read as a flag."""
+    metadata = check_task_metadata(metadata or {})
     argv = [executable or claude_cfg["command"], "-p", "--output-format", "stream-json", "--verbose",
             "--permission-mode", claude_cfg["permission_mode"]]
     model = metadata.get("model") or claude_cfg["model"]
     if model:
-        argv += ["--model", str(model)]
+        argv.append(f"--model={model}")
     max_turns = metadata.get("max_turns", claude_cfg["max_turns"])
     if max_turns is not None:
-        argv += ["--max-turns", str(int(max_turns))]
+        argv.append(f"--max-turns={int(max_turns)}")
     budget = metadata.get("max_budget_usd", claude_cfg["max_budget_usd"])
     if budget is not None:
-        argv += ["--max-budget-usd", f"{float(budget):g}"]
+        argv.append(f"--max-budget-usd={float(budget):g}")
     if claude_cfg["append_system_prompt"]:
         argv += ["--append-system-prompt", claude_cfg["append_system_prompt"]]
     allowed = list(claude_cfg["allowed_tools"]) + list(metadata.get("allowed_tools") or [])
-    if allowed:
-        argv += ["--allowedTools", *allowed]
+    argv += [f"--allowedTools={tool}" for tool in allowed]
     if claude_cfg["disallowed_tools"]:
         argv += ["--disallowedTools", *claude_cfg["disallowed_tools"]]
     return argv + list(claude_cfg["extra_args"])

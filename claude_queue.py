@@ -21,6 +21,7 @@ import errno
 import json
 import os
 import random
+import re
 import select
 import sqlite3
 import threading
@@ -29,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import claude_cli
 import config
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "skipped")
@@ -257,6 +259,21 @@ def _require_str_list(name, value):
     return list(value)
 
 
+_COMMIT = re.compile(r"[0-9a-f]{7,64}")
+
+
+def _check_repo_metadata(metadata):
+    """The shape of a worktree task's own `repo` and `base_commit` (where it lies is PathPolicy's
+    and the worktree code's to check): both reach git's command line."""
+    repo, base = metadata.get("repo"), metadata.get("base_commit")
+    if repo is not None and (not isinstance(repo, str) or not os.path.isabs(repo) or "\x00" in repo):
+        raise ValueError(f"metadata.repo: expected the absolute path of the project's git repository, got {repo!r}; "
+                         "leave it out and Klauss fills it in")
+    if base is not None and (not isinstance(base, str) or not _COMMIT.fullmatch(base)):
+        raise ValueError(f"metadata.base_commit: expected a commit id (hex), got {base!r}; leave it out and Klauss "
+                         "fills it in")
+
+
 def validate_task(entry, default_max_attempts):
     """Check one task's fields; returns a normalized dict. Raises ValueError naming the field."""
     if not isinstance(entry, dict):
@@ -288,6 +305,8 @@ def validate_task(entry, default_max_attempts):
         _dumps(metadata)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"metadata: not JSON-serialisable: {exc}") from None
+    claude_cli.check_task_metadata(metadata)
+    _check_repo_metadata(metadata)
     timeout = entry.get("timeout")
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):

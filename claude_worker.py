@@ -441,6 +441,8 @@ class Worker:
             checked = claude_queue.check_task_paths(
                 claude_queue.validate_task({k: getattr(task, k) for k in claude_queue.TASK_FIELDS
                                             if k != "depends_on"}, task.max_attempts), self.cfg)
+            # Bad data in one task (say, metadata queued past the submit checks) fails that task only.
+            argv = claude_cli.build_argv(self.cfg["claude"], task.metadata, executable=self.executable)
         except ValueError as exc:
             # The boundary is checked again here because the config may have changed since submit.
             q.fail_task(task.id, self.worker_id, f"refused before running: {exc}", retryable=False, attempt=task.attempt)
@@ -462,7 +464,6 @@ class Worker:
         prompt = build_prompt(task, job, working_dir, self.cfg["claude"]["context_inline_bytes"],
                               branch=tree.branch if tree is not None else None)
         before = snapshot_outputs(task.expected_outputs, working_dir)
-        argv = claude_cli.build_argv(self.cfg["claude"], task.metadata, executable=self.executable)
         env = {**os.environ, **self.cfg["claude"]["env"], "KLAUSS_TASK_ID": str(task.id),
                "KLAUSS_DB": str(q.db_path)}
         if task.job_id:

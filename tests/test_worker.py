@@ -148,10 +148,8 @@ def test_config_and_task_metadata_shape_the_command(project):
     project.add("a", metadata={"model": "haiku", "max_budget_usd": 2, "allowed_tools": ["Edit"]})
     assert project.run_worker().returncode == 0
     argv = project.invocations()[0]["argv"]
-    assert argv[argv.index("--model") + 1] == "haiku"
-    assert argv[argv.index("--max-turns") + 1] == "7"
-    assert argv[argv.index("--max-budget-usd") + 1] == "2"
-    assert argv[argv.index("--allowedTools") + 1:argv.index("--allowedTools") + 3] == ["Bash(npm test:*)", "Edit"]
+    assert "--model=haiku" in argv and "--max-turns=7" in argv and "--max-budget-usd=2" in argv
+    assert argv[argv.index("--allowedTools=Bash(npm test:*)") + 1] == "--allowedTools=Edit"
     assert argv[-2:] == ["--add-dir", "/tmp"]
     assert project.invocations()[0]["env"]["KLAUSS_TEST_MARK"] == "yes"
 

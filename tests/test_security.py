@@ -1,0 +1,159 @@
+"""Hostile task input (issue 13, security): flag injection into claude's argv, context globs that
+follow symlinks out of the project, tasks aimed at another git repository, terminal escapes in
+`list`/`show`, and task data that must fail its task, never the pool."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import claude_cli
+import claude_queue
+import config
+from conftest import FAKE_CLAUDE
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBMIT = ROOT / "submit_task.py"
+WORKER = ROOT / "claude_worker.py"
+ORCH = ROOT / "orchestrator.py"
+MCP = ROOT / "klauss_mcp.py"
+INJECTED = "--dangerously-skip-permissions"
+
+# A `claude` that records every argv it gets (one JSON list a line), then behaves as the fake.
+RECORDER = """#!{python}
+import json, os, sys
+with open({log!r}, "a") as fh:
+    fh.write(json.dumps(sys.argv[1:]) + "\\n")
+os.execv({python!r}, [{python!r}, {fake!r}, *sys.argv[1:]])
+"""
+
+
+class Project:
+    def __init__(self, root, bindir):
+        self.root, self.bindir = root, bindir
+        self.argv_log = root.parent / "argv.jsonl"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
+        self.env["PATH"] = f"{bindir}:{os.environ['PATH']}"
+        self.install(RECORDER.format(python=sys.executable, log=str(self.argv_log), fake=str(FAKE_CLAUDE)))
+
+    def install(self, script):
+        claude = self.bindir / "claude"
+        claude.write_text(script)
+        claude.chmod(0o755)
+
+    @property
+    def queue(self):
+        return claude_queue.TaskQueue(cfg=config.load_config(cwd=self.root, env={}))
+
+    def run(self, script, *args, stdin=None):
+        out = subprocess.run([sys.executable, str(script), *args], cwd=self.root, env=self.env, input=stdin,
+                             capture_output=True, text=True, timeout=120,
+                             stdin=None if stdin is not None else subprocess.DEVNULL)
+        assert "Traceback" not in out.stderr, out.stderr
+        return out
+
+    def worker(self):
+        return self.run(WORKER, "w1", "--exit-when-idle")
+
+    def argvs(self):
+        lines = self.argv_log.read_text().splitlines() if self.argv_log.exists() else []
+        return [a for a in map(json.loads, lines) if "-p" in a]
+
+    def set_metadata(self, task_id, metadata):
+        """Store metadata as a foreign writer could, past every submit check."""
+        with sqlite3.connect(str(config.load_config(cwd=self.root, env={}).db_path)) as conn:
+            conn.execute("UPDATE tasks SET metadata = ? WHERE id = ?", (json.dumps(metadata), task_id))
+
+    def mcp(self, tool, arguments):
+        """One tools/call to the MCP server over stdio; returns its result."""
+        messages = [{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                     "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                                "clientInfo": {"name": "t", "version": "0"}}},
+                    {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                    {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}]
+        out = self.run(MCP, stdin="".join(json.dumps(m) + "\n" for m in messages))
+        answers = {m.get("id"): m for m in map(json.loads, out.stdout.splitlines())}
+        return answers[2]["result"]
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (root / ".klauss.toml").write_text(
+        "[workers]\nlease_seconds = 5\nheartbeat_seconds = 0.2\nshutdown_grace_seconds = 0.5\nauto_start = false\n"
+        "[queue]\nretry_backoff_seconds = 0\n")
+    return Project(root, bindir)
+
+
+def task_count(project):
+    return project.queue.get_stats()["total"]
+
+
+# --- 1. flag injection ------------------------------------------------------------------------------
+
+BAD_METADATA = [
+    ({"allowed_tools": ["Edit", INJECTED]}, "metadata.allowed_tools"),
+    ({"allowed_tools": [" -x"]}, "metadata.allowed_tools"),
+    ({"allowed_tools": ["Edit\nBash"]}, "metadata.allowed_tools"),
+    ({"allowed_tools": ["Edit\x00"]}, "metadata.allowed_tools"),
+    ({"model": INJECTED}, "metadata.model"),
+    ({"model": "haiku\n--verbose"}, "metadata.model"),
+    ({INJECTED: True}, INJECTED),
+    ({"permission_mode": "bypassPermissions"}, "metadata.permission_mode"),
+    ({"extra_args": [INJECTED]}, "metadata.extra_args"),
+    ({"allowedTools": ["Edit"]}, "did you mean 'allowed_tools'"),
+]
+
+
+@pytest.mark.parametrize("metadata, field", BAD_METADATA)
+def test_every_front_end_refuses_metadata_that_would_reach_argv_as_a_flag(project, metadata, field):
+    out = project.run(SUBMIT, "submit", "x", "--metadata", json.dumps(metadata))
+    assert out.returncode == 2 and field in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    (project.root / "tasks.json").write_text(json.dumps([{"prompt": "ok"}, {"prompt": "x", "metadata": metadata}]))
+    out = project.run(SUBMIT, "submit-file", "tasks.json")
+    assert out.returncode == 2 and field in out.stderr and "task 1" in out.stderr, out.stderr
+    plan = {"description": "d", "tasks": [{"id": "a", "prompt": "x", "metadata": metadata}]}
+    (project.root / "plan.json").write_text(json.dumps(plan))
+    out = project.run(ORCH, "run", "plan.json", "--yes")
+    assert out.returncode == 2 and field in out.stderr, out.stderr
+    result = project.mcp("submit_job", {**plan, "start_workers": False})
+    assert result["isError"] and field in result["content"][0]["text"], result
+    with pytest.raises(ValueError, match=field):
+        project.queue.add_task("x", metadata=metadata)
+    assert task_count(project) == 0 and project.queue.list_jobs() == []
+
+
+def test_build_argv_refuses_a_bad_value_and_never_emits_one_as_a_flag(monkeypatch):
+    cfg = dict(config.load_config(env={})["claude"])
+    with pytest.raises(claude_cli.BadTaskArgument, match="metadata.allowed_tools"):
+        claude_cli.build_argv(cfg, {"allowed_tools": ["Edit", INJECTED]})
+    with pytest.raises(claude_cli.BadTaskArgument, match="metadata.model"):
+        claude_cli.build_argv(cfg, {"model": INJECTED})
+    # Even with the check gone, every value travels inside its option's own word.
+    monkeypatch.setattr(claude_cli, "check_task_metadata", lambda metadata: metadata)
+    argv = claude_cli.build_argv({**cfg, "allowed_tools": ["-c"]}, {"allowed_tools": [INJECTED], "model": INJECTED})
+    assert INJECTED not in argv and "-c" not in argv
+    assert f"--allowedTools={INJECTED}" in argv and f"--model={INJECTED}" in argv and "--allowedTools=-c" in argv
+
+
+def test_metadata_queued_past_the_checks_fails_that_task_only(project):
+    q = project.queue
+    bad = q.add_task("bad", metadata={"allowed_tools": ["Edit"]})
+    good = q.add_task("good", metadata={"allowed_tools": ["Edit"]})
+    project.set_metadata(bad, {"allowed_tools": ["Edit", INJECTED]})
+    out = project.worker()
+    assert out.returncode == 0, out.stderr
+    t = q.get_task(bad)
+    assert t.status == "failed" and "metadata.allowed_tools" in t.error and t.attempts_used == 1
+    assert q.get_task(good).status == "completed"
+    assert q.get_flag("config_error") is None
+    argvs = project.argvs()
+    assert len(argvs) == 1 and "--allowedTools=Edit" in argvs[0]
+    assert not any(word.startswith("--dangerously") for argv in argvs for word in argv)
