@@ -61,18 +61,25 @@ def _is_text(data):
     return True
 
 
-def expand_context(patterns, working_dir):
-    """Files matched by the context globs (relative to the working dir), sorted, without duplicates."""
-    seen = {}
+def expand_context(patterns, working_dir, inside=None):
+    """Files matched by the context globs (relative to the working dir), sorted, without duplicates,
+    as (relative name, resolved path); and the names left out because they resolve (through a
+    symlink) outside what `inside(resolved path)` allows. Submit checks only a glob's base."""
+    seen, outside = {}, []
     for pattern in patterns:
         full = pattern if os.path.isabs(pattern) else os.path.join(working_dir, pattern)
         for match in sorted(glob.glob(full, recursive=True)):
             if os.path.isfile(match):
-                seen.setdefault(os.path.relpath(match, working_dir), match)
-    return list(seen.items())
+                rel, real = os.path.relpath(match, working_dir), Path(match).resolve()
+                if inside is not None and not inside(real):
+                    if rel not in outside:
+                        outside.append(rel)
+                elif rel not in seen:
+                    seen[rel] = str(real)
+    return list(seen.items()), outside
 
 
-def build_prompt(task, job, working_dir, inline_budget, branch=None):
+def build_prompt(task, job, working_dir, inline_budget, branch=None, inside=None):
     """The text Claude receives: who it is in the job, shared context, files, outputs, then the task."""
     parts = []
     header = f"You are a Klauss worker running task #{task.id}"
@@ -90,7 +97,7 @@ def build_prompt(task, job, working_dir, inline_budget, branch=None):
     if shared:
         parts.append("## Shared context for this job\n" + str(shared).strip())
     if task.context_files:
-        files = expand_context(task.context_files, working_dir)
+        files, outside = expand_context(task.context_files, working_dir, inside)
         lines, inlined, remaining = [], [], inline_budget
         for rel, path in files[:MAX_LISTED_CONTEXT_FILES]:
             try:
@@ -113,7 +120,8 @@ def build_prompt(task, job, working_dir, inline_budget, branch=None):
         if len(files) > MAX_LISTED_CONTEXT_FILES:
             lines.append(f"- … and {len(files) - MAX_LISTED_CONTEXT_FILES} more files matching "
                          f"{', '.join(task.context_files)}")
-        if not files:
+        lines += [f"- {rel} (left out: it links outside the project)" for rel in outside[:MAX_LISTED_CONTEXT_FILES]]
+        if not files and not outside:
             lines.append(f"- (no files match {', '.join(task.context_files)})")
         parts.append("## Context files\n" + "\n".join(lines) + ("\n\n" + "\n\n".join(inlined) if inlined else ""))
     if task.expected_outputs:
@@ -461,8 +469,11 @@ class Worker:
         if tree is not None:
             working_dir = str(tree.working_dir)
             log(f"task {task.id}: worktree {tree.path} on branch {tree.branch}")
+        boundary = claude_queue.PathPolicy(self.cfg).inside
+        own_tree = tree.path.resolve() if tree is not None else None
         prompt = build_prompt(task, job, working_dir, self.cfg["claude"]["context_inline_bytes"],
-                              branch=tree.branch if tree is not None else None)
+                              branch=tree.branch if tree is not None else None,
+                              inside=lambda path: boundary(path) or (own_tree is not None and own_tree in path.parents))
         before = snapshot_outputs(task.expected_outputs, working_dir)
         env = {**os.environ, **self.cfg["claude"]["env"], "KLAUSS_TASK_ID": str(task.id),
                "KLAUSS_DB": str(q.db_path)}

@@ -38,6 +38,9 @@ class Project:
         self.argv_log = root.parent / "argv.jsonl"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
         self.env["PATH"] = f"{bindir}:{os.environ['PATH']}"
+        self.fakelog = root.parent / "fakelog"
+        self.fakelog.mkdir()
+        self.env["FAKE_CLAUDE_LOG"] = str(self.fakelog)
         self.install(RECORDER.format(python=sys.executable, log=str(self.argv_log), fake=str(FAKE_CLAUDE)))
 
     def install(self, script):
@@ -62,6 +65,12 @@ class Project:
     def argvs(self):
         lines = self.argv_log.read_text().splitlines() if self.argv_log.exists() else []
         return [a for a in map(json.loads, lines) if "-p" in a]
+
+    def prompts(self):
+        """What each task run of the fake read on stdin."""
+        path = self.fakelog / "invocations.jsonl"
+        runs = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        return [r["stdin"] for r in runs if "-p" in r["argv"]]
 
     def set_metadata(self, task_id, metadata):
         """Store metadata as a foreign writer could, past every submit check."""
@@ -157,3 +166,30 @@ def test_metadata_queued_past_the_checks_fails_that_task_only(project):
     argvs = project.argvs()
     assert len(argvs) == 1 and "--allowedTools=Edit" in argvs[0]
     assert not any(word.startswith("--dangerously") for argv in argvs for word in argv)
+
+
+# --- 2. context globs and symlinks ------------------------------------------------------------------
+
+def test_context_globs_never_inline_a_file_that_links_outside_the_project(project, tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "secretdir").mkdir(parents=True)
+    (outside / "secret.txt").write_text("TOPSECRET-PASSWORD-123\n")
+    (outside / "secretdir" / "notes.md").write_text("SECRET-IN-DIR-456\n")
+    docs = project.root / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("doc a\n")
+    (docs / "b.md").symlink_to(outside / "secret.txt")
+    (docs / "c.md").symlink_to(docs / "a.md")  # a link that stays inside is fine
+    (project.root / "linkdir").symlink_to(outside)
+    q = project.queue
+    q.add_task("t1", context_files=["docs/*.md"])
+    q.add_task("t2", context_files=["**/*.md"])
+    assert project.worker().returncode == 0
+    prompts = project.prompts()
+    assert len(prompts) == 2
+    for prompt in prompts:
+        assert "SECRET" not in prompt
+        assert "### docs/a.md\n```\ndoc a" in prompt and "### docs/c.md" in prompt
+        assert "- docs/b.md (left out: it links outside the project)" in prompt
+    assert "- linkdir/secretdir/notes.md (left out: it links outside the project)" in prompts[1]
+    assert all(t.status == "completed" for t in q.list_tasks())
