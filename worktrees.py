@@ -254,6 +254,16 @@ def repo_and_head(cfg):
     return top, head
 
 
+def check_own_repo(cfg, repo, field_name="metadata.repo", top=None):
+    """A task works in the project's own git repository, never in another one (where Klauss would
+    make worktrees, branches and commits). Returns the repository; ValueError names the field."""
+    top = top or toplevel(Path(cfg.root))
+    if top is None or not isinstance(repo, str) or Path(repo).resolve() != top:
+        raise ValueError(f"{field_name}: {repo!r} is not this project's git repository ({top or 'none'}); a task "
+                         f"works only in its project's repository: leave {field_name} out and Klauss fills it in")
+    return top
+
+
 def check_dirty(cfg, repo, head):
     """Apply `[isolation] dirty_policy` to uncommitted changes the worktree tasks would not see."""
     files = dirty_files(cfg, repo)
@@ -291,7 +301,7 @@ def annotate_tasks(cfg, entries, job_metadata=None, get_job=None, cwd=None):
     otherwise `get_job(job_id)` looks it up. ValueError names the task and the field."""
     if not isinstance(entries, (list, tuple)):
         return entries
-    result, lone = [], None
+    result, lone, top = [], None, None
     for index, entry in enumerate(entries):
         prefix = f"task {index}: " if len(entries) > 1 else ""
         meta = entry.get("metadata") if isinstance(entry, dict) else None
@@ -299,6 +309,11 @@ def annotate_tasks(cfg, entries, job_metadata=None, get_job=None, cwd=None):
             result.append(entry)  # the queue's validation names what is wrong
             continue
         meta = meta or {}
+        if isinstance(meta.get("repo"), str):
+            try:
+                top = check_own_repo(cfg, meta["repo"], top=top)
+            except (ValueError, WorktreeError) as exc:
+                raise ValueError(f"{prefix}{exc}") from None
         own = meta.get("isolation")
         if own is not None and own not in MODES:
             raise ValueError(f"{prefix}metadata.isolation: expected one of {', '.join(MODES)}, got {own!r}")
@@ -404,11 +419,14 @@ def prepare_task(cfg, queue, task, job, working_dir, keepalive=None):
                             "submit it again")
     if meta.get("repo") and meta.get("base_commit"):
         repo, base, merge, jbranch = meta["repo"], meta["base_commit"], "branch", None
+        where = "metadata"
     elif jmeta.get("isolation") == "worktree" and jmeta.get("repo") and jmeta.get("base_commit"):
         repo, base = jmeta["repo"], jmeta["base_commit"]
         merge = jmeta.get("merge") or "auto"
         jbranch = jmeta.get("job_branch") or job_branch(job["id"])
+        where = "the job's metadata"
     else:
+        where = None
         # Isolated by configuration alone (queued without going through Klauss's submit checks):
         # start from the repository's HEAD now, and leave the branch for review.
         try:
@@ -416,6 +434,14 @@ def prepare_task(cfg, queue, task, job, working_dir, keepalive=None):
         except ValueError as exc:
             raise WorktreeError(str(exc)) from None
         repo, merge, jbranch = str(top), "branch", None
+    if where is not None:  # checked at submit; again here for whatever was queued some other way
+        try:
+            check_own_repo(cfg, repo, f"{where}.repo")
+        except ValueError as exc:
+            raise WorktreeError(f"{exc}; submit the task again from the project") from None
+        if not isinstance(base, str) or not re.fullmatch(r"[0-9a-f]{7,64}", base):
+            raise WorktreeError(f"{where}.base_commit: expected a commit id (hex), got {base!r}; submit the task "
+                                "again from the project")
     tree = TaskTree(cfg, queue, task, Path(repo), base, merge, jbranch, keepalive)
     try:
         return tree.create(working_dir)
@@ -679,6 +705,7 @@ def merge_job(cfg, queue, job_id, force=False):
     repo = Path(meta["repo"])
     if toplevel(repo) is None:
         raise WorktreeError(f"the job's git repository {repo} is gone")
+    check_own_repo(cfg, meta["repo"], "the job's metadata.repo")
     tasks = queue.list_tasks(job_id=job_id, order="asc")
     running = [t.id for t in tasks if t.status in ("pending", "in_progress")]
     if running and not force:

@@ -14,7 +14,7 @@ import pytest
 import claude_cli
 import claude_queue
 import config
-from conftest import FAKE_CLAUDE
+from conftest import FAKE_CLAUDE, fake
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBMIT = ROOT / "submit_task.py"
@@ -193,3 +193,81 @@ def test_context_globs_never_inline_a_file_that_links_outside_the_project(projec
         assert "- docs/b.md (left out: it links outside the project)" in prompt
     assert "- linkdir/secretdir/notes.md (left out: it links outside the project)" in prompts[1]
     assert all(t.status == "completed" for t in q.list_tasks())
+
+
+# --- 3. a task's repository is its project's own -----------------------------------------------------
+
+def git(cwd, *args):
+    out = subprocess.run(["git", "-c", "user.name=T", "-c", "user.email=t@t", *args], cwd=str(cwd),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def make_repo(path):
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    (path / "README.md").write_text("hi\n")
+    (path / ".gitignore").write_text(".klauss/\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "init")
+    return git(path, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def nested(tmp_path):
+    """The project is outer/proj, a git repository of its own inside another one."""
+    outer = tmp_path / "outer"
+    outer_head = make_repo(outer)
+    root = outer / "proj"
+    root.mkdir()
+    (root / ".klauss.toml").write_text("[workers]\nlease_seconds = 5\nheartbeat_seconds = 0.2\n"
+                                       "[queue]\nretry_backoff_seconds = 0\n")
+    make_repo(root)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    project = Project(root, bindir)
+    project.outer, project.outer_head = outer, outer_head
+    project.outer_state = (git(outer, "branch", "-a"), git(outer, "worktree", "list"), git(outer, "log", "--all", "--oneline"))
+    return project
+
+
+def test_a_task_cannot_point_klauss_at_another_repository(nested):
+    p = nested
+    metadata = {"isolation": "worktree", "repo": str(p.outer), "base_commit": p.outer_head}
+    out = p.run(SUBMIT, "submit", fake("write", "evil.txt", content="x"), "--metadata", json.dumps(metadata))
+    assert out.returncode == 2 and "metadata.repo" in out.stderr and "not this project's git repository" in out.stderr
+    (p.root / "tasks.json").write_text(json.dumps([{"prompt": "a"}, {"prompt": "b", "metadata": metadata}]))
+    out = p.run(SUBMIT, "submit-file", "tasks.json")
+    assert out.returncode == 2 and "task 1: metadata.repo" in out.stderr, out.stderr
+    plan = {"description": "d", "tasks": [{"id": "a", "prompt": "x", "metadata": metadata}]}
+    result = p.mcp("submit_job", {**plan, "start_workers": False})
+    assert result["isError"] and "metadata.repo" in result["content"][0]["text"], result
+    out = p.run(SUBMIT, "submit", "x", "--metadata", json.dumps({**metadata, "repo": str(p.root),
+                                                                 "base_commit": "--upload-pack=x"}))
+    assert out.returncode == 2 and "metadata.base_commit" in out.stderr
+    assert task_count(p) == 0
+
+    # Queued past those checks (the bare TaskQueue API): the worker refuses it, and only it.
+    q = p.queue
+    bad = q.add_task(fake("write", "evil.txt", content="x"), metadata=metadata)
+    good = q.add_task("fine")
+    assert p.worker().returncode == 0
+    t = q.get_task(bad)
+    assert t.status == "failed" and "metadata.repo" in t.error, t.error
+    assert q.get_task(good).status == "completed"
+    assert (git(p.outer, "branch", "-a"), git(p.outer, "worktree", "list"),
+            git(p.outer, "log", "--all", "--oneline")) == p.outer_state
+    assert not (p.outer / "evil.txt").exists()
+
+
+def test_the_projects_own_repository_is_accepted(nested):
+    p = nested
+    head = git(p.root, "rev-parse", "HEAD")
+    metadata = {"isolation": "worktree", "repo": str(p.root), "base_commit": head}
+    out = p.run(SUBMIT, "submit", fake("write", "ok.txt", content="x"), "--metadata", json.dumps(metadata))
+    assert out.returncode == 0, out.stderr
+    assert p.worker().returncode == 0
+    [t] = p.queue.list_tasks()
+    assert t.status == "completed", t.error
+    assert "klauss/task-" in git(p.root, "branch", "-a")
