@@ -17,7 +17,6 @@ import argparse
 import curses
 import locale
 import os
-import re
 import shutil
 import sqlite3
 import sys
@@ -54,12 +53,7 @@ def text_width(text):
     return sum(char_width(ch) for ch in text)
 
 
-ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
-
-
-def clean(text):
-    """One line of printable text: prompts and results may hold tabs, newlines or escape codes."""
-    return "".join(ch if ch.isprintable() else " " for ch in ANSI_ESCAPE.sub("", str(text)))
+clean = task_report.clean  # the one sanitizer, shared with `list` and `show`
 
 
 def clip(text, width):

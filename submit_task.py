@@ -131,6 +131,7 @@ def one_line(text, width):
 
 def table(headers, rows, last_width=None):
     """Left-aligned columns; the last column is cut to fit the terminal."""
+    rows = [[task_report.clean(c) for c in row] for row in rows]
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
               for i, h in enumerate(headers)]
     lines = []
@@ -378,7 +379,8 @@ def cmd_show(args):
     if args.json:
         emit_json({**task.to_dict(), "events": events, "dependents": dependents, "transcript": transcript})
         return EXIT_OK
-    print("\n".join(task_report.describe_task(task, events, dependents, transcript, time.time())))
+    print("\n".join(map(task_report.clean, task_report.describe_task(task, events, dependents, transcript,
+                                                                      time.time()))))
     return EXIT_OK
 
 

@@ -2,7 +2,18 @@
 submit_task.py, the dashboard and the MCP server so they all say the same thing."""
 
 import json
+import re
 import time
+
+# CSI, OSC and two-character escapes, in their 7-bit (ESC ...) and 8-bit (C1) forms.
+ANSI_ESCAPE = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+                         r"|\x1b[@-Z\\-_]")
+
+
+def clean(text):
+    """One line of printable text: prompts and results may hold tabs, newlines or escape codes
+    that would drive the reader's terminal (the --json outputs stay exact)."""
+    return "".join(ch if ch.isprintable() else " " for ch in ANSI_ESCAPE.sub("", str(text)))
 
 
 def fmt_time(ts):

@@ -271,3 +271,22 @@ def test_the_projects_own_repository_is_accepted(nested):
     [t] = p.queue.list_tasks()
     assert t.status == "completed", t.error
     assert "klauss/task-" in git(p.root, "branch", "-a")
+
+
+# --- 4. terminal escapes in list and show ------------------------------------------------------------
+
+def test_list_and_show_never_print_terminal_escapes_but_json_stays_exact(project):
+    prompt = "x\x1b]0;TITLE\x07\x1b[2J\x9b31m line\nsecond\x1b[31m line"
+    out = project.run(SUBMIT, "submit", prompt, "--metadata", json.dumps({"note": "\x1b[5mblink"}))
+    assert out.returncode == 0, out.stderr
+    job = project.queue.create_job("job \x1b[2J desc")
+    project.queue.add_task("in a job \x1b]0;T\x07", job_id=job)
+    for args in (["list"], ["show", "1"], ["show", "2"], ["jobs"]):
+        out = project.run(SUBMIT, *args)
+        assert out.returncode == 0, out.stderr
+        assert "\x1b" not in out.stdout and "\x07" not in out.stdout and "\x9b" not in out.stdout, (args, out.stdout)
+    shown = project.run(SUBMIT, "show", "1").stdout
+    assert "  second line" in shown.splitlines(), "line structure of the prompt is kept"
+    assert "x line" in project.run(SUBMIT, "list").stdout
+    assert json.loads(project.run(SUBMIT, "show", "1", "--json").stdout)["prompt"] == prompt
+    assert [t["prompt"] for t in json.loads(project.run(SUBMIT, "list", "--json").stdout)][-1] == prompt
