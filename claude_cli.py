@@ -248,8 +248,14 @@ _STARTUP_CONFIG_ERRORS = (
 )
 
 
-def classify(result, exit_code, rate_limit_rejected=None, stderr_tail="", model_from_task=False, now=None):
-    """Decide what a finished run means, from the structured fields wherever they exist."""
+_REFUSAL = re.compile(r"\s*error:", re.I)
+
+
+def classify(result, exit_code, rate_limit_rejected=None, stderr_tail="", model_from_task=False, now=None,
+             task_fields=()):
+    """Decide what a finished run means, from the structured fields wherever they exist.
+    `task_fields` are the TASK_OPTIONS keys the task's own metadata set: a refusal of one of
+    those options is that task's fault, not the configuration's."""
     now = time.time() if now is None else now
     if rate_limit_rejected is not None or (result and result.get("api_error") == "usage_limit_reached"):
         resets = (rate_limit_rejected or {}).get("resetsAt")
@@ -258,6 +264,13 @@ def classify(result, exit_code, rate_limit_rejected=None, stderr_tail="", model_
         return Verdict(USAGE_LIMIT, f"Claude usage limit: {text}", "wait for the limit to reset", resets)
 
     if result is None:
+        for field_name in task_fields:
+            option = TASK_OPTIONS.get(field_name)
+            line = next((ln for ln in (stderr_tail or "").splitlines()
+                         if option and _REFUSAL.match(ln) and re.search(re.escape(option) + r"\b", ln)), None)
+            if line is not None:
+                return Verdict(FATAL, f"claude refused the task's metadata.{field_name}: {line.strip()}",
+                               f"fix metadata.{field_name} and submit the task again")
         for pattern in _STARTUP_CONFIG_ERRORS:
             if pattern.search(stderr_tail or ""):
                 line = next((ln for ln in stderr_tail.splitlines() if pattern.search(ln)), stderr_tail.strip())

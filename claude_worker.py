@@ -555,7 +555,8 @@ class Worker:
             return claude_cli.Verdict(claude_cli.RETRYABLE, "timeout")
 
         verdict = claude_cli.classify(state.result, exit_code, state.rate_limit_rejected, stderr_tail,
-                                      model_from_task=bool(task.metadata.get("model")))
+                                      model_from_task=bool(task.metadata.get("model")),
+                                      task_fields=[k for k in claude_cli.TASK_OPTIONS if task.metadata.get(k) is not None])
         if verdict.kind == claude_cli.SUCCESS and missing:
             if denials:
                 names, fix = claude_cli.denial_summary(denials)

@@ -118,6 +118,16 @@ BAD_METADATA = [
     ({"permission_mode": "bypassPermissions"}, "metadata.permission_mode"),
     ({"extra_args": [INJECTED]}, "metadata.extra_args"),
     ({"allowedTools": ["Edit"]}, "did you mean 'allowed_tools'"),
+    # 5. wrong types and ranges, named at submit rather than crashing workers or stopping the pool
+    ({"max_budget_usd": 0}, "metadata.max_budget_usd"),
+    ({"max_budget_usd": "1"}, "metadata.max_budget_usd"),
+    ({"max_turns": "ten"}, "metadata.max_turns"),
+    ({"max_turns": True}, "metadata.max_turns"),
+    ({"max_turns": 0}, "metadata.max_turns"),
+    ({"allowed_tools": "Bash(git *)"}, "metadata.allowed_tools"),
+    ({"allowed_tools": [3]}, "metadata.allowed_tools"),
+    ({"model": 5}, "metadata.model"),
+    ({"model": ""}, "metadata.model"),
 ]
 
 
@@ -290,3 +300,59 @@ def test_list_and_show_never_print_terminal_escapes_but_json_stays_exact(project
     assert "x line" in project.run(SUBMIT, "list").stdout
     assert json.loads(project.run(SUBMIT, "show", "1", "--json").stdout)["prompt"] == prompt
     assert [t["prompt"] for t in json.loads(project.run(SUBMIT, "list", "--json").stdout)][-1] == prompt
+
+
+
+# --- 5. bad task data fails the task, never the pool --------------------------------------------------
+
+# A `claude` that refuses a budget the way the real 2.1.329 refuses 0 (one Klauss lets through, as
+# a newer CLI might refuse what Klauss accepts), else behaves as the fake.
+REFUSER = """#!{python}
+import os, sys
+if "--max-budget-usd=0.001" in sys.argv:
+    sys.stderr.write("error: option '--max-budget-usd <amount>' argument '0.001' is invalid\\n")
+    sys.exit(1)
+os.execv({python!r}, [{python!r}, {fake!r}, *sys.argv[1:]])
+"""
+
+
+def test_a_cli_refusal_of_one_tasks_own_option_fails_that_task_not_the_pool(project):
+    project.install(REFUSER.format(python=sys.executable, fake=str(FAKE_CLAUDE)))
+    q = project.queue
+    bad = q.add_task("bad", metadata={"max_budget_usd": 0.001})
+    good = q.add_task("good")
+    out = project.worker()
+    assert out.returncode == 0, out.stdout + out.stderr
+    t = q.get_task(bad)
+    assert t.status == "failed" and t.attempts_used == 1, (t.status, t.attempts_used, t.error)
+    assert "metadata.max_budget_usd" in t.error and ".klauss.toml" not in t.error
+    assert t.outcome["error_class"] == claude_cli.FATAL
+    assert q.get_flag("config_error") is None
+    assert q.get_task(good).status == "completed"
+
+
+def test_the_same_refusal_of_a_configured_option_is_still_a_configuration_error():
+    line = "error: option '--max-budget-usd <amount>' argument '0' is invalid"
+    assert claude_cli.classify(None, 1, stderr_tail=line).kind == claude_cli.CONFIG_ERROR
+    verdict = claude_cli.classify(None, 1, stderr_tail=line, task_fields=["model", "max_budget_usd"])
+    assert verdict.kind == claude_cli.FATAL and "metadata.max_budget_usd" in verdict.message
+    # The fake's (2.1.197) wording of the same refusal
+    verdict = claude_cli.classify(None, 1, stderr_tail="error: --max-budget-usd must be a positive number greater "
+                                  "than 0", task_fields=["max_budget_usd"])
+    assert verdict.kind == claude_cli.FATAL
+
+
+@pytest.mark.parametrize("metadata, field", [({"max_turns": "ten"}, "metadata.max_turns"),
+                                             ({"allowed_tools": "Bash(git *)"}, "metadata.allowed_tools"),
+                                             ({"max_budget_usd": 0}, "metadata.max_budget_usd")])
+def test_metadata_of_the_wrong_type_fails_its_task_and_the_worker_goes_on(project, metadata, field):
+    q = project.queue
+    bad = q.add_task("bad", max_attempts=50)
+    project.set_metadata(bad, metadata)
+    good = [q.add_task(f"good {i}") for i in range(2)]
+    out = project.worker()
+    assert out.returncode == 0 and "Traceback" not in out.stdout, out.stdout
+    t = q.get_task(bad)
+    assert t.status == "failed" and t.attempts_used == 1 and field in t.error, (t.status, t.error)
+    assert all(q.get_task(g).status == "completed" for g in good)
+    assert len(project.argvs()) == 2, "the bad task never started claude (nor split a string into letters)"
