@@ -1238,24 +1238,33 @@ def _batch_order(tasks):
                 raise ValueError(f"task {index}: depends_on: unknown task {dep!r} (not an id, nor a ref in this batch)")
             if isinstance(dep, str) and refs[dep] == index:
                 raise ValueError(f"task {index}: depends_on: a task cannot depend on itself ({dep!r})")
-    order, state = [], {}  # state: 1 visiting, 2 done
+    # A depth-first walk with its own stack: chains thousands deep must not hit the recursion limit.
+    order, state = [], {}  # state: 1 on the current path, 2 done
 
-    def visit(index, path):
-        if state.get(index) == 2:
-            return
-        if state.get(index) == 1:
-            cycle = path[path.index(index):] + [index]
-            names = " -> ".join(str(tasks[i]["ref"]) for i in cycle)
-            raise ValueError(f"depends_on: dependency cycle {names}")
-        state[index] = 1
-        for dep in tasks[index]["depends_on"]:
-            if isinstance(dep, str):
-                visit(refs[dep], path + [index])
-        state[index] = 2
-        order.append(index)
+    def deps(index):
+        return iter([refs[d] for d in tasks[index]["depends_on"] if isinstance(d, str)])
 
-    for index in range(len(tasks)):
-        visit(index, [])
+    for start in range(len(tasks)):
+        if state.get(start):
+            continue
+        state[start] = 1
+        path, stack = [start], [deps(start)]
+        while stack:
+            dep = next(stack[-1], None)
+            if dep is None:
+                done = path.pop()
+                stack.pop()
+                state[done] = 2
+                order.append(done)
+            elif state.get(dep) == 1:
+                cycle = [str(tasks[i]["ref"]) for i in path[path.index(dep):] + [dep]]
+                if len(cycle) > 12:  # the error stays one readable line
+                    cycle = cycle[:5] + [f"… ({len(cycle) - 10} more)"] + cycle[-5:]
+                raise ValueError(f"depends_on: dependency cycle {' -> '.join(cycle)}")
+            elif not state.get(dep):
+                state[dep] = 1
+                path.append(dep)
+                stack.append(deps(dep))
     return order
 
 

@@ -395,7 +395,11 @@ class KlaussTools:
                          + f": {_title(entry['prompt'], 60)}")
         if len(ids) > MAX_TASK_LINES:
             lines.append(f"- … and {len(ids) - MAX_TASK_LINES} more (job_status lists them)")
-        lines += ["", self._ensure_pool(job_id, start, workers),
+        try:
+            pool = self._ensure_pool(job_id, start, workers)
+        except Exception as exc:  # the job is queued: reporting an error would make a retry queue it twice
+            pool = f"**Workers could not be started:** {exc}. The job is queued; fix that, then call start_workers."
+        lines += ["", pool,
                   f"Next: call wait_job with job_id \"{job_id}\" for the synthesis (job_status shows progress)."]
         return "\n".join(lines)
 

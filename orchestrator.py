@@ -145,17 +145,26 @@ class ClaudeOrchestrator:
         if not tasks:
             return 1
         unfinished = {t.id: t for t in tasks}
-        level = {}
-
-        def depth(tid, seen=()):
-            if tid not in level:
-                deps = [d for d in unfinished[tid].depends_on or [] if d in unfinished]
-                level[tid] = 1 + max((depth(d) for d in deps), default=0)
-            return level[tid]
+        level, entered = {}, set()
+        # Levels by an explicit stack: a chain thousands deep must not hit the recursion limit.
+        for tid in unfinished:
+            stack = [tid]
+            while stack:
+                top = stack[-1]
+                if top in level:
+                    stack.pop()
+                    continue
+                deps = [d for d in unfinished[top].depends_on or [] if d in unfinished]
+                todo = [d for d in deps if d not in level]
+                if todo and top not in entered:
+                    entered.add(top)
+                    stack.extend(todo)
+                else:  # its dependencies are done (or, were the graph ever cyclic, never will be)
+                    level[top] = 1 + max((level.get(d, 0) for d in deps), default=0)
+                    stack.pop()
 
         widths = {}
-        for tid in unfinished:
-            d = depth(tid)
+        for d in level.values():
             widths[d] = widths.get(d, 0) + 1
         return max(1, min(cap, max(widths.values())))
 

@@ -62,6 +62,12 @@ class Project:
     def worker(self):
         return self.run(WORKER, "w1", "--exit-when-idle")
 
+    def kill_pool(self):
+        """Stop whatever pool a test started here, by the pids its coordinator recorded."""
+        if self.queue.get_flag("coordinator"):
+            subprocess.run([sys.executable, str(ROOT / "claude_coordinator.py"), "kill"], cwd=self.root,
+                           env=self.env, capture_output=True, timeout=60)
+
     def argvs(self):
         lines = self.argv_log.read_text().splitlines() if self.argv_log.exists() else []
         return [a for a in map(json.loads, lines) if "-p" in a]
@@ -98,7 +104,9 @@ def project(tmp_path):
     (root / ".klauss.toml").write_text(
         "[workers]\nlease_seconds = 5\nheartbeat_seconds = 0.2\nshutdown_grace_seconds = 0.5\nauto_start = false\n"
         "[queue]\nretry_backoff_seconds = 0\n")
-    return Project(root, bindir)
+    project = Project(root, bindir)
+    yield project
+    project.kill_pool()
 
 
 def task_count(project):
@@ -239,7 +247,8 @@ def nested(tmp_path):
     project = Project(root, bindir)
     project.outer, project.outer_head = outer, outer_head
     project.outer_state = (git(outer, "branch", "-a"), git(outer, "worktree", "list"), git(outer, "log", "--all", "--oneline"))
-    return project
+    yield project
+    project.kill_pool()
 
 
 def test_a_task_cannot_point_klauss_at_another_repository(nested):
@@ -356,3 +365,58 @@ def test_metadata_of_the_wrong_type_fails_its_task_and_the_worker_goes_on(projec
     assert t.status == "failed" and t.attempts_used == 1 and field in t.error, (t.status, t.error)
     assert all(q.get_task(g).status == "completed" for g in good)
     assert len(project.argvs()) == 2, "the bad task never started claude (nor split a string into letters)"
+
+
+# --- 7. deep dependency chains --------------------------------------------------------------------------
+
+CHAIN = 5000
+
+
+def test_a_reverse_ordered_chain_of_5000_is_accepted_and_a_long_cycle_is_one_line(project):
+    entries = [{"prompt": f"t{i}", "ref": f"r{i}", "depends_on": [f"r{i + 1}"] if i + 1 < CHAIN else []}
+               for i in range(CHAIN)]
+    (project.root / "chain.json").write_text(json.dumps(entries))
+    out = project.run(SUBMIT, "submit-file", "chain.json", "--json")
+    assert out.returncode == 0, out.stderr
+    ids = json.loads(out.stdout)
+    ids = ids["ids"] if isinstance(ids, dict) else ids
+    assert len(ids) == CHAIN and task_count(project) == CHAIN
+    q = project.queue
+    last, first = q.get_task(ids[-1]), q.get_task(ids[0])
+    assert last.depends_on == [] and first.depends_on == [ids[1]] and last.id < first.id
+    entries[-1]["depends_on"] = ["r0"]
+    (project.root / "cycle.json").write_text(json.dumps(entries))
+    out = project.run(SUBMIT, "submit-file", "cycle.json")
+    assert out.returncode == 2 and "dependency cycle r0 -> r1" in out.stderr and "more" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and len(out.stderr) < 400
+    assert task_count(project) == CHAIN
+
+
+def chain_plan(n):
+    return {"description": "deep", "tasks": [{"id": f"t{i}", "prompt": f"step {i}",
+                                              "depends_on": [f"t{i - 1}"] if i else []} for i in range(n)]}
+
+
+def test_mcp_submit_job_of_a_chain_of_5000_reports_the_queued_job(project):
+    result = project.mcp("submit_job", {**chain_plan(CHAIN), "start_workers": True})
+    text = result["content"][0]["text"]
+    assert not result["isError"], text
+    assert f"queued: {CHAIN} tasks" in text
+    assert len(project.queue.list_jobs()) == 1 and task_count(project) == CHAIN
+    assert "Workers: started a pool of 1" in text, "suggest_workers walked the whole chain"
+
+
+def test_suggest_workers_and_run_walk_a_chain_of_5000(project, monkeypatch):
+    import orchestrator
+    monkeypatch.chdir(project.root)
+    orch = orchestrator.ClaudeOrchestrator("test")
+    job, ids = orch.submit_plan("deep", [{"ref": t["id"], "prompt": t["prompt"], "depends_on": t["depends_on"]}
+                                         for t in chain_plan(CHAIN)["tasks"]])
+    assert orch.suggest_workers(job) == 1
+    wide = orch.submit_plan("wide", [{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c", "ref": "c"},
+                                     {"prompt": "d", "depends_on": ["c"]}])[0]
+    assert orch.suggest_workers(wide) == 3
+    (project.root / "plan.json").write_text(json.dumps(chain_plan(CHAIN)))
+    out = project.run(ORCH, "run", "plan.json", "--timeout", "0")
+    assert "RecursionError" not in out.stderr and "internal error" not in out.stderr, out.stderr
+    assert f"{CHAIN} tasks queued" in out.stderr
