@@ -274,6 +274,36 @@ def _check_repo_metadata(metadata):
                          "fills it in")
 
 
+def _shown(text):
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return ascii(text)
+
+
+def check_text(fields):
+    """Every string in `fields` (a dict of field name -> value, walked into lists and objects) must
+    be real text: a lone surrogate (a JSON "\\ud800" escape, or bytes that were not UTF-8 in argv)
+    can be neither stored nor sent to claude. ValueError names the field."""
+    stack = list(fields.items())[::-1]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"{where}: character {exc.start + 1} is {ascii(value[exc.start])}, a lone surrogate "
+                                 "that is not text (a broken \\u escape or undecodable input); fix it and submit "
+                                 "again") from None
+        elif isinstance(value, dict):
+            for key, item in reversed(list(value.items())):
+                stack.append((f"{where}.{_shown(key)}", item))
+                stack.append((f"{where} (a key)", key))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}[{i}]", item) for i, item in reversed(list(enumerate(value))))
+
+
 def validate_task(entry, default_max_attempts):
     """Check one task's fields; returns a normalized dict. Raises ValueError naming the field."""
     if not isinstance(entry, dict):
@@ -281,6 +311,7 @@ def validate_task(entry, default_max_attempts):
     unknown = sorted(set(entry) - set(TASK_FIELDS) - {"ref"})
     if unknown:
         raise ValueError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(TASK_FIELDS)})")
+    check_text(entry)
     prompt = entry.get("prompt")
     if not isinstance(prompt, str):
         raise ValueError("prompt: required, expected a non-empty string" if prompt is None
@@ -952,6 +983,7 @@ class TaskQueue:
             raise ValueError("description: expected a non-empty string")
         if metadata is not None and not isinstance(metadata, dict):
             raise ValueError(f"metadata: expected a JSON object, got {metadata!r}")
+        check_text({"description": description, "metadata": metadata, "orchestrator_id": orchestrator_id})
         if max_budget_usd is not None and (isinstance(max_budget_usd, bool) or
                                            not isinstance(max_budget_usd, (int, float)) or max_budget_usd <= 0):
             raise ValueError(f"max_budget_usd: expected a number > 0, got {max_budget_usd!r}")

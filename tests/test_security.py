@@ -420,3 +420,37 @@ def test_suggest_workers_and_run_walk_a_chain_of_5000(project, monkeypatch):
     out = project.run(ORCH, "run", "plan.json", "--timeout", "0")
     assert "RecursionError" not in out.stderr and "internal error" not in out.stderr, out.stderr
     assert f"{CHAIN} tasks queued" in out.stderr
+
+
+# --- 8. lone surrogates -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("entry, named", [
+    ({"prompt": "x\ud800y"}, "task 1: prompt: character 2 is '\\ud800'"),
+    ({"prompt": "x", "metadata": {"note": ["ok", "\udfff"]}}, "task 1: metadata.note[1]: "),
+    ({"prompt": "x", "context_files": ["a\udc80.md"]}, "task 1: context_files[0]: "),
+    ({"prompt": "x", "metadata": {"k\udc00": 1}}, "task 1: metadata (a key): "),
+])
+def test_a_lone_surrogate_is_named_by_task_and_field(project, entry, named):
+    text = json.dumps([{"prompt": "fine"}, entry])  # a lone surrogate becomes a \uXXXX escape in the file
+    assert "\\ud" in text
+    (project.root / "tasks.json").write_text(text)
+    out = project.run(SUBMIT, "submit-file", "tasks.json")
+    assert out.returncode == 2 and named in out.stderr and "surrogate" in out.stderr, out.stderr
+    assert "codec" not in out.stderr and task_count(project) == 0
+
+
+def test_surrogates_from_argv_mcp_and_plans_are_named_too(project):
+    out = subprocess.run([sys.executable, str(SUBMIT), "submit", b"bad \xed\xa0\x80 bytes"], cwd=project.root,
+                         env=project.env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "prompt: character 5" in out.stderr, out.stderr
+    result = project.mcp("submit_job", {"description": "d\ud800", "tasks": [{"id": "a", "prompt": "x"}],
+                                        "start_workers": False})
+    assert result["isError"] and "description: character 2" in result["content"][0]["text"], result
+    result = project.mcp("submit_job", {"description": "d", "tasks": [{"id": "a", "prompt": "x\udcff"}],
+                                        "start_workers": False})
+    assert result["isError"] and "prompt: character 2" in result["content"][0]["text"], result
+    (project.root / "plan.json").write_text('{"description": "d", "tasks": [{"id": "a", "prompt": "ok"}, '
+                                            '{"id": "b", "prompt": "x\\ud800"}]}')
+    out = project.run(ORCH, "run", "plan.json", "--yes")
+    assert out.returncode == 2 and "task 1: prompt: character 2" in out.stderr, out.stderr
+    assert task_count(project) == 0 and project.queue.list_jobs() == []
