@@ -52,12 +52,12 @@ def check_runnable(command, timeout=30):
 TASK_OPTIONS = {"model": "--model", "max_turns": "--max-turns", "max_budget_usd": "--max-budget-usd",
                 "allowed_tools": "--allowedTools"}
 # Settings a task might expect to pass but that only the project's .klauss.toml may set (or that
-# are CLI options Klauss never takes from a task), spelled without case, "-" or "_".
-_NOT_PER_TASK = {"command", "permissionmode", "disallowedtools", "appendsystemprompt", "extraargs", "env",
-                 "contextinlinebytes", "dangerouslyskippermissions", "adddir", "mcpconfig", "strictmcpconfig",
-                 "settings", "systemprompt", "systempromptfile", "appendsystempromptfile", "tools",
-                 "fallbackmodel", "sessionid", "resume", "continue", "forksession", "outputformat", "print",
-                 "verbose", "allowdangerouslyskippermissions", "permissionprompttool"}
+# are CLI options Klauss never takes from a task), spelled without case, "-" or "_". Other keys
+# (a ticket number, say) are the task's own data and never reach the CLI.
+_NOT_PER_TASK = {"permissionmode", "disallowedtools", "appendsystemprompt", "extraargs",
+                 "dangerouslyskippermissions", "allowdangerouslyskippermissions", "adddir", "mcpconfig",
+                 "strictmcpconfig", "systemprompt", "systempromptfile", "appendsystempromptfile", "fallbackmodel",
+                 "sessionid", "forksession", "outputformat", "permissionprompttool"}
 MAX_TURNS_LIMIT = 1_000_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -95,8 +95,9 @@ def check_task_metadata(metadata):
         if known is not None and known != key:
             raise BadTaskArgument(f"metadata.{key}: unknown key; did you mean {known!r}?")
         if key.startswith("-") or _norm(key) in _NOT_PER_TASK:
-            raise BadTaskArgument(f"metadata.{key}: not a per-task setting (a task may set only "
-                                  f"{', '.join(TASK_OPTIONS)}); set it in [claude] of .klauss.toml instead")
+            raise BadTaskArgument(f"metadata.{key}: not a per-task setting (claude takes only "
+                                  f"{', '.join(TASK_OPTIONS)} from a task); set it in [claude] of .klauss.toml "
+                                  "instead")
     if metadata.get("model") is not None:
         _word("model", metadata["model"], "a model name such as \"sonnet\"")
     turns = metadata.get("max_turns")
