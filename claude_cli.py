@@ -108,9 +108,18 @@ class StreamState:
     api_retries: int = 0
     api_error: str = None            # `error` of a synthetic API-error assistant message
     non_json_lines: list = field(default_factory=list)
+    malformed_events: int = 0        # events skipped because a field had the wrong shape
 
     def feed(self, event):
-        """Update from one decoded event; returns True when the activity line changed."""
+        """Update from one decoded event; returns True when the activity line changed. Never
+        raises: an event with a field of the wrong shape is counted in malformed_events and skipped."""
+        try:
+            return self._feed(event)
+        except (AttributeError, TypeError, ValueError, KeyError, OverflowError):
+            self.malformed_events += 1
+            return False
+
+    def _feed(self, event):
         kind = event.get("type")
         if kind == "system" and event.get("subtype") == "init":
             self.session_id = event.get("session_id") or self.session_id
