@@ -258,6 +258,7 @@ class Coordinator:
         self.tick = max(0.05, min(5.0, self.lease / 4, w["heartbeat_seconds"],
                                   self.idle_timeout / 4 if self.idle_timeout else 5.0))
         self.state = None
+        self.subreaper = False
         self.token = uuid.uuid4().hex
         self._tokens = {}
         self._spawn_seq = 0
@@ -326,6 +327,8 @@ class Coordinator:
         self.state = Coordinator.STARTING
         self.say(f"starting {self.n} worker(s) for {self.cfg.db_path} (pid {os.getpid()})")
         self.sel = selectors.DefaultSelector()
+        # What a SIGKILLed worker's run leaves behind is re-parented to us, so it can be ended.
+        self.subreaper = processes.become_subreaper()
         self._install_signals()
         self._clean_up_previous(previous)
         self._add_slots()
@@ -532,6 +535,10 @@ class Coordinator:
                 self.say(f"{worker_id}: killed its orphaned claude (process group {pgid})")
             for left in processes.kill_run_processes(info.get("run_marker")):
                 self.say(f"{worker_id}: killed process {left} its task's run left behind")
+            if self.subreaper and pgid:
+                processes.wait_group_dead(pgid)
+                for left in processes.reap_orphans(keep={s.proc.pid for s in self.slots if s.proc is not None}):
+                    self.say(f"{worker_id}: killed process {left} its run left outside claude's group")
         for left in kill_token_processes(self._instance_token(worker_id, pid), exact=True):
             self.say(f"{worker_id}: killed process {left} it left behind")
         returned = []

@@ -2,12 +2,12 @@
 
 A worker runs each `claude` as the leader of a session of its own, with a marker in its environment
 naming the run (`KLAUSS_RUN`: task, attempt and a nonce) beside the pool token the coordinator gave
-the worker (`KLAUSS_POOL_TOKEN`). A run is stopped in order: SIGTERM to claude (the CLI then ends
-its tools), a short grace, SIGKILL to its process group, then a sweep of every process that still
-carries the run's marker (the CLI runs each Bash command in a session of its own, out of reach of
-the group), then whatever the worker adopted as subreaper (descendants that left the session and
-cleared their environment). The coordinator uses the same sweeps when a worker dies or the pool
-stops. Only processes we started, or that carry our markers, are ever signalled.
+the worker (`KLAUSS_POOL_TOKEN`). A run is stopped in order: SIGTERM to claude (2.1.329 then ends
+its Bash tools; 2.1.197 just exits), a short grace, SIGKILL to its process group, then a sweep of
+every process that still carries the run's marker (the CLI runs each Bash command in a session of
+its own, out of reach of the group), then whatever the worker adopted as subreaper (descendants
+that left the session and cleared their environment). The coordinator uses the same sweeps when a
+worker dies or the pool stops. Only processes we started, or that carry our markers, are signalled.
 """
 
 import os
@@ -19,7 +19,7 @@ import time
 POOL_TOKEN_VAR = "KLAUSS_POOL_TOKEN"
 RUN_MARKER_VAR = "KLAUSS_RUN"
 
-STOP_GRACE_SECONDS = 2.0     # SIGTERM to claude, then SIGKILL: the CLI ends its tools within this
+STOP_GRACE_SECONDS = 2.0     # SIGTERM to claude, then SIGKILL: time for the CLI to end its tools
 SWEEP_SECONDS = 2.0          # how long a sweep keeps killing what reappears (a fork mid-sweep)
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
@@ -274,6 +274,17 @@ def reap_orphans(keep=(), timeout=SWEEP_SECONDS):
         time.sleep(0.01)
 
 
+def wait_group_dead(pgid, timeout=SWEEP_SECONDS):
+    """Wait until no live (non-zombie) process is left in a group we killed, so that what it
+    orphaned has been re-parented (to us, as subreaper) before we look for it. True if so."""
+    deadline = time.monotonic() + timeout
+    while any(e["pgid"] == pgid for e in process_table().values()):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def kill_run_processes(marker, timeout=SWEEP_SECONDS):
     """SIGKILL every process carrying the run's marker until none is left (a process may fork while
     it is swept) or the timeout ends. Returns the pids killed."""
@@ -297,8 +308,8 @@ def start_run(argv, cwd, env, marker):
 
 
 def stop_run(proc, marker, grace=STOP_GRACE_SECONDS, reap=True):
-    """Stop a run that must end now: SIGTERM to its leader, up to `grace` for it to exit (the
-    claude CLI ends its tools on SIGTERM), then `end_run`."""
+    """Stop a run that must end now: SIGTERM to its leader, up to `grace` for it to exit (and,
+    for the claude CLI, end its tools), then `end_run`."""
     if proc.poll() is None:
         signal_pid(proc.pid, signal.SIGTERM)
         try:

@@ -65,17 +65,19 @@ elif MODE == "hugeline":
 elif MODE == "bigout":
     for i in range(4000):
         emit({{"type": "assistant", "message": {{"content": [{{"type": "text", "text": "%06d" % i + "b" * 1000}}]}}}})
-elif MODE in ("escape", "escape_env"):
+elif MODE in ("escape", "escape_env", "escape_env_stay"):
     child = os.fork()
     if child == 0:
         os.setsid()
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if MODE == "escape_env":
+        if MODE != "escape":
             os.execve("/bin/sleep", ["sleep", "600"], {{}})
         time.sleep(600)
         os._exit(0)
     with open({pids!r}, "a") as fh:
         fh.write("%d\n" % child)
+    if MODE == "escape_env_stay":
+        time.sleep(600)
 emit(RESULT)
 '''
 
@@ -236,6 +238,22 @@ def test_a_descendant_in_a_session_of_its_own_dies_with_the_run(evil_project, mo
     assert "left outside claude's group" in out, out
 
 
+def test_what_a_sigkilled_workers_run_left_without_its_environment_dies_too(evil_project):
+    root, queue, pids = evil_project("escape_env_stay")
+    tid = queue.add_task("go", timeout=600)
+    coordinator = [sys.executable, str(ROOT / "claude_coordinator.py")]
+    started = subprocess.run([*coordinator, "start", "1"], cwd=root, capture_output=True, text=True, timeout=120)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        escaped = wait_for(lambda: started_pids(pids)[1:], timeout=60, what="claude's escaped child")
+        worker = next(w["pid"] for w in queue.list_workers() if w["current_task"] == tid)
+        os.kill(worker, signal.SIGKILL)
+        assert all_dead(started_pids(pids)), [p for p in started_pids(pids) if alive(p)]
+        assert escaped
+    finally:
+        subprocess.run([*coordinator, "kill"], cwd=root, capture_output=True, timeout=60)
+
+
 def test_the_worker_is_a_subreaper_and_reaps_only_children_not_kept(tmp_path):
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_CHILD_SUBREAPER is Linux only")
@@ -287,7 +305,7 @@ def run_in_process(tmp_path, mode):
 
 
 def test_a_huge_line_is_cut_and_the_run_still_reads_its_result(tmp_path, monkeypatch):
-    monkeypatch.setattr(claude_worker, "MAX_EVENT_LINE_BYTES", 1 << 20)
+    monkeypatch.setattr(claude_worker, "MAX_EVENT_LINE_BYTES", 1 << 20, raising=False)
     run, code, transcript = run_in_process(tmp_path, "hugeline")
     assert code == 0 and run.state.result["result"] == "work done"
     assert transcript.stat().st_size < 64 * 1024
@@ -298,8 +316,8 @@ def test_a_huge_line_is_cut_and_the_run_still_reads_its_result(tmp_path, monkeyp
 
 
 def test_a_transcript_keeps_its_head_and_tail_and_says_what_was_cut(tmp_path, monkeypatch):
-    monkeypatch.setattr(claude_worker, "TRANSCRIPT_HEAD_BYTES", 100_000)
-    monkeypatch.setattr(claude_worker, "TRANSCRIPT_TAIL_BYTES", 50_000)
+    monkeypatch.setattr(claude_worker, "TRANSCRIPT_HEAD_BYTES", 100_000, raising=False)
+    monkeypatch.setattr(claude_worker, "TRANSCRIPT_TAIL_BYTES", 50_000, raising=False)
     run, code, transcript = run_in_process(tmp_path, "bigout")
     assert code == 0 and run.state.result["result"] == "work done"
     data = transcript.read_bytes()
