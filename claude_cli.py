@@ -155,6 +155,7 @@ class StreamState:
                         changed = True
             return changed or bool(usage)
         if kind == "result":
+            _check_result_shape(event)
             self.result = event
             self.session_id = event.get("session_id") or self.session_id
             return False
@@ -168,6 +169,19 @@ class StreamState:
         if self.tool_calls:
             parts.append(f"{self.tool_calls} tool calls")
         return " · ".join(parts)
+
+
+_RESULT_SHAPES = {"subtype": str, "is_error": bool, "result": str, "errors": list, "usage": dict,
+                  "permission_denials": list, "num_turns": int, "total_cost_usd": (int, float)}
+
+
+def _check_result_shape(event):
+    """A result whose fields have the wrong types is malformed (TypeError): the worker formats and
+    compares them, and must not crash on what a broken CLI printed."""
+    for key, kind in _RESULT_SHAPES.items():
+        value = event.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+            raise TypeError(f"result field {key} is {type(value).__name__}")
 
 
 @dataclass

@@ -204,9 +204,11 @@ def test_stream_state_never_raises_on_a_wrong_shape():
     for event in ({"type": "assistant", "message": "notadict"},
                   {"type": "assistant", "message": {"usage": {"output_tokens": "12k"}}},
                   {"type": "assistant", "message": {"content": 5}},
-                  {"type": "rate_limit_event", "rate_limit_info": "x"}):
+                  {"type": "rate_limit_event", "rate_limit_info": "x"},
+                  {"type": "result", "subtype": "success", "total_cost_usd": "lots"},
+                  {"type": "result", "subtype": 5}):
         assert state.feed(event) is False
-    assert state.malformed_events == 4
+    assert state.malformed_events == 6 and state.result is None
     assert state.feed({"type": "assistant", "message": {"usage": {"output_tokens": 7}}})
     assert state.output_tokens == 7
 
