@@ -164,16 +164,21 @@ def test_a_prompt_bigger_than_the_pipe_times_out_when_claude_does_not_read_it(ev
     assert all_dead(started_pids(pids))
 
 
-def test_stop_and_cancel_act_while_claude_does_not_read_its_prompt(evil_project):
+@pytest.mark.parametrize("how", ["cancel", "stop"])
+def test_stop_and_cancel_act_while_claude_does_not_read_its_prompt(evil_project, how):
     root, queue, pids = evil_project("nostdin")
     tid = queue.add_task("x" * 300_000, timeout=600)
     proc = subprocess.Popen([sys.executable, str(WORKER), "w1", "--exit-when-idle"], cwd=root,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for(lambda: started_pids(pids), what="claude started")
-        queue.cancel_task(tid)
-        wait_for(lambda: queue.get_task(tid).status == "cancelled", timeout=30,
-                 what=lambda: f"the cancel to act (task is {queue.get_task(tid).status})")
+        if how == "cancel":
+            queue.cancel_task(tid)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # what the coordinator does on manage.sh stop
+        expected = "cancelled" if how == "cancel" else "pending"
+        wait_for(lambda: queue.get_task(tid).status == expected, timeout=30,
+                 what=lambda: f"the {how} to act (task is {queue.get_task(tid).status})")
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
