@@ -17,7 +17,7 @@ import argparse
 import glob
 import json
 import os
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -259,23 +259,25 @@ class Run:
         max_line bytes; the rest is counted, never held in memory."""
         fd = pipe.fileno()
         buf, cut = bytearray(), 0
-        while not self._io_over.is_set():
-            if not select.select([fd], [], [], 0.25)[0]:
-                continue
-            chunk = os.read(fd, PIPE_CHUNK)
-            if not chunk:
-                break
-            start = 0
-            while start < len(chunk):
-                nl = chunk.find(b"\n", start)
-                stop = len(chunk) if nl < 0 else nl + 1
-                room = max(0, max_line - len(buf))
-                buf += chunk[start:min(stop, start + room)]
-                cut += max(0, stop - start - room)
-                start = stop
-                if nl >= 0:
-                    yield bytes(buf), cut
-                    buf, cut = bytearray(), 0
+        with selectors.DefaultSelector() as sel:  # not select(): it fails on a descriptor over 1023
+            sel.register(fd, selectors.EVENT_READ)
+            while not self._io_over.is_set():
+                if not sel.select(0.25):
+                    continue
+                chunk = os.read(fd, PIPE_CHUNK)
+                if not chunk:
+                    break
+                start = 0
+                while start < len(chunk):
+                    nl = chunk.find(b"\n", start)
+                    stop = len(chunk) if nl < 0 else nl + 1
+                    room = max(0, max_line - len(buf))
+                    buf += chunk[start:min(stop, start + room)]
+                    cut += max(0, stop - start - room)
+                    start = stop
+                    if nl >= 0:
+                        yield bytes(buf), cut
+                        buf, cut = bytearray(), 0
         if buf or cut:
             yield bytes(buf), cut
 
@@ -286,12 +288,14 @@ class Run:
         fd = self.proc.stdin.fileno()
         try:
             os.set_blocking(fd, False)
-            while data and not self._io_over.is_set():
-                if select.select([], [fd], [], 0.25)[1]:
-                    try:
-                        data = data[os.write(fd, data[:PIPE_CHUNK]):]
-                    except BlockingIOError:
-                        pass
+            with selectors.DefaultSelector() as sel:
+                sel.register(fd, selectors.EVENT_WRITE)
+                while data and not self._io_over.is_set():
+                    if sel.select(0.25):
+                        try:
+                            data = data[os.write(fd, data[:PIPE_CHUNK]):]
+                        except BlockingIOError:
+                            pass
         except OSError:
             pass  # claude exited before reading; its exit code and stderr tell why
         finally:
