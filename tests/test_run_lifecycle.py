@@ -354,3 +354,24 @@ def test_the_run_marker_is_in_claudes_environment_and_recorded(tmp_path):
     assert run.state.result["result"] == run.marker and run.marker.startswith("7:2:")
     assert noted == [run.marker, None]
     assert processes.RUN_MARKER_VAR == "KLAUSS_RUN"
+
+
+def test_a_pipe_held_by_a_process_out_of_reach_leaks_no_thread_and_no_descriptor(tmp_path):
+    # Driven in-process without a subreaper, the escaped, environment-less child is out of our
+    # reach and keeps claude's stdout and stderr open: the run must still end, closing its pipes
+    # and ending its threads rather than leaving them blocked on those pipes.
+    import threading
+    threads_before = threading.active_count()
+    fds_before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    try:
+        run, code, _ = run_in_process(tmp_path, "escape_env")
+        assert code == 0 and run.state.result["result"] == "work done"
+        escaped = started_pids(tmp_path / "pids_escape_env")[1]
+        assert alive(escaped), "the test needs a process the run could not end"
+        assert threading.active_count() == threads_before
+        if fds_before is not None:
+            assert len(os.listdir("/proc/self/fd")) == fds_before
+    finally:
+        for pid in started_pids(tmp_path / "pids_escape_env"):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
