@@ -179,9 +179,18 @@ class StreamState:
     api_retries: int = 0
     api_error: str = None            # `error` of a synthetic API-error assistant message
     non_json_lines: list = field(default_factory=list)
+    malformed_events: int = 0        # events skipped because a field had the wrong shape
 
     def feed(self, event):
-        """Update from one decoded event; returns True when the activity line changed."""
+        """Update from one decoded event; returns True when the activity line changed. Never
+        raises: an event with a field of the wrong shape is counted in malformed_events and skipped."""
+        try:
+            return self._feed(event)
+        except (AttributeError, TypeError, ValueError, KeyError, OverflowError):
+            self.malformed_events += 1
+            return False
+
+    def _feed(self, event):
         kind = event.get("type")
         if kind == "system" and event.get("subtype") == "init":
             self.session_id = event.get("session_id") or self.session_id
@@ -217,6 +226,7 @@ class StreamState:
                         changed = True
             return changed or bool(usage)
         if kind == "result":
+            _check_result_shape(event)
             self.result = event
             self.session_id = event.get("session_id") or self.session_id
             return False
@@ -230,6 +240,19 @@ class StreamState:
         if self.tool_calls:
             parts.append(f"{self.tool_calls} tool calls")
         return " · ".join(parts)
+
+
+_RESULT_SHAPES = {"subtype": str, "is_error": bool, "result": str, "errors": list, "usage": dict,
+                  "permission_denials": list, "num_turns": int, "total_cost_usd": (int, float)}
+
+
+def _check_result_shape(event):
+    """A result whose fields have the wrong types is malformed (TypeError): the worker formats and
+    compares them, and must not crash on what a broken CLI printed."""
+    for key, kind in _RESULT_SHAPES.items():
+        value = event.get(key)
+        if value is not None and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+            raise TypeError(f"result field {key} is {type(value).__name__}")
 
 
 @dataclass

@@ -47,6 +47,17 @@ from pathlib import Path
 
 import claude_queue
 import config
+import processes
+from processes import (
+    POOL_TOKEN_VAR,
+    kill_claude_group,
+    kill_recorded_worker,
+    kill_token_processes,
+    owned_claude_group,
+    process_table,
+    signal_group,
+    signal_pid,
+)
 
 HERE = Path(__file__).resolve().parent
 WORKER_SCRIPT = HERE / "claude_worker.py"
@@ -63,7 +74,6 @@ BORROW_PREFIX = "borrow:"
 LOCK_NAME = "coordinator.lock"
 PID_NAME = "coordinator.pid"
 LOG_NAME = "coordinator.log"
-POOL_TOKEN_VAR = "KLAUSS_POOL_TOKEN"
 
 READY_STATES = ("idle", "busy", "paused")
 FAST_CRASH_SECONDS = 10.0     # a worker that dies sooner than this counted as an immediate crash
@@ -81,183 +91,6 @@ def now_stamp():
 
 def eprint(*parts):
     print(*parts, file=sys.stderr, flush=True)
-
-
-# --- processes: reading /proc (or ps) and signalling only what we recorded ----------------------
-
-def group_alive(pgid):
-    if not pgid or pgid <= 1:
-        return False
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def signal_group(pgid, sig):
-    """Signal a process group we recorded; False if it no longer exists. Never pgid 0 or 1."""
-    if not pgid or pgid <= 1 or pgid == os.getpgrp():
-        return False
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def signal_pid(pid, sig):
-    if not pid or pid <= 1 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, sig)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-_HAS_PROC = os.path.isdir("/proc/self")
-
-
-def _clock_ticks():
-    try:
-        return os.sysconf("SC_CLK_TCK")
-    except (ValueError, OSError, AttributeError):
-        return 100
-
-
-def _proc_entry(pid, ticks, uptime, page_kb):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read().decode("utf-8", "replace")
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            args = [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a]
-    except OSError:
-        return None
-    rest = stat[stat.rfind(")") + 2:].split()
-    if rest[0] == "Z":
-        return None  # a zombie is dead for every purpose here
-    cpu_seconds = (int(rest[11]) + int(rest[12])) / ticks
-    age = max(uptime - int(rest[19]) / ticks, 1e-6)
-    return {"pid": pid, "ppid": int(rest[1]), "pgid": int(rest[2]), "cpu_seconds": cpu_seconds,
-            "cpu_percent": round(100.0 * cpu_seconds / age, 1), "rss_kb": int(rest[21]) * page_kb,
-            "elapsed": round(age, 1), "args": args}
-
-
-def process_table(pids=None):
-    """{pid: {pid, ppid, pgid, cpu_percent, rss_kb, elapsed, args}} for the given pids (all when
-    None). /proc on Linux; elsewhere one `ps` call. Zombies and vanished pids are left out."""
-    table = {}
-    if _HAS_PROC:
-        ticks = _clock_ticks()
-        page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
-        try:
-            with open("/proc/uptime") as fh:
-                uptime = float(fh.read().split()[0])
-        except OSError:
-            uptime = 0.0
-        wanted = pids if pids is not None else [int(p) for p in os.listdir("/proc") if p.isdigit()]
-        for pid in wanted:
-            entry = _proc_entry(pid, ticks, uptime, page_kb)
-            if entry is not None:
-                table[pid] = entry
-        return table
-    try:
-        out = subprocess.run(["ps", "-A", "-o", "pid=,ppid=,pgid=,stat=,pcpu=,rss=,etime=,command="],
-                             capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return table
-    for line in out.splitlines():
-        parts = line.split(None, 7)
-        if len(parts) < 8 or parts[3].startswith("Z"):
-            continue
-        pid = int(parts[0])
-        if pids is None or pid in pids:
-            table[pid] = {"pid": pid, "ppid": int(parts[1]), "pgid": int(parts[2]), "cpu_seconds": None,
-                          "cpu_percent": float(parts[4]), "rss_kb": int(parts[5]), "elapsed": _etime(parts[6]),
-                          "args": parts[7].split()}
-    return table
-
-
-def _etime(text):
-    days, _, clock = text.rpartition("-")
-    seconds = 0
-    for part in clock.split(":"):
-        seconds = seconds * 60 + int(part)
-    return seconds + int(days or 0) * 86400
-
-
-def token_processes(token, exact=False):
-    """Pids whose environment carries a pool token: `exact` names one worker instance's token,
-    otherwise every token of the pool that starts with `token`. Every process a worker starts
-    inherits it, so this finds a claude the worker died before recording, or what a task left
-    running in a session of its own. Linux only; elsewhere nothing."""
-    if not token or not _HAS_PROC:
-        return []
-    marker = f"{POOL_TOKEN_VAR}={token}".encode() + (b"\0" if exact else b":")
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                env = b"\0" + fh.read() + b"\0"
-        except OSError:
-            continue
-        if b"\0" + marker in env:
-            found.append(int(name))
-    return found
-
-
-def kill_token_processes(token, exact=False):
-    """SIGKILL what carries the token (each one's group when it leads one). Returns the pids."""
-    killed = []
-    for pid in token_processes(token, exact):
-        entry = process_table([pid]).get(pid)
-        if entry is None or not entry["args"]:
-            continue  # gone, or already dying (its memory, command line included, is released)
-        if (signal_group(pid, signal.SIGKILL) if entry["pgid"] == pid else signal_pid(pid, signal.SIGKILL)):
-            killed.append(pid)
-    return killed
-
-
-def _environ(pid):
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as fh:
-            return b"\0" + fh.read() + b"\0"
-    except OSError:
-        return None
-
-
-def owned_claude_group(pgid, db_path):
-    """True when the recorded claude process group still exists and is really ours: one of its
-    processes has our database as KLAUSS_DB (the worker sets it for claude, and everything claude
-    starts inherits it). A group recorded long ago may since have become someone else's."""
-    if not group_alive(pgid):
-        return False
-    if not _HAS_PROC:
-        return True  # nothing to look inside: the record is all we have
-    marker = b"\0" + f"KLAUSS_DB={db_path}".encode() + b"\0"
-    members = [pgid] + [p for p, e in process_table().items() if e["pgid"] == pgid and p != pgid]
-    return any(marker in (_environ(p) or b"") for p in members)
-
-
-def kill_claude_group(pgid, db_path):
-    """SIGKILL a claude process group our worker recorded, once verified ours."""
-    return bool(pgid) and owned_claude_group(pgid, db_path) and signal_group(pgid, signal.SIGKILL)
-
-
-def kill_recorded_worker(pid, claude_pgid=None, db_path=None):
-    """SIGKILL a worker pid we recorded (its whole group when it leads one, as the workers we
-    start do) and the claude process group it recorded. True if anything was signalled."""
-    try:
-        own_group = os.getpgid(pid) == pid
-    except OSError:
-        own_group = False
-    killed = signal_group(pid, signal.SIGKILL) if own_group else signal_pid(pid, signal.SIGKILL)
-    return kill_claude_group(claude_pgid, db_path) or killed
 
 
 # --- the pool flag and who is running ------------------------------------------------------------
@@ -425,6 +258,7 @@ class Coordinator:
         self.tick = max(0.05, min(5.0, self.lease / 4, w["heartbeat_seconds"],
                                   self.idle_timeout / 4 if self.idle_timeout else 5.0))
         self.state = None
+        self.subreaper = False
         self.token = uuid.uuid4().hex
         self._tokens = {}
         self._spawn_seq = 0
@@ -493,6 +327,8 @@ class Coordinator:
         self.state = Coordinator.STARTING
         self.say(f"starting {self.n} worker(s) for {self.cfg.db_path} (pid {os.getpid()})")
         self.sel = selectors.DefaultSelector()
+        # What a SIGKILLed worker's run leaves behind is re-parented to us, so it can be ended.
+        self.subreaper = processes.become_subreaper()
         self._install_signals()
         self._clean_up_previous(previous)
         self._add_slots()
@@ -693,9 +529,16 @@ class Coordinator:
         once, not after the lease), forget it. Returns the task ids returned."""
         row = next((w for w in self.queue.list_workers() if w["worker_id"] == worker_id), None)
         if row is not None and row["pid"] == pid:
-            pgid = (row.get("info") or {}).get("claude_pgid")
+            info = row.get("info") or {}
+            pgid = info.get("claude_pgid")
             if kill_claude_group(pgid, self.cfg.db_path):
                 self.say(f"{worker_id}: killed its orphaned claude (process group {pgid})")
+            for left in processes.kill_run_processes(info.get("run_marker")):
+                self.say(f"{worker_id}: killed process {left} its task's run left behind")
+            if self.subreaper and pgid:
+                processes.wait_group_dead(pgid)
+                for left in processes.reap_orphans(keep={s.proc.pid for s in self.slots if s.proc is not None}):
+                    self.say(f"{worker_id}: killed process {left} its run left outside claude's group")
         for left in kill_token_processes(self._instance_token(worker_id, pid), exact=True):
             self.say(f"{worker_id}: killed process {left} it left behind")
         returned = []
@@ -859,6 +702,8 @@ class Coordinator:
             pgid = w["info"].get("claude_pgid")
             if kill_claude_group(pgid, self.cfg.db_path):
                 self.say(f"killed the orphaned claude of {w['worker_id']} (process group {pgid})")
+            for left in processes.kill_run_processes(w["info"].get("run_marker")):
+                self.say(f"killed process {left} left behind by the run of {w['worker_id']}")
             for tid in self.queue.recover_stale(worker_id=w["worker_id"]):
                 self.say(f"task {tid}: its worker {w['worker_id']} is gone; returned to the queue")
             self.queue.unregister_worker(w["worker_id"])
@@ -1059,6 +904,7 @@ def cmd_kill(args):
         returned = []
         for w in queue.list_workers():
             if not claude_queue.pid_alive(w["pid"]) or not claude_queue.is_our_process(w["pid"], "claude_worker.py"):
+                killed += [f"leftover {p}" for p in processes.kill_run_processes(w["info"].get("run_marker"))]
                 for task in queue.list_tasks(status="in_progress", worker_id=w["worker_id"]):
                     if queue.release_task(task.id, w["worker_id"], reason="pool killed", attempt=task.attempt):
                         returned.append(task.id)

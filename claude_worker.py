@@ -17,11 +17,13 @@ import argparse
 import glob
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
 import threading
 import time
+import uuid
 import zlib
 from collections import deque
 from pathlib import Path
@@ -29,6 +31,7 @@ from pathlib import Path
 import claude_cli
 import claude_queue
 import config
+import processes
 import worktrees
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
@@ -39,6 +42,14 @@ IDLE_TICK_SECONDS = 1.0
 ACTIVITY_MIN_INTERVAL = 1.0  # live-activity writes per task are throttled to one a second
 STDERR_TAIL_CHARS = 4000
 MAX_LISTED_CONTEXT_FILES = 200
+RESULT_GRACE_SECONDS = 5.0    # after its result event claude gets this long to exit, then it is stopped
+READER_JOIN_SECONDS = 2.0     # once a run's processes are dead, its pipes get this long to end
+PIPE_CHUNK = 65536
+# Output bounds: a worker's memory and a transcript's size must not follow what claude prints.
+MAX_EVENT_LINE_BYTES = 8 * 1024 * 1024     # a longer stream line is cut (its start noted in the transcript)
+STDERR_LINE_BYTES = 4096                   # stderr lines only feed a short tail
+TRANSCRIPT_HEAD_BYTES = 32 * 1024 * 1024   # a transcript keeps this much of its start ...
+TRANSCRIPT_TAIL_BYTES = 4 * 1024 * 1024    # ... and this much of its end; what lies between is cut
 
 
 def log(message):
@@ -173,6 +184,48 @@ def verify_outputs(patterns, working_dir, before):
 
 # --- running one task --------------------------------------------------------------------------
 
+class Transcript:
+    """The run's stream on disk, bounded: its first bytes as they come (so a running task can be
+    followed), its last bytes once the run ends, and between them one line saying what was cut."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.head_left = TRANSCRIPT_HEAD_BYTES
+        self.tail_max = TRANSCRIPT_TAIL_BYTES
+        self.tail = deque()
+        self.tail_bytes = 0
+        self.cut_lines = 0
+        self.cut_bytes = 0
+
+    def write(self, line):
+        if not self.tail and len(line) <= self.head_left:
+            self.head_left -= len(line)
+            self.fh.write(line)
+            self.fh.flush()
+            return
+        self.tail.append(line)
+        self.tail_bytes += len(line)
+        while self.tail_bytes > self.tail_max and self.tail:
+            dropped = self.tail.popleft()
+            self.tail_bytes -= len(dropped)
+            self.cut_lines += 1
+            self.cut_bytes += len(dropped)
+
+    def close(self):
+        if self.cut_lines:
+            self.fh.write(_note("transcript_cut", lines=self.cut_lines, bytes=self.cut_bytes,
+                                message=f"{self.cut_lines} lines ({self.cut_bytes} bytes) cut here: a transcript "
+                                        f"keeps its first {TRANSCRIPT_HEAD_BYTES} and last {TRANSCRIPT_TAIL_BYTES} bytes"))
+        self.fh.writelines(self.tail)
+        self.tail.clear()
+        self.fh.flush()
+
+
+def _note(kind, **fields):
+    """A line of our own in a transcript (JSON like the stream's, with a type no CLI event has)."""
+    return (json.dumps({"type": f"klauss_{kind}", **fields}) + "\n").encode()
+
+
 class Run:
     """One `claude` process for one task: its stream, its transcript, and how it ended."""
 
@@ -185,11 +238,18 @@ class Run:
         self.env = env
         self.timeout = timeout
         self.transcript_path = transcript_path
+        # Carried in the environment of everything the run starts: what is found with it after
+        # the run is killed (a Bash tool runs in a session of its own, out of reach of the group).
+        self.marker = f"{task.id}:{task.attempt}:{uuid.uuid4().hex}"
         self.state = claude_cli.StreamState()
         self.stderr_tail = deque(maxlen=200)
         self.stop = threading.Event()     # set when the run must be ended early
         self.stop_reason = None           # "timeout" | "cancel" | "lease_lost" | "shutdown"
+        self.lingered = False             # claude gave its result but did not exit: we stopped it
+        self.left_behind = []             # pids killed after the run that were outside claude's group
+        self.problems = {}                # what the stream reader skipped: {what: count}
         self.proc = None
+        self._io_over = threading.Event()  # the run is over: pipe threads give up waiting
         self._last_activity_write = 0.0
         self._activity_dirty = False
 
@@ -198,32 +258,104 @@ class Run:
             self.stop_reason = reason
         self.stop.set()
 
-    def kill_group(self):
-        if self.proc is None:
-            return
+    def _count(self, what):
+        self.problems[what] = self.problems.get(what, 0) + 1
+
+    def _lines(self, pipe, max_line):
+        """(line, bytes cut) from a pipe until its end, or until the run is declared over (a process
+        we could not kill may hold the pipe open). A line longer than max_line keeps its first
+        max_line bytes; the rest is counted, never held in memory."""
+        fd = pipe.fileno()
+        buf, cut = bytearray(), 0
+        with selectors.DefaultSelector() as sel:  # not select(): it fails on a descriptor over 1023
+            sel.register(fd, selectors.EVENT_READ)
+            while not self._io_over.is_set():
+                if not sel.select(0.25):
+                    continue
+                chunk = os.read(fd, PIPE_CHUNK)
+                if not chunk:
+                    break
+                start = 0
+                while start < len(chunk):
+                    nl = chunk.find(b"\n", start)
+                    stop = len(chunk) if nl < 0 else nl + 1
+                    room = max(0, max_line - len(buf))
+                    buf += chunk[start:min(stop, start + room)]
+                    cut += max(0, stop - start - room)
+                    start = stop
+                    if nl >= 0:
+                        yield bytes(buf), cut
+                        buf, cut = bytearray(), 0
+        if buf or cut:
+            yield bytes(buf), cut
+
+    def _write_stdin(self):
+        """Give claude its prompt without ever blocking the run: a claude that does not read its
+        stdin must still time out, stop and cancel like any other."""
+        data = memoryview(self.prompt.encode("utf-8"))
+        fd = self.proc.stdin.fileno()
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+            os.set_blocking(fd, False)
+            with selectors.DefaultSelector() as sel:
+                sel.register(fd, selectors.EVENT_WRITE)
+                while data and not self._io_over.is_set():
+                    if sel.select(0.25):
+                        try:
+                            data = data[os.write(fd, data[:PIPE_CHUNK]):]
+                        except BlockingIOError:
+                            pass
+        except OSError:
+            pass  # claude exited before reading; its exit code and stderr tell why
+        finally:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
 
     def _read_stdout(self, transcript):
-        for raw in self.proc.stdout:
-            transcript.write(raw)
-            transcript.flush()
-            line = raw.decode("utf-8", "replace").strip()
-            if not line:
-                continue
+        for line, cut in self._lines(self.proc.stdout, MAX_EVENT_LINE_BYTES):
             try:
-                event = json.loads(line)
-            except ValueError:
-                self.state.non_json_lines.append(line[:500])
-                continue
-            if isinstance(event, dict) and self.state.feed(event):
-                self._maybe_write_activity()
+                self._on_stdout_line(line, cut, transcript)
+            except Exception as exc:  # noqa: BLE001 - the reader must never die: claude would block on a full pipe
+                self._count(f"stream line(s) skipped, unreadable ({type(exc).__name__})")
+
+    def _on_stdout_line(self, line, cut, transcript):
+        if cut:
+            self._count(f"stream line(s) over {MAX_EVENT_LINE_BYTES} bytes cut")
+            self._record(transcript, _note("line_cut", bytes=len(line) + cut, head=line[:1000].decode("utf-8", "replace"),
+                                   message=f"a stream line of {len(line) + cut} bytes (over "
+                                           f"{MAX_EVENT_LINE_BYTES}) was cut; only its start is kept"))
+            return
+        self._record(transcript, line if line.endswith(b"\n") else line + b"\n")
+        text = line.decode("utf-8", "replace").strip()
+        if not text:
+            return
+        try:
+            event = json.loads(text)
+        except ValueError:
+            if len(self.state.non_json_lines) < 20:
+                self.state.non_json_lines.append(text[:500])
+            self._count("non-JSON stream line(s) skipped")
+            return
+        if not isinstance(event, dict):
+            self._count("malformed stream event(s) skipped")
+            return
+        malformed = self.state.malformed_events
+        changed = self.state.feed(event)
+        if self.state.malformed_events != malformed:
+            self._count("malformed stream event(s) skipped")
+        if changed:
+            self._maybe_write_activity()
+
+    def _record(self, transcript, line):
+        try:
+            transcript.write(line)
+        except OSError as exc:  # a full disk loses transcript lines, never the run's events
+            self._count(f"transcript line(s) not written ({exc.strerror or exc})")
 
     def _read_stderr(self):
-        for raw in self.proc.stderr:
-            self.stderr_tail.append(raw.decode("utf-8", "replace"))
+        for line, _cut in self._lines(self.proc.stderr, STDERR_LINE_BYTES):
+            self.stderr_tail.append(line.decode("utf-8", "replace"))
 
     def _maybe_write_activity(self, flush=False):
         """Throttled, not dropped: a change inside the interval is written by a later flush."""
@@ -242,46 +374,54 @@ class Run:
         """Run claude to the end (or until stopped). Returns (exit_code, duration_seconds)."""
         started = time.monotonic()
         Path(self.transcript_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(self.transcript_path, "ab") as transcript:
-            # A new session makes claude the leader of its own process group, so everything it
-            # starts (tool subprocesses included) can be killed together and nothing outlives it.
-            self.proc = subprocess.Popen(self.argv, cwd=self.working_dir, env=self.env, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-            self.worker.note_claude(self.proc.pid)
-            readers = [threading.Thread(target=self._read_stdout, args=(transcript,), daemon=True),
+        with open(self.transcript_path, "ab") as fh:
+            transcript = Transcript(fh)
+            self.proc = processes.start_run(self.argv, self.working_dir, self.env, self.marker)
+            self.worker.note_claude(self.proc.pid, self.marker)
+            threads = [threading.Thread(target=self._write_stdin, daemon=True),
+                       threading.Thread(target=self._read_stdout, args=(transcript,), daemon=True),
                        threading.Thread(target=self._read_stderr, daemon=True)]
-            for r in readers:
-                r.start()
-            try:
-                self.proc.stdin.write(self.prompt.encode("utf-8"))
-            except BrokenPipeError:
-                pass  # claude exited before reading; its exit code and stderr tell why
-            finally:
-                try:
-                    self.proc.stdin.close()
-                except BrokenPipeError:
-                    pass
+            for t in threads:
+                t.start()
             deadline = started + self.timeout
+            result_at = None
             while True:
+                wait = 0.25 if result_at is not None else min(0.25, max(0.0, deadline - time.monotonic()))
                 try:
-                    self.proc.wait(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+                    self.proc.wait(timeout=wait)
                     break
                 except subprocess.TimeoutExpired:
                     pass
                 self._maybe_write_activity(flush=True)
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if self.state.result is not None:
+                    # The answer is in: a claude that does not exit is stopped and judged by it.
+                    result_at = result_at or now
+                    if now - result_at >= RESULT_GRACE_SECONDS:
+                        self.lingered = True
+                        break
+                elif now >= deadline:
                     self.request_stop("timeout")
                 if self.worker.shutdown_due():
                     self.request_stop("shutdown")
                 if self.stop.is_set():
-                    self.kill_group()
-                    self.proc.wait()
                     break
-            # Whatever claude left behind in its group (a background server a tool started) goes
-            # too; otherwise it would hold the pipes open and outlive the task.
-            self.kill_group()
-            for r in readers:
-                r.join(timeout=5)
+            reap = self.worker.subreaper
+            if self.proc.poll() is None:
+                self.left_behind = processes.stop_run(self.proc, self.marker, reap=reap)
+            else:
+                self.left_behind = processes.end_run(self.proc, self.marker, reap=reap)
+            # Everything the run started is dead, so the pipes end; should something we could not
+            # kill still hold one, the threads give up rather than wait for it.
+            until = time.monotonic() + READER_JOIN_SECONDS
+            for t in threads:
+                t.join(timeout=max(0.0, until - time.monotonic()))
+            self._io_over.set()
+            for t in threads:
+                t.join()
+            for pipe in (self.proc.stdout, self.proc.stderr):
+                pipe.close()
+            transcript.close()
             self.worker.note_claude(None)
         return self.proc.returncode, time.monotonic() - started
 
@@ -306,6 +446,7 @@ class Worker:
         self._last_recover = 0.0
         self._last_worker_beat = 0.0
         self._info = {"coordinator_pid": coordinator_pid}
+        self.subreaper = False  # set at start: whether what our runs leave behind is re-parented to us
         workers = cfg["workers"]
         self.lease = workers["lease_seconds"]
         self.heartbeat_every = min(workers["heartbeat_seconds"], self.lease / 3)
@@ -354,9 +495,10 @@ class Worker:
             self._last_worker_beat = now
             self.queue.worker_heartbeat(self.worker_id, state=state, current_task=current_task, info=self._info)
 
-    def note_claude(self, pid):
-        # Recorded so the coordinator can kill claude's group if this worker is SIGKILLed.
-        self._info = {**self._info, "claude_pid": pid, "claude_pgid": pid}
+    def note_claude(self, pid, run_marker=None):
+        # Recorded so the coordinator can kill claude's group, and sweep what carries the run's
+        # marker, if this worker is SIGKILLed.
+        self._info = {**self._info, "claude_pid": pid, "claude_pgid": pid, "run_marker": run_marker}
         self.queue.worker_heartbeat(self.worker_id, state=self.state,
                                     current_task=self.run.task.id if (pid and self.run) else None, info=self._info)
 
@@ -370,6 +512,7 @@ class Worker:
         except claude_cli.ClaudeNotFound as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return EXIT_CONFIG
+        self.subreaper = processes.become_subreaper()
         self.waker = claude_queue.Waker(self.queue, self.worker_id)
         self.queue.register_worker(self.worker_id, pid=os.getpid(), state="idle", info=self._info)
         # Starting a worker is the user's way of saying a configuration problem is fixed.
@@ -533,6 +676,14 @@ class Worker:
             "transcript": str(run.transcript_path),
             "model": state.model,
         }
+        notes = [f"{n} {what}" for what, n in sorted(run.problems.items())]
+        if run.lingered:
+            notes.append(f"claude did not exit within {RESULT_GRACE_SECONDS:g}s of its result; Klauss stopped it")
+        if notes:
+            outcome["warnings"] = notes
+        if run.left_behind:
+            log(f"task {tid}: killed {len(run.left_behind)} process(es) the run left outside claude's group: "
+                f"{', '.join(map(str, run.left_behind))}")
         reason = run.stop_reason
         if reason == "lease_lost":
             log(f"task {tid}: lease lost; another worker owns it now, nothing recorded")
@@ -554,7 +705,8 @@ class Worker:
             log(f"task {tid}: timed out after {run.timeout:g}s")
             return claude_cli.Verdict(claude_cli.RETRYABLE, "timeout")
 
-        verdict = claude_cli.classify(state.result, exit_code, state.rate_limit_rejected, stderr_tail,
+        # A claude we stopped after its result did not fail: its answer, not our signal, decides.
+        verdict = claude_cli.classify(state.result, 0 if run.lingered else exit_code, state.rate_limit_rejected, stderr_tail,
                                       model_from_task=bool(task.metadata.get("model")),
                                       task_fields=[k for k in claude_cli.TASK_OPTIONS if task.metadata.get(k) is not None])
         if verdict.kind == claude_cli.SUCCESS and missing:
@@ -567,7 +719,7 @@ class Worker:
                                              f"this run: {', '.join(missing)}")
         elif verdict.kind == claude_cli.SUCCESS and denials:
             names, fix = claude_cli.denial_summary(denials)
-            outcome["warnings"] = [f"tool calls were denied: {names}; {fix}"]
+            outcome["warnings"] = [f"tool calls were denied: {names}; {fix}", *outcome.get("warnings", [])]
         if verdict.kind == claude_cli.SUCCESS and tree is not None:
             problem = tree.merge(outcome)  # a conflict still completes: the work is safe on its branch
             if problem:
