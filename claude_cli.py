@@ -10,6 +10,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+import task_report
+
 # Outcome kinds and what the worker does with each.
 SUCCESS = "success"
 USAGE_LIMIT = "usage_limit"      # release the task, pause every worker until the limit resets
@@ -202,7 +204,7 @@ def classify(result, exit_code, rate_limit_rejected=None, stderr_tail="", model_
         return Verdict(FATAL, f"max turns reached ({result.get('num_turns')} turns): {errors}",
                        "raise max_turns (task metadata or [claude] max_turns) or split the task")
     if subtype == "error_max_budget_usd":
-        return Verdict(FATAL, f"max budget reached (${result.get('total_cost_usd') or 0:.2f}): {errors}",
+        return Verdict(FATAL, f"max budget reached ({task_report.fmt_cost(result.get('total_cost_usd') or 0)}): {errors}",
                        "raise max_budget_usd or split the task")
     if subtype and subtype.startswith("error"):
         return Verdict(RETRYABLE, f"claude failed during execution: {errors}")

@@ -402,7 +402,8 @@ class Dashboard:
         block("Result", task.result)
         lines.append([("History", "heading")])
         for e in events:
-            detail = " ".join(x for x in (e["worker_id"] or "", e["detail"] or "") if x)
+            cost = task_report.fmt_cost(e["cost_usd"]) if e.get("cost_usd") is not None else ""
+            detail = " ".join(x for x in (e["worker_id"] or "", cost, e["detail"] or "") if x)
             lines.append([(clean(f"  {fmt_clock(e['at'], now)}  {e['event']:<16} {detail}"), "")])
         return lines
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import claude_cli
 import claude_queue
 import config
+import task_report
 import worktrees
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
@@ -533,7 +534,8 @@ class Worker:
             log(f"task {tid}: cancelled; claude stopped")
             return None
         if reason == "shutdown":
-            q.release_task(tid, self.worker_id, reason="worker shutting down", attempt=att)
+            q.release_task(tid, self.worker_id, reason="worker shutting down", attempt=att,
+                           cost=outcome["total_cost_usd"])
             log(f"task {tid}: released (worker shutting down)")
             return None
         if reason == "timeout":
@@ -567,16 +569,18 @@ class Worker:
         if verdict.kind == claude_cli.SUCCESS:
             if q.complete_task(tid, self.worker_id, outcome, attempt=att):
                 log(f"task {tid}: completed in {duration:.1f}s"
-                    + (f", ${outcome['total_cost_usd']:.4f}" if outcome["total_cost_usd"] else ""))
+                    + (f", {task_report.fmt_cost(outcome['total_cost_usd'])}" if outcome["total_cost_usd"] else ""))
         elif verdict.kind == claude_cli.USAGE_LIMIT:
             delay = max(0.0, verdict.resets_at - time.time())
             q.set_flag("paused", {"reason": "usage_limit", "message": verdict.message}, until=verdict.resets_at)
-            q.release_task(tid, self.worker_id, delay=delay, reason=verdict.message, attempt=att)
+            q.release_task(tid, self.worker_id, delay=delay, reason=verdict.message, attempt=att,
+                           cost=outcome["total_cost_usd"])
             log(f"task {tid}: released; all workers pause until "
                 f"{time.strftime('%H:%M:%S UTC', time.gmtime(verdict.resets_at))}: {verdict.message}")
         elif verdict.kind == claude_cli.CONFIG_ERROR:
             q.set_flag("config_error", {"message": verdict.message, "fix": verdict.fix})
-            q.release_task(tid, self.worker_id, reason=verdict.message, attempt=att)
+            q.release_task(tid, self.worker_id, reason=verdict.message, attempt=att,
+                           cost=outcome["total_cost_usd"])
             log(f"task {tid}: released untouched: {verdict.message}")
         else:
             retryable = verdict.kind == claude_cli.RETRYABLE

@@ -247,7 +247,7 @@ def _title(prompt, width=80):
 
 
 def _money(value):
-    return f"${value or 0:.4f}"
+    return task_report.fmt_cost(value or 0)
 
 
 class CallContext:
@@ -428,9 +428,9 @@ class KlaussTools:
         for key in ("in_progress", "pending", "completed", "failed", "skipped", "cancelled"):
             if s[key]:
                 parts.append(f"{s[key]} {'running' if key == 'in_progress' else key}")
-        cost = f"cost ${status['cost_usd']:.4f}"
+        cost = f"cost {_money(status['cost_usd'])}"
         if status["max_budget_usd"]:
-            cost += f" of ${status['max_budget_usd']:.2f} budget"
+            cost += f" of {_money(status['max_budget_usd'])} budget"
         parts.append(cost)
         return status, " · ".join(parts)
 

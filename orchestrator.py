@@ -28,6 +28,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import task_report
 import worktrees
 
 HERE = Path(__file__).resolve().parent
@@ -359,7 +360,7 @@ class ClaudeOrchestrator:
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
         cost = sum(r["cost_usd"] or 0 for r in results.values())
         elapsed = getattr(results, "elapsed", None)
-        lines.append(f"**{len(results)} tasks: {summary}.** Total cost ${cost:.4f}"
+        lines.append(f"**{len(results)} tasks: {summary}.** Total cost {task_report.fmt_cost(cost)}"
                      + (f", {elapsed:.0f}s wall time" if elapsed else "")
                      + (". **Timed out before the job finished.**" if getattr(results, "timed_out", False) else "."))
         files = sorted({f for r in results.values() for f in r["outputs"]})
@@ -375,7 +376,7 @@ class ClaudeOrchestrator:
                 lines.append(f"**Why:** {r['error']}")
             details = [f"attempts {r['attempts']}"]
             if r["cost_usd"]:
-                details.append(f"${r['cost_usd']:.4f}")
+                details.append(task_report.fmt_cost(r["cost_usd"]))
             if r["duration_s"]:
                 details.append(f"{r['duration_s']:.0f}s")
             if r["outputs"]:

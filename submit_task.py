@@ -399,9 +399,9 @@ def cmd_stats(args):
     for status in claude_queue.STATUSES:
         print(f"{status:<12}{stats[status]:>9,}")
     print(f"{'total':<12}{stats['total']:>9,}" + (f"  ({done * 100 // stats['total']}% finished)" if stats["total"] else ""))
-    print(f"{'cost':<12}{'$%.4f' % stats['cost_usd']:>9}")
+    print(f"{'cost':<12}{task_report.fmt_cost(stats['cost_usd']):>9}")
     if job and job.get("max_budget_usd"):
-        print(f"{'budget':<12}{'$%.2f' % job['max_budget_usd']:>9}")
+        print(f"{'budget':<12}{task_report.fmt_cost(job['max_budget_usd']):>9}")
     return EXIT_OK
 
 
@@ -419,7 +419,7 @@ def cmd_jobs(args):
     for j in jobs:
         s = j["stats"]
         done = sum(s[x] for x in claude_queue.FINISHED)
-        budget = "-" if j.get("max_budget_usd") is None else f"${j['max_budget_usd']:.2f}"
+        budget = task_report.fmt_cost(j.get("max_budget_usd"))
         rows.append([j["id"], task_report.fmt_ago(j["created_at"], now), f"{done}/{s['total']}", s["in_progress"],
                      s["failed"], task_report.fmt_cost(s["cost_usd"]), budget, j["description"]])
     print(table(["JOB", "CREATED", "DONE", "RUNNING", "FAILED", "COST", "BUDGET", "DESCRIPTION"], rows,

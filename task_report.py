@@ -27,7 +27,16 @@ def fmt_ago(ts, now):
 
 
 def fmt_cost(cost):
-    return "-" if cost is None else f"${cost:.4f}" if cost < 100 else f"${cost:,.0f}"
+    """The one money format: 4 decimals, and as many more as a non-zero amount needs to stay
+    non-zero ($0.00004, never $0.0000); whole dollars from $100 up."""
+    if cost is None:
+        return "-"
+    if abs(cost) >= 100:
+        return f"${cost:,.0f}"
+    decimals = 4
+    while decimals < 10 and cost and round(cost, decimals) == 0:
+        decimals += 1
+    return f"${cost:.{decimals}f}"
 
 
 def find_transcript(cfg, task):
@@ -115,6 +124,7 @@ def describe_task(task, events, dependents, transcript, now):
     lines.append("History:")
     for e in events:
         extra = " ".join(x for x in (e["worker_id"] or "", f"attempt {e['attempt']}" if e["attempt"] else "",
+                                     fmt_cost(e["cost_usd"]) if e.get("cost_usd") is not None else "",
                                      e["detail"] or "") if x)
         lines.append(f"  {fmt_time(e['at'])}  {e['event']:<16} {extra}".rstrip())
     return lines
