@@ -244,13 +244,35 @@ def _classify_api_error(result, model_from_task):
     return Verdict(RETRYABLE, f"API error {status}: {text}")
 
 
-def denial_summary(denials):
-    """'Write (2×), Bash' and the configuration that would allow them."""
+# The tools `permission_mode = "acceptEdits"` lets run without asking (in the working directory).
+EDIT_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
+# Modes in which an edit inside the working directory already runs: suggesting acceptEdits there
+# would name a setting that changes nothing.
+EDITS_ALLOWED_MODES = ("acceptEdits", "auto", "bypassPermissions")
+
+
+def denial_summary(denials, permission_mode=None, disallowed_tools=()):
+    """'Write (2×), Bash' and only the settings that would allow those tools under the current
+    `permission_mode`: a tool in disallowed_tools must leave that list first (it wins over every
+    allow); acceptEdits is named only for edit tools and only when it is not (or more) in force."""
     counts = {}
     for d in denials or []:
         name = d.get("tool_name", "?") if isinstance(d, dict) else str(d)
         counts[name] = counts.get(name, 0) + 1
     names = ", ".join(f"{n} ({c}×)" if c > 1 else n for n, c in counts.items())
+    # Only a bare tool name in disallowed_tools surely denied it; a pattern such as Bash(rm:*) may not have.
+    blocked = [n for n in counts if n in (disallowed_tools or ())]
+    if blocked:
+        return names, (f"remove {', '.join(blocked)} from [claude] disallowed_tools in .klauss.toml "
+                       "(it wins over any allowed_tools)")
     allow = ", ".join(f'"{n}"' for n in counts)
-    return names, (f"allow them with [claude] allowed_tools = [{allow}] in .klauss.toml (or per task in "
-                   f"metadata.allowed_tools), or permission_mode = \"acceptEdits\"")
+    fix = (f"allow them with [claude] allowed_tools = [{allow}] in .klauss.toml (or per task in "
+           f"metadata.allowed_tools)")
+    if permission_mode == "plan":
+        fix += ', and a permission_mode other than "plan" (it lets nothing change files)'
+    elif all(n in EDIT_TOOLS for n in counts) and permission_mode not in EDITS_ALLOWED_MODES:
+        fix += ', or permission_mode = "acceptEdits"'
+    elif all(n in EDIT_TOOLS for n in counts):
+        fix += f" (permission_mode = \"{permission_mode}\" already allows edits inside the task's working " \
+               "directory, so these were outside it)"
+    return names, fix

@@ -548,14 +548,16 @@ class Worker:
                                       model_from_task=bool(task.metadata.get("model")))
         if verdict.kind == claude_cli.SUCCESS and missing:
             if denials:
-                names, fix = claude_cli.denial_summary(denials)
+                names, fix = claude_cli.denial_summary(denials, self.cfg["claude"]["permission_mode"],
+                                                      self.cfg["claude"]["disallowed_tools"])
                 verdict = claude_cli.Verdict(claude_cli.FATAL, f"Claude's tool calls were denied ({names}) and "
                                              f"expected outputs are missing: {', '.join(missing)}", fix)
             else:
                 verdict = claude_cli.Verdict(claude_cli.RETRYABLE, "expected outputs missing or not written in "
                                              f"this run: {', '.join(missing)}")
         elif verdict.kind == claude_cli.SUCCESS and denials:
-            names, fix = claude_cli.denial_summary(denials)
+            names, fix = claude_cli.denial_summary(denials, self.cfg["claude"]["permission_mode"],
+                                                   self.cfg["claude"]["disallowed_tools"])
             outcome["warnings"] = [f"tool calls were denied: {names}; {fix}"]
         if verdict.kind == claude_cli.SUCCESS and tree is not None:
             problem = tree.merge(outcome)  # a conflict still completes: the work is safe on its branch

@@ -54,6 +54,12 @@ class JobResults(dict):
     def all_completed(self):
         return bool(self) and all(r["status"] == "completed" for r in self.values())
 
+    @property
+    def needs_attention(self):
+        """Something was not done as asked: a task did not complete, or completed although some of
+        its tool calls were denied (with no expected outputs to miss, a denied Write looks clean)."""
+        return not self.all_completed or any(r.get("denied") for r in self.values())
+
 
 def _is_tty():
     try:
@@ -337,6 +343,8 @@ class ClaudeOrchestrator:
                 "duration_s": (t.finished_at - t.started_at) if t.finished_at and t.started_at else None,
                 "transcript": o.get("transcript"),
                 "warnings": o.get("warnings", []),
+                "denied": [str(d.get("tool_name", d)) if isinstance(d, dict) else str(d)
+                           for d in o.get("permission_denials") or []],
                 "branch": o.get("branch"),
                 "commit": o.get("commit"),
                 "files_changed": o.get("files_changed", []),
@@ -358,6 +366,8 @@ class ClaudeOrchestrator:
         for r in results.values():
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
+        with_denials = sum(1 for r in results.values() if r["status"] == "completed" and r.get("denied"))
+        summary += f" ({with_denials} with denied tool calls)" if with_denials else ""
         cost = sum(r["cost_usd"] or 0 for r in results.values())
         elapsed = getattr(results, "elapsed", None)
         lines.append(f"**{len(results)} tasks: {summary}.** Total cost {task_report.fmt_cost(cost)}"
@@ -369,7 +379,9 @@ class ClaudeOrchestrator:
         lines += self._isolation_summary(job, results)
         for tid, r in results.items():
             title = r["prompt"].strip().splitlines()[0][:100] if r["prompt"] else ""
-            lines.append(f"\n## Task {tid}: {title} — {r['status']}")
+            status = r["status"] + (task_report.denied_note(len(r.get("denied") or []))
+                                    if r["status"] == "completed" else "")
+            lines.append(f"\n## Task {tid}: {title} — {status}")
             if r["result"]:
                 lines.append(r["result"].strip())
             if r["error"] and r["status"] != "completed":
@@ -391,6 +403,12 @@ class ClaudeOrchestrator:
             lines.append("_" + "; ".join(details) + "_")
             for w in r.get("warnings") or []:
                 lines.append(f"**Warning:** {w}")
+        denied = [tid for tid, r in results.items() if r["status"] == "completed" and r.get("denied")]
+        if denied:
+            lines.append("\n**Needs attention:** " + "; ".join(
+                f"task #{tid} completed but {len(results[tid]['denied'])} tool call(s) were denied "
+                f"({', '.join(dict.fromkeys(results[tid]['denied']))})" for tid in denied)
+                + ". Its work may be incomplete: see its warning, allow the tools and retry it.")
         failed = [tid for tid, r in results.items() if r["status"] in ("failed", "skipped", "cancelled")]
         if failed:
             lines.append(f"\nNot completed: {', '.join(f'#{t}' for t in failed)}. Retry failed tasks with "
@@ -725,7 +743,7 @@ def _run_plan(orch, args):
         print(json.dumps({"job_id": job, "timed_out": results.timed_out, "tasks": results}, indent=2))
     else:
         print(orch.synthesize_results(results), end="")
-    return 0 if results.all_completed else 1
+    return 1 if results.needs_attention else 0
 
 
 def main():

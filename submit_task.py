@@ -147,7 +147,7 @@ def terminal_width():
 
 
 def task_row(t, now):
-    return ["#%d" % t.id, t.status, t.priority, f"{t.attempts_used}/{t.max_attempts}", t.worker_id or "-",
+    return ["#%d" % t.id, task_report.status_label(t), t.priority, f"{t.attempts_used}/{t.max_attempts}", t.worker_id or "-",
             task_report.fmt_cost(t.cost_usd), task_report.fmt_ago(t.updated_at, now), t.prompt]
 
 
@@ -420,7 +420,8 @@ def cmd_jobs(args):
         s = j["stats"]
         done = sum(s[x] for x in claude_queue.FINISHED)
         budget = task_report.fmt_cost(j.get("max_budget_usd"))
-        rows.append([j["id"], task_report.fmt_ago(j["created_at"], now), f"{done}/{s['total']}", s["in_progress"],
+        rows.append([j["id"], task_report.fmt_ago(j["created_at"], now),
+                     f"{done}/{s['total']}" + task_report.job_denied_note(s), s["in_progress"],
                      s["failed"], task_report.fmt_cost(s["cost_usd"]), budget, j["description"]])
     print(table(["JOB", "CREATED", "DONE", "RUNNING", "FAILED", "COST", "BUDGET", "DESCRIPTION"], rows,
                 terminal_width()))

@@ -39,6 +39,24 @@ def fmt_cost(cost):
     return f"${cost:.{decimals}f}"
 
 
+def denied_note(count):
+    """', 1 denied': how a completed run whose tool calls were denied is marked wherever it is listed."""
+    return f", {count} denied" if count else ""
+
+
+def job_denied_note(stats):
+    """', 1 with denials': a job's completed tasks whose runs had tool calls denied."""
+    count = stats.get("denied") or 0
+    return f", {count} with denials" if count else ""
+
+
+def status_label(task, label=None):
+    """A task's status as listed: "completed, 1 denied" when the run completed although some of its
+    tool calls were denied (done, but not as asked). `label` replaces the status word itself."""
+    word = label or task.status
+    return word + denied_note(getattr(task, "denied", 0)) if task.status == "completed" else word
+
+
 def find_transcript(cfg, task):
     outcome = task.outcome if isinstance(task.outcome, dict) else {}
     if outcome.get("transcript"):
@@ -52,7 +70,7 @@ def find_transcript(cfg, task):
 
 def describe_task(task, events, dependents, transcript, now):
     outcome = task.outcome if isinstance(task.outcome, dict) else {}
-    lines = [f"Task #{task.id}: {task.status}" + (" (cancel requested)" if task.cancel_requested else "")]
+    lines = [f"Task #{task.id}: {status_label(task)}" + (" (cancel requested)" if task.cancel_requested else "")]
 
     def field(name, value):
         if value not in (None, "", [], {}):
