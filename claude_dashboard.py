@@ -326,8 +326,10 @@ class Dashboard:
         done = sum(s[x] for x in claude_queue.FINISHED)
         extra = "".join(f"  {s[k]} {STATUS_LABELS[k]}" for k in ("in_progress", "failed") if s[k])
         extra += task_report.job_denied_note(s).replace(",", " ")
-        head = f"  {job['id']:<22} {bar(done, s['total'], 20)} {done}/{s['total']}{extra}  {task_report.fmt_cost(s['cost_usd'])}  "
-        style = "failed" if s["failed"] else "completed" if s["total"] and done == s["total"] else ""
+        progress = task_report.job_progress(s)
+        head = f"  {job['id']:<22} {bar(done, s['total'], 20)} {progress}{extra}  {task_report.fmt_cost(s['cost_usd'])}  "
+        style = ("failed" if s["failed"] else "cancelled" if progress == "cancelled"
+                 else "completed" if s["total"] and done == s["total"] else "")
         return [(head, style), (shorten(job["description"], max(0, width - len(head))), "")]
 
     @staticmethod
@@ -379,11 +381,11 @@ class Dashboard:
                     for part in textwrap.wrap(clean(paragraph), max(10, width - 2)) or [""]:
                         lines.append([("  " + part, style)])
 
-        field("Status", task_report.status_label(task) + (" (cancel requested)" if task.cancel_requested else ""),
+        field("Status", task_report.status_label(task) + (" (cancel requested)" if task_report.show_cancel_requested(task) else ""),
               task.status)
         field("Job", task.job_id)
         field("Priority", task.priority)
-        field("Attempts", f"{task.attempts_used} of {task.max_attempts}")
+        field("Attempts", task_report.attempts_text(task))
         field("Worker", task.worker_id)
         field("Working dir", task.working_dir)
         field("Depends on", ", ".join(f"#{d}" for d in task.depends_on or []))
@@ -392,7 +394,7 @@ class Dashboard:
             field("Verified", ", ".join(outcome["outputs_verified"]) or "none")
         field("Missing", ", ".join(outcome.get("outputs_missing") or []), "failed")
         field("Created", f"{fmt_clock(task.created_at, now)} ({task_report.fmt_ago(task.created_at, now)})")
-        if task.started_at:
+        if task.started_at and task.status != "pending":
             field("Running for" if task.status == "in_progress" else "Took",
                   task_report.fmt_duration((task.finished_at or now) - task.started_at))
         field("Cost", task.cost_usd is not None and task_report.fmt_cost(task.cost_usd) or None)

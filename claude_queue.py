@@ -1367,13 +1367,13 @@ WHERE {_HOLDER}
 SQL_REQUEUE = f"""
 UPDATE tasks SET status = 'pending', not_before = ?, updated_at = ?, error = ?, result = ?, outcome = ?,
                  denied = ?, {_ADD_COST}, cancel_requested = ?, worker_id = NULL,
-                 lease_expires_at = NULL, activity = NULL
+                 lease_expires_at = NULL, activity = NULL, started_at = NULL
 WHERE id = ?
 """
 
 SQL_RELEASE = f"""
 UPDATE tasks SET status = 'pending', not_before = ?, updated_at = ?, attempt_base = attempt_base + 1,
-                 {_ADD_COST}, worker_id = NULL, lease_expires_at = NULL, activity = NULL
+                 {_ADD_COST}, worker_id = NULL, lease_expires_at = NULL, activity = NULL, started_at = NULL
 WHERE {_HOLDER}
 """
 

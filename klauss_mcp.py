@@ -501,8 +501,8 @@ class KlaussTools:
         now = time.time()
         for j in jobs:
             s = j["stats"]
-            done = sum(s[x] for x in claude_queue.FINISHED)
-            parts = [f"{done}/{s['total']} done"]
+            progress = task_report.job_progress(s)
+            parts = [progress if progress == "cancelled" else f"{progress} done" + task_report.job_denied_note(s)]
             if s["in_progress"]:
                 parts.append(f"{s['in_progress']} running")
             if s["failed"]:

@@ -418,10 +418,9 @@ def cmd_jobs(args):
     now = time.time()
     for j in jobs:
         s = j["stats"]
-        done = sum(s[x] for x in claude_queue.FINISHED)
         budget = task_report.fmt_cost(j.get("max_budget_usd"))
         rows.append([j["id"], task_report.fmt_ago(j["created_at"], now),
-                     f"{done}/{s['total']}" + task_report.job_denied_note(s), s["in_progress"],
+                     task_report.job_progress(s) + task_report.job_denied_note(s), s["in_progress"],
                      s["failed"], task_report.fmt_cost(s["cost_usd"]), budget, j["description"]])
     print(table(["JOB", "CREATED", "DONE", "RUNNING", "FAILED", "COST", "BUDGET", "DESCRIPTION"], rows,
                 terminal_width()))

@@ -10,6 +10,8 @@ def fmt_time(ts):
 
 
 def fmt_duration(seconds):
+    if 0 < seconds < 1:
+        return f"{max(seconds, 0.1):.1f}s"  # a 0.9 s run did take time: never "0s"
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds}s"
@@ -57,6 +59,30 @@ def status_label(task, label=None):
     return word + denied_note(getattr(task, "denied", 0)) if task.status == "completed" else word
 
 
+def attempts_text(task):
+    """"1 of 3", and how many runs the history shows when that differs: a retry starts a fresh set of
+    attempts and a release gives its attempt back, while the history numbers every run."""
+    text = f"{task.attempts_used} of {task.max_attempts}"
+    if task.attempt != task.attempts_used:
+        text += f" ({task.attempt} run{'s' if task.attempt != 1 else ''} in all, numbered so in the history)"
+    return text
+
+
+def show_cancel_requested(task):
+    """A cancel request matters only while the task runs; once it ended, its status says the rest."""
+    return task.cancel_requested and task.status == "in_progress"
+
+
+def job_progress(stats):
+    """A job's progress as listed: "3/4" (finished of all), or "cancelled" when every task was
+    cancelled (or skipped because of a cancelled one): such a job is not done."""
+    total, cancelled, skipped = stats["total"], stats["cancelled"], stats["skipped"]
+    if total and cancelled and cancelled + skipped == total:
+        return "cancelled"
+    done = sum(stats[s] for s in ("completed", "failed", "cancelled", "skipped"))
+    return f"{done}/{total}"
+
+
 def find_transcript(cfg, task):
     outcome = task.outcome if isinstance(task.outcome, dict) else {}
     if outcome.get("transcript"):
@@ -70,7 +96,7 @@ def find_transcript(cfg, task):
 
 def describe_task(task, events, dependents, transcript, now):
     outcome = task.outcome if isinstance(task.outcome, dict) else {}
-    lines = [f"Task #{task.id}: {status_label(task)}" + (" (cancel requested)" if task.cancel_requested else "")]
+    lines = [f"Task #{task.id}: {status_label(task)}" + (" (cancel requested)" if show_cancel_requested(task) else "")]
 
     def field(name, value):
         if value not in (None, "", [], {}):
@@ -79,7 +105,7 @@ def describe_task(task, events, dependents, transcript, now):
     field("Job", task.job_id)
     field("Parent", task.parent_id and f"#{task.parent_id}")
     field("Priority", task.priority)
-    field("Attempts", f"{task.attempts_used} of {task.max_attempts}")
+    field("Attempts", attempts_text(task))
     field("Worker", task.worker_id)
     field("Working dir", task.working_dir)
     field("Context", ", ".join(task.context_files))
@@ -104,9 +130,11 @@ def describe_task(task, events, dependents, transcript, now):
     field("Metadata", json.dumps(task.metadata, sort_keys=True) if task.metadata else None)
     field("Timeout", task.timeout and f"{task.timeout:g}s")
     field("Created", f"{fmt_time(task.created_at)} ({fmt_ago(task.created_at, now)})")
-    field("Started", task.started_at and fmt_time(task.started_at))
+    # A pending task is not running, whatever an earlier (released or failed) run started at.
+    ran = task.started_at if task.status != "pending" else None
+    field("Started", ran and fmt_time(ran))
     field("Finished", task.finished_at and fmt_time(task.finished_at))
-    if task.started_at:
+    if ran:
         field("Duration", fmt_duration((task.finished_at or now) - task.started_at))
     if task.status == "pending" and task.not_before > now:
         field("Next try", fmt_ago(task.not_before, now))
@@ -120,6 +148,7 @@ def describe_task(task, events, dependents, transcript, now):
             ("cache_read_input_tokens", "cache read"), ("cache_creation_input_tokens", "cache write"))]
         field("Tokens", " / ".join(parts))
     field("Turns", outcome.get("num_turns"))
+    field("Session", outcome.get("session_id"))
     field("Exit code", outcome.get("exit_code"))
     field("Activity", task.activity)
     field("Error", task.error)
