@@ -4,6 +4,7 @@ what its failures mean. The facts behind this are in shared/claude-cli-reference
 The worker is the only user; keeping the CLI's quirks here means one file changes when the CLI does.
 """
 
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +21,11 @@ RETRYABLE = "retryable"          # fail with backoff while attempts remain
 FATAL = "fatal"                  # fail now; retrying would fail the same way
 
 DEFAULT_USAGE_PAUSE_SECONDS = 900  # when a usage limit comes without a reset time
+
+# The tools that change files: `permission_mode = "acceptEdits"` lets them run without asking (in
+# the working directory), and their calls are how a run without a worktree says what it changed.
+EDIT_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
+MAX_FILES_CHANGED = 500  # an outcome stays small however many files a run touches
 
 
 class ClaudeNotFound(Exception):
@@ -110,6 +116,10 @@ class StreamState:
     api_retries: int = 0
     api_error: str = None            # `error` of a synthetic API-error assistant message
     non_json_lines: list = field(default_factory=list)
+    # Files the run's Write/Edit/MultiEdit/NotebookEdit calls named, by tool_use id (the only record
+    # of what a run changed without a worktree), and the ids whose result was an error (denied, failed).
+    edits: dict = field(default_factory=dict)
+    failed_tool_uses: set = field(default_factory=set)
 
     def feed(self, event):
         """Update from one decoded event; returns True when the activity line changed."""
@@ -139,6 +149,7 @@ class StreamState:
             changed = False
             for block in message.get("content") or []:
                 if isinstance(block, dict) and block.get("type") == "tool_use":
+                    self._note_edit(block)
                     self.tool_calls += 1
                     self.last_activity = describe_tool_use(block.get("name", "tool"), block.get("input"))
                     changed = True
@@ -147,11 +158,35 @@ class StreamState:
                         self.last_activity = "writing"
                         changed = True
             return changed or bool(usage)
+        if kind == "user":
+            content = (event.get("message") or {}).get("content")
+            for block in content if isinstance(content, list) else []:
+                if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("is_error"):
+                    self.failed_tool_uses.add(block.get("tool_use_id"))
+            return False
         if kind == "result":
             self.result = event
             self.session_id = event.get("session_id") or self.session_id
             return False
         return False
+
+    def _note_edit(self, block):
+        tool_input = block.get("input") if isinstance(block.get("input"), dict) else {}
+        path = tool_input.get("file_path") or tool_input.get("notebook_path")
+        if block.get("name") in EDIT_TOOLS and isinstance(path, str) and path and len(self.edits) < MAX_FILES_CHANGED:
+            self.edits[block.get("id") or len(self.edits)] = path
+
+    def files_changed(self, working_dir=None):
+        """The files the run's edit tools changed (sorted; relative to `working_dir` when inside it)."""
+        names = set()
+        for tool_use_id, path in self.edits.items():
+            if tool_use_id in self.failed_tool_uses:
+                continue
+            if working_dir and os.path.isabs(path):
+                rel = os.path.relpath(path, working_dir)
+                path = path if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+            names.add(path)
+        return sorted(names)
 
     def activity_line(self):
         tokens = self.input_tokens + self.output_tokens
@@ -244,8 +279,6 @@ def _classify_api_error(result, model_from_task):
     return Verdict(RETRYABLE, f"API error {status}: {text}")
 
 
-# The tools `permission_mode = "acceptEdits"` lets run without asking (in the working directory).
-EDIT_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
 # Modes in which an edit inside the working directory already runs: suggesting acceptEdits there
 # would name a setting that changes nothing.
 EDITS_ALLOWED_MODES = ("acceptEdits", "auto", "bypassPermissions")

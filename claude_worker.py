@@ -518,6 +518,8 @@ class Worker:
             "permission_denials": denials,
             "outputs_verified": verified,
             "outputs_missing": missing,
+            # What the run's edit tools changed; with a worktree, tree.finish() puts git's list here.
+            "files_changed": state.files_changed(working_dir),
             "stderr_tail": stderr_tail,
             "transcript": str(run.transcript_path),
             "model": state.model,

@@ -376,6 +376,9 @@ class ClaudeOrchestrator:
         files = sorted({f for r in results.values() for f in r["outputs"]})
         if files:
             lines.append("Files produced: " + ", ".join(f"`{f}`" for f in files))
+        changed = sorted({f for r in results.values() for f in r.get("files_changed") or []})
+        if changed:
+            lines.append("Files changed: " + ", ".join(f"`{f}`" for f in changed))
         lines += self._isolation_summary(job, results)
         for tid, r in results.items():
             title = r["prompt"].strip().splitlines()[0][:100] if r["prompt"] else ""
@@ -395,11 +398,15 @@ class ClaudeOrchestrator:
                 details.append("outputs " + ", ".join(r["outputs"]))
             if r["outputs_missing"]:
                 details.append("missing " + ", ".join(r["outputs_missing"]))
+            if r.get("files_changed"):
+                details.append("changed " + ", ".join(r["files_changed"]))
+            elif r.get("branch") and r.get("commit") is None:
+                details.append("changed nothing")
             if r["session_id"]:
                 details.append(f"session {r['session_id']}")
             if r.get("branch"):
                 details.append(f"branch {r['branch']}" + (f" at {r['commit'][:12]}" if r.get("commit") else "")
-                               + f", {len(r.get('files_changed') or [])} file(s) changed, merge {r.get('merge')}")
+                               + f", merge {r.get('merge')}")
             lines.append("_" + "; ".join(details) + "_")
             for w in r.get("warnings") or []:
                 lines.append(f"**Warning:** {w}")

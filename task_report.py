@@ -113,6 +113,8 @@ def describe_task(task, events, dependents, transcript, now):
     if outcome.get("outputs_verified") is not None:
         field("Verified", ", ".join(outcome["outputs_verified"]) or "none")
     field("Missing", ", ".join(outcome.get("outputs_missing") or []))
+    if not outcome.get("branch"):
+        field("Changed", ", ".join(outcome.get("files_changed") or []))
     if outcome.get("branch"):
         field("Worktree", outcome.get("worktree"))
         field("Branch", outcome["branch"])
