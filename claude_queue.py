@@ -171,10 +171,12 @@ MIGRATIONS = [
     );
     """,
     # 3: every attempt's own cost in its history (a task's cost_usd is the sum over its attempts),
-    # and the number of tool calls denied in a task's last run, counted per job and status by the
-    # triggers so a job's line can say how many of its tasks need a look without a scan.
+    # the number of tool calls denied in a task's last run, counted per job and status by the
+    # triggers so a job's line can say how many of its tasks need a look without a scan, and the
+    # task's `ref` (a plan's task id), which is how the synthesis names it.
     """
     ALTER TABLE task_events ADD COLUMN cost_usd REAL;
+    ALTER TABLE tasks ADD COLUMN ref TEXT;
     ALTER TABLE tasks ADD COLUMN denied INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE task_counts ADD COLUMN denied INTEGER NOT NULL DEFAULT 0;
     DROP TRIGGER task_counts_insert;
@@ -244,6 +246,7 @@ class Task:
     cost_usd: float = None
     activity: str = None
     denied: int = 0
+    ref: str = None
     depends_on: list = None
 
     @classmethod
@@ -611,7 +614,7 @@ class TaskQueue:
                 _dumps(t["expected_outputs"]), _dumps(t["metadata"]), t["priority"], status, len(blocked_by),
                 t["max_attempts"], t["timeout"], now, now,
                 f"dependency #{dead[0]} {statuses[dead[0]]}" if dead else None,
-                now if dead else None))
+                now if dead else None, t["ref"]))
             task_id = cur.lastrowid
             ids[index] = task_id
             statuses[task_id] = status
@@ -1324,8 +1327,8 @@ INSERT INTO jobs (id, description, orchestrator_id, metadata, max_budget_usd, cr
 SQL_INSERT_TASK = """
 INSERT INTO tasks (job_id, parent_id, prompt, working_dir, context_files, expected_outputs, metadata,
                    priority, status, deps_remaining, max_attempts, timeout, created_at, updated_at,
-                   error, finished_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   error, finished_at, ref)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # Walks the partial index of runnable tasks in priority order; only tasks waiting for a retry time

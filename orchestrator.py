@@ -329,6 +329,8 @@ class ClaudeOrchestrator:
         for t in self.queue.list_tasks(job_id=job_id, order="asc"):
             o = t.outcome or {}
             results[t.id] = {
+                # The plan's own id for the task (check_plan names an id-less task "#<index>").
+                "plan_id": t.ref if t.ref and not t.ref.startswith("#") else None,
                 "status": t.status,
                 "prompt": t.prompt,
                 "result": t.result,
@@ -370,7 +372,8 @@ class ClaudeOrchestrator:
         summary += f" ({with_denials} with denied tool calls)" if with_denials else ""
         cost = sum(r["cost_usd"] or 0 for r in results.values())
         elapsed = getattr(results, "elapsed", None)
-        lines.append(f"**{len(results)} tasks: {summary}.** Total cost {task_report.fmt_cost(cost)}"
+        lines.append(f"**{len(results)} task{'' if len(results) == 1 else 's'}: {summary}.** "
+                     f"Total cost {task_report.fmt_cost(cost)}"
                      + (f", {elapsed:.0f}s wall time" if elapsed else "")
                      + (". **Timed out before the job finished.**" if getattr(results, "timed_out", False) else "."))
         files = sorted({f for r in results.values() for f in r["outputs"]})
@@ -381,15 +384,15 @@ class ClaudeOrchestrator:
             lines.append("Files changed: " + ", ".join(f"`{f}`" for f in changed))
         lines += self._isolation_summary(job, results)
         for tid, r in results.items():
-            title = r["prompt"].strip().splitlines()[0][:100] if r["prompt"] else ""
             status = r["status"] + (task_report.denied_note(len(r.get("denied") or []))
                                     if r["status"] == "completed" else "")
-            lines.append(f"\n## Task {tid}: {title} — {status}")
+            name = r.get("plan_id") or f"Task {tid}"
+            lines.append(f"\n## {name}: {_title(r['prompt'])} — {status}")
             if r["result"]:
                 lines.append(r["result"].strip())
             if r["error"] and r["status"] != "completed":
                 lines.append(f"**Why:** {r['error']}")
-            details = [f"attempts {r['attempts']}"]
+            details = ([f"task #{tid}"] if r.get("plan_id") else []) + [f"attempts {r['attempts']}"]
             if r["cost_usd"]:
                 details.append(task_report.fmt_cost(r["cost_usd"]))
             if r["duration_s"]:
@@ -473,6 +476,17 @@ class ClaudeOrchestrator:
     def cancel_job(self, job_id):
         self._require_job(job_id)
         return self.queue.cancel_job(job_id)
+
+
+def _title(prompt, width=100):
+    """The prompt's first line, cut at a word boundary (never mid-word) when longer than `width`."""
+    first = prompt.strip().splitlines()[0] if prompt and prompt.strip() else ""
+    if len(first) <= width:
+        return first
+    cut = first[:width - 1]
+    if first[width - 1] != " " and " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:.-") + "…"
 
 
 def quick_delegate(prompts, description=None, orchestrator_id="quick_delegate", db_path=None, timeout=None,

@@ -15,7 +15,7 @@ import claude_cli
 import claude_queue
 import config
 from conftest import fake, install_fake_claude
-from orchestrator import ClaudeOrchestrator
+from orchestrator import ClaudeOrchestrator, JobResults, check_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,3 +90,44 @@ def test_the_stream_record_skips_failed_calls_and_stays_small():
             {"type": "tool_use", "id": f"m{i}", "name": "Write", "input": {"file_path": f"/w/f{i}"}}]}})
     assert len(state.files_changed("/w")) <= claude_cli.MAX_FILES_CHANGED
     json.dumps(state.files_changed())
+
+
+def test_headings_use_the_plans_task_ids_and_collect_carries_them(tmp_path):
+    root, env = plain_project(tmp_path)
+    long_line = "Write a friendly greeting for every new contributor " * 4
+    plan = root / "plan.json"
+    plan.write_text(json.dumps({"description": "hello", "tasks": [
+        {"id": "greet", "prompt": long_line.strip() + "\n" + fake("text", "Hello!")}]}))
+
+    # Queued as `run` queues a plan; one worker does the work, and `collect` reads the job.
+    def orch(*args):
+        return subprocess.run([sys.executable, str(ROOT / "orchestrator.py"), *args], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    q = claude_queue.TaskQueue(cfg=config.load_config(cwd=root, env={}))
+    _, entries = check_plan(json.loads(plan.read_text()))
+    job, [tid] = q.submit_job("hello", entries)
+    worker(root, env)
+    out = orch("collect", job)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "**1 task: 1 completed.**" in text and "1 tasks" not in text
+    [heading] = [line for line in text.splitlines() if line.startswith("## ")]
+    assert heading.startswith("## greet: Write a friendly greeting") and heading.endswith("— completed")
+    title = heading[len("## greet: "):heading.index(" — ")]
+    assert title.endswith("…") and len(title) <= 101
+    assert long_line.startswith(title[:-1]) and long_line[len(title) - 1] == " ", "cut at a word boundary"
+    assert f"task #{tid}" in text
+    data = json.loads(orch("collect", job, "--json").stdout)
+    assert data[str(tid)]["plan_id"] == "greet"
+
+
+def test_tasks_without_a_plan_id_keep_their_number(make_queue):
+    q = make_queue()
+    _, entries = check_plan({"description": "d", "tasks": [{"prompt": "one"}, {"prompt": "two"}]})
+    job, ids = q.submit_job("d", entries)
+    assert [q.get_task(i).ref for i in ids] == ["#0", "#1"]
+    orch = ClaudeOrchestrator("t", db_path=str(q.db_path))
+    results = JobResults(job, orch.collect(job))
+    assert [r["plan_id"] for r in results.values()] == [None, None]
+    text = orch.synthesize_results(results)
+    assert f"## Task {ids[0]}: one — pending" in text and "**2 tasks:" in text
