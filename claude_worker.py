@@ -551,7 +551,7 @@ class Worker:
         if verdict.kind == claude_cli.SUCCESS and missing:
             if denials:
                 names, fix = claude_cli.denial_summary(denials, self.cfg["claude"]["permission_mode"],
-                                                      self.cfg["claude"]["disallowed_tools"])
+                                                       self.cfg["claude"]["disallowed_tools"])
                 verdict = claude_cli.Verdict(claude_cli.FATAL, f"Claude's tool calls were denied ({names}) and "
                                              f"expected outputs are missing: {', '.join(missing)}", fix)
             else:

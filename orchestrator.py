@@ -403,8 +403,8 @@ class ClaudeOrchestrator:
                 details.append("missing " + ", ".join(r["outputs_missing"]))
             if r.get("files_changed"):
                 details.append("changed " + ", ".join(r["files_changed"]))
-            elif r.get("branch") and r.get("commit") is None:
-                details.append("changed nothing")
+            elif r.get("branch") and r["status"] == "completed":
+                details.append("changed nothing")  # git's word, with a worktree
             if r["session_id"]:
                 details.append(f"session {r['session_id']}")
             if r.get("branch"):
