@@ -418,7 +418,7 @@ class ClaudeOrchestrator:
             lines.append("\n**Needs attention:** " + "; ".join(
                 f"task #{tid} completed but {len(results[tid]['denied'])} tool call(s) were denied "
                 f"({', '.join(dict.fromkeys(results[tid]['denied']))})" for tid in denied)
-                + ". Its work may be incomplete: see its warning, allow the tools and retry it.")
+                + ". Its work may be incomplete; its warning names the setting that allows those tools.")
         failed = [tid for tid, r in results.items() if r["status"] in ("failed", "skipped", "cancelled")]
         if failed:
             lines.append(f"\nNot completed: {', '.join(f'#{t}' for t in failed)}. Retry failed tasks with "
