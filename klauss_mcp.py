@@ -403,12 +403,12 @@ class KlaussTools:
         tasks = self.orch.queue.list_tasks(job_id=job_id, order="asc")
         hidden = 0
         if len(tasks) > MAX_TASK_LINES:  # a big job: list what still needs attention, count the rest
-            shown = [t for t in tasks if t.status != "completed"][:MAX_TASK_LINES]
+            shown = [t for t in tasks if t.status != "completed" or t.denied][:MAX_TASK_LINES]
             hidden = len(tasks) - len(shown)
             tasks = shown
         lines = []
         for t in tasks:
-            state = t.status
+            state = task_report.status_label(t)
             if t.status == "in_progress":
                 state += f" on {t.worker_id}" + (f" ({t.activity})" if t.activity else "")
             elif t.status == "pending" and t.deps_remaining:

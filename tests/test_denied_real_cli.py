@@ -15,6 +15,7 @@ import pytest
 import claude_cli
 import claude_queue
 import config
+import klauss_mcp
 import messages_server as ms
 import real_cli
 from conftest import fake
@@ -78,6 +79,9 @@ def test_a_write_the_real_cli_denied_is_marked_everywhere(real_claude, tmp_path)
     assert collected[str(task.id)]["denied"] == ["Write"]
     synthesis = cli(root, env, "orchestrator.py", "collect", job).stdout
     assert "completed, 1 denied" in synthesis and "Needs attention" in synthesis
+    tools = klauss_mcp.KlaussTools(db_path=str(queue.db_path))
+    assert f"#{task.id} completed, 1 denied" in tools.tool_job_status({"job_id": job}, klauss_mcp.CallContext())
+    assert "1/1 done, 1 with denials" in tools.tool_list_jobs({}, klauss_mcp.CallContext())
 
 
 def test_a_denied_bash_call_under_accept_edits_is_not_told_to_set_accept_edits(real_claude, tmp_path):
