@@ -4,11 +4,14 @@ what its failures mean. The facts behind this are in shared/claude-cli-reference
 The worker is the only user; keeping the CLI's quirks here means one file changes when the CLI does.
 """
 
+import os
 import re
 import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
+
+import task_report
 
 # Outcome kinds and what the worker does with each.
 SUCCESS = "success"
@@ -18,6 +21,11 @@ RETRYABLE = "retryable"          # fail with backoff while attempts remain
 FATAL = "fatal"                  # fail now; retrying would fail the same way
 
 DEFAULT_USAGE_PAUSE_SECONDS = 900  # when a usage limit comes without a reset time
+
+# The tools that change files: `permission_mode = "acceptEdits"` lets them run without asking (in
+# the working directory), and their calls are how a run without a worktree says what it changed.
+EDIT_TOOLS = ("Write", "Edit", "MultiEdit", "NotebookEdit")
+MAX_FILES_CHANGED = 500  # an outcome stays small however many files a run touches
 
 
 class ClaudeNotFound(Exception):
@@ -180,6 +188,10 @@ class StreamState:
     api_error: str = None            # `error` of a synthetic API-error assistant message
     non_json_lines: list = field(default_factory=list)
     malformed_events: int = 0        # events skipped because a field had the wrong shape
+    # Files the run's Write/Edit/MultiEdit/NotebookEdit calls named, by tool_use id (the only record
+    # of what a run changed without a worktree), and the ids whose result was an error (denied, failed).
+    edits: dict = field(default_factory=dict)
+    failed_tool_uses: set = field(default_factory=set)
 
     def feed(self, event):
         """Update from one decoded event; returns True when the activity line changed. Never
@@ -217,6 +229,7 @@ class StreamState:
             changed = False
             for block in message.get("content") or []:
                 if isinstance(block, dict) and block.get("type") == "tool_use":
+                    self._note_edit(block)
                     self.tool_calls += 1
                     self.last_activity = describe_tool_use(block.get("name", "tool"), block.get("input"))
                     changed = True
@@ -225,12 +238,36 @@ class StreamState:
                         self.last_activity = "writing"
                         changed = True
             return changed or bool(usage)
+        if kind == "user":
+            content = (event.get("message") or {}).get("content")
+            for block in content if isinstance(content, list) else []:
+                if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("is_error"):
+                    self.failed_tool_uses.add(block.get("tool_use_id"))
+            return False
         if kind == "result":
             _check_result_shape(event)
             self.result = event
             self.session_id = event.get("session_id") or self.session_id
             return False
         return False
+
+    def _note_edit(self, block):
+        tool_input = block.get("input") if isinstance(block.get("input"), dict) else {}
+        path = tool_input.get("file_path") or tool_input.get("notebook_path")
+        if block.get("name") in EDIT_TOOLS and isinstance(path, str) and path and len(self.edits) < MAX_FILES_CHANGED:
+            self.edits[block.get("id") or len(self.edits)] = path
+
+    def files_changed(self, working_dir=None):
+        """The files the run's edit tools changed (sorted; relative to `working_dir` when inside it)."""
+        names = set()
+        for tool_use_id, path in self.edits.items():
+            if tool_use_id in self.failed_tool_uses:
+                continue
+            if working_dir and os.path.isabs(path):
+                rel = os.path.relpath(path, working_dir)
+                path = path if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+            names.add(path)
+        return sorted(names)
 
     def activity_line(self):
         tokens = self.input_tokens + self.output_tokens
@@ -309,7 +346,7 @@ def classify(result, exit_code, rate_limit_rejected=None, stderr_tail="", model_
         return Verdict(FATAL, f"max turns reached ({result.get('num_turns')} turns): {errors}",
                        "raise max_turns (task metadata or [claude] max_turns) or split the task")
     if subtype == "error_max_budget_usd":
-        return Verdict(FATAL, f"max budget reached (${result.get('total_cost_usd') or 0:.2f}): {errors}",
+        return Verdict(FATAL, f"max budget reached ({task_report.fmt_cost(result.get('total_cost_usd') or 0)}): {errors}",
                        "raise max_budget_usd or split the task")
     if subtype and subtype.startswith("error"):
         return Verdict(RETRYABLE, f"claude failed during execution: {errors}")
@@ -349,13 +386,33 @@ def _classify_api_error(result, model_from_task):
     return Verdict(RETRYABLE, f"API error {status}: {text}")
 
 
-def denial_summary(denials):
-    """'Write (2×), Bash' and the configuration that would allow them."""
+# Modes in which an edit inside the working directory already runs: suggesting acceptEdits there
+# would name a setting that changes nothing.
+EDITS_ALLOWED_MODES = ("acceptEdits", "auto", "bypassPermissions")
+
+
+def denial_summary(denials, permission_mode=None, disallowed_tools=()):
+    """'Write (2×), Bash' and only the settings that would allow those tools under the current
+    `permission_mode`: a tool in disallowed_tools must leave that list first (it wins over every
+    allow); acceptEdits is named only for edit tools and only when it is not (or more) in force."""
     counts = {}
     for d in denials or []:
         name = d.get("tool_name", "?") if isinstance(d, dict) else str(d)
         counts[name] = counts.get(name, 0) + 1
     names = ", ".join(f"{n} ({c}×)" if c > 1 else n for n, c in counts.items())
+    # Only a bare tool name in disallowed_tools surely denied it; a pattern such as Bash(rm:*) may not have.
+    blocked = [n for n in counts if n in (disallowed_tools or ())]
+    if blocked:
+        return names, (f"remove {', '.join(blocked)} from [claude] disallowed_tools in .klauss.toml "
+                       "(it wins over any allowed_tools)")
     allow = ", ".join(f'"{n}"' for n in counts)
-    return names, (f"allow them with [claude] allowed_tools = [{allow}] in .klauss.toml (or per task in "
-                   f"metadata.allowed_tools), or permission_mode = \"acceptEdits\"")
+    fix = (f"allow them with [claude] allowed_tools = [{allow}] in .klauss.toml (or per task in "
+           f"metadata.allowed_tools)")
+    if permission_mode == "plan":
+        fix += ', and a permission_mode other than "plan" (it lets nothing change files)'
+    elif all(n in EDIT_TOOLS for n in counts) and permission_mode not in EDITS_ALLOWED_MODES:
+        fix += ', or permission_mode = "acceptEdits"'
+    elif all(n in EDIT_TOOLS for n in counts):
+        fix += f" (permission_mode = \"{permission_mode}\" already allows edits inside the task's working " \
+               "directory, so these were outside it)"
+    return names, fix

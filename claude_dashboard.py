@@ -243,11 +243,14 @@ class Dashboard:
         label = "all" if self.status is None else STATUS_LABELS[self.status]
         span = f"{self.offset + 1}-{self.offset + len(self.shown)} of {self.total:,}" if self.shown else "none"
         lines.append([(f"Tasks ({label}): {span}", "heading")])
+        rows = [self._task_cells(task, now) for task in self.shown]
+        # Wider only while a shown task needs it ("completed, 1 denied"), so prompts keep their room.
+        status_width = max([10] + [len(r[1]) + 1 for r in rows])
         lines.append([(self._task_columns(["ID", "STATUS", "PRI", "WORKER", "TRIES", "COST", "UPDATED", "PROMPT"],
-                                          width), "dim")])
-        for index, task in enumerate(self.shown):
+                                          width, status_width), "dim")])
+        for index, (task, cells) in enumerate(zip(self.shown, rows)):
             selected = height is not None and self.offset + index == self.cursor
-            lines.append([(self._task_columns(self._task_cells(task, now), width),
+            lines.append([(self._task_columns(cells, width, status_width),
                            task.status + ("+selected" if selected else ""))])
         if height is None:
             return lines
@@ -316,20 +319,23 @@ class Dashboard:
         s = job["stats"]
         done = sum(s[x] for x in claude_queue.FINISHED)
         extra = "".join(f"  {s[k]} {STATUS_LABELS[k]}" for k in ("in_progress", "failed") if s[k])
-        head = f"  {job['id']:<22} {bar(done, s['total'], 20)} {done}/{s['total']}{extra}  {task_report.fmt_cost(s['cost_usd'])}  "
-        style = "failed" if s["failed"] else "completed" if s["total"] and done == s["total"] else ""
+        extra += task_report.job_denied_note(s).replace(",", " ")
+        progress = task_report.job_progress(s)
+        head = f"  {job['id']:<22} {bar(done, s['total'], 20)} {progress}{extra}  {task_report.fmt_cost(s['cost_usd'])}  "
+        style = ("failed" if s["failed"] else "cancelled" if progress == "cancelled"
+                 else "completed" if s["total"] and done == s["total"] else "")
         return [(head, style), (shorten(job["description"], max(0, width - len(head))), "")]
 
     @staticmethod
     def _task_cells(task, now):
         when = task.finished_at or task.started_at or task.created_at
-        return [f"#{task.id}", STATUS_LABELS.get(task.status, task.status), str(task.priority),
+        return [f"#{task.id}", task_report.status_label(task, STATUS_LABELS.get(task.status)), str(task.priority),
                 task.worker_id or "-", f"{task.attempts_used}/{task.max_attempts}", task_report.fmt_cost(task.cost_usd),
                 task_report.fmt_ago(when, now), task.prompt]
 
     @staticmethod
-    def _task_columns(cells, width):
-        widths = (8, 10, 4, 12, 6, 10, 12)
+    def _task_columns(cells, width, status_width=10):
+        widths = (8, status_width, 4, 12, 6, 10, 12)
         text = "  " + "".join(shorten(c, w - 1).ljust(w) for c, w in zip(cells, widths))
         return text + shorten(cells[-1], max(0, width - len(text)))
 
@@ -369,10 +375,11 @@ class Dashboard:
                     for part in textwrap.wrap(clean(paragraph), max(10, width - 2)) or [""]:
                         lines.append([("  " + part, style)])
 
-        field("Status", task.status + (" (cancel requested)" if task.cancel_requested else ""), task.status)
+        field("Status", task_report.status_label(task) + (" (cancel requested)" if task_report.show_cancel_requested(task) else ""),
+              task.status)
         field("Job", task.job_id)
         field("Priority", task.priority)
-        field("Attempts", f"{task.attempts_used} of {task.max_attempts}")
+        field("Attempts", task_report.attempts_text(task))
         field("Worker", task.worker_id)
         field("Working dir", task.working_dir)
         field("Depends on", ", ".join(f"#{d}" for d in task.depends_on or []))
@@ -381,7 +388,7 @@ class Dashboard:
             field("Verified", ", ".join(outcome["outputs_verified"]) or "none")
         field("Missing", ", ".join(outcome.get("outputs_missing") or []), "failed")
         field("Created", f"{fmt_clock(task.created_at, now)} ({task_report.fmt_ago(task.created_at, now)})")
-        if task.started_at:
+        if task.started_at and task.status != "pending":
             field("Running for" if task.status == "in_progress" else "Took",
                   task_report.fmt_duration((task.finished_at or now) - task.started_at))
         field("Cost", task.cost_usd is not None and task_report.fmt_cost(task.cost_usd) or None)
@@ -396,7 +403,8 @@ class Dashboard:
         block("Result", task.result)
         lines.append([("History", "heading")])
         for e in events:
-            detail = " ".join(x for x in (e["worker_id"] or "", e["detail"] or "") if x)
+            cost = task_report.fmt_cost(e["cost_usd"]) if e.get("cost_usd") is not None else ""
+            detail = " ".join(x for x in (e["worker_id"] or "", cost, e["detail"] or "") if x)
             lines.append([(clean(f"  {fmt_clock(e['at'], now)}  {e['event']:<16} {detail}"), "")])
         return lines
 

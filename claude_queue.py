@@ -32,6 +32,7 @@ from pathlib import Path
 
 import claude_cli
 import config
+import task_report
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "skipped")
 FINISHED = ("completed", "failed", "cancelled", "skipped")
@@ -171,6 +172,38 @@ MIGRATIONS = [
         updated_at REAL NOT NULL
     );
     """,
+    # 3: every attempt's own cost in its history (a task's cost_usd is the sum over its attempts),
+    # the number of tool calls denied in a task's last run, counted per job and status by the
+    # triggers so a job's line can say how many of its tasks need a look without a scan, and the
+    # task's `ref` (a plan's task id), which is how the synthesis names it.
+    """
+    ALTER TABLE task_events ADD COLUMN cost_usd REAL;
+    ALTER TABLE tasks ADD COLUMN ref TEXT;
+    ALTER TABLE tasks ADD COLUMN denied INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE task_counts ADD COLUMN denied INTEGER NOT NULL DEFAULT 0;
+    DROP TRIGGER task_counts_insert;
+    DROP TRIGGER task_counts_delete;
+    DROP TRIGGER task_counts_update;
+    CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), new.status, 1, ifnull(new.cost_usd, 0), new.denied > 0)
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0),
+                                                   denied = denied + (new.denied > 0);
+    END;
+    CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0), denied = denied - (old.denied > 0)
+        WHERE job_id = ifnull(old.job_id, '') AND status = old.status;
+    END;
+    CREATE TRIGGER task_counts_update AFTER UPDATE OF status, cost_usd, job_id, denied ON tasks
+    WHEN old.status IS NOT new.status OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id
+         OR old.denied IS NOT new.denied
+    BEGIN
+        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0), denied = denied - (old.denied > 0)
+        WHERE job_id = ifnull(old.job_id, '') AND status = old.status;
+        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), new.status, 1, ifnull(new.cost_usd, 0), new.denied > 0)
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0),
+                                                   denied = denied + (new.denied > 0);
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -214,6 +247,8 @@ class Task:
     outcome: dict = None
     cost_usd: float = None
     activity: str = None
+    denied: int = 0
+    ref: str = None
     depends_on: list = None
 
     @classmethod
@@ -563,9 +598,9 @@ class TaskQueue:
                     c.execute(statement)
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def _event(self, conn, task_id, event, worker_id=None, attempt=None, detail=None, now=None):
+    def _event(self, conn, task_id, event, worker_id=None, attempt=None, detail=None, now=None, cost=None):
         conn.execute(SQL_EVENT, (task_id, now if now is not None else self.clock(), event,
-                                 worker_id, attempt, detail))
+                                 worker_id, attempt, detail, cost))
 
     # --- adding tasks ---
 
@@ -629,7 +664,7 @@ class TaskQueue:
                 _dumps(t["expected_outputs"]), _dumps(t["metadata"]), t["priority"], status, len(blocked_by),
                 t["max_attempts"], t["timeout"], now, now,
                 f"dependency #{dead[0]} {statuses[dead[0]]}" if dead else None,
-                now if dead else None))
+                now if dead else None, t["ref"]))
             task_id = cur.lastrowid
             ids[index] = task_id
             statuses[task_id] = status
@@ -654,16 +689,19 @@ class TaskQueue:
         lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
         with self._write() as conn:
             now = self.clock()
-            if HAS_RETURNING:
-                row = conn.execute(SQL_CLAIM, (worker_id, now + lease, now, now, now)).fetchone()
-            else:
+            while True:
                 pick = conn.execute(SQL_PICK, (now,)).fetchone()
-                row = None
-                if pick is not None:
-                    conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
-                    row = conn.execute("SELECT * FROM tasks WHERE id = ?", (pick[0],)).fetchone()
-            if row is None:
-                return None
+                if pick is None:
+                    return None
+                # The job's budget is checked on its true total before any of its tasks starts;
+                # a spent job has its pending tasks skipped, and the next best task is picked.
+                if pick[1] is None or not self._enforce_budget(conn, pick[1]):
+                    break
+            if HAS_RETURNING:
+                row = conn.execute(SQL_CLAIM_ID + " RETURNING *", (worker_id, now + lease, now, now, pick[0])).fetchone()
+            else:
+                conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
+                row = conn.execute("SELECT * FROM tasks WHERE id = ?", (pick[0],)).fetchone()
             self._event(conn, row["id"], "claimed", worker_id, row["attempt"], now=now)
         return Task.from_row(row)
 
@@ -694,12 +732,12 @@ class TaskQueue:
                 detail=None):
         now = self.clock()
         cur = conn.execute(SQL_FINISH, (status, now, now, result_text, error,
-                                        None if outcome is None else _dumps(outcome), cost,
+                                        None if outcome is None else _dumps(outcome), _denied(outcome), cost, cost,
                                         task_id, worker_id, attempt, attempt))
         if cur.rowcount != 1:
             return None
         row = conn.execute("SELECT attempt, job_id FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        self._event(conn, task_id, event, worker_id, row["attempt"], detail, now=now)
+        self._event(conn, task_id, event, worker_id, row["attempt"], detail, now=now, cost=cost)
         return row
 
     def complete_task(self, task_id, worker_id, result=None, attempt=None):
@@ -729,10 +767,10 @@ class TaskQueue:
             if retryable and used < row["max_attempts"]:
                 q = self.cfg["queue"]
                 delay = min(q["retry_backoff_seconds"] * 2 ** (used - 1), q["retry_backoff_max_seconds"])
-                conn.execute(SQL_REQUEUE, (now + delay, now, error, text,
-                                           None if outcome is None else _dumps(outcome), cost, 0, task_id))
+                conn.execute(SQL_REQUEUE, (now + delay, now, error, text, None if outcome is None else _dumps(outcome),
+                                           _denied(outcome), cost, cost, 0, task_id))
                 self._event(conn, task_id, "failed", worker_id, row["attempt"],
-                            f"{error} (attempt {used}/{row['max_attempts']}; retry in {delay:g}s)", now=now)
+                            f"{error} (attempt {used}/{row['max_attempts']}; retry in {delay:g}s)", now=now, cost=cost)
             else:
                 self._finish(conn, task_id, worker_id, attempt, "failed", text, error, outcome, cost, "failed",
                              error if retryable else f"{error} (not retryable)")
@@ -740,14 +778,20 @@ class TaskQueue:
             self._enforce_budget(conn, row["job_id"])
             return True
 
-    def release_task(self, task_id, worker_id, delay=0, reason=None, attempt=None):
-        """Back to pending without spending an attempt (shutdown, rate limits)."""
+    def release_task(self, task_id, worker_id, delay=0, reason=None, attempt=None, cost=None):
+        """Back to pending without spending an attempt (shutdown, rate limits). `cost` is what the
+        released run spent all the same: it counts in the task's and the job's total."""
+        if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))):
+            cost = None
         with self._write(notify=True) as conn:
             now = self.clock()
-            cur = conn.execute(SQL_RELEASE, (now + delay, now, task_id, worker_id, attempt, attempt))
+            cur = conn.execute(SQL_RELEASE, (now + delay, now, cost, cost, task_id, worker_id, attempt, attempt))
             if cur.rowcount != 1:
                 return False
-            self._event(conn, task_id, "released", worker_id, attempt, reason, now=now)
+            self._event(conn, task_id, "released", worker_id, attempt, reason, now=now, cost=cost)
+            if cost:
+                self._enforce_budget(conn, conn.execute("SELECT job_id FROM tasks WHERE id = ?",
+                                                        (task_id,)).fetchone()[0])
             return True
 
     def acknowledge_cancel(self, task_id, worker_id, attempt=None, outcome=None):
@@ -780,7 +824,8 @@ class TaskQueue:
                     self._event(conn, row["id"], "cancelled", row["worker_id"], row["attempt"], why, now=now)
                     self._skip_dependents(conn, row["id"], f"dependency #{row['id']} cancelled")
                 elif used < row["max_attempts"]:
-                    conn.execute(SQL_REQUEUE, (now, now, f"{why} (attempt {used})", None, None, None, 0, row["id"]))
+                    conn.execute(SQL_REQUEUE, (now, now, f"{why} (attempt {used})", None, None, 0, None, None, 0,
+                                               row["id"]))
                     self._event(conn, row["id"], "recovered", row["worker_id"], row["attempt"], why, now=now)
                 else:
                     error = f"{why} on attempt {used}/{row['max_attempts']}; no attempts left"
@@ -803,19 +848,22 @@ class TaskQueue:
         return [r[0] for r in rows]
 
     def _enforce_budget(self, conn, job_id):
+        """Skip the job's pending tasks once what it spent (every attempt of every task) reached
+        its budget. True when the budget is spent."""
         if job_id is None:
-            return
+            return False
         job = conn.execute("SELECT max_budget_usd FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if job is None or job[0] is None:
-            return
+            return False
         spent = conn.execute("SELECT ifnull(sum(cost), 0) FROM task_counts WHERE job_id = ?", (job_id,)).fetchone()[0]
         if spent < job[0]:
-            return
+            return False
         now = self.clock()
-        reason = f"job budget ${job[0]:.2f} reached (spent ${spent:.2f})"
+        reason = f"job budget {task_report.fmt_cost(job[0])} reached (spent {task_report.fmt_cost(spent)})"
         for (tid,) in conn.execute("SELECT id FROM tasks WHERE job_id = ? AND status = 'pending'", (job_id,)).fetchall():
             conn.execute(SQL_SKIP, (now, now, reason, tid))
             self._event(conn, tid, "skipped", detail=reason, now=now)
+        return True
 
     def cancel_task(self, task_id):
         """Cancel a task: pending becomes cancelled (dependents skipped); running gets a cancel
@@ -924,22 +972,27 @@ class TaskQueue:
         return [Task.from_row(r, deps.get(r["id"], [])) for r in rows]
 
     def get_events(self, task_id):
-        return [dict(r) for r in self._read("SELECT at, event, worker_id, attempt, detail FROM task_events "
+        return [dict(r) for r in self._read("SELECT at, event, worker_id, attempt, detail, cost_usd FROM task_events "
                                             "WHERE task_id = ? ORDER BY seq", (task_id,))]
 
     def get_stats(self, job_id=None):
         """A count per status, `total`, and `cost_usd` (all tasks, or one job's)."""
         if job_id is None:
-            rows = self._read("SELECT status, sum(n), sum(cost) FROM task_counts GROUP BY status")
+            rows = self._read("SELECT status, sum(n), sum(cost), sum(denied) FROM task_counts GROUP BY status")
         else:
-            rows = self._read("SELECT status, n, cost FROM task_counts WHERE job_id = ?", (job_id,))
+            rows = self._read("SELECT status, n, cost, denied FROM task_counts WHERE job_id = ?", (job_id,))
         stats = {s: 0 for s in STATUSES}
         cost = 0.0
-        for status, n, c in rows:
+        denied = 0
+        for status, n, c, d in rows:
             stats[status] = stats.get(status, 0) + n
             cost += c or 0.0
+            if status == "completed":
+                denied += d or 0
         stats["total"] = sum(stats[s] for s in STATUSES)
         stats["cost_usd"] = round(cost, 6)
+        # Completed, but some of the run's tool calls were denied: done, yet not as asked.
+        stats["denied"] = denied
         return stats
 
     def purge(self, older_than, statuses=None):
@@ -1255,6 +1308,12 @@ def _split_result(result):
     return str(result), None, None
 
 
+def _denied(outcome):
+    """How many tool calls the run's outcome says were denied."""
+    denials = outcome.get("permission_denials") if isinstance(outcome, dict) else None
+    return len(denials) if isinstance(denials, list) else 0
+
+
 def _batch_order(tasks):
     """Insertion order for a batch so every in-batch dependency is inserted first; ValueError on
     unknown refs, duplicate refs and cycles."""
@@ -1317,8 +1376,8 @@ def _split_sql(script):
 # --- SQL used by the methods above ---------------------------------------------------------------
 
 SQL_EVENT = """
-INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt, detail)
-VALUES (?1, (SELECT ifnull(max(seq), 0) + 1 FROM task_events WHERE task_id = ?1), ?2, ?3, ?4, ?5, ?6)
+INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt, detail, cost_usd)
+VALUES (?1, (SELECT ifnull(max(seq), 0) + 1 FROM task_events WHERE task_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)
 """
 
 SQL_INSERT_JOB = """
@@ -1328,15 +1387,15 @@ INSERT INTO jobs (id, description, orchestrator_id, metadata, max_budget_usd, cr
 SQL_INSERT_TASK = """
 INSERT INTO tasks (job_id, parent_id, prompt, working_dir, context_files, expected_outputs, metadata,
                    priority, status, deps_remaining, max_attempts, timeout, created_at, updated_at,
-                   error, finished_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   error, finished_at, ref)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # Walks the partial index of runnable tasks in priority order; only tasks waiting for a retry time
 # (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may prefer
 # tasks_status and sort every pending task on each claim.
 SQL_PICK = """
-SELECT id FROM tasks INDEXED BY tasks_claimable
+SELECT id, job_id FROM tasks INDEXED BY tasks_claimable
 WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?
 ORDER BY priority DESC, id LIMIT 1
 """
@@ -1345,7 +1404,6 @@ _SQL_CLAIM_SET = """
 UPDATE tasks SET status = 'in_progress', worker_id = ?, attempt = attempt + 1, lease_expires_at = ?,
                  started_at = ?, updated_at = ?, cancel_requested = 0, activity = NULL
 """
-SQL_CLAIM = _SQL_CLAIM_SET + f"WHERE id = ({SQL_PICK}) RETURNING *"
 SQL_CLAIM_ID = _SQL_CLAIM_SET + "WHERE id = ?"
 
 SQL_NEXT_NOT_BEFORE = "SELECT min(not_before) FROM tasks WHERE status = 'pending' AND deps_remaining = 0"
@@ -1359,22 +1417,26 @@ SQL_HEARTBEAT = f"UPDATE tasks SET lease_expires_at = ?, updated_at = ? WHERE {_
 
 SQL_ACTIVITY = f"UPDATE tasks SET activity = ? WHERE {_HOLDER}"
 
+# A task's cost is the sum over its attempts: each run's cost is added, never put in place of the
+# earlier ones (the parameter is given twice: a run without a known cost adds nothing).
+_ADD_COST = "cost_usd = CASE WHEN ? IS NULL THEN cost_usd ELSE ifnull(cost_usd, 0) + ? END"
+
 SQL_FINISH = f"""
-UPDATE tasks SET status = ?, finished_at = ?, updated_at = ?, result = ?, error = ?, outcome = ?,
-                 cost_usd = ifnull(?, cost_usd), lease_expires_at = NULL, activity = NULL
+UPDATE tasks SET status = ?, finished_at = ?, updated_at = ?, result = ?, error = ?, outcome = ?, denied = ?,
+                 {_ADD_COST}, lease_expires_at = NULL, activity = NULL
 WHERE {_HOLDER}
 """
 
-SQL_REQUEUE = """
+SQL_REQUEUE = f"""
 UPDATE tasks SET status = 'pending', not_before = ?, updated_at = ?, error = ?, result = ?, outcome = ?,
-                 cost_usd = ifnull(?, cost_usd), cancel_requested = ?, worker_id = NULL,
-                 lease_expires_at = NULL, activity = NULL
+                 denied = ?, {_ADD_COST}, cancel_requested = ?, worker_id = NULL,
+                 lease_expires_at = NULL, activity = NULL, started_at = NULL
 WHERE id = ?
 """
 
 SQL_RELEASE = f"""
 UPDATE tasks SET status = 'pending', not_before = ?, updated_at = ?, attempt_base = attempt_base + 1,
-                 worker_id = NULL, lease_expires_at = NULL, activity = NULL
+                 {_ADD_COST}, worker_id = NULL, lease_expires_at = NULL, activity = NULL, started_at = NULL
 WHERE {_HOLDER}
 """
 

@@ -32,6 +32,7 @@ import claude_cli
 import claude_queue
 import config
 import processes
+import task_report
 import worktrees
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
@@ -672,6 +673,8 @@ class Worker:
             "permission_denials": denials,
             "outputs_verified": verified,
             "outputs_missing": missing,
+            # What the run's edit tools changed; with a worktree, tree.finish() puts git's list here.
+            "files_changed": state.files_changed(working_dir),
             "stderr_tail": stderr_tail,
             "transcript": str(run.transcript_path),
             "model": state.model,
@@ -696,7 +699,8 @@ class Worker:
             log(f"task {tid}: cancelled; claude stopped")
             return None
         if reason == "shutdown":
-            q.release_task(tid, self.worker_id, reason="worker shutting down", attempt=att)
+            q.release_task(tid, self.worker_id, reason="worker shutting down", attempt=att,
+                           cost=outcome["total_cost_usd"])
             log(f"task {tid}: released (worker shutting down)")
             return None
         if reason == "timeout":
@@ -711,14 +715,16 @@ class Worker:
                                       task_fields=[k for k in claude_cli.TASK_OPTIONS if task.metadata.get(k) is not None])
         if verdict.kind == claude_cli.SUCCESS and missing:
             if denials:
-                names, fix = claude_cli.denial_summary(denials)
+                names, fix = claude_cli.denial_summary(denials, self.cfg["claude"]["permission_mode"],
+                                                       self.cfg["claude"]["disallowed_tools"])
                 verdict = claude_cli.Verdict(claude_cli.FATAL, f"Claude's tool calls were denied ({names}) and "
                                              f"expected outputs are missing: {', '.join(missing)}", fix)
             else:
                 verdict = claude_cli.Verdict(claude_cli.RETRYABLE, "expected outputs missing or not written in "
                                              f"this run: {', '.join(missing)}")
         elif verdict.kind == claude_cli.SUCCESS and denials:
-            names, fix = claude_cli.denial_summary(denials)
+            names, fix = claude_cli.denial_summary(denials, self.cfg["claude"]["permission_mode"],
+                                                   self.cfg["claude"]["disallowed_tools"])
             outcome["warnings"] = [f"tool calls were denied: {names}; {fix}", *outcome.get("warnings", [])]
         if verdict.kind == claude_cli.SUCCESS and tree is not None:
             problem = tree.merge(outcome)  # a conflict still completes: the work is safe on its branch
@@ -732,16 +738,18 @@ class Worker:
         if verdict.kind == claude_cli.SUCCESS:
             if q.complete_task(tid, self.worker_id, outcome, attempt=att):
                 log(f"task {tid}: completed in {duration:.1f}s"
-                    + (f", ${outcome['total_cost_usd']:.4f}" if outcome["total_cost_usd"] else ""))
+                    + (f", {task_report.fmt_cost(outcome['total_cost_usd'])}" if outcome["total_cost_usd"] else ""))
         elif verdict.kind == claude_cli.USAGE_LIMIT:
             delay = max(0.0, verdict.resets_at - time.time())
             q.set_flag("paused", {"reason": "usage_limit", "message": verdict.message}, until=verdict.resets_at)
-            q.release_task(tid, self.worker_id, delay=delay, reason=verdict.message, attempt=att)
+            q.release_task(tid, self.worker_id, delay=delay, reason=verdict.message, attempt=att,
+                           cost=outcome["total_cost_usd"])
             log(f"task {tid}: released; all workers pause until "
                 f"{time.strftime('%H:%M:%S UTC', time.gmtime(verdict.resets_at))}: {verdict.message}")
         elif verdict.kind == claude_cli.CONFIG_ERROR:
             q.set_flag("config_error", {"message": verdict.message, "fix": verdict.fix})
-            q.release_task(tid, self.worker_id, reason=verdict.message, attempt=att)
+            q.release_task(tid, self.worker_id, reason=verdict.message, attempt=att,
+                           cost=outcome["total_cost_usd"])
             log(f"task {tid}: released untouched: {verdict.message}")
         else:
             retryable = verdict.kind == claude_cli.RETRYABLE

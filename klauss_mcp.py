@@ -247,7 +247,7 @@ def _title(prompt, width=80):
 
 
 def _money(value):
-    return f"${value or 0:.4f}"
+    return task_report.fmt_cost(value or 0)
 
 
 class CallContext:
@@ -407,12 +407,12 @@ class KlaussTools:
         tasks = self.orch.queue.list_tasks(job_id=job_id, order="asc")
         hidden = 0
         if len(tasks) > MAX_TASK_LINES:  # a big job: list what still needs attention, count the rest
-            shown = [t for t in tasks if t.status != "completed"][:MAX_TASK_LINES]
+            shown = [t for t in tasks if t.status != "completed" or t.denied][:MAX_TASK_LINES]
             hidden = len(tasks) - len(shown)
             tasks = shown
         lines = []
         for t in tasks:
-            state = t.status
+            state = task_report.status_label(t)
             if t.status == "in_progress":
                 state += f" on {t.worker_id}" + (f" ({t.activity})" if t.activity else "")
             elif t.status == "pending" and t.deps_remaining:
@@ -432,9 +432,9 @@ class KlaussTools:
         for key in ("in_progress", "pending", "completed", "failed", "skipped", "cancelled"):
             if s[key]:
                 parts.append(f"{s[key]} {'running' if key == 'in_progress' else key}")
-        cost = f"cost ${status['cost_usd']:.4f}"
+        cost = f"cost {_money(status['cost_usd'])}"
         if status["max_budget_usd"]:
-            cost += f" of ${status['max_budget_usd']:.2f} budget"
+            cost += f" of {_money(status['max_budget_usd'])} budget"
         parts.append(cost)
         return status, " · ".join(parts)
 
@@ -505,8 +505,8 @@ class KlaussTools:
         now = time.time()
         for j in jobs:
             s = j["stats"]
-            done = sum(s[x] for x in claude_queue.FINISHED)
-            parts = [f"{done}/{s['total']} done"]
+            progress = task_report.job_progress(s)
+            parts = [progress if progress == "cancelled" else f"{progress} done" + task_report.job_denied_note(s)]
             if s["in_progress"]:
                 parts.append(f"{s['in_progress']} running")
             if s["failed"]:

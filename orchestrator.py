@@ -28,6 +28,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import task_report
 import worktrees
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +53,12 @@ class JobResults(dict):
     @property
     def all_completed(self):
         return bool(self) and all(r["status"] == "completed" for r in self.values())
+
+    @property
+    def needs_attention(self):
+        """Something was not done as asked: a task did not complete, or completed although some of
+        its tool calls were denied (with no expected outputs to miss, a denied Write looks clean)."""
+        return not self.all_completed or any(r.get("denied") for r in self.values())
 
 
 def _is_tty():
@@ -331,6 +338,8 @@ class ClaudeOrchestrator:
         for t in self.queue.list_tasks(job_id=job_id, order="asc"):
             o = t.outcome or {}
             results[t.id] = {
+                # The plan's own id for the task (check_plan names an id-less task "#<index>").
+                "plan_id": t.ref if t.ref and not t.ref.startswith("#") else None,
                 "status": t.status,
                 "prompt": t.prompt,
                 "result": t.result,
@@ -345,6 +354,8 @@ class ClaudeOrchestrator:
                 "duration_s": (t.finished_at - t.started_at) if t.finished_at and t.started_at else None,
                 "transcript": o.get("transcript"),
                 "warnings": o.get("warnings", []),
+                "denied": [str(d.get("tool_name", d)) if isinstance(d, dict) else str(d)
+                           for d in o.get("permission_denials") or []],
                 "branch": o.get("branch"),
                 "commit": o.get("commit"),
                 "files_changed": o.get("files_changed", []),
@@ -366,39 +377,57 @@ class ClaudeOrchestrator:
         for r in results.values():
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no tasks"
+        with_denials = sum(1 for r in results.values() if r["status"] == "completed" and r.get("denied"))
+        summary += f" ({with_denials} with denied tool calls)" if with_denials else ""
         cost = sum(r["cost_usd"] or 0 for r in results.values())
         elapsed = getattr(results, "elapsed", None)
-        lines.append(f"**{len(results)} tasks: {summary}.** Total cost ${cost:.4f}"
+        lines.append(f"**{len(results)} task{'' if len(results) == 1 else 's'}: {summary}.** "
+                     f"Total cost {task_report.fmt_cost(cost)}"
                      + (f", {elapsed:.0f}s wall time" if elapsed else "")
                      + (". **Timed out before the job finished.**" if getattr(results, "timed_out", False) else "."))
         files = sorted({f for r in results.values() for f in r["outputs"]})
         if files:
             lines.append("Files produced: " + ", ".join(f"`{f}`" for f in files))
+        changed = sorted({f for r in results.values() for f in r.get("files_changed") or []})
+        if changed:
+            lines.append("Files changed: " + ", ".join(f"`{f}`" for f in changed))
         lines += self._isolation_summary(job, results)
         for tid, r in results.items():
-            title = r["prompt"].strip().splitlines()[0][:100] if r["prompt"] else ""
-            lines.append(f"\n## Task {tid}: {title} — {r['status']}")
+            status = r["status"] + (task_report.denied_note(len(r.get("denied") or []))
+                                    if r["status"] == "completed" else "")
+            name = r.get("plan_id") or f"Task {tid}"
+            lines.append(f"\n## {name}: {_title(r['prompt'])} — {status}")
             if r["result"]:
                 lines.append(r["result"].strip())
             if r["error"] and r["status"] != "completed":
                 lines.append(f"**Why:** {r['error']}")
-            details = [f"attempts {r['attempts']}"]
+            details = ([f"task #{tid}"] if r.get("plan_id") else []) + [f"attempts {r['attempts']}"]
             if r["cost_usd"]:
-                details.append(f"${r['cost_usd']:.4f}")
+                details.append(task_report.fmt_cost(r["cost_usd"]))
             if r["duration_s"]:
                 details.append(f"{r['duration_s']:.0f}s")
             if r["outputs"]:
                 details.append("outputs " + ", ".join(r["outputs"]))
             if r["outputs_missing"]:
                 details.append("missing " + ", ".join(r["outputs_missing"]))
+            if r.get("files_changed"):
+                details.append("changed " + ", ".join(r["files_changed"]))
+            elif r.get("branch") and r["status"] == "completed":
+                details.append("changed nothing")  # git's word, with a worktree
             if r["session_id"]:
                 details.append(f"session {r['session_id']}")
             if r.get("branch"):
                 details.append(f"branch {r['branch']}" + (f" at {r['commit'][:12]}" if r.get("commit") else "")
-                               + f", {len(r.get('files_changed') or [])} file(s) changed, merge {r.get('merge')}")
+                               + f", merge {r.get('merge')}")
             lines.append("_" + "; ".join(details) + "_")
             for w in r.get("warnings") or []:
                 lines.append(f"**Warning:** {w}")
+        denied = [tid for tid, r in results.items() if r["status"] == "completed" and r.get("denied")]
+        if denied:
+            lines.append("\n**Needs attention:** " + "; ".join(
+                f"task #{tid} completed but {len(results[tid]['denied'])} tool call(s) were denied "
+                f"({', '.join(dict.fromkeys(results[tid]['denied']))})" for tid in denied)
+                + ". Its work may be incomplete; its warning names the setting that allows those tools.")
         failed = [tid for tid, r in results.items() if r["status"] in ("failed", "skipped", "cancelled")]
         if failed:
             lines.append(f"\nNot completed: {', '.join(f'#{t}' for t in failed)}. Retry failed tasks with "
@@ -456,6 +485,17 @@ class ClaudeOrchestrator:
     def cancel_job(self, job_id):
         self._require_job(job_id)
         return self.queue.cancel_job(job_id)
+
+
+def _title(prompt, width=100):
+    """The prompt's first line, cut at a word boundary (never mid-word) when longer than `width`."""
+    first = prompt.strip().splitlines()[0] if prompt and prompt.strip() else ""
+    if len(first) <= width:
+        return first
+    cut = first[:width - 1]
+    if first[width - 1] != " " and " " in cut:
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:.-") + "…"
 
 
 def quick_delegate(prompts, description=None, orchestrator_id="quick_delegate", db_path=None, timeout=None,
@@ -733,7 +773,7 @@ def _run_plan(orch, args):
         print(json.dumps({"job_id": job, "timed_out": results.timed_out, "tasks": results}, indent=2))
     else:
         print(orch.synthesize_results(results), end="")
-    return 0 if results.all_completed else 1
+    return 1 if results.needs_attention else 0
 
 
 def main():

@@ -148,7 +148,7 @@ def terminal_width():
 
 
 def task_row(t, now):
-    return ["#%d" % t.id, t.status, t.priority, f"{t.attempts_used}/{t.max_attempts}", t.worker_id or "-",
+    return ["#%d" % t.id, task_report.status_label(t), t.priority, f"{t.attempts_used}/{t.max_attempts}", t.worker_id or "-",
             task_report.fmt_cost(t.cost_usd), task_report.fmt_ago(t.updated_at, now), t.prompt]
 
 
@@ -401,9 +401,9 @@ def cmd_stats(args):
     for status in claude_queue.STATUSES:
         print(f"{status:<12}{stats[status]:>9,}")
     print(f"{'total':<12}{stats['total']:>9,}" + (f"  ({done * 100 // stats['total']}% finished)" if stats["total"] else ""))
-    print(f"{'cost':<12}{'$%.4f' % stats['cost_usd']:>9}")
+    print(f"{'cost':<12}{task_report.fmt_cost(stats['cost_usd']):>9}")
     if job and job.get("max_budget_usd"):
-        print(f"{'budget':<12}{'$%.2f' % job['max_budget_usd']:>9}")
+        print(f"{'budget':<12}{task_report.fmt_cost(job['max_budget_usd']):>9}")
     return EXIT_OK
 
 
@@ -420,9 +420,9 @@ def cmd_jobs(args):
     now = time.time()
     for j in jobs:
         s = j["stats"]
-        done = sum(s[x] for x in claude_queue.FINISHED)
-        budget = "-" if j.get("max_budget_usd") is None else f"${j['max_budget_usd']:.2f}"
-        rows.append([j["id"], task_report.fmt_ago(j["created_at"], now), f"{done}/{s['total']}", s["in_progress"],
+        budget = task_report.fmt_cost(j.get("max_budget_usd"))
+        rows.append([j["id"], task_report.fmt_ago(j["created_at"], now),
+                     task_report.job_progress(s) + task_report.job_denied_note(s), s["in_progress"],
                      s["failed"], task_report.fmt_cost(s["cost_usd"]), budget, j["description"]])
     print(table(["JOB", "CREATED", "DONE", "RUNNING", "FAILED", "COST", "BUDGET", "DESCRIPTION"], rows,
                 terminal_width()))

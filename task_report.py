@@ -21,6 +21,8 @@ def fmt_time(ts):
 
 
 def fmt_duration(seconds):
+    if 0 < seconds < 1:
+        return f"{max(seconds, 0.1):.1f}s"  # a 0.9 s run did take time: never "0s"
     seconds = max(0, int(seconds))
     if seconds < 60:
         return f"{seconds}s"
@@ -38,7 +40,58 @@ def fmt_ago(ts, now):
 
 
 def fmt_cost(cost):
-    return "-" if cost is None else f"${cost:.4f}" if cost < 100 else f"${cost:,.0f}"
+    """The one money format: 4 decimals, and as many more as a non-zero amount needs to stay
+    non-zero ($0.00004, never $0.0000); whole dollars from $100 up."""
+    if cost is None:
+        return "-"
+    if abs(cost) >= 100:
+        return f"${cost:,.0f}"
+    decimals = 4
+    while decimals < 10 and cost and round(cost, decimals) == 0:
+        decimals += 1
+    return f"${cost:.{decimals}f}"
+
+
+def denied_note(count):
+    """', 1 denied': how a completed run whose tool calls were denied is marked wherever it is listed."""
+    return f", {count} denied" if count else ""
+
+
+def job_denied_note(stats):
+    """', 1 with denials': a job's completed tasks whose runs had tool calls denied."""
+    count = stats.get("denied") or 0
+    return f", {count} with denials" if count else ""
+
+
+def status_label(task, label=None):
+    """A task's status as listed: "completed, 1 denied" when the run completed although some of its
+    tool calls were denied (done, but not as asked). `label` replaces the status word itself."""
+    word = label or task.status
+    return word + denied_note(getattr(task, "denied", 0)) if task.status == "completed" else word
+
+
+def attempts_text(task):
+    """"1 of 3", and how many runs the history shows when that differs: a retry starts a fresh set of
+    attempts and a release gives its attempt back, while the history numbers every run."""
+    text = f"{task.attempts_used} of {task.max_attempts}"
+    if task.attempt != task.attempts_used:
+        text += f" ({task.attempt} run{'s' if task.attempt != 1 else ''} in all, numbered so in the history)"
+    return text
+
+
+def show_cancel_requested(task):
+    """A cancel request matters only while the task runs; once it ended, its status says the rest."""
+    return task.cancel_requested and task.status == "in_progress"
+
+
+def job_progress(stats):
+    """A job's progress as listed: "3/4" (finished of all), or "cancelled" when every task was
+    cancelled (or skipped because of a cancelled one): such a job is not done."""
+    total, cancelled, skipped = stats["total"], stats["cancelled"], stats["skipped"]
+    if total and cancelled and cancelled + skipped == total:
+        return "cancelled"
+    done = sum(stats[s] for s in ("completed", "failed", "cancelled", "skipped"))
+    return f"{done}/{total}"
 
 
 def find_transcript(cfg, task):
@@ -54,7 +107,7 @@ def find_transcript(cfg, task):
 
 def describe_task(task, events, dependents, transcript, now):
     outcome = task.outcome if isinstance(task.outcome, dict) else {}
-    lines = [f"Task #{task.id}: {task.status}" + (" (cancel requested)" if task.cancel_requested else "")]
+    lines = [f"Task #{task.id}: {status_label(task)}" + (" (cancel requested)" if show_cancel_requested(task) else "")]
 
     def field(name, value):
         if value not in (None, "", [], {}):
@@ -63,7 +116,7 @@ def describe_task(task, events, dependents, transcript, now):
     field("Job", task.job_id)
     field("Parent", task.parent_id and f"#{task.parent_id}")
     field("Priority", task.priority)
-    field("Attempts", f"{task.attempts_used} of {task.max_attempts}")
+    field("Attempts", attempts_text(task))
     field("Worker", task.worker_id)
     field("Working dir", task.working_dir)
     field("Context", ", ".join(task.context_files))
@@ -71,6 +124,8 @@ def describe_task(task, events, dependents, transcript, now):
     if outcome.get("outputs_verified") is not None:
         field("Verified", ", ".join(outcome["outputs_verified"]) or "none")
     field("Missing", ", ".join(outcome.get("outputs_missing") or []))
+    if not outcome.get("branch"):
+        field("Changed", ", ".join(outcome.get("files_changed") or []))
     if outcome.get("branch"):
         field("Worktree", outcome.get("worktree"))
         field("Branch", outcome["branch"])
@@ -88,9 +143,11 @@ def describe_task(task, events, dependents, transcript, now):
     field("Metadata", json.dumps(task.metadata, sort_keys=True) if task.metadata else None)
     field("Timeout", task.timeout and f"{task.timeout:g}s")
     field("Created", f"{fmt_time(task.created_at)} ({fmt_ago(task.created_at, now)})")
-    field("Started", task.started_at and fmt_time(task.started_at))
+    # A pending task is not running, whatever an earlier (released or failed) run started at.
+    ran = task.started_at if task.status != "pending" else None
+    field("Started", ran and fmt_time(ran))
     field("Finished", task.finished_at and fmt_time(task.finished_at))
-    if task.started_at:
+    if ran:
         field("Duration", fmt_duration((task.finished_at or now) - task.started_at))
     if task.status == "pending" and task.not_before > now:
         field("Next try", fmt_ago(task.not_before, now))
@@ -104,6 +161,7 @@ def describe_task(task, events, dependents, transcript, now):
             ("cache_read_input_tokens", "cache read"), ("cache_creation_input_tokens", "cache write"))]
         field("Tokens", " / ".join(parts))
     field("Turns", outcome.get("num_turns"))
+    field("Session", outcome.get("session_id"))
     field("Exit code", outcome.get("exit_code"))
     field("Activity", task.activity)
     field("Error", task.error)
@@ -126,6 +184,7 @@ def describe_task(task, events, dependents, transcript, now):
     lines.append("History:")
     for e in events:
         extra = " ".join(x for x in (e["worker_id"] or "", f"attempt {e['attempt']}" if e["attempt"] else "",
+                                     fmt_cost(e["cost_usd"]) if e.get("cost_usd") is not None else "",
                                      e["detail"] or "") if x)
         lines.append(f"  {fmt_time(e['at'])}  {e['event']:<16} {extra}".rstrip())
     return lines

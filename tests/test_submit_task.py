@@ -432,7 +432,7 @@ def test_stats_and_jobs(cli, busy):
     rc, out, _ = cli(project, "stats", "--json")
     stats = json.loads(out)
     assert rc == 0 and stats == {"pending": 2, "in_progress": 1, "completed": 1, "failed": 1, "cancelled": 1,
-                                 "skipped": 0, "total": 6, "cost_usd": pytest.approx(0.0521)}
+                                 "skipped": 0, "total": 6, "cost_usd": pytest.approx(0.0521), "denied": 0}
     rc, out, _ = cli(project, "stats", "--job", job)
     assert "Build auth" in out and "total" in out and "$50.00" in out
     assert cli(project, "stats", "--job", "job-nope")[0] == 1
