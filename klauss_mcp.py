@@ -408,7 +408,7 @@ class KlaussTools:
             tasks = shown
         lines = []
         for t in tasks:
-            state = t.status
+            state = task_report.status_word(t.status)
             if t.status == "in_progress":
                 state += f" on {t.worker_id}" + (f" ({t.activity})" if t.activity else "")
             elif t.status == "pending" and t.deps_remaining:

@@ -65,6 +65,7 @@ class ClaudeOrchestrator:
     def __init__(self, orchestrator_id, db_path=None, **config_overrides):
         self.orchestrator_id = orchestrator_id
         self.cfg = config.load_config(db=db_path, overrides=config_overrides)
+        claude_queue.warn_stray_database(db_path, self.cfg.db_path)
         self.queue = claude_queue.TaskQueue(str(self.cfg.db_path) if db_path else None, cfg=self.cfg)
         # Inside a Klauss worker, sub-jobs are children of the running task (and its pool is ours).
         parent = os.environ.get("KLAUSS_TASK_ID")

@@ -4,6 +4,22 @@ submit_task.py, the dashboard and the MCP server so they all say the same thing.
 import json
 import time
 
+import claude_queue
+
+# The stored status `in_progress` is shown and typed as "running", the word every view uses;
+# JSON output and the Python API keep the stored value.
+STATUS_WORDS = {"in_progress": "running"}
+
+
+def status_word(status):
+    return STATUS_WORDS.get(status, status)
+
+
+def status_value(word):
+    """The stored status for a word a user typed ("running" or its alias "in_progress"), else None."""
+    value = {v: k for k, v in STATUS_WORDS.items()}.get(word, word)
+    return value if value in claude_queue.STATUSES else None
+
 
 def fmt_time(ts):
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
@@ -43,7 +59,7 @@ def find_transcript(cfg, task):
 
 def describe_task(task, events, dependents, transcript, now):
     outcome = task.outcome if isinstance(task.outcome, dict) else {}
-    lines = [f"Task #{task.id}: {task.status}" + (" (cancel requested)" if task.cancel_requested else "")]
+    lines = [f"Task #{task.id}: {status_word(task.status)}" + (" (cancel requested)" if task.cancel_requested else "")]
 
     def field(name, value):
         if value not in (None, "", [], {}):

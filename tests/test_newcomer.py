@@ -1,0 +1,145 @@
+"""What a new user meets first: one word for a running task, one-line errors with the documented
+exit codes (0, 1, 2), the original documentation's habits, and small things that tripped users."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import claude_queue
+import config
+import submit_task
+from conftest import ROOT
+
+MANAGE = ROOT / "manage.sh"
+
+
+def run(cwd, *args, env=None, input=None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
+    full_env.update(env or {})
+    out = subprocess.run([str(MANAGE), *map(str, args)], cwd=str(cwd), env=full_env, capture_output=True,
+                         text=True, timeout=120, input=input, stdin=None if input is not None else subprocess.DEVNULL)
+    assert "Traceback" not in out.stderr, out.stderr
+    return out
+
+
+def cli(capsys, monkeypatch, cwd, *args):
+    monkeypatch.chdir(cwd)
+    rc = submit_task.main(list(args))
+    out, err = capsys.readouterr()
+    assert "internal error" not in err, err
+    return rc, out, err
+
+
+# --- item 5: one vocabulary, one-line errors, documented exit codes -------------------------------
+
+@pytest.fixture
+def running_task(tmp_path):
+    db = tmp_path / "q.db"
+    q = claude_queue.TaskQueue(str(db), cfg=config.load_config(db=str(db), cwd=tmp_path, env={}))
+    q.add_tasks([{"prompt": "busy one"}, {"prompt": "waiting one"}])
+    task = q.claim_task("worker_1")
+    q.close()
+    return tmp_path, task.id
+
+
+def test_a_running_task_is_called_running_everywhere_a_person_reads(capsys, monkeypatch, running_task):
+    cwd, tid = running_task
+    rc, out, _ = cli(capsys, monkeypatch, cwd, "list", "--db", "q.db")
+    assert rc == 0 and "running" in out and "in_progress" not in out
+    rc, out, err = cli(capsys, monkeypatch, cwd, "list", "--status", "running", "--db", "q.db")
+    assert rc == 0, err
+    assert [line.split()[0] for line in out.splitlines()[1:]] == [f"#{tid}"]
+    # The stored value stays accepted (it is what JSON carries).
+    rc, alias, _ = cli(capsys, monkeypatch, cwd, "list", "--status", "in_progress", "--db", "q.db")
+    assert rc == 0 and alias == out
+    rc, out, _ = cli(capsys, monkeypatch, cwd, "list", "--status", "running,pending", "--json", "--db", "q.db")
+    assert sorted(t["status"] for t in json.loads(out)) == ["in_progress", "pending"]
+    rc, out, _ = cli(capsys, monkeypatch, cwd, "stats", "--db", "q.db")
+    assert "running" in out and "in_progress" not in out
+    rc, out, _ = cli(capsys, monkeypatch, cwd, "show", str(tid), "--db", "q.db")
+    assert out.startswith(f"Task #{tid}: running")
+    rc, _, err = cli(capsys, monkeypatch, cwd, "list", "--status", "busy", "--db", "q.db")
+    assert rc == 2 and "running" in err and "in_progress" not in err and len(err.splitlines()) == 1
+    out = run(cwd, "logs", "task", tid, "--db", "q.db")
+    assert out.stdout.startswith(f"task {tid}: running")
+
+
+def test_start_without_claude_is_one_line_with_the_fix_and_exit_2(pool_project):
+    out = run(pool_project, "start", "2", env={"PATH": os.environ["PATH"], "KLAUSS_CLAUDE": "no-such-claude-cli"})
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "claude CLI not found" in lines[0] and "npm install -g @anthropic-ai/claude-code" in lines[0]
+    assert "KLAUSS_CLAUDE" in lines[0]
+
+
+def test_a_pool_already_running_is_said_not_an_error(pool_project):
+    first = run(pool_project, "start", "1")
+    assert first.returncode == 0, first.stderr
+    again = run(pool_project, "start", "2")
+    assert again.returncode == 0 and again.stderr == ""
+    assert "already running" in again.stdout and "manage.sh stop" in again.stdout
+    assert run(pool_project, "stop").returncode == 0
+
+
+def test_foreground_run_beside_a_running_pool_exits_0(pool_project):
+    assert run(pool_project, "start", "1").returncode == 0
+    out = subprocess.run([sys.executable, str(ROOT / "claude_coordinator.py"), "1"], cwd=str(pool_project),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "already running" in out.stdout, out.stderr
+    assert run(pool_project, "stop").returncode == 0
+
+
+# --- item 6: habits from the original documentation work, or are told ----------------------------
+
+def test_a_relative_database_path_is_warned_about_once_naming_the_projects(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    project_db = config.load_config(env={}).db_path
+    q = claude_queue.TaskQueue("claude_tasks.db")  # the original documentation's habit
+    claude_queue.TaskQueue("claude_tasks.db").close()
+    err = capsys.readouterr().err
+    assert err.count("warning") == 1 and str(project_db) in err and str(tmp_path / "claude_tasks.db") in err
+    q.close()
+    for quiet in (None, str(project_db), str(tmp_path / "elsewhere.db"), ".klauss/claude_tasks.db"):
+        claude_queue.TaskQueue(quiet).close()  # the project's own, or a path chosen on purpose
+    assert capsys.readouterr().err == ""
+
+
+def test_a_fresh_project_shows_an_empty_queue(tmp_path):
+    for command in (["list"], ["stats"], ["jobs"], ["dashboard", "--once"]):
+        out = run(tmp_path, *command)
+        assert out.returncode == 0, out.stderr
+        assert "no database" not in out.stdout + out.stderr
+    assert "0 pending" in out.stdout
+    out = run(tmp_path, "list", "--db", "typo.db")  # a database named on purpose must exist
+    assert out.returncode == 2 and "typo.db" in out.stderr and len(out.stderr.splitlines()) == 1
+
+
+def test_databases_in_a_shared_directory_keep_their_state_apart(pool_project, tmp_path):
+    shared = tmp_path / "shared-tmp"
+    shared.mkdir()
+    dbs = [shared / "claude_tasks.db", shared / "other.db"]
+    try:
+        for db in dbs:  # before, the second start found the first one's lock in the same directory
+            out = run(pool_project, "start", "1", "--db", db)
+            assert out.returncode == 0 and "pool started" in out.stdout, out.stderr
+        own = {p.name for p in shared.iterdir()}
+        assert own <= {"claude_tasks.db", "claude_tasks.db-wal", "claude_tasks.db-shm", "claude_tasks.db.klauss",
+                       "other.db", "other.db-wal", "other.db-shm", "other.db.klauss"}, own
+        for db in dbs:
+            state = shared / (db.name + ".klauss")
+            assert (state / "coordinator.lock").exists() and (state / "logs" / "worker_1.log").exists()
+            assert (state / "wake").is_dir()
+            assert f"for {db} " in run(pool_project, "logs", "--db", db).stdout
+    finally:
+        for db in dbs:
+            run(pool_project, "kill", "--db", db)
+
+
+def test_readme_answers_where_the_worker_logs_are():
+    readme = (ROOT / "README.md").read_text()
+    assert "manage.sh logs worker 1 -f" in readme and "logs/worker_1.log" in readme
+
