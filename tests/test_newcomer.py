@@ -7,13 +7,16 @@ import subprocess
 import sys
 
 import pytest
+import test_worktrees
 
 import claude_queue
 import config
 import submit_task
-from conftest import ROOT
+from conftest import ROOT, fake
+from orchestrator import ClaudeOrchestrator
 
 MANAGE = ROOT / "manage.sh"
+git_project = test_worktrees.repo  # the fixture `repo`: a git project with the fake claude on PATH
 
 
 def run(cwd, *args, env=None, input=None):
@@ -143,3 +146,21 @@ def test_readme_answers_where_the_worker_logs_are():
     readme = (ROOT / "README.md").read_text()
     assert "manage.sh logs worker 1 -f" in readme and "logs/worker_1.log" in readme
 
+
+# --- item 8: small things a user hit --------------------------------------------------------------
+
+def test_merge_ignores_an_untracked_file_it_would_not_touch(git_project):
+    repo = git_project
+    orch = ClaudeOrchestrator("t")
+    job, _ = orch.submit_plan("untracked", [{"prompt": fake("write", "x.txt", content="x\n")}], isolation="worktree")
+    repo.run_worker()
+    (repo.root / "scratch.txt").write_text("mine\n")  # untracked, and the merge does not bring it
+    (repo.root / "x.txt").write_text("in the way\n")  # untracked, and the merge brings a file of that name
+    out = repo.cli("merge", job)
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "would overwrite untracked files" in out.stderr and "x.txt" in out.stderr
+    assert "scratch.txt" not in out.stderr
+    (repo.root / "x.txt").unlink()
+    out = repo.cli("merge", job)
+    assert out.returncode == 0, out.stderr
+    assert (repo.root / "x.txt").read_text() == "x\n" and (repo.root / "scratch.txt").read_text() == "mine\n"
