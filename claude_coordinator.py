@@ -1010,8 +1010,23 @@ def start_detached(cfg, workers, args):
         queue.close()
 
 
+def _beyond_max(cfg, args, workers):
+    """An error line when `workers` exceeds [workers] max_workers without --force, else None: each
+    worker runs its own claude at its own cost, so a typo like `resize 100` must not start 100."""
+    limit = cfg["workers"]["max_workers"]
+    if workers is None or workers <= limit or getattr(args, "force", False):
+        return None
+    return (f"error: {workers} workers is more than [workers] max_workers = {limit} (each runs its own claude, "
+            f"at its own cost); pass --force to run {workers} anyway, or raise max_workers in .klauss.toml")
+
+
 def cmd_start(args):
     args.detach = True
+    cfg = _load(args)
+    problem = _beyond_max(cfg, args, args.workers if args.workers is not None else cfg["workers"]["count"])
+    if problem:
+        eprint(problem)
+        return EXIT_USAGE
     return cmd_run(args)
 
 
@@ -1108,6 +1123,10 @@ def cmd_resize(args):
         eprint("error: resize needs the number of workers, at least 1")
         return EXIT_USAGE
     cfg = _load(args)
+    problem = _beyond_max(cfg, args, args.workers)
+    if problem:
+        eprint(problem)
+        return EXIT_USAGE
     queue = open_queue(cfg, create=False)
     try:
         running = claude_queue.running_coordinator(queue)
@@ -1142,6 +1161,11 @@ def cmd_restart(args):
         running = claude_queue.running_coordinator(queue)
         if args.workers is None and running:
             args.workers = running.get("workers")
+            args.force = True  # as many as before, however many that was
+        problem = _beyond_max(cfg, args, args.workers if args.workers is not None else cfg["workers"]["count"])
+        if problem:  # refused before the running pool is stopped
+            eprint(problem)
+            return EXIT_USAGE
         rc = stop_pool(cfg, queue, quiet=running is None)
     finally:
         queue.close()
@@ -1555,7 +1579,7 @@ COMMANDS = {
     "stop": "stop               stop the pool gracefully (running tasks are released)",
     "kill": "kill               kill the pool now (only this project's recorded processes)",
     "restart": "restart [N]        stop, then start N workers (default: as many as before)",
-    "resize": "resize N           grow or shrink the running pool to N workers",
+    "resize": "resize N [--force] grow or shrink the running pool to N workers (--force: past max_workers)",
     "status": "status             the pool, each worker (pid, CPU, memory, task) and the queue counts",
     "workers": "workers            same as status",
     "ps": "ps                 our processes and their claude children",
@@ -1586,6 +1610,8 @@ def build_parser():
             p.add_argument("--detach", action="store_true", help="run in the background; return once the pool is up"
                            + (" (always so for start)" if name == "start" else ""))
         p.add_argument("--workers", type=int, help="how many workers (same as N)")
+        if name != "run":
+            p.add_argument("--force", action="store_true", help="allow more than [workers] max_workers")
         p.add_argument("--timeout", type=float, default=START_TIMEOUT_SECONDS, help="with --detach: longest wait for the pool")
         p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
         p.add_argument("--worker-cmd", help=argparse.SUPPRESS)  # tests: a JSON argv prefix instead of claude_worker.py

@@ -356,16 +356,29 @@ def wake_dir(db_path):
     return db_path.with_name(db_path.name + "-wake") if state == db_path.parent else state / "wake"
 
 
+# Keys that are unset by default appear commented out in init-config's file, with a value that is
+# valid as it stands, so that uncommenting the line is enough (`# model = ` alone is invalid TOML).
+EXAMPLES = {
+    ("paths", "state_dir"): ".klauss",
+    ("paths", "db"): ".klauss/claude_tasks.db",
+    ("claude", "model"): "sonnet",
+    ("claude", "max_turns"): 50,
+    ("claude", "max_budget_usd"): 5.0,
+    ("claude", "append_system_prompt"): "Run the project's tests before you finish.",
+}
+
+
 def render_default_config():
     """The commented `.klauss.toml` that `manage.sh init-config` writes."""
-    lines = ["# Klauss configuration. Every key is optional; the values shown are the defaults.",
+    lines = ["# Klauss configuration. Every key is optional; the values shown are the defaults. Keys that are",
+             "# unset by default are commented out, with an example value: uncomment a line to use it.",
              "# Environment overrides: KLAUSS_DB, KLAUSS_CONFIG, KLAUSS_WORKERS, KLAUSS_CLAUDE, KLAUSS_AUTO_START.", ""]
     for section, keys in SCHEMA.items():
         lines.append(f"[{section}]")
         for key, (_, default, comment) in keys.items():
             lines.append(f"# {comment}")
             if default is None:
-                lines.append(f"# {key} = ")
+                lines.append(f"# {key} = {_toml_value(EXAMPLES[(section, key)])}")
             else:
                 lines.append(f"{key} = {_toml_value(default)}")
         lines.append("")

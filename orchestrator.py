@@ -20,6 +20,7 @@ coordinator as a process.
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 import worktrees
 
 HERE = Path(__file__).resolve().parent
@@ -530,6 +532,13 @@ def register_mcp(project_root, klauss_dir=HERE, absolute=False):
     return path, what
 
 
+def skill_for(text, rel):
+    """The checked-in skill, written for Klauss's own checkout (its paths start with `./`), with
+    those paths pointing at `rel`, where Klauss is in the project (`{KLAUSS}` is also accepted)."""
+    text = text.replace("{KLAUSS}", rel)
+    return re.sub(r"(?<![\w./])\./(?=[\w.-]*(?:\.py|\.sh|\.md)\b|`)", lambda _m: rel + "/", text)
+
+
 def install_claude(project_root, klauss_dir=HERE):
     """Install the Klauss MCP server (.mcp.json), skill and CLAUDE.md section into the project,
     idempotently, without overwriting a skill the user has made their own. Returns a list of
@@ -542,7 +551,7 @@ def install_claude(project_root, klauss_dir=HERE):
     # The MCP server first: an .mcp.json we cannot merge stops the install before anything is written.
     done = [register_mcp(project_root, klauss_dir)]
     front, body = SKILL_TEMPLATE.read_text().split("\n---\n", 1)
-    skill = front + "\n---\n" + INSTALLED_MARK + "\n" + body.replace("{KLAUSS}", rel)
+    skill = front + "\n---\n" + INSTALLED_MARK + "\n" + skill_for(body, rel)
     target = project_root / ".claude" / "skills" / "klauss" / "SKILL.md"
     if target.exists():
         current = target.read_text()
@@ -593,6 +602,11 @@ def load_plan(path):
         plan = json.loads(text)
     except ValueError as exc:
         raise ValueError(f"plan: invalid JSON in {path}: {exc}") from None
+    # The original Klauss format, a task or a list of tasks, is what submit-file queues.
+    if (isinstance(plan, list) and plan) or (isinstance(plan, dict) and "prompt" in plan and "tasks" not in plan):
+        raise ValueError(f"plan: {path} holds {'a list of tasks' if isinstance(plan, list) else 'one task'}, "
+                         f"not a plan; queue it as it is with {hints.command('submit-file', path)}, or run it as "
+                         'a job by making it a plan: {"description": "...", "tasks": [...]}')
     return check_plan(plan)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 import task_report
 import worktrees
 
@@ -214,6 +215,9 @@ def load_task_file(path):
     if not text.strip():
         raise CliError(f"{where}: the file is empty; expected a JSON object or a list of tasks")
     data = parse_json(text, where)
+    if isinstance(data, dict) and "tasks" in data and "prompt" not in data:
+        raise CliError(f"{where}: this is a plan (an object with \"tasks\"), which runs as one job: "
+                       f"{hints.command('run', path)}; submit-file takes a task or a list of tasks")
     if isinstance(data, dict):
         return [data], True
     if not isinstance(data, list):

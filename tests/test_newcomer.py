@@ -3,6 +3,7 @@ exit codes (0, 1, 2), the original documentation's habits, and small things that
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import test_worktrees
 
 import claude_queue
 import config
+import orchestrator
 import submit_task
 from conftest import ROOT, fake
 from orchestrator import ClaudeOrchestrator
@@ -164,3 +166,58 @@ def test_merge_ignores_an_untracked_file_it_would_not_touch(git_project):
     out = repo.cli("merge", job)
     assert out.returncode == 0, out.stderr
     assert (repo.root / "x.txt").read_text() == "x\n" and (repo.root / "scratch.txt").read_text() == "mine\n"
+
+
+def test_more_workers_than_max_workers_needs_force(pool_project):
+    # pool_project sets [workers] max_workers = 4.
+    out = run(pool_project, "start", "100")
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1 and "--force" in out.stderr
+    assert "max_workers = 4" in out.stderr and not claude_queue.TaskQueue(
+        cfg=config.load_config(cwd=pool_project, env={})).get_flag("coordinator")
+    assert run(pool_project, "start", "1").returncode == 0
+    out = run(pool_project, "resize", "100")
+    assert out.returncode == 2 and "--force" in out.stderr and len(out.stderr.splitlines()) == 1
+    out = run(pool_project, "restart", "5")
+    assert out.returncode == 2 and "--force" in out.stderr
+    status = json.loads(run(pool_project, "status", "--json").stdout)
+    assert status["running"] and len(status["workers"]) == 1, "refused before anything changed"
+    out = run(pool_project, "resize", "5", "--force")
+    assert out.returncode == 0, out.stderr
+    assert run(pool_project, "restart").returncode == 0, "as many as before, even past max_workers"
+    assert run(pool_project, "stop").returncode == 0
+
+
+def test_every_commented_key_of_init_config_is_valid_once_uncommented(tmp_path):
+    text = config.render_default_config()
+    commented = [line for line in text.splitlines() if re.match(r"^# \w+ = ", line)]
+    assert len(commented) == sum(spec[1] is None for keys in config.SCHEMA.values() for spec in keys.values())
+    for line in commented:
+        (tmp_path / ".klauss.toml").write_text(text.replace(line, line[2:]))
+        key = line[2:].split(" = ")[0]
+        cfg = config.load_config(cwd=tmp_path, env={})  # raises on invalid TOML or a wrong type
+        section = next(s for s, keys in config.SCHEMA.items() if key in keys)
+        assert cfg[section][key] is not None, line
+
+
+def test_the_checked_in_skill_reads_correctly_and_installs_with_the_right_paths(tmp_path):
+    checked_in = (ROOT / ".claude" / "skills" / "klauss" / "SKILL.md").read_text()
+    assert "{KLAUSS}" not in checked_in
+    for command in re.findall(r"python3 (\S+\.py)|`(\./\S+\.sh)", checked_in):
+        path = next(p for p in command if p)
+        assert (ROOT / path).is_file(), path
+    installed = orchestrator.skill_for(checked_in, "klauss")
+    assert "python3 klauss/orchestrator.py run plan.json --yes" in installed
+    assert "`klauss/manage.sh status`" in installed and "`klauss/ORCHESTRATOR_GUIDE.md`" in installed
+    assert "./" not in installed.replace("../", "")
+
+
+def test_run_and_submit_file_point_to_each_other(tmp_path, capsys, monkeypatch):
+    (tmp_path / "tasks.json").write_text(json.dumps([{"prompt": "a"}, {"prompt": "b"}]))
+    (tmp_path / "plan.json").write_text(json.dumps({"description": "d", "tasks": [{"prompt": "a"}]}))
+    out = run(tmp_path, "run", "tasks.json", "--yes")
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1
+    assert "manage.sh submit-file tasks.json" in out.stderr
+    out = run(tmp_path, "submit-file", "plan.json")
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1
+    assert "manage.sh run plan.json" in out.stderr
+    assert json.loads(run(tmp_path, "list", "--json").stdout) == [], "nothing was queued"
