@@ -70,6 +70,9 @@ def test_a_running_task_is_called_running_everywhere_a_person_reads(capsys, monk
     assert rc == 2 and "running" in err and "in_progress" not in err and len(err.splitlines()) == 1
     out = run(cwd, "logs", "task", tid, "--db", "q.db")
     assert out.stdout.startswith(f"task {tid}: running")
+    out = run(cwd, "dashboard", "--once", "--status", "running", "--db", "q.db")
+    assert out.returncode == 0 and "Tasks (running)" in out.stdout and "busy one" in out.stdout, out.stderr
+    assert "waiting one" not in out.stdout
 
 
 def test_start_without_claude_is_one_line_with_the_fix_and_exit_2(pool_project):
