@@ -22,9 +22,10 @@ log) and the `workers` table, so status commands read it there and only pids rec
 project's coordinator are ever signalled. One coordinator per state directory is guaranteed by an
 `flock` on `<state>/coordinator.lock`, held for the coordinator's lifetime (a crash releases it).
 
-Exit codes: 0 done; 1 failure; 2 bad arguments or configuration; 3 no worker could run (a
-configuration problem a restart will not fix: the log says what to do); 4 a pool is already
-running. `stop` exits 1 if the pool is still running when its timeout ends.
+Exit codes, as for every Klauss command: 0 done (a pool that is already running is not an error);
+1 failure (e.g. workers that keep crashing, `stop` timing out, `clean` while a pool runs); 2 bad
+arguments or configuration (including a configuration problem no worker can run with, such as the
+claude CLI missing: a restart will not fix it, and the message says what will).
 """
 
 import argparse
@@ -47,7 +48,9 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 import processes
+import task_report
 from processes import (
     POOL_TOKEN_VAR,
     kill_claude_group,
@@ -62,7 +65,7 @@ from processes import (
 HERE = Path(__file__).resolve().parent
 WORKER_SCRIPT = HERE / "claude_worker.py"
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NO_WORKERS, EXIT_RUNNING = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 # Worker exit codes a restart cannot fix (bad configuration, claude missing or logged out).
 WORKER_FATAL_CODES = {2: "configuration error", 3: "configuration error"}
 
@@ -74,6 +77,7 @@ BORROW_PREFIX = "borrow:"
 LOCK_NAME = "coordinator.lock"
 PID_NAME = "coordinator.pid"
 LOG_NAME = "coordinator.log"
+NO_WORKER = "no worker can run:"  # `start` finds the reason after this in the coordinator's log
 
 READY_STATES = ("idle", "busy", "paused")
 FAST_CRASH_SECONDS = 10.0     # a worker that dies sooner than this counted as an immediate crash
@@ -521,8 +525,10 @@ class Coordinator:
         slot.state, slot.reason, slot.restart_at = Slot.FAILED, reason, None
         self.say(f"{slot.worker_id} not restarted: {reason}")
         if all(s.state == Slot.FAILED for s in self.slots) and self.state != Coordinator.STOPPING:
-            self.exit_code = EXIT_NO_WORKERS
-            self.begin_stop(f"no worker can run: {reason}")
+            # A configuration problem is bad input (2); workers that keep crashing are a failure (1).
+            configured = any(s.reason.startswith(tuple(WORKER_FATAL_CODES.values())) for s in self.slots)
+            self.exit_code = EXIT_USAGE if configured else EXIT_FAIL
+            self.begin_stop(f"{NO_WORKER} {reason}")
 
     def _clean_up_worker(self, worker_id, pid, died, stopping):
         """After a worker process ended: kill the claude group it recorded, return its task (at
@@ -778,8 +784,28 @@ def cmd_run(args):
     try:
         return coordinator.run()
     except AlreadyRunning as exc:
-        eprint(f"error: {exc}")
-        return EXIT_RUNNING
+        # What was asked for (a pool on this database) is there: say so, not an error.
+        print(_already_running(exc.pid, None))
+        return EXIT_OK
+
+
+def _already_running(pid, workers):
+    size = f", {workers} worker(s)" if workers else ""
+    return (f"a pool is already running (coordinator pid {pid or 'unknown'}{size}); nothing started. "
+            f"Resize it with {hints.command('resize', 'N')}, or stop it with {hints.command('stop')}")
+
+
+def _start_failure(rc, lines):
+    """One line for a coordinator that exited while starting: why, and what to do."""
+    for line in reversed(lines):
+        if NO_WORKER in line:
+            reason = line.split(NO_WORKER, 1)[1].strip()
+            if line.split(NO_WORKER, 1)[0].endswith("stopped ("):  # the reason closes "stopped (...)"
+                reason = reason[:-1]
+            return f"error: the pool did not start: {reason}"
+    last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "no output")
+    last = re.sub(r"^error:\s*", "", last)
+    return f"error: the pool did not start (coordinator exit code {rc}): {last}"
 
 
 def start_detached(cfg, workers, args):
@@ -788,9 +814,8 @@ def start_detached(cfg, workers, args):
     try:
         running = claude_queue.running_coordinator(queue)
         if running:
-            eprint(f"error: a pool is already running (coordinator pid {running['pid']}, "
-                   f"{running.get('workers')} workers); stop it first (manage.sh stop) or use manage.sh restart")
-            return EXIT_RUNNING
+            print(_already_running(running["pid"], running.get("workers")))
+            return EXIT_OK
         log_path = cfg.logs_dir / LOG_NAME
         offset = log_path.stat().st_size if log_path.exists() else 0
         argv = [sys.executable, str(Path(__file__).resolve()), "run", str(workers), "--db", str(cfg.db_path), "--quiet"]
@@ -803,12 +828,16 @@ def start_detached(cfg, workers, args):
         while time.monotonic() < deadline:
             rc = child.poll()
             if rc is not None:
-                eprint(f"error: the coordinator exited with code {rc}:")
                 with open(log_path, "rb") as fh:
                     fh.seek(offset)
-                    for line in fh.read().decode("utf-8", "replace").splitlines()[-15:]:
-                        eprint("  " + line)
-                return rc or EXIT_FAIL
+                    lines = fh.read().decode("utf-8", "replace").splitlines()
+                if rc == EXIT_OK:  # another start won the race: its pool is running
+                    running = claude_queue.running_coordinator(queue)
+                    if running:
+                        print(_already_running(running["pid"], running.get("workers")))
+                        return EXIT_OK
+                eprint(_start_failure(rc, lines) + f" (log: {log_path})")
+                return rc if rc in (EXIT_FAIL, EXIT_USAGE) else EXIT_FAIL
             flag = queue.get_flag(FLAG)
             value = flag["value"] if flag else {}
             if value.get("pid") == child.pid and value.get("state") == Coordinator.RUNNING:
@@ -826,8 +855,23 @@ def start_detached(cfg, workers, args):
         queue.close()
 
 
+def _beyond_max(cfg, args, workers):
+    """An error line when `workers` exceeds [workers] max_workers without --force, else None: each
+    worker runs its own claude at its own cost, so a typo like `resize 100` must not start 100."""
+    limit = cfg["workers"]["max_workers"]
+    if workers is None or workers <= limit or getattr(args, "force", False):
+        return None
+    return (f"error: {workers} workers is more than [workers] max_workers = {limit} (each runs its own claude, "
+            f"at its own cost); pass --force to run {workers} anyway, or raise max_workers in .klauss.toml")
+
+
 def cmd_start(args):
     args.detach = True
+    cfg = _load(args)
+    problem = _beyond_max(cfg, args, args.workers if args.workers is not None else cfg["workers"]["count"])
+    if problem:
+        eprint(problem)
+        return EXIT_USAGE
     return cmd_run(args)
 
 
@@ -925,6 +969,10 @@ def cmd_resize(args):
         eprint("error: resize needs the number of workers, at least 1")
         return EXIT_USAGE
     cfg = _load(args)
+    problem = _beyond_max(cfg, args, args.workers)
+    if problem:
+        eprint(problem)
+        return EXIT_USAGE
     queue = open_queue(cfg, create=False)
     try:
         running = claude_queue.running_coordinator(queue)
@@ -959,6 +1007,11 @@ def cmd_restart(args):
         running = claude_queue.running_coordinator(queue)
         if args.workers is None and running:
             args.workers = running.get("workers")
+            args.force = True  # as many as before, however many that was
+        problem = _beyond_max(cfg, args, args.workers if args.workers is not None else cfg["workers"]["count"])
+        if problem:  # refused before the running pool is stopped
+            eprint(problem)
+            return EXIT_USAGE
         rc = stop_pool(cfg, queue, quiet=running is None)
     finally:
         queue.close()
@@ -1177,7 +1230,7 @@ def _task_logs(cfg, task_id, args):
         events = queue.get_events(task_id)
     finally:
         queue.close()
-    print(f"task {task_id}: {task.status}" + (f" ({task.error})" if task.error else ""))
+    print(f"task {task_id}: {task_report.status_word(task.status)}" + (f" ({task.error})" if task.error else ""))
     for e in events:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
         who = f" {e['worker_id']}" if e["worker_id"] else ""
@@ -1227,11 +1280,11 @@ def cmd_clean(args):
     finally:
         queue.close()
     if running or live:
-        eprint("error: a pool is running; stop it first (manage.sh stop)")
-        return EXIT_RUNNING
+        eprint(f"error: a pool is running; stop it first ({hints.command('stop')}), then clean")
+        return EXIT_FAIL
     logs = [p for p in cfg.logs_dir.glob("*.log")] + list((cfg.logs_dir / "tasks").glob("*.jsonl"))
     targets = logs + [cfg.state_dir / PID_NAME]
-    wake_dir = Path(str(cfg.db_path) + "-wake")  # the idle workers' wake-up FIFOs
+    wake_dir = config.wake_dir(cfg.db_path)  # the idle workers' wake-up FIFOs
     if not args.logs:
         db = str(cfg.db_path)
         targets += [Path(db), Path(db + "-wal"), Path(db + "-shm")]
@@ -1372,7 +1425,7 @@ COMMANDS = {
     "stop": "stop               stop the pool gracefully (running tasks are released)",
     "kill": "kill               kill the pool now (only this project's recorded processes)",
     "restart": "restart [N]        stop, then start N workers (default: as many as before)",
-    "resize": "resize N           grow or shrink the running pool to N workers",
+    "resize": "resize N [--force] grow or shrink the running pool to N workers (--force: past max_workers)",
     "status": "status             the pool, each worker (pid, CPU, memory, task) and the queue counts",
     "workers": "workers            same as status",
     "ps": "ps                 our processes and their claude children",
@@ -1403,6 +1456,8 @@ def build_parser():
             p.add_argument("--detach", action="store_true", help="run in the background; return once the pool is up"
                            + (" (always so for start)" if name == "start" else ""))
         p.add_argument("--workers", type=int, help="how many workers (same as N)")
+        if name != "run":
+            p.add_argument("--force", action="store_true", help="allow more than [workers] max_workers")
         p.add_argument("--timeout", type=float, default=START_TIMEOUT_SECONDS, help="with --detach: longest wait for the pool")
         p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
         p.add_argument("--worker-cmd", help=argparse.SUPPRESS)  # tests: a JSON argv prefix instead of claude_worker.py

@@ -503,11 +503,23 @@ class _Parser(argparse.ArgumentParser):
 
 
 def open_queue(db):
-    """The queue, without creating a database where none exists (a mistyped path says so)."""
+    """The queue. A database named explicitly must exist (a mistyped path says so); the project's
+    own is created empty, so a fresh project shows an empty queue that fills as tasks arrive."""
     cfg = config.load_config(db=db)
+    explicit = db or os.environ.get("KLAUSS_DB")
     if not cfg.db_path.exists():
-        raise claude_queue.QueueError(f"no database at {cfg.db_path}; submit a task first, or pass the right DB")
+        if explicit:
+            raise claude_queue.QueueError(f"no database at {cfg.db_path}; pass the right DB, or submit a task first")
+        cfg.ensure_state_dir()
     return claude_queue.TaskQueue(str(cfg.db_path), cfg=cfg)
+
+
+def _status(text):
+    value = task_report.status_value(text, claude_queue.STATUSES)
+    if value is None:
+        known = ", ".join(map(task_report.status_word, claude_queue.STATUSES))
+        raise argparse.ArgumentTypeError(f"unknown status {text!r} (known: {known})")
+    return value
 
 
 def main(argv=None):
@@ -516,7 +528,8 @@ def main(argv=None):
     parser.add_argument("db", nargs="?", metavar="DB", help="the queue database (default: the project's)")
     parser.add_argument("--db", dest="db_option", metavar="PATH", help="same as DB")
     parser.add_argument("--interval", type=_positive, default=2.0, metavar="S", help="seconds between refreshes (2)")
-    parser.add_argument("--status", choices=claude_queue.STATUSES, help="start with this status filter")
+    parser.add_argument("--status", type=_status, metavar="S",
+                        help="start with this status filter (pending, running, completed, failed, cancelled, skipped)")
     parser.add_argument("--once", action="store_true", help="print one plain-text snapshot and exit")
     args = parser.parse_args(argv)
     if args.db and args.db_option and args.db != args.db_option:

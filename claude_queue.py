@@ -24,6 +24,7 @@ import random
 import re
 import select
 import sqlite3
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -468,6 +469,29 @@ def check_task_paths(task, cfg, cwd=None):
     return PathPolicy(cfg, cwd).check(task)
 
 
+_WARNED_STRAY = set()
+
+
+def warn_stray_database(given, resolved):
+    """The original Klauss documentation's `TaskQueue("claude_tasks.db")` names a file relative
+    to the current directory: a second database that no pool reads. Say so once (stderr), naming
+    the project's database; an absolute path is a deliberate choice and passes silently."""
+    if given is None or str(given) == ":memory:" or os.path.isabs(str(given)):
+        return
+    resolved = Path(os.path.abspath(resolved))
+    if resolved in _WARNED_STRAY:
+        return
+    try:
+        project_db = config.load_config().db_path
+    except config.ConfigError:
+        return
+    if Path(os.path.abspath(project_db)) == resolved:
+        return
+    _WARNED_STRAY.add(resolved)
+    print(f"klauss: warning: {given!r} opens {resolved}, not this project's database {project_db} "
+          "(the one its workers and manage.sh use); pass no path to use the project's", file=sys.stderr)
+
+
 class TaskQueue:
     """The task queue over one SQLite database. Safe to share between threads and processes."""
 
@@ -476,6 +500,7 @@ class TaskQueue:
             cfg = config.load_config(db=db_path)
         self.cfg = cfg
         self.db_path = Path(db_path) if db_path is not None else cfg.db_path
+        warn_stray_database(db_path, self.db_path)
         self.clock = clock or time.time
         self._local = threading.local()
         if not self.db_path.parent.is_dir():
@@ -550,7 +575,7 @@ class TaskQueue:
 
     @property
     def wake_dir(self):
-        return Path(str(self.db_path) + "-wake")
+        return config.wake_dir(self.db_path)
 
     def notify_waiters(self):
         """Wake every process blocked in a Waker on this database (idle workers, waiting
@@ -1258,8 +1283,7 @@ class Waker:
     never reports end-of-file when no writer is connected."""
 
     def __init__(self, queue, name):
-        wake_dir = queue.wake_dir
-        wake_dir.mkdir(mode=0o700, exist_ok=True)
+        wake_dir = config.ensure_private_dir(queue.wake_dir)
         name = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name)
         self.path = wake_dir / f"{name}-{os.getpid()}.fifo"
         # Made under a temporary name and renamed once open, so a notifier never sees it readerless

@@ -328,9 +328,7 @@ def load_config(db=None, cwd=None, overrides=None, env=None):
     if state_dir:
         state_dir = Path(os.path.abspath(base / Path(state_dir).expanduser()))
     elif db_path:
-        # A database named explicitly keeps its logs and pid files beside it, so tests and
-        # side-by-side pools never share state by accident.
-        state_dir = db_path.parent
+        state_dir = db_state_dir(db_path)
     else:
         state_dir = root / STATE_DIRNAME
     if not db_path:
@@ -338,16 +336,49 @@ def load_config(db=None, cwd=None, overrides=None, env=None):
     return Config(data, root, config_file, state_dir, db_path)
 
 
+def db_state_dir(db_path):
+    """Where the logs, lock, pid file and wake-up FIFOs of the database at `db_path` live unless
+    [paths] state_dir says otherwise: a project's default database keeps them in its `.klauss/`;
+    any other database gets a directory named after it (`/tmp/q.db` -> `/tmp/q.db.klauss/`), so a
+    database in a shared directory such as /tmp spreads nothing there, and two databases in one
+    directory never share a lock or logs."""
+    db_path = Path(db_path)
+    if db_path.name == DB_FILENAME and db_path.parent.name == STATE_DIRNAME:
+        return db_path.parent
+    return db_path.with_name(db_path.name + STATE_DIRNAME)
+
+
+def wake_dir(db_path):
+    """The directory of the FIFOs that wake processes waiting on the database at `db_path`. Every
+    process must find the same one from the path alone, whatever its configuration."""
+    db_path = Path(db_path)
+    state = db_state_dir(db_path)
+    return db_path.with_name(db_path.name + "-wake") if state == db_path.parent else state / "wake"
+
+
+# Keys that are unset by default appear commented out in init-config's file, with a value that is
+# valid as it stands, so that uncommenting the line is enough (`# model = ` alone is invalid TOML).
+EXAMPLES = {
+    ("paths", "state_dir"): ".klauss",
+    ("paths", "db"): ".klauss/claude_tasks.db",
+    ("claude", "model"): "sonnet",
+    ("claude", "max_turns"): 50,
+    ("claude", "max_budget_usd"): 5.0,
+    ("claude", "append_system_prompt"): "Run the project's tests before you finish.",
+}
+
+
 def render_default_config():
     """The commented `.klauss.toml` that `manage.sh init-config` writes."""
-    lines = ["# Klauss configuration. Every key is optional; the values shown are the defaults.",
+    lines = ["# Klauss configuration. Every key is optional; the values shown are the defaults. Keys that are",
+             "# unset by default are commented out, with an example value: uncomment a line to use it.",
              "# Environment overrides: KLAUSS_DB, KLAUSS_CONFIG, KLAUSS_WORKERS, KLAUSS_CLAUDE, KLAUSS_AUTO_START.", ""]
     for section, keys in SCHEMA.items():
         lines.append(f"[{section}]")
         for key, (_, default, comment) in keys.items():
             lines.append(f"# {comment}")
             if default is None:
-                lines.append(f"# {key} = ")
+                lines.append(f"# {key} = {_toml_value(EXAMPLES[(section, key)])}")
             else:
                 lines.append(f"{key} = {_toml_value(default)}")
         lines.append("")

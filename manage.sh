@@ -23,7 +23,7 @@ usage: manage.sh COMMAND [ARGS]          (every command takes --db PATH; COMMAND
   stop                      stop the pool gracefully: running tasks are released, then it exits
   kill                      kill the pool now (only the processes this project's pool recorded)
   restart [N]               stop, then start N workers (default: as many as before)
-  resize N                  grow or shrink the running pool to N workers
+  resize N [--force]        grow or shrink the running pool to N workers (--force: past max_workers)
   status | workers          the pool, each worker's pid/CPU/memory/task, and the queue counts
   dashboard                 a live view of the pool and the queue
   run PLAN.json [--yes]     queue a planned job, make sure workers run, wait, print the synthesis

@@ -20,6 +20,7 @@ coordinator as a process.
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 import task_report
 import worktrees
 
@@ -72,6 +74,7 @@ class ClaudeOrchestrator:
     def __init__(self, orchestrator_id, db_path=None, **config_overrides):
         self.orchestrator_id = orchestrator_id
         self.cfg = config.load_config(db=db_path, overrides=config_overrides)
+        claude_queue.warn_stray_database(db_path, self.cfg.db_path)
         self.queue = claude_queue.TaskQueue(str(self.cfg.db_path) if db_path else None, cfg=self.cfg)
         # Inside a Klauss worker, sub-jobs are children of the running task (and its pool is ours).
         parent = os.environ.get("KLAUSS_TASK_ID")
@@ -578,6 +581,13 @@ def register_mcp(project_root, klauss_dir=HERE, absolute=False):
     return path, what
 
 
+def skill_for(text, rel):
+    """The checked-in skill, written for Klauss's own checkout (its paths start with `./`), with
+    those paths pointing at `rel`, where Klauss is in the project (`{KLAUSS}` is also accepted)."""
+    text = text.replace("{KLAUSS}", rel)
+    return re.sub(r"(?<![\w./])\./(?=[\w.-]*(?:\.py|\.sh|\.md)\b|`)", lambda _m: rel + "/", text)
+
+
 def install_claude(project_root, klauss_dir=HERE):
     """Install the Klauss MCP server (.mcp.json), skill and CLAUDE.md section into the project,
     idempotently, without overwriting a skill the user has made their own. Returns a list of
@@ -590,7 +600,7 @@ def install_claude(project_root, klauss_dir=HERE):
     # The MCP server first: an .mcp.json we cannot merge stops the install before anything is written.
     done = [register_mcp(project_root, klauss_dir)]
     front, body = SKILL_TEMPLATE.read_text().split("\n---\n", 1)
-    skill = front + "\n---\n" + INSTALLED_MARK + "\n" + body.replace("{KLAUSS}", rel)
+    skill = front + "\n---\n" + INSTALLED_MARK + "\n" + skill_for(body, rel)
     target = project_root / ".claude" / "skills" / "klauss" / "SKILL.md"
     if target.exists():
         current = target.read_text()
@@ -641,6 +651,11 @@ def load_plan(path):
         plan = json.loads(text)
     except ValueError as exc:
         raise ValueError(f"plan: invalid JSON in {path}: {exc}") from None
+    # The original Klauss format, a task or a list of tasks, is what submit-file queues.
+    if (isinstance(plan, list) and plan) or (isinstance(plan, dict) and "prompt" in plan and "tasks" not in plan):
+        raise ValueError(f"plan: {path} holds {'a list of tasks' if isinstance(plan, list) else 'one task'}, "
+                         f"not a plan; queue it as it is with {hints.command('submit-file', path)}, or run it as "
+                         'a job by making it a plan: {"description": "...", "tasks": [...]}')
     return check_plan(plan)
 
 

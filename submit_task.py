@@ -26,6 +26,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 import task_report
 import worktrees
 
@@ -84,11 +85,11 @@ def _number(text):
 
 def _statuses(text):
     names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [s for s in names if s not in claude_queue.STATUSES]
+    bad = [s for s in names if task_report.status_value(s, claude_queue.STATUSES) is None]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown status {bad[0] if bad else text!r} "
-                                         f"(known: {', '.join(claude_queue.STATUSES)})")
-    return names
+        known = ", ".join(map(task_report.status_word, claude_queue.STATUSES))
+        raise argparse.ArgumentTypeError(f"unknown status {bad[0] if bad else text!r} (known: {known})")
+    return [task_report.status_value(s, claude_queue.STATUSES) for s in names]
 
 
 def _task_id(text):
@@ -100,13 +101,16 @@ def _task_id(text):
 
 # --- opening the queue -------------------------------------------------------------------------
 
-def open_queue(args, create=True):
+def open_queue(args, create=True, empty_ok=False):
     """The project's queue (or --db's). Read-only commands pass create=False so a mistyped --db
-    is an error rather than a new empty database."""
+    is an error rather than a new empty database; with empty_ok, a fresh project's missing
+    database reads as an empty queue (in memory: looking writes nothing into the project)."""
     cfg = config.load_config(db=args.db)
     explicit = args.db or os.environ.get("KLAUSS_DB")
     if not create and not cfg.db_path.exists():
-        raise CliError(f"no database at {cfg.db_path}; submit a task first, or pass the right --db")
+        if empty_ok and not explicit:
+            return claude_queue.TaskQueue(":memory:", cfg=cfg)
+        raise CliError(f"no database at {cfg.db_path}; pass the right --db, or submit a task first")
     # An explicitly named database must be in an existing directory; only the default state
     # directory is created on demand.
     return claude_queue.TaskQueue(str(cfg.db_path) if explicit else None, cfg=cfg)
@@ -212,6 +216,9 @@ def load_task_file(path):
     if not text.strip():
         raise CliError(f"{where}: the file is empty; expected a JSON object or a list of tasks")
     data = parse_json(text, where)
+    if isinstance(data, dict) and "tasks" in data and "prompt" not in data:
+        raise CliError(f"{where}: this is a plan (an object with \"tasks\"), which runs as one job: "
+                       f"{hints.command('run', path)}; submit-file takes a task or a list of tasks")
     if isinstance(data, dict):
         return [data], True
     if not isinstance(data, list):
@@ -347,7 +354,7 @@ def cmd_submit_file(args):
 
 
 def cmd_list(args):
-    q = open_queue(args, create=False)
+    q = open_queue(args, create=False, empty_ok=True)
     statuses = [s for group in args.status or () for s in group] or None
     limit = args.limit or None
     if args.job is not None and q.get_job(args.job) is None:
@@ -369,7 +376,7 @@ def cmd_list(args):
 
 
 def cmd_show(args):
-    q = open_queue(args, create=False)
+    q = open_queue(args, create=False, empty_ok=True)
     task = q.get_task(args.id)
     if task is None:
         raise CliError(f"task {args.id} not found", EXIT_FAILED)
@@ -385,7 +392,7 @@ def cmd_show(args):
 
 
 def cmd_stats(args):
-    q = open_queue(args, create=False)
+    q = open_queue(args, create=False, empty_ok=True)
     job = None
     if args.job is not None:
         job = q.get_job(args.job)
@@ -399,7 +406,7 @@ def cmd_stats(args):
         print(f"{job['id']}: {job['description']}")
     done = sum(stats[s] for s in claude_queue.FINISHED)
     for status in claude_queue.STATUSES:
-        print(f"{status:<12}{stats[status]:>9,}")
+        print(f"{task_report.status_word(status):<12}{stats[status]:>9,}")
     print(f"{'total':<12}{stats['total']:>9,}" + (f"  ({done * 100 // stats['total']}% finished)" if stats["total"] else ""))
     print(f"{'cost':<12}{task_report.fmt_cost(stats['cost_usd']):>9}")
     if job and job.get("max_budget_usd"):
@@ -408,7 +415,7 @@ def cmd_stats(args):
 
 
 def cmd_jobs(args):
-    q = open_queue(args, create=False)
+    q = open_queue(args, create=False, empty_ok=True)
     jobs = q.list_jobs(limit=args.limit or None)
     if args.json:
         emit_json(jobs)
@@ -557,7 +564,8 @@ def cmd_worktrees(args):
     if not rows:
         print("no worktrees" + (f" for job {args.job}" if args.job else ""), file=sys.stderr)
         return EXIT_OK
-    table_rows = [[f"#{r['task_id']}" if r["kind"] == "task" else f"{r['job_id']} (merges)", r["status"],
+    table_rows = [[f"#{r['task_id']}" if r["kind"] == "task" else f"{r['job_id']} (merges)",
+                   task_report.status_word(r["status"]),
                    r["branch"] or "(detached)", r["path"]] for r in rows]
     print(table(["TASK", "STATUS", "BRANCH", "PATH"], table_rows))
     return EXIT_OK
@@ -639,7 +647,9 @@ def build_parser():
 
     p = sub.add_parser("list", parents=[common], help="recent tasks, newest first")
     p.add_argument("--status", type=_statuses, action="append", metavar="S",
-                   help="only these statuses (repeat or comma-separate)")
+                   help="only these statuses (repeat or comma-separate): pending, running, completed, failed, "
+                        "cancelled, skipped. JSON output carries a running task's stored status, in_progress, "
+                        "which --status also accepts")
     p.add_argument("--job", metavar="ID", help="only this job's tasks")
     p.add_argument("--limit", type=_int, default=50, metavar="N", help="at most N tasks (default 50; 0 = all)")
     p.set_defaults(func=cmd_list)
@@ -681,7 +691,8 @@ def build_parser():
     p = sub.add_parser("merge", parents=[common], help="merge a worktree job's work into your current branch",
                        description="Merge the job branch klauss/JOB/merged (merge = auto), or each completed task's "
                                    "branch in task order (merge = branch), into the branch checked out in the project. "
-                                   "Refuses an unfinished job and a checkout with uncommitted changes; a conflict is "
+                                   "Refuses an unfinished job, uncommitted changes to tracked files and untracked files the "
+                                   "merge would overwrite (other untracked files are left alone); a conflict is "
                                    "aborted and reported, leaving your branch as it was.")
     p.add_argument("job", metavar="JOB")
     p.add_argument("--force", action="store_true", help="merge even though tasks are still pending or running")

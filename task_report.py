@@ -5,6 +5,22 @@ import json
 import re
 import time
 
+# The stored status `in_progress` is shown and typed as "running", the word every view uses;
+# JSON output and the Python API keep the stored value.
+STATUS_WORDS = {"in_progress": "running"}
+
+
+def status_word(status):
+    return STATUS_WORDS.get(status, status)
+
+
+def status_value(word, statuses):
+    """The stored status among `statuses` for a word a user typed ("running" or its alias
+    "in_progress"), else None. (The queue passes its statuses in: it imports this module.)"""
+    value = {v: k for k, v in STATUS_WORDS.items()}.get(word, word)
+    return value if value in statuses else None
+
+
 # CSI, OSC and two-character escapes, in their 7-bit (ESC ...) and 8-bit (C1) forms.
 ANSI_ESCAPE = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d)[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
                          r"|\x1b[@-Z\\-_]")
@@ -66,7 +82,7 @@ def job_denied_note(stats):
 def status_label(task, label=None):
     """A task's status as listed: "completed, 1 denied" when the run completed although some of its
     tool calls were denied (done, but not as asked). `label` replaces the status word itself."""
-    word = label or task.status
+    word = label or status_word(task.status)
     return word + denied_note(getattr(task, "denied", 0)) if task.status == "completed" else word
 
 

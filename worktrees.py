@@ -153,9 +153,9 @@ def _z(text):
     return [p for p in (text or "").split("\0") if p]
 
 
-def _status_paths(cwd, excludes=()):
+def _status_paths(cwd, excludes=(), untracked="normal"):
     """Paths `git status` reports (modified, staged, untracked; untracked dirs collapsed)."""
-    cp = git(cwd, "status", "--porcelain", "-z", "--untracked-files=normal", "--", ".",
+    cp = git(cwd, "status", "--porcelain", "-z", f"--untracked-files={untracked}", "--", ".",
              *(f":(exclude,literal){p}" for p in excludes), timeout=300)
     items, paths = _z(cp.stdout), []
     skip = False
@@ -715,7 +715,9 @@ def merge_job(cfg, queue, job_id, force=False):
     into = git(repo, "symbolic-ref", "-q", "--short", "HEAD", check=False).stdout.strip()
     if not into:
         raise WorktreeError(f"HEAD in {repo} is detached; check out the branch to merge into, then merge again")
-    dirty = dirty_files(cfg, repo)
+    # Only changes to tracked files would mix with the merge; an untracked file is left alone,
+    # unless the merge brings a file of the same name (checked below, once the sources are known).
+    dirty = _status_paths(repo, _klauss_files(cfg, repo), untracked="no")
     if dirty:
         raise WorktreeError(f"{repo} has uncommitted changes: {_listed(dirty)}; commit or stash them first, so "
                             "the merge does not mix with them")
@@ -739,6 +741,10 @@ def merge_job(cfg, queue, job_id, force=False):
                 else:
                     not_merged.append({"task": t.id, "branch": o["branch"], "merge": "branch deleted",
                                        "conflicts": []})
+    in_the_way = _untracked_overwritten(repo, [ref for ref, _ in sources])
+    if in_the_way:
+        raise WorktreeError(f"the merge would overwrite untracked files in {repo}: {_listed(in_the_way)}; "
+                            "move them away (or commit them) first, then merge again")
     identity = _user_identity(repo)
     title = " ".join((job["description"].strip().splitlines() or [""])[0].split())[:72]
     report = {"job_id": job_id, "repo": str(repo), "into": into, "status": "nothing", "merged": [],
@@ -764,6 +770,17 @@ def merge_job(cfg, queue, job_id, force=False):
         queue.update_job_metadata(job_id, {"merged_into": into, "merged_at": time.time(),
                                            "merged_head": report["head"]})
     return report
+
+
+def _untracked_overwritten(repo, refs):
+    """Untracked (not ignored) files that merging `refs` would write over, which git refuses."""
+    incoming = set()
+    for ref in refs:
+        incoming.update(_z(git(repo, "diff", "--name-only", "-z", "--no-renames", f"HEAD...{ref}", check=False).stdout))
+    if not incoming:
+        return []
+    untracked = _z(git(repo, "ls-files", "-z", "--others", "--exclude-standard", check=False).stdout)
+    return sorted(incoming.intersection(untracked))
 
 
 def describe_merge(report):

@@ -57,7 +57,7 @@ def install_writer_claude(bindir):
 def copy_klauss(dest):
     """A copy of this Klauss checkout's files (not its git data or runtime state) at `dest`, as a
     project would have it in `klauss/`."""
-    skip = {".git", ".klauss", "__pycache__", ".pytest_cache", ".ruff_cache", "out"}
+    skip = {".git", ".klauss", "__pycache__", ".pytest_cache", ".ruff_cache", "out", ".venv"}
     shutil.copytree(ROOT, dest, ignore=lambda _d, names: [n for n in names if n in skip or n.endswith(".db")])
     return Path(dest)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PY_FILES = sorted(p for p in ROOT.rglob("*.py") if ".git" not in p.parts and "node_modules" not in p.parts)
+PY_FILES = sorted(p for p in ROOT.rglob("*.py") if not {".git", "node_modules", ".venv"} & set(p.parts))
 
 
 def test_ruff_is_clean():

@@ -105,7 +105,7 @@ def test_a_project_that_is_itself_a_submodule_keeps_its_own_root(tmp_path, monke
 
 def test_explicit_db_keeps_state_beside_it(tmp_path):
     cfg = load_config(db="data/my.db", cwd=tmp_path, env={})
-    assert cfg.db_path == tmp_path / "data" / "my.db" and cfg.state_dir == tmp_path / "data"
+    assert cfg.db_path == tmp_path / "data" / "my.db" and cfg.state_dir == tmp_path / "data" / "my.db.klauss"
     cfg = load_config(cwd=tmp_path, env={"KLAUSS_DB": str(tmp_path / "env.db")})
     assert cfg.db_path == tmp_path / "env.db"
     assert load_config(db="a.db", cwd=tmp_path, env={"KLAUSS_DB": "b.db"}).db_path.name == "a.db"

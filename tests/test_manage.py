@@ -135,7 +135,7 @@ def test_clean_asks_first_and_keeps_what_it_should(project):
 
     assert project.manage("start", "1").returncode == 0
     out = project.manage("clean", "--yes")
-    assert out.returncode == 4 and "stop it first" in out.stderr and db.exists()
+    assert out.returncode == 1 and "stop it first" in out.stderr and db.exists()
     assert project.manage("stop").returncode == 0
 
     queue.close()

@@ -576,7 +576,7 @@ def test_waker_is_woken_by_state_changes_not_by_claims(queue):
 
 def test_a_dead_waiters_fifo_is_removed(queue):
     import os
-    queue.wake_dir.mkdir(mode=0o700, exist_ok=True)
+    queue.wake_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     stale = queue.wake_dir / "w-999999.fifo"
     os.mkfifo(stale)
     queue.add_task("x")

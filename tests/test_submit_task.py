@@ -416,7 +416,7 @@ def test_show_prints_everything_a_user_needs(cli, busy):
     data = json.loads(out)
     assert data["activity"] == "Edit src/auth.py" and data["status"] == "in_progress"
     assert [e["event"] for e in data["events"]] == ["created", "claimed"] and data["dependents"] == []
-    tasks_log = project / "logs" / "tasks"  # --db q.db keeps its logs beside it
+    tasks_log = project / "q.db.klauss" / "logs" / "tasks"  # --db q.db keeps its logs in a directory named after it
     tasks_log.mkdir(parents=True)
     for attempt in (1, 2, 10):
         (tasks_log / f"task-3-attempt-{attempt}.jsonl").write_text("{}\n")
