@@ -47,6 +47,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 
 HERE = Path(__file__).resolve().parent
 WORKER_SCRIPT = HERE / "claude_worker.py"
@@ -319,7 +320,7 @@ class PoolLock:
                     holder = self.holder_pid(fd)
                     os.close(fd)
                     raise AlreadyRunning(holder, f"another coordinator (pid {holder or 'unknown'}) is already running "
-                                                 f"for {self.path.parent}; stop it first (manage.sh stop)") from None
+                                                 f"for {self.path.parent}; stop it first ({hints.command('stop')})") from None
                 time.sleep(0.01)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -478,7 +479,7 @@ class Coordinator:
             if other_pid and other_pid != os.getpid() and claude_queue.pid_alive(other_pid) and \
                     claude_queue.is_our_process(other_pid, "claude_coordinator.py", self.cfg.db_path):
                 raise AlreadyRunning(other_pid, f"another coordinator (pid {other_pid}) is already running "
-                                                f"for {self.cfg.db_path}; stop it first (manage.sh stop)")
+                                                f"for {self.cfg.db_path}; stop it first ({hints.command('stop')})")
             return self._supervise(other["value"] if other else None)
         finally:
             # After an unexpected error the workers must not wait for a coordinator that is going:
@@ -944,7 +945,8 @@ def start_detached(cfg, workers, args):
         running = claude_queue.running_coordinator(queue)
         if running:
             eprint(f"error: a pool is already running (coordinator pid {running['pid']}, "
-                   f"{running.get('workers')} workers); stop it first (manage.sh stop) or use manage.sh restart")
+                   f"{running.get('workers')} workers); stop it first ({hints.command('stop')}) "
+                   f"or use {hints.command('restart')}")
             return EXIT_RUNNING
         log_path = cfg.logs_dir / LOG_NAME
         offset = log_path.stat().st_size if log_path.exists() else 0
@@ -1005,7 +1007,7 @@ def stop_pool(cfg, queue, timeout=None, quiet=False):
         print(f"stopping the pool (coordinator pid {pid}); running tasks get {grace:g}s to finish")
     signal_pid(pid, signal.SIGTERM)
     if not _wait_gone(pid, timeout):
-        eprint(f"error: the coordinator (pid {pid}) is still running after {timeout:g}s; use manage.sh kill")
+        eprint(f"error: the coordinator (pid {pid}) is still running after {timeout:g}s; use {hints.command('kill')}")
         return EXIT_FAIL
     if not quiet:
         print("stopped")
@@ -1083,7 +1085,7 @@ def cmd_resize(args):
     try:
         running = claude_queue.running_coordinator(queue)
         if running is None:
-            eprint("error: no pool running; start one with manage.sh start N")
+            eprint(f"error: no pool running; start one with {hints.command('start', args.workers)}")
             return EXIT_FAIL
         pid = running["pid"]
         queue.set_flag(RESIZE_FLAG, {"workers": args.workers})
@@ -1093,7 +1095,7 @@ def cmd_resize(args):
             flag = queue.get_flag(FLAG)
             value = flag["value"] if flag else {}
             if value.get("pid") != pid:
-                eprint("error: the pool stopped while resizing; see manage.sh logs")
+                eprint(f"error: the pool stopped while resizing; see {hints.command('logs')}")
                 return EXIT_FAIL
             if value.get("base_workers", value.get("workers")) == args.workers \
                     and value.get("state") == Coordinator.RUNNING and not queue.get_flag(RESIZE_FLAG):
@@ -1194,7 +1196,7 @@ def cmd_status(args):
         for worker_id, reason in sorted((c.get("failed") or {}).items()):
             print(f"  {worker_id} gave up: {reason}")
     else:
-        print("pool: not running (start it with: manage.sh start [N])")
+        print(f"pool: not running (start it with: {hints.command('start')} [N])")
     print(f"database: {st['db']}")
     if st["config_error"]:
         print(f"configuration error: {st['config_error'].get('message')}; fix: {st['config_error'].get('fix')}")
@@ -1381,7 +1383,7 @@ def cmd_clean(args):
     finally:
         queue.close()
     if running or live:
-        eprint("error: a pool is running; stop it first (manage.sh stop)")
+        eprint(f"error: a pool is running; stop it first ({hints.command('stop')})")
         return EXIT_RUNNING
     logs = [p for p in cfg.logs_dir.glob("*.log")] + list((cfg.logs_dir / "tasks").glob("*.jsonl"))
     targets = logs + [cfg.state_dir / PID_NAME]
@@ -1438,7 +1440,7 @@ def doctor_checks(args):
         checks.append((False, "config", str(exc), "fix the file named above"))
         return checks
     checks.append((True, "config", str(cfg.config_file) if cfg.config_file else
-                   "defaults (no .klauss.toml; manage.sh init-config writes one)", None))
+                   f"defaults (no .klauss.toml; {hints.command('init-config')} writes one)", None))
     checks += _claude_checks(cfg["claude"]["command"], cfg["claude"]["env"])
     try:
         queue = open_queue(cfg)

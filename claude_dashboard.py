@@ -27,6 +27,7 @@ import unicodedata
 
 import claude_queue
 import config
+import hints
 import task_report
 
 PROG = "claude_dashboard.py"
@@ -496,7 +497,7 @@ def _positive(text):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        print(f"{self.prog}: error: {message} (see {hints.command('dashboard', '--help')})", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 import orchestrator
 import task_report
 import worktrees
@@ -572,7 +573,7 @@ class KlaussTools:
             return "No pool was running; nothing to stop."
         if not stopped:
             raise ToolError(f"the pool is still stopping after {timeout:g}s; call worker_status to check, "
-                            "or run `manage.sh kill`")
+                            f"or run `{hints.command('kill')}`")
         return "Pool stopped; running tasks were released and run again when workers next start."
 
     def tool_worker_status(self, args, ctx):

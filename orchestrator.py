@@ -28,6 +28,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 import worktrees
 
 HERE = Path(__file__).resolve().parent
@@ -292,10 +293,10 @@ class ClaudeOrchestrator:
             return
         if not self.cfg["workers"]["auto_start"]:
             raise OrchestratorError("no workers are running and [workers] auto_start is off: start them with "
-                                    "`./manage.sh start N` or orch.start_workers(N)")
+                                    f"`{hints.command('start', self.suggest_workers(job_id))}` or orch.start_workers(N)")
         count = self.suggest_workers(job_id)
         if not self.start_workers(count, confirm=True):
-            raise OrchestratorError("workers could not be started; see `./manage.sh doctor`")
+            raise OrchestratorError(f"workers could not be started; see `{hints.command('doctor')}`")
 
     def _check_pool_alive(self, job_id):
         problem = self.queue.get_flag("config_error")
@@ -393,7 +394,7 @@ class ClaudeOrchestrator:
         failed = [tid for tid, r in results.items() if r["status"] in ("failed", "skipped", "cancelled")]
         if failed:
             lines.append(f"\nNot completed: {', '.join(f'#{t}' for t in failed)}. Retry failed tasks with "
-                         f"`python orchestrator.py retry {job_id}`" if job_id else "")
+                         f"`{hints.command('retry', '--failed', '--job', job_id)}`" if job_id else "")
         return "\n".join(lines) + "\n"
 
     @staticmethod
@@ -409,10 +410,10 @@ class ClaudeOrchestrator:
             lines.append(f"Each task ran in its own git worktree; {merged} task(s) merged into branch `{branch}`. "
                          + (f"That branch was merged into `{meta['merged_into']}`." if meta.get("merged_into") else
                             f"Your checked-out branch is untouched: review the work (`git diff HEAD...{branch}`), "
-                            f"then bring it in with `python submit_task.py merge {job_id}`."))
+                            f"then bring it in with `{hints.command('merge', job_id)}`."))
         elif meta.get("isolation") == "worktree":
             lines.append(f"Each task's work is on its own branch (`klauss/{job_id}/task-<id>`); review them, "
-                         f"then `python submit_task.py merge {job_id}` merges the completed ones in task order.")
+                         f"then `{hints.command('merge', job_id)}` merges the completed ones in task order.")
         conflicts = [(tid, r) for tid, r in results.items() if r.get("merge") == "conflict"]
         if conflicts:
             lines.append("**Merge conflicts** (each task's work is safe on its branch): "
@@ -679,7 +680,7 @@ def cli(argv=None):
         if args.command == "run":
             return _run_plan(orch, args)
         if orch.queue.get_job(args.job) is None:
-            return _fail(f"job: unknown job {args.job!r} (see `python submit_task.py jobs`)", 1)
+            return _fail(f"job: unknown job {args.job!r} (see `{hints.command('jobs')}`)", 1)
         if args.command == "status":
             data = orch.get_job_status(args.job)
             print(json.dumps(data, indent=2) if args.json else orch._progress_line(data, 0).rsplit(" · ", 1)[0])
@@ -717,8 +718,8 @@ def _run_plan(orch, args):
     print(f"job {job}: {len(ids)} tasks queued", file=sys.stderr)
     count = args.workers or orch.suggest_workers(job)
     if not orch.start_workers(count, confirm=True if args.yes else None):
-        raise OrchestratorError(f"no workers running; start them with `./manage.sh start {count}` "
-                                f"and wait with `python orchestrator.py collect {job}`")
+        raise OrchestratorError(f"no workers running; start them with `{hints.command('start', count)}` "
+                                f"and wait with `{hints.command('wait', job)}`")
     results = orch.wait_and_collect(job, timeout=args.timeout, show_progress=True)
     if args.json:
         print(json.dumps({"job_id": job, "timed_out": results.timed_out, "tasks": results}, indent=2))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 import task_report
 import worktrees
 
@@ -59,7 +60,7 @@ class CliError(Exception):
 class _Parser(argparse.ArgumentParser):
     # argparse prints the whole usage before its error; one line naming the problem is clearer.
     def error(self, message):
-        raise CliError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+        raise CliError(f"{self.prog}: error: {message} (see {hints.command(*self.prog.split()[1:], '--help')})")
 
 
 def _int(text):
@@ -299,7 +300,7 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
     print(f"task {task_id} queued; waiting for it to finish (Ctrl-C stops waiting, not the task)",
           file=sys.stderr)
     if not q.list_workers() and not coordinator_up(q):
-        print("note: no Klauss workers are running; start some with ./manage.sh start", file=sys.stderr)
+        print(f"note: no Klauss workers are running; start some with {hints.command('start')}", file=sys.stderr)
     deadline = None if timeout is None else clock() + timeout
     try:
         while True:
@@ -310,7 +311,7 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
                 break
             if deadline is not None and clock() >= deadline:
                 raise CliError(f"task {task_id} is still {task.status} after {timeout:g}s; it stays queued "
-                               f"(see {PROG} show {task_id})", EXIT_FAILED)
+                               f"(see {hints.command('show', task_id)})", EXIT_FAILED)
             sleep(WAIT_POLL_SECONDS)
     except KeyboardInterrupt:
         raise CliError(f"stopped waiting; task {task_id} stays queued (see {PROG} show {task_id})", 130) from None

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 
 MODES = ("none", "worktree")
 MERGE_MODES = ("auto", "branch")
@@ -468,7 +469,7 @@ class TaskTree:
             if self.task.attempt <= 1:
                 raise WorktreeError(f"branch {self.branch} already exists but task {tid} has not run before (left "
                                     f"from another database?); delete it (`git branch -D {self.branch}`) or rename "
-                                    f"it, then retry the task (`submit_task.py retry {tid}`)")
+                                    f"it, then retry the task (`{hints.command('retry', tid, cwd=self.cfg.root)}`)")
             # An earlier attempt's work is on the branch: this attempt goes on from there.
             self._add(repo, "worktree", "add", str(self.path), self.branch)
         elif len(deps) == 1:
