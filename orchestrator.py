@@ -11,6 +11,7 @@
 And the same without Python, for Claude Code's Bash tool:
 
     python orchestrator.py run PLAN.json [--workers N] [--yes] [--timeout S] [--json]
+    python orchestrator.py wait JOB [--timeout S] [--json]   wait again for a job, then print the synthesis
     python orchestrator.py status JOB | collect JOB | cancel JOB | merge JOB
 
 The orchestrator talks to the pool only through the database and by starting or stopping the
@@ -655,6 +656,10 @@ def cli(argv=None):
     run.add_argument("--yes", action="store_true", help="start workers without asking")
     run.add_argument("--timeout", type=float, help="stop waiting after S seconds (tasks keep running)")
     run.add_argument("--json", action="store_true", help="print the results as JSON")
+    wait = sub.add_parser("wait", help="wait for a job to finish, then print the synthesis (as run does)")
+    wait.add_argument("job")
+    wait.add_argument("--timeout", type=float, help="stop waiting after S seconds (tasks keep running)")
+    wait.add_argument("--json", action="store_true", help="print the results as JSON")
     for name, text in (("status", "progress of a job"), ("collect", "results of a job so far"),
                        ("cancel", "cancel a job's unfinished tasks"), ("retry", "retry a job's failed tasks"),
                        ("merge", "merge a worktree job's work into your current branch")):
@@ -681,6 +686,8 @@ def cli(argv=None):
             return _run_plan(orch, args)
         if orch.queue.get_job(args.job) is None:
             return _fail(f"job: unknown job {args.job!r} (see `{hints.command('jobs')}`)", 1)
+        if args.command == "wait":
+            return _wait_and_report(orch, args.job, args)
         if args.command == "status":
             data = orch.get_job_status(args.job)
             print(json.dumps(data, indent=2) if args.json else orch._progress_line(data, 0).rsplit(" · ", 1)[0])
@@ -717,10 +724,30 @@ def _run_plan(orch, args):
                                 isolation=plan.get("isolation"), merge=plan.get("merge"))
     print(f"job {job}: {len(ids)} tasks queued", file=sys.stderr)
     count = args.workers or orch.suggest_workers(job)
-    if not orch.start_workers(count, confirm=True if args.yes else None):
+    try:
+        started = orch.start_workers(count, confirm=True if args.yes else None)
+    except KeyboardInterrupt:
+        return _stopped_waiting(job)
+    if not started:
         raise OrchestratorError(f"no workers running; start them with `{hints.command('start', count)}` "
                                 f"and wait with `{hints.command('wait', job)}`")
-    results = orch.wait_and_collect(job, timeout=args.timeout, show_progress=True)
+    return _wait_and_report(orch, job, args)
+
+
+def _stopped_waiting(job):
+    # Ctrl-C ends the wait, not the job: the pool runs in a session of its own and keeps going.
+    print(("\n" if sys.stderr.isatty() else "") + f"stopped waiting; job {job} keeps running: "
+          f"`{hints.command('wait', job)}`, `{hints.command('cancel', '--job', job)}`", file=sys.stderr, flush=True)
+    return 130
+
+
+def _wait_and_report(orch, job, args):
+    """Wait for the job, then print the synthesis (or JSON): the end of both `run` and `wait`."""
+    try:
+        print(f"waiting for job {job} (Ctrl-C stops waiting; the job keeps running)", file=sys.stderr, flush=True)
+        results = orch.wait_and_collect(job, timeout=args.timeout, show_progress=True)
+    except KeyboardInterrupt:
+        return _stopped_waiting(job)
     if args.json:
         print(json.dumps({"job_id": job, "timed_out": results.timed_out, "tasks": results}, indent=2))
     else:

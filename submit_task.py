@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ import task_report
 import worktrees
 
 PROG = "submit_task.py"
+COORDINATOR = Path(__file__).resolve().parent / "claude_coordinator.py"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WAIT_POLL_SECONDS = 0.25
 INT64_MAX = 2 ** 63 - 1
@@ -298,11 +300,11 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
     """Poll until the task finishes; print its result (0) or its error (1)."""
     sleep, clock = sleep or time.sleep, clock or time.monotonic
     print(f"task {task_id} queued; waiting for it to finish (Ctrl-C stops waiting, not the task)",
-          file=sys.stderr)
-    if not q.list_workers() and not coordinator_up(q):
-        print(f"note: no Klauss workers are running; start some with {hints.command('start')}", file=sys.stderr)
-    deadline = None if timeout is None else clock() + timeout
+          file=sys.stderr, flush=True)
     try:
+        if not coordinator_up(q) and not any(claude_queue.pid_alive(w["pid"]) for w in q.list_workers()):
+            start_pool_for(q, task_id)
+        deadline = None if timeout is None else clock() + timeout
         while True:
             task = q.get_task(task_id)
             if task is None:
@@ -314,7 +316,8 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
                                f"(see {hints.command('show', task_id)})", EXIT_FAILED)
             sleep(WAIT_POLL_SECONDS)
     except KeyboardInterrupt:
-        raise CliError(f"stopped waiting; task {task_id} stays queued (see {PROG} show {task_id})", 130) from None
+        raise CliError(f"stopped waiting; task {task_id} keeps running: `{hints.command('show', task_id)}`, "
+                       f"`{hints.command('cancel', task_id)}`", 130) from None
     if as_json:
         emit_json(task.to_dict())
     elif task.result:
@@ -322,6 +325,22 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
     if task.status == "completed":
         return EXIT_OK
     raise CliError(f"task {task_id} {task.status}: {task.error or 'no error recorded'}", EXIT_FAILED)
+
+
+def start_pool_for(q, task_id):
+    """No pool runs: start one as `run` does when [workers] auto_start is on; otherwise say how."""
+    if not q.cfg["workers"]["auto_start"]:
+        print(f"note: no Klauss workers are running and [workers] auto_start is off; start some with "
+              f"`{hints.command('start')}`", file=sys.stderr, flush=True)
+        return
+    print("no Klauss workers are running; starting 1 ([workers] auto_start)", file=sys.stderr, flush=True)
+    out = subprocess.run([sys.executable, str(COORDINATOR), "start", "--workers", "1", "--db", str(q.cfg.db_path)],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=str(q.cfg.root))
+    if out.returncode != 0:
+        why = " ".join((out.stderr or out.stdout).split())
+        raise CliError(f"could not start workers: {why}; task {task_id} stays queued: start workers with "
+                       f"`{hints.command('start')}`, or cancel it with `{hints.command('cancel', task_id)}`",
+                       EXIT_FAILED)
 
 
 def cmd_submit_file(args):
