@@ -48,6 +48,7 @@ from pathlib import Path
 import claude_queue
 import config
 import hints
+import task_report
 
 HERE = Path(__file__).resolve().parent
 WORKER_SCRIPT = HERE / "claude_worker.py"
@@ -1176,7 +1177,7 @@ def pool_status(cfg, queue):
     return {"running": running is not None, "db": str(cfg.db_path), "state_dir": str(cfg.state_dir),
             "coordinator": coordinator, "workers": workers, "queue": queue.get_stats(),
             "config_error": flags["config_error"]["value"] if flags["config_error"] else None,
-            "paused": flags["paused"] if flags["paused"] else None}
+            "paused": flags["paused"] if flags["paused"] else None, "pool_state": task_report.pool_state(queue)}
 
 
 def cmd_status(args):
@@ -1198,11 +1199,8 @@ def cmd_status(args):
     else:
         print(f"pool: not running (start it with: {hints.command('start')} [N])")
     print(f"database: {st['db']}")
-    if st["config_error"]:
-        print(f"configuration error: {st['config_error'].get('message')}; fix: {st['config_error'].get('fix')}")
-    if st["paused"]:
-        until = time.strftime("%H:%M:%S", time.localtime(st["paused"]["until"])) if st["paused"]["until"] else "?"
-        print(f"paused until {until}: {st['paused']['value'].get('message', '')}")
+    if st["pool_state"]["state"] in ("config_error", "paused"):
+        print(st["pool_state"]["text"])
     if st["workers"]:
         print(f"{'WORKER':<12} {'PID':>7} {'STATE':<12} {'TASK':>6} {'CPU%':>6} {'MEM':>6} {'BEAT':>6}  CLAUDE")
         for w in st["workers"]:

@@ -433,7 +433,13 @@ class KlaussTools:
         if status["max_budget_usd"]:
             cost += f" of ${status['max_budget_usd']:.2f} budget"
         parts.append(cost)
+        if not status["finished"]:
+            parts.append(self._pool_state()["text"])
         return status, " · ".join(parts)
+
+    def _pool_state(self):
+        return task_report.pool_state(self.orch.queue, start="call the start_workers tool",
+                                      restart="call start_workers and wait_job again (the job is still queued)")
 
     def tool_job_status(self, args, ctx):
         self._known(args, {"job_id"})
@@ -464,11 +470,9 @@ class KlaussTools:
             # The workers stopped on a configuration problem (not logged in, billing): waiting cannot
             # help. Not looked at before the first slice, which (like wait_and_collect) starts a
             # pool when none runs, and a starting worker clears an old flag.
-            problem = None if first else orch.queue.get_flag("config_error")
-            if problem:
-                value = problem["value"]
-                raise ToolError(f"workers stopped: {value.get('message')}. To fix: {value.get('fix')}. "
-                                "Then call start_workers and wait_job again (the job is still queued)")
+            pool = None if first else self._pool_state()
+            if pool and pool["state"] == "config_error":
+                raise ToolError(pool["text"])
             first = False
             try:
                 results = orch.wait_and_collect(job_id, timeout=min(remaining, WAIT_SLICE_SECONDS),

@@ -30,6 +30,7 @@ from pathlib import Path
 import claude_queue
 import config
 import hints
+import task_report
 import worktrees
 
 HERE = Path(__file__).resolve().parent
@@ -223,7 +224,8 @@ class ClaudeOrchestrator:
         done = stats["total"] - stats["pending"] - stats["in_progress"]
         return {"job_id": job_id, "description": job["description"], "stats": stats,
                 "done": done, "total": stats["total"], "finished": done == stats["total"],
-                "cost_usd": stats["cost_usd"], "max_budget_usd": job["max_budget_usd"]}
+                "cost_usd": stats["cost_usd"], "max_budget_usd": job["max_budget_usd"],
+                "pool": task_report.pool_state(self.queue)}
 
     def wait_and_collect(self, job_id, timeout=None, poll_interval=None, on_progress=None, show_progress=None):
         """Wait for every task of the job to finish and return {task_id: result}. On timeout the
@@ -300,11 +302,11 @@ class ClaudeOrchestrator:
             raise OrchestratorError(f"workers could not be started; see `{hints.command('doctor')}`")
 
     def _check_pool_alive(self, job_id):
-        problem = self.queue.get_flag("config_error")
-        if problem:
-            v = problem["value"]
-            raise OrchestratorError(f"workers stopped: {v.get('message')}. To fix: {v.get('fix')}")
-        if not self.get_worker_status()["running"]:
+        pool = task_report.pool_state(self.queue)
+        if pool["state"] == "config_error":
+            raise OrchestratorError(f"{pool['text']}, and wait again: `{hints.command('wait', job_id)}` "
+                                    "(the job is still queued)")
+        if pool["state"] == "stopped":
             self._ensure_pool_for_wait(job_id)
 
     @staticmethod
@@ -316,6 +318,8 @@ class ClaudeOrchestrator:
         if s["skipped"] or s["cancelled"]:
             parts.append(f"{s['skipped'] + s['cancelled']} skipped/cancelled")
         parts.append(f"${status['cost_usd']:.2f}")
+        if status.get("pool") and status["pool"]["state"] != "running":
+            parts.append(status["pool"]["text"])
         return f"[{status['job_id']}] " + " · ".join(parts) + f" · {elapsed:.0f}s"
 
     def collect(self, job_id):

@@ -299,9 +299,9 @@ def cmd_submit(args):
 def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
     """Poll until the task finishes; print its result (0) or its error (1)."""
     sleep, clock = sleep or time.sleep, clock or time.monotonic
-    print(f"task {task_id} queued; waiting for it to finish (Ctrl-C stops waiting, not the task)",
-          file=sys.stderr, flush=True)
     try:
+        print(f"task {task_id} queued; waiting for it to finish (Ctrl-C stops waiting, not the task)",
+              file=sys.stderr, flush=True)
         if not coordinator_up(q) and not any(claude_queue.pid_alive(w["pid"]) for w in q.list_workers()):
             start_pool_for(q, task_id)
         deadline = None if timeout is None else clock() + timeout

@@ -4,6 +4,9 @@ submit_task.py, the dashboard and the MCP server so they all say the same thing.
 import json
 import time
 
+import claude_queue
+import hints
+
 
 def fmt_time(ts):
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
@@ -28,6 +31,34 @@ def fmt_ago(ts, now):
 
 def fmt_cost(cost):
     return "-" if cost is None else f"${cost:.4f}" if cost < 100 else f"${cost:,.0f}"
+
+
+def pool_state(queue, start=None, restart=None, now=None):
+    """What the pool is doing, for whoever waits on it (`status`, the orchestrator's progress, MCP
+    `wait_job` and `job_status`): {"state": "running" | "paused" | "config_error" | "stopped",
+    "text": one sentence}. `start` and `restart` say how to act (default: the manage.sh commands)."""
+    now = time.time() if now is None else now
+    problem = queue.get_flag("config_error")
+    if problem:
+        value = problem["value"] if isinstance(problem["value"], dict) else {}
+        return {"state": "config_error",
+                "text": f"workers stopped by a configuration error: {value.get('message') or 'see the worker logs'}. "
+                        f"To fix: {value.get('fix') or 'see the worker logs'}, then "
+                        f"{restart or 'restart them: `' + hints.command('restart') + '`'}"}
+    running = claude_queue.running_coordinator(queue)
+    if running is None:
+        return {"state": "stopped",
+                "text": f"no pool running: {start or 'start one with `' + hints.command('start') + '`'}"}
+    paused = queue.get_flag("paused")
+    if paused:
+        value = paused["value"] if isinstance(paused["value"], dict) else {}
+        until = paused["until"]
+        when = f"until {time.strftime('%H:%M:%S', time.localtime(until))} ({fmt_ago(until, now)})" if until else \
+            "until further notice"
+        why = value.get("message") or value.get("reason") or "usage limit"
+        return {"state": "paused", "text": f"paused {when}: {why}; workers resume by themselves"}
+    workers = running.get("workers")
+    return {"state": "running", "text": f"pool running: {workers} worker(s)" if workers else "pool running"}
 
 
 def find_transcript(cfg, task):

@@ -3,13 +3,19 @@ Ctrl-C while `run`, `wait` or `submit --wait` waits says in one line that the wo
 to wait again or cancel, and exits 130; `submit --wait` starts a pool as `run` does."""
 
 import json
+import os
 import re
 import signal
 import subprocess
+import time
 
 import pytest
 from test_hints_run import SubmoduleProject
 
+import claude_coordinator
+import hints
+import klauss_mcp
+import orchestrator
 from conftest import fake
 
 STOPPED = re.compile(r"^stopped waiting; (job|task) (\S+) keeps running: `([^`]+)`, `([^`]+)`$")
@@ -96,3 +102,40 @@ def test_submit_wait_starts_a_pool_and_ctrl_c_says_how_to_go_on(project):
     assert code == 130 and "Traceback" not in err and m and m.group(1) == "task", err
     for command in m.groups()[2:]:
         project.run_hint(command)
+
+
+def test_every_waiter_says_why_nothing_moves(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / ".klauss.toml").write_text("[workers]\nauto_start = false\n")
+    monkeypatch.chdir(root)
+    orch = orchestrator.ClaudeOrchestrator("t")
+    job, _ = orch.submit_plan("d", [{"prompt": "x"}])
+    q = orch.queue
+    mcp = klauss_mcp.KlaussTools()
+
+    # No pool: the command (or the tool) that starts one.
+    with pytest.raises(orchestrator.OrchestratorError, match=re.escape(f"`{hints.command('start', 1)}`")):
+        orch.wait_and_collect(job, timeout=5)
+    assert "no pool running: call the start_workers tool" in mcp.call("job_status", {"job_id": job})
+
+    # A pool paused by a usage limit (this process stands in for its coordinator): until when, and why.
+    q.set_flag("coordinator", {"pid": os.getpid(), "workers": 1})
+    until = time.time() + 600
+    q.set_flag("paused", {"message": "usage limit reached"}, until=until)
+    paused = f"paused until {time.strftime('%H:%M:%S', time.localtime(until))} ("
+    capsys.readouterr()
+    assert orch.wait_and_collect(job, timeout=0.2, show_progress=True).timed_out
+    assert paused in capsys.readouterr().err and "usage limit reached" in orch.get_job_status(job)["pool"]["text"]
+    assert paused in mcp.call("job_status", {"job_id": job})
+    waited = mcp.call("wait_job", {"job_id": job, "timeout_seconds": 0.2})
+    assert "still running" in waited and paused in waited
+    assert claude_coordinator.main(["status"]) == 0 and paused in capsys.readouterr().out
+
+    # Workers stopped by a configuration error: what to fix, and how to go on.
+    q.set_flag("config_error", {"message": "Not logged in", "fix": "run claude /login"})
+    stopped = "workers stopped by a configuration error: Not logged in. To fix: run claude /login, then "
+    assert orch.wait_and_collect(job, timeout=0.2, show_progress=True).timed_out
+    assert f"{stopped}restart them: `{hints.command('restart')}`" in capsys.readouterr().err
+    assert stopped + "call start_workers" in mcp.call("job_status", {"job_id": job})
+    assert claude_coordinator.main(["status"]) == 0 and stopped in capsys.readouterr().out
