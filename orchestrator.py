@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 COORDINATOR = HERE / "claude_coordinator.py"
 UNFINISHED = ("pending", "in_progress")
 BORROW_TTL_SECONDS = 120  # a waiting parent task re-asserts its borrowed slot this often
+LOG_PROGRESS_SECONDS = 30  # into a log (stderr not a terminal): a progress line on change, else this often
 
 
 class OrchestratorError(RuntimeError):
@@ -234,10 +235,12 @@ class ClaudeOrchestrator:
         if not status["finished"]:
             self._ensure_pool_for_wait(job_id)
         poll = poll_interval if poll_interval is not None else 1.0
-        show = sys.stderr.isatty() if show_progress is None else show_progress
+        tty = sys.stderr.isatty()
+        show = tty if show_progress is None else show_progress
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         last_line, last_check_pool, last_borrow = None, start, start
+        last_shown, shown_at = None, start
         borrowed = self._borrow_slot()
         if borrowed:
             self._nudge_coordinator()
@@ -249,9 +252,12 @@ class ClaudeOrchestrator:
                 if line != last_line:
                     if on_progress:
                         on_progress(status)
-                    if show:
-                        print(line, file=sys.stderr, flush=True)
                     last_line = line
+                    # A terminal shows every second; a log only what changed (the elapsed time aside).
+                    content = line.rsplit(" · ", 1)[0]
+                    if show and (tty or content != last_shown or time.monotonic() - shown_at >= LOG_PROGRESS_SECONDS):
+                        print(line, file=sys.stderr, flush=True)
+                        last_shown, shown_at = content, time.monotonic()
                 if status["finished"]:
                     return JobResults(job_id, self.collect(job_id), False, time.monotonic() - start)
                 now = time.monotonic()
@@ -317,7 +323,7 @@ class ClaudeOrchestrator:
             parts.append(f"{s['failed']} failed")
         if s["skipped"] or s["cancelled"]:
             parts.append(f"{s['skipped'] + s['cancelled']} skipped/cancelled")
-        parts.append(f"${status['cost_usd']:.2f}")
+        parts.append(task_report.fmt_cost(status["cost_usd"] or 0))
         if status.get("pool") and status["pool"]["state"] != "running":
             parts.append(status["pool"]["text"])
         return f"[{status['job_id']}] " + " · ".join(parts) + f" · {elapsed:.0f}s"
@@ -756,7 +762,19 @@ def _wait_and_report(orch, job, args):
         print(json.dumps({"job_id": job, "timed_out": results.timed_out, "tasks": results}, indent=2))
     else:
         print(orch.synthesize_results(results), end="")
+    _say_pool_stays(orch)
     return 0 if results.all_completed else 1
+
+
+def _say_pool_stays(orch):
+    # Idle workers cost nothing, but a user should know they are there and how to end them.
+    if not orch.get_worker_status()["running"]:
+        return
+    idle = orch.cfg["workers"]["idle_timeout"]
+    stays = f"for {task_report.fmt_duration(idle)} without work (idle_timeout)" if idle else \
+        "until stopped (idle_timeout = 0)"
+    print(f"the pool stays up {stays} for the next job; stop it now with `{hints.command('stop')}`",
+          file=sys.stderr, flush=True)
 
 
 def main():

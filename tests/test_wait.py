@@ -139,3 +139,20 @@ def test_every_waiter_says_why_nothing_moves(tmp_path, monkeypatch, capsys):
     assert f"{stopped}restart them: `{hints.command('restart')}`" in capsys.readouterr().err
     assert stopped + "call start_workers" in mcp.call("job_status", {"job_id": job})
     assert claude_coordinator.main(["status"]) == 0 and stopped in capsys.readouterr().out
+
+
+def test_progress_into_a_log_prints_only_changes_and_the_end_says_the_pool_stays(project):
+    project.plan("plan.json", {"description": "slow", "tasks": [
+        {"id": "a", "prompt": "slow\n" + fake("sleep", 2.5) + "\n" + fake("text", "done")}]})
+    ran = project.manage("run", "plan.json", "--yes")  # stderr is a pipe here, as in a log
+    assert ran.returncode == 0, ran.stderr
+    progress = [line for line in ran.stderr.splitlines() if line.startswith("[job-")]
+    contents = [line.rsplit(" · ", 1)[0] for line in progress]
+    assert progress and all(a != b for a, b in zip(contents, contents[1:])), progress
+    assert all(re.search(r" · \$\d+\.\d{4}", line) for line in progress), progress
+    last = ran.stderr.strip().splitlines()[-1]
+    assert "the pool stays up until stopped (idle_timeout = 0)" in last, ran.stderr
+    [stop] = re.findall(r"`([^`]+)`", last)
+    assert stop == "klauss/manage.sh stop"
+    project.run_hint(stop)
+    assert "pool: not running" in project.manage("status").stdout
