@@ -19,6 +19,7 @@ coordinator as a process.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -112,7 +113,7 @@ class ClaudeOrchestrator:
             self.cfg, [{**t, "job_id": job_id, "parent_id": parent} for t in tasks], get_job=self.queue.get_job))
 
     def submit_plan(self, description, tasks, context=None, max_budget_usd=None, metadata=None, isolation=None,
-                    merge=None):
+                    merge=None, plan_hash=None):
         """Create a job with all its subtasks at once (nothing is written if any task is bad).
         Tasks may carry `ref` and refer to each other by it in `depends_on`. `isolation` and `merge`
         are as for create_job. Returns (job_id, ids)."""
@@ -126,7 +127,7 @@ class ClaudeOrchestrator:
             tasks = worktrees.annotate_tasks(self.cfg, [{**t, "parent_id": parent} if isinstance(t, dict) else t
                                                         for t in tasks], job_metadata=metadata)
         job, ids = self.queue.submit_job(description, tasks, orchestrator_id=self.orchestrator_id,
-                                         metadata=metadata, max_budget_usd=max_budget_usd)
+                                         metadata=metadata, max_budget_usd=max_budget_usd, plan_hash=plan_hash)
         self._name_job_branch(job, extra)
         return job, ids
 
@@ -310,8 +311,7 @@ class ClaudeOrchestrator:
     def _check_pool_alive(self, job_id):
         pool = task_report.pool_state(self.queue)
         if pool["state"] == "config_error":
-            raise OrchestratorError(f"{pool['text']}, and wait again: `{hints.command('wait', job_id)}` "
-                                    "(the job is still queued)")
+            raise OrchestratorError(pool["text"])
         if pool["state"] == "stopped":
             self._ensure_pool_for_wait(job_id)
 
@@ -666,6 +666,8 @@ def cli(argv=None):
     run.add_argument("--yes", action="store_true", help="start workers without asking")
     run.add_argument("--timeout", type=float, help="stop waiting after S seconds (tasks keep running)")
     run.add_argument("--json", action="store_true", help="print the results as JSON")
+    run.add_argument("--new", action="store_true",
+                     help="queue a new job even if the same plan's job is still unfinished (default: resume that one)")
     wait = sub.add_parser("wait", help="wait for a job to finish, then print the synthesis (as run does)")
     wait.add_argument("job")
     wait.add_argument("--timeout", type=float, help="stop waiting after S seconds (tasks keep running)")
@@ -697,7 +699,10 @@ def cli(argv=None):
         if orch.queue.get_job(args.job) is None:
             return _fail(f"job: unknown job {args.job!r} (see `{hints.command('jobs')}`)", 1)
         if args.command == "wait":
-            return _wait_and_report(orch, args.job, args)
+            try:
+                return _wait_and_report(orch, args.job, args)
+            except OrchestratorError as exc:
+                raise _still_queued(exc, args.job) from None
         if args.command == "status":
             data = orch.get_job_status(args.job)
             print(json.dumps(data, indent=2) if args.json else orch._progress_line(data, 0).rsplit(" · ", 1)[0])
@@ -727,21 +732,41 @@ def cli(argv=None):
         return _fail(str(exc), 1)
 
 
+def plan_hash(plan):
+    """The plan's content, whatever its layout or key order: the same plan run twice is one job."""
+    canonical = json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def _run_plan(orch, args):
     plan, entries = load_plan(args.plan)
-    job, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
-                                max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"),
-                                isolation=plan.get("isolation"), merge=plan.get("merge"))
-    print(f"job {job}: {len(ids)} tasks queued", file=sys.stderr)
+    digest = plan_hash(plan)
+    job = None if args.new else orch.queue.unfinished_job(digest)
+    if job:
+        status = orch.get_job_status(job)
+        print(f"job {job}: the same plan is still unfinished ({status['done']}/{status['total']} done); resuming it "
+              "instead of queueing it again (--new queues another)", file=sys.stderr)
+    else:
+        job, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
+                                    max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"),
+                                    isolation=plan.get("isolation"), merge=plan.get("merge"), plan_hash=digest)
+        print(f"job {job}: {len(ids)} tasks queued", file=sys.stderr)
     count = args.workers or orch.suggest_workers(job)
     try:
-        started = orch.start_workers(count, confirm=True if args.yes else None)
+        if not orch.start_workers(count, confirm=True if args.yes else None):
+            raise OrchestratorError(f"no workers running; start them with `{hints.command('start', count)}`")
+        return _wait_and_report(orch, job, args)
     except KeyboardInterrupt:
         return _stopped_waiting(job)
-    if not started:
-        raise OrchestratorError(f"no workers running; start them with `{hints.command('start', count)}` "
-                                f"and wait with `{hints.command('wait', job)}`")
-    return _wait_and_report(orch, job, args)
+    except OrchestratorError as exc:
+        raise _still_queued(exc, job) from None
+
+
+def _still_queued(exc, job):
+    # A failed start (claude missing, not logged in, no credit) leaves the job queued: say so, and
+    # how to go on, so that running the same command again is not the only idea (it would resume).
+    return OrchestratorError(f"{exc}; job {job} is still queued: once that is fixed, run it with "
+                             f"`{hints.command('wait', job)}`, or cancel it with `{hints.command('cancel', '--job', job)}`")
 
 
 def _stopped_waiting(job):

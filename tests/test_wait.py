@@ -156,3 +156,35 @@ def test_progress_into_a_log_prints_only_changes_and_the_end_says_the_pool_stays
     assert stop == "klauss/manage.sh stop"
     project.run_hint(stop)
     assert "pool: not running" in project.manage("status").stdout
+
+
+def test_a_failed_start_says_the_job_is_queued_and_the_same_plan_resumes_it(project):
+    project.plan("plan.json", {"description": "hello", "tasks": [{"id": "a", "prompt": "say hi\n" + fake("text", "hi")}]})
+    # The same plan, laid out differently: the same content.
+    project.plan("again.json", {"tasks": [{"prompt": "say hi\n" + fake("text", "hi"), "id": "a"}], "description": "hello"})
+    fixed_env = dict(project.env)
+    project.env["KLAUSS_CLAUDE"] = str(project.root / "no-such-claude")
+
+    first = project.manage("run", "plan.json", "--yes")
+    job = re.search(r"job (\S+): 1 task", first.stderr).group(1)
+    last = first.stderr.strip().splitlines()[-1]
+    assert first.returncode == 1 and f"job {job} is still queued" in last, first.stderr
+    wait, cancel = re.findall(r"`([^`]+)`", last)[-2:]
+    assert (wait, cancel) == (f"klauss/manage.sh wait {job}", f"klauss/manage.sh cancel --job {job}")
+
+    second = project.manage("run", "again.json", "--yes")
+    assert second.returncode == 1 and f"job {job}: the same plan is still unfinished (0/1 done); resuming it" \
+        in second.stderr, second.stderr
+    assert [j["id"] for j in json.loads(project.manage("jobs", "--json").stdout)] == [job]
+
+    third = project.manage("run", "plan.json", "--yes", "--new")
+    other = re.search(r"job (\S+): 1 task", third.stderr).group(1)
+    assert third.returncode == 1 and other != job
+    assert len(json.loads(project.manage("jobs", "--json").stdout)) == 2
+
+    project.env = fixed_env  # claude is back: the hints go on from here
+    cancel_copy = project.hinted(third.stderr)[-1]
+    assert cancel_copy == f"klauss/manage.sh cancel --job {other}"
+    project.run_hint(cancel_copy)
+    resumed = project.run_hint(wait)
+    assert resumed.returncode == 0 and "hi" in resumed.stdout, resumed.stderr
