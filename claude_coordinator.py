@@ -47,6 +47,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import exits
 import hints
 import task_report
 
@@ -1630,4 +1631,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exits.run(main))

@@ -27,6 +27,7 @@ import unicodedata
 
 import claude_queue
 import config
+import exits
 import hints
 import task_report
 
@@ -555,6 +556,8 @@ def main(argv=None):
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        raise  # the reader went away: exits.run ends quietly
     except Exception as exc:  # a bug: still one line, with where it happened
         tb = exc.__traceback__
         while tb.tb_next is not None:
@@ -565,4 +568,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exits.run(main))

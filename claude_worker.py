@@ -29,6 +29,7 @@ from pathlib import Path
 import claude_cli
 import claude_queue
 import config
+import exits
 import worktrees
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
@@ -612,4 +613,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exits.run(main))

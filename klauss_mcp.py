@@ -41,6 +41,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import exits
 import hints
 import orchestrator
 import task_report
@@ -884,4 +885,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exits.run(main))

@@ -66,7 +66,7 @@ case "$cmd" in
     mcp)
         exec "$PYTHON" "$HERE/klauss_mcp.py" "$@" ;;
     help | -h | --help)
-        usage ;;
+        usage || true ;;  # a reader that stops early (`| head`) is not an error
     *)
         echo "manage.sh: unknown command '$cmd'" >&2
         usage >&2

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import exits
 import hints
 import task_report
 import worktrees
@@ -803,7 +804,7 @@ def _say_pool_stays(orch):
 
 
 def main():
-    sys.exit(cli())
+    sys.exit(exits.run(cli))
 
 
 if __name__ == "__main__":

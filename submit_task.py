@@ -27,6 +27,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import exits
 import hints
 import task_report
 import worktrees
@@ -742,9 +743,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # The reader (e.g. `| head`) went away; say nothing more on a closed pipe.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        raise  # the reader went away: exits.run ends quietly
     except Exception as exc:  # a bug: still one line, with where it happened
         tb = exc.__traceback__
         while tb.tb_next is not None:
@@ -756,4 +755,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exits.run(main))
