@@ -440,7 +440,7 @@ class KlaussTools:
 
     def _pool_state(self):
         return task_report.pool_state(self.orch.queue, start="call the start_workers tool",
-                                      restart="call start_workers and wait_job again (the job is still queued)")
+                                      restart="Then call start_workers and wait_job again (the job is still queued)")
 
     def tool_job_status(self, args, ctx):
         self._known(args, {"job_id"})

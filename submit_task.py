@@ -616,7 +616,7 @@ def build_parser():
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
 
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                     epilog="Run `%s COMMAND --help` for a command's options." % PROG)
+                     epilog=f"Run `{hints.command('COMMAND', '--help')}` for a command's options.")
     parser.add_argument("--db", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

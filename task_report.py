@@ -41,10 +41,10 @@ def pool_state(queue, start=None, restart=None, now=None):
     problem = queue.get_flag("config_error")
     if problem:
         value = problem["value"] if isinstance(problem["value"], dict) else {}
+        fix = str(value.get("fix") or "see the worker logs").rstrip(". ")
         return {"state": "config_error",
                 "text": f"workers stopped by a configuration error: {value.get('message') or 'see the worker logs'}. "
-                        f"To fix: {value.get('fix') or 'see the worker logs'}, then "
-                        f"{restart or 'restart them: `' + hints.command('restart') + '`'}"}
+                        f"To fix: {fix}. {restart or 'Restart them with `' + hints.command('restart') + '`'}"}
     running = claude_queue.running_coordinator(queue)
     if running is None:
         return {"state": "stopped",

@@ -134,10 +134,10 @@ def test_every_waiter_says_why_nothing_moves(tmp_path, monkeypatch, capsys):
 
     # Workers stopped by a configuration error: what to fix, and how to go on.
     q.set_flag("config_error", {"message": "Not logged in", "fix": "run claude /login"})
-    stopped = "workers stopped by a configuration error: Not logged in. To fix: run claude /login, then "
+    stopped = "workers stopped by a configuration error: Not logged in. To fix: run claude /login. "
     assert orch.wait_and_collect(job, timeout=0.2, show_progress=True).timed_out
-    assert f"{stopped}restart them: `{hints.command('restart')}`" in capsys.readouterr().err
-    assert stopped + "call start_workers" in mcp.call("job_status", {"job_id": job})
+    assert f"{stopped}Restart them with `{hints.command('restart')}`" in capsys.readouterr().err
+    assert stopped + "Then call start_workers" in mcp.call("job_status", {"job_id": job})
     assert claude_coordinator.main(["status"]) == 0 and stopped in capsys.readouterr().out
 
 
@@ -188,3 +188,15 @@ def test_a_failed_start_says_the_job_is_queued_and_the_same_plan_resumes_it(proj
     project.run_hint(cancel_copy)
     resumed = project.run_hint(wait)
     assert resumed.returncode == 0 and "hi" in resumed.stdout, resumed.stderr
+
+
+def test_a_run_stopped_by_a_login_problem_says_the_job_is_queued(project):
+    project.plan("plan.json", {"description": "d", "tasks": [{"prompt": "x\n" + fake("error", "not_logged_in")}]})
+    ran = project.manage("run", "plan.json", "--yes")
+    job = re.search(r"job (\S+): 1 task", ran.stderr).group(1)
+    last = ran.stderr.strip().splitlines()[-1]
+    assert ran.returncode == 1 and last.startswith("error: workers stopped by a configuration error: "), ran.stderr
+    assert "/login" in last and f"job {job} is still queued" in last
+    assert re.findall(r"`([^`]+)`", last)[-3:] == ["klauss/manage.sh restart", f"klauss/manage.sh wait {job}",
+                                                   f"klauss/manage.sh cancel --job {job}"]
+    assert "pending" in project.manage("list").stdout
