@@ -325,7 +325,7 @@ class ClaudeOrchestrator:
         if s["skipped"] or s["cancelled"]:
             parts.append(f"{s['skipped'] + s['cancelled']} skipped/cancelled")
         parts.append(task_report.fmt_cost(status["cost_usd"] or 0))
-        if status.get("pool") and status["pool"]["state"] != "running":
+        if status.get("pool") and status["pool"]["state"] != "running" and not status["finished"]:
             parts.append(status["pool"]["text"])
         return f"[{status['job_id']}] " + " · ".join(parts) + f" · {elapsed:.0f}s"
 

@@ -36,6 +36,7 @@ PROG = "submit_task.py"
 COORDINATOR = Path(__file__).resolve().parent / "claude_coordinator.py"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WAIT_POLL_SECONDS = 0.25
+POOL_CHECK_POLLS = 8  # --wait looks at the pool every this many polls
 INT64_MAX = 2 ** 63 - 1
 
 FILE_HELP = """\
@@ -306,6 +307,7 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
         if not coordinator_up(q) and not any(claude_queue.pid_alive(w["pid"]) for w in q.list_workers()):
             start_pool_for(q, task_id)
         deadline = None if timeout is None else clock() + timeout
+        polls = 0
         while True:
             task = q.get_task(task_id)
             if task is None:
@@ -315,6 +317,9 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
             if deadline is not None and clock() >= deadline:
                 raise CliError(f"task {task_id} is still {task.status} after {timeout:g}s; it stays queued "
                                f"(see {hints.command('show', task_id)})", EXIT_FAILED)
+            polls += 1
+            if polls % POOL_CHECK_POLLS == 0:
+                check_pool(q, task_id)
             sleep(WAIT_POLL_SECONDS)
     except KeyboardInterrupt:
         raise CliError(f"stopped waiting; task {task_id} keeps running: `{hints.command('show', task_id)}`, "
@@ -326,6 +331,17 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
     if task.status == "completed":
         return EXIT_OK
     raise CliError(f"task {task_id} {task.status}: {task.error or 'no error recorded'}", EXIT_FAILED)
+
+
+def check_pool(q, task_id):
+    """While --wait waits: workers stopped by a configuration error end the wait (waiting cannot
+    help); a pool that went away is started again as at the start."""
+    pool = task_report.pool_state(q)
+    if pool["state"] == "config_error":
+        raise CliError(f"{pool['text']}; task {task_id} stays queued (`{hints.command('cancel', task_id)}` "
+                       "cancels it)", EXIT_FAILED)
+    if pool["state"] == "stopped" and q.cfg["workers"]["auto_start"]:
+        start_pool_for(q, task_id)
 
 
 def start_pool_for(q, task_id):

@@ -200,3 +200,10 @@ def test_a_run_stopped_by_a_login_problem_says_the_job_is_queued(project):
     assert re.findall(r"`([^`]+)`", last)[-3:] == ["klauss/manage.sh restart", f"klauss/manage.sh wait {job}",
                                                    f"klauss/manage.sh cancel --job {job}"]
     assert "pending" in project.manage("list").stdout
+
+
+def test_submit_wait_says_when_workers_stop_on_a_login_problem(project):
+    out = project.manage("submit", "x\n" + fake("error", "not_logged_in"), "--wait")
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 1 and "workers stopped by a configuration error: " in last and "/login" in last, out.stderr
+    assert "stays queued" in last and "klauss/manage.sh cancel 1" in last
