@@ -11,7 +11,7 @@
 And the same without Python, for Claude Code's Bash tool:
 
     python orchestrator.py run PLAN.json [--workers N] [--yes] [--timeout S] [--json]
-    python orchestrator.py wait JOB [--timeout S] [--json]   wait again for a job, then print the synthesis
+    python orchestrator.py wait JOB|TASK [--timeout S] [--json]   wait again, then print the synthesis (a task: its result)
     python orchestrator.py status JOB | collect JOB | cancel JOB | merge JOB
 
 The orchestrator talks to the pool only through the database and by starting or stopping the
@@ -669,8 +669,9 @@ def cli(argv=None):
     run.add_argument("--json", action="store_true", help="print the results as JSON")
     run.add_argument("--new", action="store_true",
                      help="queue a new job even if the same plan's job is still unfinished (default: resume that one)")
-    wait = sub.add_parser("wait", help="wait for a job to finish, then print the synthesis (as run does)")
-    wait.add_argument("job")
+    wait = sub.add_parser("wait", help="wait for a job to finish, then print the synthesis (as run does); "
+                                       "for a task id, its result (as submit --wait does)")
+    wait.add_argument("job", metavar="JOB|TASK")
     wait.add_argument("--timeout", type=float, help="stop waiting after S seconds (tasks keep running)")
     wait.add_argument("--json", action="store_true", help="print the results as JSON")
     for name, text in (("status", "progress of a job"), ("collect", "results of a job so far"),
@@ -697,6 +698,8 @@ def cli(argv=None):
         orch = ClaudeOrchestrator(os.environ.get("KLAUSS_ORCHESTRATOR_ID", "cli"), db_path=args.db)
         if args.command == "run":
             return _run_plan(orch, args)
+        if args.command == "wait" and orch.queue.get_job(args.job) is None and args.job.lstrip("#").isdigit():
+            return _wait_task(orch, int(args.job.lstrip("#")), args)
         if orch.queue.get_job(args.job) is None:
             return _fail(f"job: unknown job {args.job!r} (see `{hints.command('jobs')}`)", 1)
         if args.command == "wait":
@@ -770,11 +773,58 @@ def _still_queued(exc, job):
                              f"`{hints.command('wait', job)}`, or cancel it with `{hints.command('cancel', '--job', job)}`")
 
 
-def _stopped_waiting(job):
+def _stopped_waiting(job, what="job"):
     # Ctrl-C ends the wait, not the job: the pool runs in a session of its own and keeps going.
-    print(("\n" if sys.stderr.isatty() else "") + f"stopped waiting; job {job} keeps running: "
-          f"`{hints.command('wait', job)}`, `{hints.command('cancel', '--job', job)}`", file=sys.stderr, flush=True)
+    cancel = hints.command("cancel", "--job", job) if what == "job" else hints.command("cancel", job)
+    print(("\n" if sys.stderr.isatty() else "") + f"stopped waiting; {what} {job} keeps running: "
+          f"`{hints.command('wait', job)}`, `{cancel}`", file=sys.stderr, flush=True)
     return 130
+
+
+def _wait_task(orch, task_id, args):
+    """`wait ID` for one task, which `submit --wait` waited for: its result, exit 0 if it completed."""
+    q = orch.queue
+    if q.get_task(task_id) is None:
+        return _fail(f"task {task_id} not found (see `{hints.command('list')}`)", 1)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    waker = claude_queue.Waker(q, f"wait-task-{task_id}")
+    try:
+        print(f"waiting for task {task_id} (Ctrl-C stops waiting; the task keeps running)", file=sys.stderr, flush=True)
+        # As wait_and_collect: a pool first (its starting workers clear an old configuration error).
+        if q.get_task(task_id).status not in claude_queue.FINISHED and claude_queue.running_coordinator(q) is None \
+                and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
+            return _fail(f"no workers are running and [workers] auto_start is off: start them with "
+                         f"`{hints.command('start')}`; task {task_id} stays queued", 1)
+        checked = time.monotonic()
+        while True:
+            task = q.get_task(task_id)
+            if task is None:
+                return _fail(f"task {task_id} disappeared from the queue (purged?)", 1)
+            if task.status in claude_queue.FINISHED:
+                break
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return _fail(f"task {task_id} is still {task.status} after {args.timeout:g}s; it keeps running: "
+                             f"`{hints.command('wait', task_id)}`", 1)
+            if now - checked >= 2.0:  # the pool, as wait_and_collect looks at it
+                checked = now
+                pool = task_report.pool_state(q)
+                if pool["state"] == "config_error":
+                    return _fail(f"{pool['text']}; task {task_id} stays queued", 1)
+                if pool["state"] == "stopped" and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
+                    return _fail(f"{pool['text']}; task {task_id} stays queued", 1)
+            waker.wait(1.0 if deadline is None else max(0.0, min(1.0, deadline - now)))
+    except KeyboardInterrupt:
+        return _stopped_waiting(task_id, "task")
+    finally:
+        waker.close()
+    if args.json:
+        print(json.dumps(task.to_dict(), indent=2, default=str))
+    elif task.result:
+        print(task.result)
+    if task.status == "completed":
+        return 0
+    return _fail(f"task {task_id} {task.status}: {task.error or 'no error recorded'}", 1)
 
 
 def _wait_and_report(orch, job, args):

@@ -322,7 +322,7 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
                 check_pool(q, task_id)
             sleep(WAIT_POLL_SECONDS)
     except KeyboardInterrupt:
-        raise CliError(f"stopped waiting; task {task_id} keeps running: `{hints.command('show', task_id)}`, "
+        raise CliError(f"stopped waiting; task {task_id} keeps running: `{hints.command('wait', task_id)}`, "
                        f"`{hints.command('cancel', task_id)}`", 130) from None
     if as_json:
         emit_json(task.to_dict())

@@ -96,12 +96,23 @@ def test_submit_wait_starts_a_pool_and_ctrl_c_says_how_to_go_on(project):
     done = project.manage("submit", "say hi\n" + fake("text", "hi there"), "--wait")
     assert done.returncode == 0 and done.stdout == "hi there\n", done.stderr
 
-    proc = start(project, "submit", "wait\n" + fake("wait_for_file", "go", timeout=120), "--wait")
+    proc = start(project, "submit", "wait\n" + fake("wait_for_file", "go", timeout=120) + "\n" + fake("text", "went"),
+                 "--wait")
     code, out, err = interrupt(proc, "waiting for it to finish")
     m = STOPPED.match(err.strip().splitlines()[-1])
     assert code == 130 and "Traceback" not in err and m and m.group(1) == "task", err
-    for command in m.groups()[2:]:
-        project.run_hint(command)
+    task = m.group(2)
+    assert m.groups()[2:] == (f"klauss/manage.sh wait {task}", f"klauss/manage.sh cancel {task}")
+
+    # `wait` on the task: interrupted too, then resumed to its result (as submit --wait prints it).
+    code, out, err = interrupt(start(project, "wait", task), "waiting for task")
+    assert code == 130 and STOPPED.match(err.strip().splitlines()[-1]).group(1) == "task", err
+    waiting = start(project, "wait", task)
+    read_until(waiting, "waiting for task")
+    (project.root / "go").write_text("")
+    out, err = waiting.communicate(timeout=120)
+    assert (waiting.returncode, out) == (0, "went\n"), err
+    assert project.manage("wait", "999").returncode == 1
 
 
 def test_every_waiter_says_why_nothing_moves(tmp_path, monkeypatch, capsys):
