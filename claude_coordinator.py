@@ -48,6 +48,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import exits
 import hints
 import processes
 import task_report
@@ -156,7 +157,7 @@ class PoolLock:
                     holder = self.holder_pid(fd)
                     os.close(fd)
                     raise AlreadyRunning(holder, f"another coordinator (pid {holder or 'unknown'}) is already running "
-                                                 f"for {self.path.parent}; stop it first (manage.sh stop)") from None
+                                                 f"for {self.path.parent}; stop it first ({hints.command('stop')})") from None
                 time.sleep(0.01)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -316,7 +317,7 @@ class Coordinator:
             if other_pid and other_pid != os.getpid() and claude_queue.pid_alive(other_pid) and \
                     claude_queue.is_our_process(other_pid, "claude_coordinator.py", self.cfg.db_path):
                 raise AlreadyRunning(other_pid, f"another coordinator (pid {other_pid}) is already running "
-                                                f"for {self.cfg.db_path}; stop it first (manage.sh stop)")
+                                                f"for {self.cfg.db_path}; stop it first ({hints.command('stop')})")
             return self._supervise(other["value"] if other else None)
         finally:
             # After an unexpected error the workers must not wait for a coordinator that is going:
@@ -894,7 +895,7 @@ def stop_pool(cfg, queue, timeout=None, quiet=False):
         print(f"stopping the pool (coordinator pid {pid}); running tasks get {grace:g}s to finish")
     signal_pid(pid, signal.SIGTERM)
     if not _wait_gone(pid, timeout):
-        eprint(f"error: the coordinator (pid {pid}) is still running after {timeout:g}s; use manage.sh kill")
+        eprint(f"error: the coordinator (pid {pid}) is still running after {timeout:g}s; use {hints.command('kill')}")
         return EXIT_FAIL
     if not quiet:
         print("stopped")
@@ -977,7 +978,7 @@ def cmd_resize(args):
     try:
         running = claude_queue.running_coordinator(queue)
         if running is None:
-            eprint("error: no pool running; start one with manage.sh start N")
+            eprint(f"error: no pool running; start one with {hints.command('start', args.workers)}")
             return EXIT_FAIL
         pid = running["pid"]
         queue.set_flag(RESIZE_FLAG, {"workers": args.workers})
@@ -987,7 +988,7 @@ def cmd_resize(args):
             flag = queue.get_flag(FLAG)
             value = flag["value"] if flag else {}
             if value.get("pid") != pid:
-                eprint("error: the pool stopped while resizing; see manage.sh logs")
+                eprint(f"error: the pool stopped while resizing; see {hints.command('logs')}")
                 return EXIT_FAIL
             if value.get("base_workers", value.get("workers")) == args.workers \
                     and value.get("state") == Coordinator.RUNNING and not queue.get_flag(RESIZE_FLAG):
@@ -1073,7 +1074,7 @@ def pool_status(cfg, queue):
     return {"running": running is not None, "db": str(cfg.db_path), "state_dir": str(cfg.state_dir),
             "coordinator": coordinator, "workers": workers, "queue": queue.get_stats(),
             "config_error": flags["config_error"]["value"] if flags["config_error"] else None,
-            "paused": flags["paused"] if flags["paused"] else None}
+            "paused": flags["paused"] if flags["paused"] else None, "pool_state": task_report.pool_state(queue)}
 
 
 def cmd_status(args):
@@ -1093,13 +1094,10 @@ def cmd_status(args):
         for worker_id, reason in sorted((c.get("failed") or {}).items()):
             print(f"  {worker_id} gave up: {reason}")
     else:
-        print("pool: not running (start it with: manage.sh start [N])")
+        print(f"pool: not running (start it with: {hints.command('start')} [N])")
     print(f"database: {st['db']}")
-    if st["config_error"]:
-        print(f"configuration error: {st['config_error'].get('message')}; fix: {st['config_error'].get('fix')}")
-    if st["paused"]:
-        until = time.strftime("%H:%M:%S", time.localtime(st["paused"]["until"])) if st["paused"]["until"] else "?"
-        print(f"paused until {until}: {st['paused']['value'].get('message', '')}")
+    if st["pool_state"]["state"] in ("config_error", "paused"):
+        print(st["pool_state"]["text"])
     if st["workers"]:
         print(f"{'WORKER':<12} {'PID':>7} {'STATE':<12} {'TASK':>6} {'CPU%':>6} {'MEM':>6} {'BEAT':>6}  CLAUDE")
         for w in st["workers"]:
@@ -1337,7 +1335,7 @@ def doctor_checks(args):
         checks.append((False, "config", str(exc), "fix the file named above"))
         return checks
     checks.append((True, "config", str(cfg.config_file) if cfg.config_file else
-                   "defaults (no .klauss.toml; manage.sh init-config writes one)", None))
+                   f"defaults (no .klauss.toml; {hints.command('init-config')} writes one)", None))
     checks += _claude_checks(cfg["claude"]["command"], cfg["claude"]["env"])
     try:
         queue = open_queue(cfg)
@@ -1531,4 +1529,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exits.run(main))

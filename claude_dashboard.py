@@ -26,6 +26,8 @@ import unicodedata
 
 import claude_queue
 import config
+import exits
+import hints
 import task_report
 
 PROG = "claude_dashboard.py"
@@ -498,7 +500,7 @@ def _positive(text):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        print(f"{self.prog}: error: {message} (see {hints.command('dashboard', '--help')})", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
@@ -569,6 +571,8 @@ def main(argv=None):
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        raise  # the reader went away: exits.run ends quietly
     except Exception as exc:  # a bug: still one line, with where it happened
         tb = exc.__traceback__
         while tb.tb_next is not None:
@@ -579,4 +583,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exits.run(main))

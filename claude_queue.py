@@ -205,6 +205,11 @@ MIGRATIONS = [
                                                    denied = denied + (new.denied > 0);
     END;
     """,
+    # 4: the digest of the plan a job was made from, so running the same plan again resumes it.
+    """
+    ALTER TABLE jobs ADD COLUMN plan_hash TEXT;
+    CREATE INDEX jobs_plan_hash ON jobs (plan_hash) WHERE plan_hash IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1046,15 +1051,27 @@ class TaskQueue:
             conn.execute(SQL_INSERT_JOB, job)
         return job[0]
 
-    def submit_job(self, description, tasks, orchestrator_id=None, metadata=None, max_budget_usd=None):
-        """Create a job and its tasks in one transaction: both or neither. Returns (job_id, task ids)."""
+    def submit_job(self, description, tasks, orchestrator_id=None, metadata=None, max_budget_usd=None,
+                   plan_hash=None):
+        """Create a job and its tasks in one transaction: both or neither. Returns (job_id, task ids).
+        `plan_hash` identifies the plan it came from (see unfinished_job)."""
         job = self._job_row(description, orchestrator_id, metadata, max_budget_usd)
         if isinstance(tasks, (list, tuple)):
             tasks = [{**t, "job_id": job[0]} if isinstance(t, dict) else t for t in tasks]
         prepared, order = self._prepare(tasks)
         with self._write(notify=True) as conn:
             conn.execute(SQL_INSERT_JOB, job)
+            if plan_hash is not None:
+                conn.execute("UPDATE jobs SET plan_hash = ? WHERE id = ?", (str(plan_hash), job[0]))
             return job[0], self._insert(conn, prepared, order)
+
+    def unfinished_job(self, plan_hash):
+        """The newest job made from this plan that still has pending or running tasks, or None."""
+        for (job_id,) in self._read("SELECT id FROM jobs WHERE plan_hash = ? ORDER BY rowid DESC", (str(plan_hash),)):
+            stats = self.get_stats(job_id)
+            if stats["pending"] or stats["in_progress"]:
+                return job_id
+        return None
 
     def _job_row(self, description, orchestrator_id, metadata, max_budget_usd):
         if not isinstance(description, str) or not description.strip():
@@ -1138,6 +1155,10 @@ class TaskQueue:
         with self._write(notify=True) as conn:
             conn.execute("INSERT OR REPLACE INTO pool_flags (key, value, until, updated_at) VALUES (?, ?, ?, ?)",
                          (key, _dumps(value), until, self.clock()))
+
+    def running_coordinator(self):
+        """The live coordinator's flag value for this database, or None (see running_coordinator)."""
+        return running_coordinator(self)
 
     def get_flag(self, key):
         """The flag's {"value", "until", "updated_at"}, or None if unset or its `until` has passed."""

@@ -31,6 +31,7 @@ from pathlib import Path
 import claude_cli
 import claude_queue
 import config
+import exits
 import processes
 import task_report
 import worktrees
@@ -785,4 +786,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exits.run(main))

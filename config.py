@@ -16,6 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hints
+
+# Commands in the comments of .klauss.toml, which sits at the project root: the folder that holds Klauss.
+_AT_ROOT = os.path.dirname(hints.KLAUSS_DIR)
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python < 3.11 only
@@ -46,7 +51,7 @@ SCHEMA = {
         "retry_backoff_max_seconds": ((int, float), 600, "longest retry delay"),
     },
     "workers": {
-        "count": (int, 4, "workers `manage.sh start` runs when no number is given"),
+        "count": (int, 4, f"workers `{hints.command('start', cwd=_AT_ROOT)}` runs when no number is given"),
         "max_workers": (int, 8, "upper bound for suggested and auto-started pools"),
         "lease_seconds": ((int, float), 60, "a task whose worker stops heartbeating this long runs again"),
         "heartbeat_seconds": ((int, float), 10, "how often a worker renews its lease"),
@@ -79,7 +84,7 @@ SCHEMA = {
         "mode": (str, "none", "\"worktree\" is recommended when tasks edit files in parallel: each task runs in its own "
                               "git worktree and branch (needs a git repository); \"none\": tasks share the working tree"),
         "merge": (str, "auto", "\"auto\" merges finished tasks into klauss/<job>/merged (your branch is untouched until "
-                               "`submit_task.py merge JOB`); \"branch\" leaves one branch per task"),
+                               f"`{hints.command('merge', 'JOB', cwd=_AT_ROOT)}`); \"branch\" leaves one branch per task"),
         "dirty_policy": (str, "warn", "when the tree has uncommitted changes at job creation: \"warn\" or \"refuse\""),
         "copy_files": (list, [], "untracked files copied into each fresh worktree, e.g. [\".env\"] (never committed)"),
         "setup_command": (list, [], "argv run in a fresh worktree before Claude starts, e.g. [\"npm\", \"ci\"] "

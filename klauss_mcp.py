@@ -41,6 +41,8 @@ from pathlib import Path
 
 import claude_queue
 import config
+import exits
+import hints
 import orchestrator
 import task_report
 import worktrees
@@ -436,7 +438,13 @@ class KlaussTools:
         if status["max_budget_usd"]:
             cost += f" of {_money(status['max_budget_usd'])} budget"
         parts.append(cost)
+        if not status["finished"]:
+            parts.append(self._pool_state()["text"])
         return status, " · ".join(parts)
+
+    def _pool_state(self):
+        return task_report.pool_state(self.orch.queue, start="call the start_workers tool",
+                                      restart="Then call start_workers and wait_job again (the job is still queued)")
 
     def tool_job_status(self, args, ctx):
         self._known(args, {"job_id"})
@@ -467,11 +475,9 @@ class KlaussTools:
             # The workers stopped on a configuration problem (not logged in, billing): waiting cannot
             # help. Not looked at before the first slice, which (like wait_and_collect) starts a
             # pool when none runs, and a starting worker clears an old flag.
-            problem = None if first else orch.queue.get_flag("config_error")
-            if problem:
-                value = problem["value"]
-                raise ToolError(f"workers stopped: {value.get('message')}. To fix: {value.get('fix')}. "
-                                "Then call start_workers and wait_job again (the job is still queued)")
+            pool = None if first else self._pool_state()
+            if pool and pool["state"] == "config_error":
+                raise ToolError(pool["text"])
             first = False
             try:
                 results = orch.wait_and_collect(job_id, timeout=min(remaining, WAIT_SLICE_SECONDS),
@@ -576,7 +582,7 @@ class KlaussTools:
             return "No pool was running; nothing to stop."
         if not stopped:
             raise ToolError(f"the pool is still stopping after {timeout:g}s; call worker_status to check, "
-                            "or run `manage.sh kill`")
+                            f"or run `{hints.command('kill')}`")
         return "Pool stopped; running tasks were released and run again when workers next start."
 
     def tool_worker_status(self, args, ctx):
@@ -883,4 +889,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exits.run(main))

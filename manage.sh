@@ -27,6 +27,7 @@ usage: manage.sh COMMAND [ARGS]          (every command takes --db PATH; COMMAND
   status | workers          the pool, each worker's pid/CPU/memory/task, and the queue counts
   dashboard                 a live view of the pool and the queue
   run PLAN.json [--yes]     queue a planned job, make sure workers run, wait, print the synthesis
+  wait JOB | ID             wait (again) for a job, then print its synthesis (a task: its result)
   install-claude            install the skill, a CLAUDE.md section and the MCP server (.mcp.json)
   mcp [register]            serve Klauss's MCP tools on stdio (or register them in .mcp.json)
   submit PROMPT [OPTIONS]   queue a task
@@ -60,12 +61,12 @@ case "$cmd" in
         exec "$PYTHON" "$HERE/submit_task.py" "$cmd" "$@" ;;
     dashboard)
         exec "$PYTHON" "$HERE/claude_dashboard.py" "$@" ;;
-    run | install-claude)
+    run | wait | install-claude)
         exec "$PYTHON" "$HERE/orchestrator.py" "$cmd" "$@" ;;
     mcp)
         exec "$PYTHON" "$HERE/klauss_mcp.py" "$@" ;;
     help | -h | --help)
-        usage ;;
+        usage || true ;;  # a reader that stops early (`| head`) is not an error
     *)
         echo "manage.sh: unknown command '$cmd'" >&2
         usage >&2

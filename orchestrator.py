@@ -11,6 +11,7 @@
 And the same without Python, for Claude Code's Bash tool:
 
     python orchestrator.py run PLAN.json [--workers N] [--yes] [--timeout S] [--json]
+    python orchestrator.py wait JOB|TASK [--timeout S] [--json]   wait again, then print the synthesis (a task: its result)
     python orchestrator.py status JOB | collect JOB | cancel JOB | merge JOB
 
 The orchestrator talks to the pool only through the database and by starting or stopping the
@@ -18,6 +19,7 @@ coordinator as a process.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import exits
 import hints
 import task_report
 import worktrees
@@ -37,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 COORDINATOR = HERE / "claude_coordinator.py"
 UNFINISHED = ("pending", "in_progress")
 BORROW_TTL_SECONDS = 120  # a waiting parent task re-asserts its borrowed slot this often
+LOG_PROGRESS_SECONDS = 30  # into a log (stderr not a terminal): a progress line on change, else this often
 
 
 class OrchestratorError(RuntimeError):
@@ -118,7 +122,7 @@ class ClaudeOrchestrator:
             self.cfg, [{**t, "job_id": job_id, "parent_id": parent} for t in tasks], get_job=self.queue.get_job))
 
     def submit_plan(self, description, tasks, context=None, max_budget_usd=None, metadata=None, isolation=None,
-                    merge=None):
+                    merge=None, plan_hash=None):
         """Create a job with all its subtasks at once (nothing is written if any task is bad).
         Tasks may carry `ref` and refer to each other by it in `depends_on`. `isolation` and `merge`
         are as for create_job. Returns (job_id, ids)."""
@@ -132,7 +136,7 @@ class ClaudeOrchestrator:
             tasks = worktrees.annotate_tasks(self.cfg, [{**t, "parent_id": parent} if isinstance(t, dict) else t
                                                         for t in tasks], job_metadata=metadata)
         job, ids = self.queue.submit_job(description, tasks, orchestrator_id=self.orchestrator_id,
-                                         metadata=metadata, max_budget_usd=max_budget_usd)
+                                         metadata=metadata, max_budget_usd=max_budget_usd, plan_hash=plan_hash)
         self._name_job_branch(job, extra)
         return job, ids
 
@@ -240,7 +244,8 @@ class ClaudeOrchestrator:
         done = stats["total"] - stats["pending"] - stats["in_progress"]
         return {"job_id": job_id, "description": job["description"], "stats": stats,
                 "done": done, "total": stats["total"], "finished": done == stats["total"],
-                "cost_usd": stats["cost_usd"], "max_budget_usd": job["max_budget_usd"]}
+                "cost_usd": stats["cost_usd"], "max_budget_usd": job["max_budget_usd"],
+                "pool": task_report.pool_state(self.queue)}
 
     def wait_and_collect(self, job_id, timeout=None, poll_interval=None, on_progress=None, show_progress=None):
         """Wait for every task of the job to finish and return {task_id: result}. On timeout the
@@ -249,10 +254,12 @@ class ClaudeOrchestrator:
         if not status["finished"]:
             self._ensure_pool_for_wait(job_id)
         poll = poll_interval if poll_interval is not None else 1.0
-        show = sys.stderr.isatty() if show_progress is None else show_progress
+        tty = sys.stderr.isatty()
+        show = tty if show_progress is None else show_progress
         start = time.monotonic()
         deadline = None if timeout is None else start + timeout
         last_line, last_check_pool, last_borrow = None, start, start
+        last_shown, shown_at = None, start
         borrowed = self._borrow_slot()
         if borrowed:
             self._nudge_coordinator()
@@ -264,9 +271,12 @@ class ClaudeOrchestrator:
                 if line != last_line:
                     if on_progress:
                         on_progress(status)
-                    if show:
-                        print(line, file=sys.stderr, flush=True)
                     last_line = line
+                    # A terminal shows every second; a log only what changed (the elapsed time aside).
+                    content = line.rsplit(" · ", 1)[0]
+                    if show and (tty or content != last_shown or time.monotonic() - shown_at >= LOG_PROGRESS_SECONDS):
+                        print(line, file=sys.stderr, flush=True)
+                        last_shown, shown_at = content, time.monotonic()
                 if status["finished"]:
                     return JobResults(job_id, self.collect(job_id), False, time.monotonic() - start)
                 now = time.monotonic()
@@ -311,17 +321,16 @@ class ClaudeOrchestrator:
             return
         if not self.cfg["workers"]["auto_start"]:
             raise OrchestratorError("no workers are running and [workers] auto_start is off: start them with "
-                                    "`./manage.sh start N` or orch.start_workers(N)")
+                                    f"`{hints.command('start', self.suggest_workers(job_id))}` or orch.start_workers(N)")
         count = self.suggest_workers(job_id)
         if not self.start_workers(count, confirm=True):
-            raise OrchestratorError("workers could not be started; see `./manage.sh doctor`")
+            raise OrchestratorError(f"workers could not be started; see `{hints.command('doctor')}`")
 
     def _check_pool_alive(self, job_id):
-        problem = self.queue.get_flag("config_error")
-        if problem:
-            v = problem["value"]
-            raise OrchestratorError(f"workers stopped: {v.get('message')}. To fix: {v.get('fix')}")
-        if not self.get_worker_status()["running"]:
+        pool = task_report.pool_state(self.queue)
+        if pool["state"] == "config_error":
+            raise OrchestratorError(pool["text"])
+        if pool["state"] == "stopped":
             self._ensure_pool_for_wait(job_id)
 
     @staticmethod
@@ -332,7 +341,9 @@ class ClaudeOrchestrator:
             parts.append(f"{s['failed']} failed")
         if s["skipped"] or s["cancelled"]:
             parts.append(f"{s['skipped'] + s['cancelled']} skipped/cancelled")
-        parts.append(f"${status['cost_usd']:.2f}")
+        parts.append(task_report.fmt_cost(status["cost_usd"] or 0))
+        if status.get("pool") and status["pool"]["state"] != "running" and not status["finished"]:
+            parts.append(status["pool"]["text"])
         return f"[{status['job_id']}] " + " · ".join(parts) + f" · {elapsed:.0f}s"
 
     def collect(self, job_id):
@@ -434,7 +445,7 @@ class ClaudeOrchestrator:
         failed = [tid for tid, r in results.items() if r["status"] in ("failed", "skipped", "cancelled")]
         if failed:
             lines.append(f"\nNot completed: {', '.join(f'#{t}' for t in failed)}. Retry failed tasks with "
-                         f"`python orchestrator.py retry {job_id}`" if job_id else "")
+                         f"`{hints.command('retry', '--failed', '--job', job_id)}`" if job_id else "")
         return "\n".join(lines) + "\n"
 
     @staticmethod
@@ -450,10 +461,10 @@ class ClaudeOrchestrator:
             lines.append(f"Each task ran in its own git worktree; {merged} task(s) merged into branch `{branch}`. "
                          + (f"That branch was merged into `{meta['merged_into']}`." if meta.get("merged_into") else
                             f"Your checked-out branch is untouched: review the work (`git diff HEAD...{branch}`), "
-                            f"then bring it in with `python submit_task.py merge {job_id}`."))
+                            f"then bring it in with `{hints.command('merge', job_id)}`."))
         elif meta.get("isolation") == "worktree":
             lines.append(f"Each task's work is on its own branch (`klauss/{job_id}/task-<id>`); review them, "
-                         f"then `python submit_task.py merge {job_id}` merges the completed ones in task order.")
+                         f"then `{hints.command('merge', job_id)}` merges the completed ones in task order.")
         conflicts = [(tid, r) for tid, r in results.items() if r.get("merge") == "conflict"]
         if conflicts:
             lines.append("**Merge conflicts** (each task's work is safe on its branch): "
@@ -718,6 +729,13 @@ def cli(argv=None):
     run.add_argument("--yes", action="store_true", help="start workers without asking")
     run.add_argument("--timeout", type=float, help="stop waiting after S seconds (tasks keep running)")
     run.add_argument("--json", action="store_true", help="print the results as JSON")
+    run.add_argument("--new", action="store_true",
+                     help="queue a new job even if the same plan's job is still unfinished (default: resume that one)")
+    wait = sub.add_parser("wait", help="wait for a job to finish, then print the synthesis (as run does); "
+                                       "for a task id, its result (as submit --wait does)")
+    wait.add_argument("job", metavar="JOB|TASK")
+    wait.add_argument("--timeout", type=float, help="stop waiting after S seconds (tasks keep running)")
+    wait.add_argument("--json", action="store_true", help="print the results as JSON")
     for name, text in (("status", "progress of a job"), ("collect", "results of a job so far"),
                        ("cancel", "cancel a job's unfinished tasks"), ("retry", "retry a job's failed tasks"),
                        ("merge", "merge a worktree job's work into your current branch")):
@@ -742,8 +760,15 @@ def cli(argv=None):
         orch = ClaudeOrchestrator(os.environ.get("KLAUSS_ORCHESTRATOR_ID", "cli"), db_path=args.db)
         if args.command == "run":
             return _run_plan(orch, args)
+        if args.command == "wait" and orch.queue.get_job(args.job) is None and args.job.lstrip("#").isdigit():
+            return _wait_task(orch, int(args.job.lstrip("#")), args)
         if orch.queue.get_job(args.job) is None:
-            return _fail(f"job: unknown job {args.job!r} (see `python submit_task.py jobs`)", 1)
+            return _fail(f"job: unknown job {args.job!r} (see `{hints.command('jobs')}`)", 1)
+        if args.command == "wait":
+            try:
+                return _wait_and_report(orch, args.job, args)
+            except OrchestratorError as exc:
+                raise _still_queued(exc, args.job) from None
         if args.command == "status":
             data = orch.get_job_status(args.job)
             print(json.dumps(data, indent=2) if args.json else orch._progress_line(data, 0).rsplit(" · ", 1)[0])
@@ -773,26 +798,125 @@ def cli(argv=None):
         return _fail(str(exc), 1)
 
 
+def plan_hash(plan):
+    """The plan's content, whatever its layout or key order: the same plan run twice is one job."""
+    canonical = json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def _run_plan(orch, args):
     plan, entries = load_plan(args.plan)
-    job, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
-                                max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"),
-                                isolation=plan.get("isolation"), merge=plan.get("merge"))
-    print(f"job {job}: {len(ids)} tasks queued", file=sys.stderr)
+    digest = plan_hash(plan)
+    job = None if args.new else orch.queue.unfinished_job(digest)
+    if job:
+        status = orch.get_job_status(job)
+        print(f"job {job}: the same plan is still unfinished ({status['done']}/{status['total']} done); resuming it "
+              "instead of queueing it again (--new queues another)", file=sys.stderr)
+    else:
+        job, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
+                                    max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"),
+                                    isolation=plan.get("isolation"), merge=plan.get("merge"), plan_hash=digest)
+        print(f"job {job}: {len(ids)} tasks queued", file=sys.stderr)
     count = args.workers or orch.suggest_workers(job)
-    if not orch.start_workers(count, confirm=True if args.yes else None):
-        raise OrchestratorError(f"no workers running; start them with `./manage.sh start {count}` "
-                                f"and wait with `python orchestrator.py collect {job}`")
-    results = orch.wait_and_collect(job, timeout=args.timeout, show_progress=True)
+    try:
+        if not orch.start_workers(count, confirm=True if args.yes else None):
+            raise OrchestratorError(f"no workers running; start them with `{hints.command('start', count)}`")
+        return _wait_and_report(orch, job, args)
+    except KeyboardInterrupt:
+        return _stopped_waiting(job)
+    except OrchestratorError as exc:
+        raise _still_queued(exc, job) from None
+
+
+def _still_queued(exc, job):
+    # A failed start (claude missing, not logged in, no credit) leaves the job queued: say so, and
+    # how to go on, so that running the same command again is not the only idea (it would resume).
+    return OrchestratorError(f"{exc}; job {job} is still queued: once that is fixed, run it with "
+                             f"`{hints.command('wait', job)}`, or cancel it with `{hints.command('cancel', '--job', job)}`")
+
+
+def _stopped_waiting(job, what="job"):
+    # Ctrl-C ends the wait, not the job: the pool runs in a session of its own and keeps going.
+    cancel = hints.command("cancel", "--job", job) if what == "job" else hints.command("cancel", job)
+    print(("\n" if sys.stderr.isatty() else "") + f"stopped waiting; {what} {job} keeps running: "
+          f"`{hints.command('wait', job)}`, `{cancel}`", file=sys.stderr, flush=True)
+    return 130
+
+
+def _wait_task(orch, task_id, args):
+    """`wait ID` for one task, which `submit --wait` waited for: its result, exit 0 if it completed."""
+    q = orch.queue
+    if q.get_task(task_id) is None:
+        return _fail(f"task {task_id} not found (see `{hints.command('list')}`)", 1)
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    waker = claude_queue.Waker(q, f"wait-task-{task_id}")
+    try:
+        print(f"waiting for task {task_id} (Ctrl-C stops waiting; the task keeps running)", file=sys.stderr, flush=True)
+        # As wait_and_collect: a pool first (its starting workers clear an old configuration error).
+        if q.get_task(task_id).status not in claude_queue.FINISHED and claude_queue.running_coordinator(q) is None \
+                and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
+            return _fail(f"no workers are running and [workers] auto_start is off: start them with "
+                         f"`{hints.command('start')}`; task {task_id} stays queued", 1)
+        checked = time.monotonic()
+        while True:
+            task = q.get_task(task_id)
+            if task is None:
+                return _fail(f"task {task_id} disappeared from the queue (purged?)", 1)
+            if task.status in claude_queue.FINISHED:
+                break
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return _fail(f"task {task_id} is still {task.status} after {args.timeout:g}s; it keeps running: "
+                             f"`{hints.command('wait', task_id)}`", 1)
+            if now - checked >= 2.0:  # the pool, as wait_and_collect looks at it
+                checked = now
+                pool = task_report.pool_state(q)
+                if pool["state"] == "config_error":
+                    return _fail(f"{pool['text']}; task {task_id} stays queued", 1)
+                if pool["state"] == "stopped" and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
+                    return _fail(f"{pool['text']}; task {task_id} stays queued", 1)
+            waker.wait(1.0 if deadline is None else max(0.0, min(1.0, deadline - now)))
+    except KeyboardInterrupt:
+        return _stopped_waiting(task_id, "task")
+    finally:
+        waker.close()
+    if args.json:
+        print(json.dumps(task.to_dict(), indent=2, default=str))
+    elif task.result:
+        print(task.result)
+    if task.status == "completed":
+        return 0
+    return _fail(f"task {task_id} {task.status}: {task.error or 'no error recorded'}", 1)
+
+
+def _wait_and_report(orch, job, args):
+    """Wait for the job, then print the synthesis (or JSON): the end of both `run` and `wait`."""
+    try:
+        print(f"waiting for job {job} (Ctrl-C stops waiting; the job keeps running)", file=sys.stderr, flush=True)
+        results = orch.wait_and_collect(job, timeout=args.timeout, show_progress=True)
+    except KeyboardInterrupt:
+        return _stopped_waiting(job)
     if args.json:
         print(json.dumps({"job_id": job, "timed_out": results.timed_out, "tasks": results}, indent=2))
     else:
         print(orch.synthesize_results(results), end="")
+    _say_pool_stays(orch)
     return 1 if results.needs_attention else 0
 
 
+def _say_pool_stays(orch):
+    # Idle workers cost nothing, but a user should know they are there and how to end them.
+    if not orch.get_worker_status()["running"]:
+        return
+    idle = orch.cfg["workers"]["idle_timeout"]
+    stays = f"for {task_report.fmt_duration(idle)} without work (idle_timeout)" if idle else \
+        "until stopped (idle_timeout = 0)"
+    print(f"the pool stays up {stays} for the next job; stop it now with `{hints.command('stop')}`",
+          file=sys.stderr, flush=True)
+
+
 def main():
-    sys.exit(cli())
+    sys.exit(exits.run(cli))
 
 
 if __name__ == "__main__":

@@ -20,19 +20,23 @@ import math
 import os
 import shutil
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import claude_queue
 import config
+import exits
 import hints
 import task_report
 import worktrees
 
 PROG = "submit_task.py"
+COORDINATOR = Path(__file__).resolve().parent / "claude_coordinator.py"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WAIT_POLL_SECONDS = 0.25
+POOL_CHECK_POLLS = 8  # --wait looks at the pool every this many polls
 INT64_MAX = 2 ** 63 - 1
 
 FILE_HELP = """\
@@ -60,7 +64,7 @@ class CliError(Exception):
 class _Parser(argparse.ArgumentParser):
     # argparse prints the whole usage before its error; one line naming the problem is clearer.
     def error(self, message):
-        raise CliError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+        raise CliError(f"{self.prog}: error: {message} (see {hints.command(*self.prog.split()[1:], '--help')})")
 
 
 def _int(text):
@@ -304,12 +308,13 @@ def cmd_submit(args):
 def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
     """Poll until the task finishes; print its result (0) or its error (1)."""
     sleep, clock = sleep or time.sleep, clock or time.monotonic
-    print(f"task {task_id} queued; waiting for it to finish (Ctrl-C stops waiting, not the task)",
-          file=sys.stderr)
-    if not q.list_workers() and not coordinator_up(q):
-        print("note: no Klauss workers are running; start some with ./manage.sh start", file=sys.stderr)
-    deadline = None if timeout is None else clock() + timeout
     try:
+        print(f"task {task_id} queued; waiting for it to finish (Ctrl-C stops waiting, not the task)",
+              file=sys.stderr, flush=True)
+        if not coordinator_up(q) and not any(claude_queue.pid_alive(w["pid"]) for w in q.list_workers()):
+            start_pool_for(q, task_id)
+        deadline = None if timeout is None else clock() + timeout
+        polls = 0
         while True:
             task = q.get_task(task_id)
             if task is None:
@@ -318,10 +323,14 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
                 break
             if deadline is not None and clock() >= deadline:
                 raise CliError(f"task {task_id} is still {task.status} after {timeout:g}s; it stays queued "
-                               f"(see {PROG} show {task_id})", EXIT_FAILED)
+                               f"(see {hints.command('show', task_id)})", EXIT_FAILED)
+            polls += 1
+            if polls % POOL_CHECK_POLLS == 0:
+                check_pool(q, task_id)
             sleep(WAIT_POLL_SECONDS)
     except KeyboardInterrupt:
-        raise CliError(f"stopped waiting; task {task_id} stays queued (see {PROG} show {task_id})", 130) from None
+        raise CliError(f"stopped waiting; task {task_id} keeps running: `{hints.command('wait', task_id)}`, "
+                       f"`{hints.command('cancel', task_id)}`", 130) from None
     if as_json:
         emit_json(task.to_dict())
     elif task.result:
@@ -329,6 +338,33 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
     if task.status == "completed":
         return EXIT_OK
     raise CliError(f"task {task_id} {task.status}: {task.error or 'no error recorded'}", EXIT_FAILED)
+
+
+def check_pool(q, task_id):
+    """While --wait waits: workers stopped by a configuration error end the wait (waiting cannot
+    help); a pool that went away is started again as at the start."""
+    pool = task_report.pool_state(q)
+    if pool["state"] == "config_error":
+        raise CliError(f"{pool['text']}; task {task_id} stays queued (`{hints.command('cancel', task_id)}` "
+                       "cancels it)", EXIT_FAILED)
+    if pool["state"] == "stopped" and q.cfg["workers"]["auto_start"]:
+        start_pool_for(q, task_id)
+
+
+def start_pool_for(q, task_id):
+    """No pool runs: start one as `run` does when [workers] auto_start is on; otherwise say how."""
+    if not q.cfg["workers"]["auto_start"]:
+        print(f"note: no Klauss workers are running and [workers] auto_start is off; start some with "
+              f"`{hints.command('start')}`", file=sys.stderr, flush=True)
+        return
+    print("no Klauss workers are running; starting 1 ([workers] auto_start)", file=sys.stderr, flush=True)
+    out = subprocess.run([sys.executable, str(COORDINATOR), "start", "--workers", "1", "--db", str(q.cfg.db_path)],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=str(q.cfg.root))
+    if out.returncode != 0:
+        why = " ".join((out.stderr or out.stdout).split())
+        raise CliError(f"could not start workers: {why}; task {task_id} stays queued: start workers with "
+                       f"`{hints.command('start')}`, or cancel it with `{hints.command('cancel', task_id)}`",
+                       EXIT_FAILED)
 
 
 def cmd_submit_file(args):
@@ -605,7 +641,7 @@ def build_parser():
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
 
     parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
-                     epilog="Run `%s COMMAND --help` for a command's options." % PROG)
+                     epilog=f"Run `{hints.command('COMMAND', '--help')}` for a command's options.")
     parser.add_argument("--db", metavar="PATH", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -735,9 +771,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # The reader (e.g. `| head`) went away; say nothing more on a closed pipe.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+        raise  # the reader went away: exits.run ends quietly
     except Exception as exc:  # a bug: still one line, with where it happened
         tb = exc.__traceback__
         while tb.tb_next is not None:
@@ -749,4 +783,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exits.run(main))

@@ -5,6 +5,8 @@ import json
 import re
 import time
 
+import hints
+
 # The stored status `in_progress` is shown and typed as "running", the word every view uses;
 # JSON output and the Python API keep the stored value.
 STATUS_WORDS = {"in_progress": "running"}
@@ -108,6 +110,34 @@ def job_progress(stats):
         return "cancelled"
     done = sum(stats[s] for s in ("completed", "failed", "cancelled", "skipped"))
     return f"{done}/{total}"
+
+
+def pool_state(queue, start=None, restart=None, now=None):
+    """What the pool is doing, for whoever waits on it (`status`, the orchestrator's progress, MCP
+    `wait_job` and `job_status`): {"state": "running" | "paused" | "config_error" | "stopped",
+    "text": one sentence}. `start` and `restart` say how to act (default: the manage.sh commands)."""
+    now = time.time() if now is None else now
+    problem = queue.get_flag("config_error")
+    if problem:
+        value = problem["value"] if isinstance(problem["value"], dict) else {}
+        fix = str(value.get("fix") or "see the worker logs").rstrip(". ")
+        return {"state": "config_error",
+                "text": f"workers stopped by a configuration error: {value.get('message') or 'see the worker logs'}. "
+                        f"To fix: {fix}. {restart or 'Restart them with `' + hints.command('restart') + '`'}"}
+    running = queue.running_coordinator()
+    if running is None:
+        return {"state": "stopped",
+                "text": f"no pool running: {start or 'start one with `' + hints.command('start') + '`'}"}
+    paused = queue.get_flag("paused")
+    if paused:
+        value = paused["value"] if isinstance(paused["value"], dict) else {}
+        until = paused["until"]
+        when = f"until {time.strftime('%H:%M:%S', time.localtime(until))} ({fmt_ago(until, now)})" if until else \
+            "until further notice"
+        why = value.get("message") or value.get("reason") or "usage limit"
+        return {"state": "paused", "text": f"paused {when}: {why}; workers resume by themselves"}
+    workers = running.get("workers")
+    return {"state": "running", "text": f"pool running: {workers} worker(s)" if workers else "pool running"}
 
 
 def find_transcript(cfg, task):

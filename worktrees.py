@@ -36,6 +36,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 
 MODES = ("none", "worktree")
 MERGE_MODES = ("auto", "branch")
@@ -494,7 +495,7 @@ class TaskTree:
             if self.task.attempt <= 1:
                 raise WorktreeError(f"branch {self.branch} already exists but task {tid} has not run before (left "
                                     f"from another database?); delete it (`git branch -D {self.branch}`) or rename "
-                                    f"it, then retry the task (`submit_task.py retry {tid}`)")
+                                    f"it, then retry the task (`{hints.command('retry', tid, cwd=self.cfg.root)}`)")
             # An earlier attempt's work is on the branch: this attempt goes on from there.
             self._add(repo, "worktree", "add", str(self.path), self.branch)
         elif len(deps) == 1:
@@ -553,7 +554,8 @@ class TaskTree:
         raise WorktreeError(f"the work of dependencies {names} conflicts in {_listed(files)}; merge them by hand "
                             f"into a branch named {self.branch} (e.g. `git branch {self.branch} "
                             f"{task_branch(deps[0][0], self.task.job_id)}`, check it out and `git merge` the "
-                            f"others), then retry task {self.task.id}")
+                            f"others), then retry task {self.task.id} "
+                            f"(`{hints.command('retry', self.task.id, cwd=self.cfg.root)}`)")
 
     def _copy_files(self):
         for name in self.cfg["isolation"]["copy_files"]:
@@ -794,7 +796,7 @@ def describe_merge(report):
         lines.append(f"error: merging {report['conflict_branch']} into {into} conflicts in "
                      f"{_listed(report['conflicts'])}; the merge was aborted and {into} is as it was. Merge it by "
                      f"hand (`git merge {report['conflict_branch']}`, resolve the conflicts, commit), then run "
-                     "merge again for the rest")
+                     f"`{hints.command('merge', report['job_id'])}` again for the rest")
     for t in report["not_merged"]:
         why = t["merge"] + (f" in {_listed(t['conflicts'])}" if t["conflicts"] else "")
         lines.append(f"task #{t['task']} is not in the job branch ({why}); its work is on {t['branch']}: merge it "

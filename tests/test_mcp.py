@@ -553,7 +553,7 @@ def test_wait_job_reports_workers_stopped_by_a_login_problem(client, project):
     started = time.monotonic()
     error = c.text("wait_job", {"job_id": job_id, "timeout_seconds": 120}, timeout=180, error=True)
     assert time.monotonic() - started < 60
-    assert error.startswith("workers stopped: ") and "/login" in error and "call start_workers" in error, error
+    assert error.startswith("workers stopped by a configuration error: ") and "/login" in error and "call start_workers" in error, error
     assert open_queue(project).list_tasks(job_id=job_id)[0].status == "pending", "the task is left for later"
     assert "Configuration error" in c.text("worker_status")
 

@@ -494,6 +494,7 @@ def test_purge(cli, busy):
 def test_wait_end_to_end_prints_the_result(project):
     """The real CLI waits while this test plays the worker (polling for the task, with a deadline)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
+    env["KLAUSS_AUTO_START"] = "0"  # this test is the worker
     proc = subprocess.Popen([sys.executable, SCRIPT, "submit", "do it", "--wait", "--db", "q.db"], cwd=str(project),
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -523,6 +524,7 @@ def open_queue_when_ready(project):
 
 def test_wait_reports_the_error_of_a_failed_task(project, capsys):
     q = open_queue(project)
+    q.cfg["workers"]["auto_start"] = False  # this test is the worker
     task_id = q.add_task("do it")
 
     def worker(seconds):
@@ -553,6 +555,7 @@ def test_wait_prints_the_result_and_stays_quiet_when_workers_run(project, capsys
 
 def test_wait_gives_up_after_timeout_wait(project):
     q = open_queue(project)
+    q.cfg["workers"]["auto_start"] = False  # this test is the worker
     task_id = q.add_task("do it")
     ticks = iter(range(0, 1000, 10))
     with pytest.raises(submit_task.CliError) as exc:

@@ -189,7 +189,7 @@ def test_parallel_tasks_merge_into_the_job_branch_and_leave_the_user_branch_alon
     # Still untouched after the merges: the job branch is separate, and was never checked out.
     assert repo.head() == base and repo.status() == "" and not (repo.root / "f0.txt").exists()
     synthesis = orch.synthesize_results(results)
-    assert f"klauss/{job}/merged" in synthesis and f"submit_task.py merge {job}" in synthesis
+    assert f"klauss/{job}/merged" in synthesis and f"manage.sh merge {job}" in synthesis
     assert "3 task(s) merged" in synthesis
 
     show = repo.cli("show", str(ids[0]))
