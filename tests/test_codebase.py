@@ -51,7 +51,7 @@ def test_runtime_modules_import_only_the_standard_library():
 def test_imports_flow_one_way():
     """Programs depend on the shared modules, never on each other (the MCP server's use of the
     orchestrator API is the one exception: it is a front end to exactly that API)."""
-    shared = {"claude_queue", "config", "claude_cli", "worktrees", "task_report"}
+    shared = {"claude_queue", "config", "claude_cli", "worktrees", "task_report", "processes", "hints", "exits"}
     programs = {"claude_worker", "claude_coordinator", "claude_dashboard", "submit_task", "orchestrator", "klauss_mcp"}
     allowed_extra = {"klauss_mcp": {"orchestrator"}}
     for name in shared | programs:
@@ -61,3 +61,24 @@ def test_imports_flow_one_way():
             assert imported <= shared, f"shared module {name} imports a program: {imported - shared}"
         else:
             assert imported <= shared | allowed_extra.get(name, set()), f"{name} imports {imported - shared}"
+
+
+def test_shared_modules_import_no_cycle():
+    """A cycle among the shared modules would hide which one owns what (and breaks partial imports)."""
+    shared = {"claude_queue", "config", "claude_cli", "worktrees", "task_report", "processes", "hints", "exits"}
+    graph = {name: set(re.findall(r"^import (\w+)", (ROOT / f"{name}.py").read_text(), re.M)) & shared
+             for name in shared}
+    done, path = set(), []
+
+    def visit(name):  # depth is bounded by the handful of shared modules
+        assert name not in path, f"import cycle: {' -> '.join(path + [name])}"
+        if name in done:
+            return
+        path.append(name)
+        for dep in sorted(graph[name]):
+            visit(dep)
+        path.pop()
+        done.add(name)
+
+    for name in sorted(shared):
+        visit(name)
