@@ -47,6 +47,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 
 HERE = Path(__file__).resolve().parent
 WORKER_SCRIPT = HERE / "claude_worker.py"
@@ -62,6 +63,9 @@ RESIZE_FLAG = "pool_resize"
 BORROW_PREFIX = "borrow:"
 LOCK_NAME = "coordinator.lock"
 PID_NAME = "coordinator.pid"
+# One line a running coordinator leaves beside its pid file when it can no longer say it through
+# the database (deleted or replaced under it, or a full disk): control commands read it there.
+PROBLEM_NAME = "coordinator.problem"
 LOG_NAME = "coordinator.log"
 POOL_TOKEN_VAR = "KLAUSS_POOL_TOKEN"
 
@@ -334,16 +338,63 @@ class PoolLock:
         except (OSError, ValueError):
             return None
 
+    def note_problem(self, text):
+        """Best effort: on a full disk even this may not be written."""
+        try:
+            (self.path.parent / PROBLEM_NAME).write_text(text + "\n" if text else "")
+        except OSError:
+            pass
+
     def release(self):
         if self.fd is None:
             return
         try:
             if self.pid_path.read_text().strip() == str(os.getpid()):
                 self.pid_path.unlink()
+            (self.path.parent / PROBLEM_NAME).unlink()
         except OSError:
             pass
         os.close(self.fd)  # closing drops the flock
         self.fd = None
+
+
+def locked_coordinator(state_dir):
+    """{"pid", "problem"} of a live coordinator holding this state directory's lock, else None.
+    The lock, not the database, is the ground truth: a pool whose database was deleted or
+    replaced under it is found here, so `status`, `stop` and `kill` still reach it."""
+    path = Path(state_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                return None
+            pid = PoolLock.holder_pid(fd)
+        else:
+            return None  # nobody holds it (our shared probe goes with the close)
+    finally:
+        os.close(fd)
+    if not pid or not claude_queue.is_our_process(pid, "claude_coordinator.py"):
+        return None
+    try:
+        problem = (Path(state_dir) / PROBLEM_NAME).read_text().strip() or None
+    except OSError:
+        problem = None
+    return {"pid": pid, "problem": problem}
+
+
+def _unrecorded(cfg, running):
+    """The live coordinator the database does not know about (None when it does, or none runs)."""
+    if running is not None:
+        return None
+    found = locked_coordinator(cfg.state_dir)
+    if found and not found["problem"]:
+        found["problem"] = f"the database {cfg.db_path} does not record it (deleted or replaced under the pool?)"
+    return found
 
 
 # --- the supervisor -------------------------------------------------------------------------------
@@ -443,6 +494,7 @@ class Coordinator:
         self.started_at = time.time()
         self.log_path = cfg.logs_dir / LOG_NAME
         self.log = None
+        self.db_lost = None       # why the database can no longer be trusted (see _check_db)
 
     # --- messages ---
 
@@ -473,6 +525,7 @@ class Coordinator:
         try:
             self.log = open(self.log_path, "ab", buffering=0)
             self.queue = claude_queue.TaskQueue(str(self.cfg.db_path), cfg=self.cfg)
+            self.queue.pinned = True
             other = self.queue.get_flag(FLAG)
             other_pid = other and other["value"].get("pid")
             if other_pid and other_pid != os.getpid() and claude_queue.pid_alive(other_pid) and \
@@ -716,7 +769,8 @@ class Coordinator:
         now = time.monotonic()
         if self.state in (Coordinator.STARTING, Coordinator.RUNNING):
             for slot in self.slots:
-                if slot.state == Slot.BACKOFF and slot.restart_at is not None and now >= slot.restart_at:
+                if slot.state == Slot.BACKOFF and slot.restart_at is not None and now >= slot.restart_at \
+                        and not self._check_db():
                     self._spawn(slot)
                     self.publish()
         if self.state == Coordinator.STARTING:
@@ -752,7 +806,22 @@ class Coordinator:
             self.say(f"pool up: {ready} of {self.n} worker(s) ready")
             self.publish()
 
+    def _check_db(self):
+        """True once the database path no longer names the file we opened. The workers then stop
+        claiming on their own; no worker is restarted (a new one would open whatever is at the path
+        now) and the pool waits to be stopped, saying why in its log and to `status`."""
+        if self.db_lost is None:
+            lost = self.queue.db_replaced()
+            if lost:
+                self.db_lost = lost
+                self.say(f"error: {lost}; workers claim nothing more, and what they finish now is lost "
+                         f"with the old file: stop the pool ({hints.command('stop')}) and start it again")
+                self.lock.note_problem(lost)
+        return self.db_lost is not None
+
     def _periodic(self):
+        if self._check_db():
+            return
         self._check_resize()  # in case the signal that announces a request was missed
         # recover_stale() takes the write lock even when nothing expired; a read of the (few)
         # running tasks first keeps an idle pool from writing every tick.
@@ -989,6 +1058,11 @@ def cmd_start(args):
 def stop_pool(cfg, queue, timeout=None, quiet=False):
     """SIGTERM the coordinator and wait for it; returns an exit code."""
     running = claude_queue.running_coordinator(queue)
+    unrecorded = _unrecorded(cfg, running)
+    if unrecorded:
+        eprint(f"note: coordinator pid {unrecorded['pid']} runs but {unrecorded['problem']}; stopping it "
+               f"through its lock file")
+        running = unrecorded
     if running is None:
         leftovers = [pid for pid, _pgid, _role in _recorded_pool_processes(cfg, queue) if pid is not None]
         for pid in leftovers:
@@ -1052,6 +1126,11 @@ def cmd_kill(args):
                 killed.append(f"{worker_id} {wpid or 'claude group ' + str(pgid)}")
                 victims.append(wpid)
         killed += [f"leftover {p}" for p in kill_token_processes(value.get("token"))]
+        unrecorded = None if killed else _unrecorded(cfg, claude_queue.running_coordinator(queue))
+        if unrecorded:
+            eprint(f"note: coordinator pid {unrecorded['pid']} runs but {unrecorded['problem']}; killing it "
+                   "and its workers, found through its lock file")
+            killed += _kill_unrecorded_pool(unrecorded["pid"])
         # SIGKILL is delivered asynchronously: only a worker seen dead may have its task given back.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and process_table([p for p in victims if p]):
@@ -1071,6 +1150,31 @@ def cmd_kill(args):
         return EXIT_OK
     finally:
         queue.close()
+
+
+def _kill_unrecorded_pool(pid):
+    """SIGKILL a coordinator the database does not record, the workers it started (their command
+    line names it) and everything carrying their pool token (claude and what it started)."""
+    signal_pid(pid, signal.SIGKILL)
+    killed = [f"coordinator {pid}"]
+    tokens = set()
+    for wpid, entry in process_table().items():
+        args = entry["args"]
+        if any(Path(a).name == "claude_worker.py" for a in args[:3]) and \
+                _arg_after(args, "--coordinator-pid") == str(pid):
+            env = _environ(wpid) or b""
+            marker = f"\0{POOL_TOKEN_VAR}=".encode()
+            if marker in env:
+                tokens.add(env.split(marker, 1)[1].split(b"\0", 1)[0].decode().split(":", 1)[0])
+            if signal_group(wpid, signal.SIGKILL) if entry["pgid"] == wpid else signal_pid(wpid, signal.SIGKILL):
+                killed.append(f"worker {wpid}")
+    for token in tokens:
+        killed += [f"leftover {p}" for p in kill_token_processes(token)]
+    return killed
+
+
+def _arg_after(args, name):
+    return args[args.index(name) + 1] if name in args[:-1] else None
 
 
 def cmd_resize(args):
@@ -1171,7 +1275,10 @@ def pool_status(cfg, queue):
                        "uptime": round(now - running.get("started_at", now), 1),
                        "cpu_percent": proc["cpu_percent"] if proc else None, "rss_kb": proc["rss_kb"] if proc else None}
     flags = {key: queue.get_flag(key) for key in ("config_error", "paused")}
-    return {"running": running is not None, "db": str(cfg.db_path), "state_dir": str(cfg.state_dir),
+    unrecorded = _unrecorded(cfg, running)
+    problem = (unrecorded or locked_coordinator(cfg.state_dir) or {}).get("problem")
+    return {"running": running is not None or unrecorded is not None, "unrecorded_coordinator": unrecorded,
+            "problem": problem, "db": str(cfg.db_path), "state_dir": str(cfg.state_dir),
             "coordinator": coordinator, "workers": workers, "queue": queue.get_stats(),
             "config_error": flags["config_error"]["value"] if flags["config_error"] else None,
             "paused": flags["paused"] if flags["paused"] else None}
@@ -1193,6 +1300,12 @@ def cmd_status(args):
               f"up {_fmt_age(c['uptime'])}")
         for worker_id, reason in sorted((c.get("failed") or {}).items()):
             print(f"  {worker_id} gave up: {reason}")
+        if st["problem"]:
+            print(f"problem: {st['problem']}")
+    elif st["unrecorded_coordinator"]:
+        u = st["unrecorded_coordinator"]
+        print(f"pool: coordinator pid {u['pid']} is running, but {u['problem']}; it claims nothing: "
+              f"stop it with {hints.command('stop')} (or {hints.command('kill')})")
     else:
         print("pool: not running (start it with: manage.sh start [N])")
     print(f"database: {st['db']}")

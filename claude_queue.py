@@ -393,6 +393,9 @@ class TaskQueue:
         self.db_path = Path(db_path) if db_path is not None else cfg.db_path
         self.clock = clock or time.time
         self._local = threading.local()
+        # Pool processes pin the file they opened: see db_replaced().
+        self.pinned = False
+        self._identity = None
         if not self.db_path.parent.is_dir():
             if db_path is None:
                 cfg.ensure_state_dir()
@@ -407,6 +410,13 @@ class TaskQueue:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
+        lost = self.db_replaced()
+        if lost and self.pinned:
+            # A new thread's connection would create (or open) another database at the path and
+            # split this pool process's writes between two files.
+            raise QueueError(lost)
+        if lost:
+            self._identity = None  # a client (MCP server, dashboard) follows the path to the new file
         try:
             conn = sqlite3.connect(str(self.db_path), timeout=5, isolation_level=None,
                                    check_same_thread=False)
@@ -422,7 +432,20 @@ class TaskQueue:
         conn.execute("PRAGMA foreign_keys=ON")
         self._local.conn = conn
         self._migrate(conn)
+        if self._identity is None:
+            self._identity = _file_identity(self.db_path)
         return conn
+
+    def db_replaced(self):
+        """None while the database path still names the file this queue opened; otherwise a
+        one-line reason. Work recorded in a deleted or replaced file is lost when the last process
+        holding it exits, so a pool checks this (one stat) before each claim and tick."""
+        if self._identity is None:
+            return None
+        now = _file_identity(self.db_path)
+        if now == self._identity:
+            return None
+        return f"the database {self.db_path} was {'deleted' if now is None else 'replaced'} under the running pool"
 
     def close(self):
         conn = getattr(self._local, "conn", None)
@@ -1139,6 +1162,14 @@ def running_coordinator(queue):
     if pid == os.getpid() or is_our_process(pid, "claude_coordinator.py", queue.db_path):
         return value
     return None
+
+
+def _file_identity(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _unlink_quietly(path):

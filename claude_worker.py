@@ -29,6 +29,7 @@ from pathlib import Path
 import claude_cli
 import claude_queue
 import config
+import hints
 import worktrees
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
@@ -227,8 +228,11 @@ class Run:
         if now - self._last_activity_write >= ACTIVITY_MIN_INTERVAL:
             self._last_activity_write = now
             self._activity_dirty = False
-            self.worker.queue.set_activity(self.task.id, self.worker.worker_id, self.state.activity_line(),
-                                           attempt=self.task.attempt)
+            try:
+                self.worker.queue.set_activity(self.task.id, self.worker.worker_id, self.state.activity_line(),
+                                               attempt=self.task.attempt)
+            except claude_queue.QueueError:
+                pass  # the live activity line is a courtesy; the run must go on without it
 
     def execute(self):
         """Run claude to the end (or until stopped). Returns (exit_code, duration_seconds)."""
@@ -297,6 +301,7 @@ class Worker:
         self.waker = None
         self._last_recover = 0.0
         self._last_worker_beat = 0.0
+        self._db_lost_said = False
         self._info = {"coordinator_pid": coordinator_pid}
         workers = cfg["workers"]
         self.lease = workers["lease_seconds"]
@@ -394,6 +399,15 @@ class Worker:
                 if self.exit_when_idle:
                     return EXIT_OK
                 self.idle_wait(pause["until"] - time.time())
+                continue
+            lost = self.queue.db_replaced()
+            if lost:
+                # What we would record there is lost with the file, and a claim could run a task
+                # twice; idle until the coordinator (or a stop) ends us.
+                if not self._db_lost_said:
+                    self._db_lost_said = True
+                    log(f"error: {lost}; claiming nothing more (stop the pool: {hints.command('stop')})")
+                self.idle_wait(self.cfg["workers"]["poll_seconds"])
                 continue
             self.maybe_recover()
             task = self.queue.claim_task(self.worker_id, lease_seconds=self.lease)
@@ -604,6 +618,7 @@ def main(argv=None):
     except (config.ConfigError, claude_queue.QueueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    queue.pinned = True
     cfg.ensure_state_dir()
     worker = Worker(args.worker_id, queue, cfg, exit_when_idle=args.exit_when_idle,
                     coordinator_pid=args.coordinator_pid)
