@@ -748,15 +748,18 @@ class TaskQueue:
                 why = f"worker {worker_id} died"
             for row in rows:
                 used = row["attempt"] - row["attempt_base"]
+                # What it was doing names the likely cause (a setup command, say), not just the death.
+                doing = f" (while: {row['activity']})" if row["activity"] else ""
                 if row["cancel_requested"]:
                     conn.execute(SQL_FORCE_FINISH, ("cancelled", now, now, "cancelled by request", row["id"]))
                     self._event(conn, row["id"], "cancelled", row["worker_id"], row["attempt"], why, now=now)
                     self._skip_dependents(conn, row["id"], f"dependency #{row['id']} cancelled")
                 elif used < row["max_attempts"]:
-                    conn.execute(SQL_REQUEUE, (now, now, f"{why} (attempt {used})", None, None, None, 0, row["id"]))
+                    conn.execute(SQL_REQUEUE, (now, now, f"{why} (attempt {used}){doing}", None, None, None, 0,
+                                               row["id"]))
                     self._event(conn, row["id"], "recovered", row["worker_id"], row["attempt"], why, now=now)
                 else:
-                    error = f"{why} on attempt {used}/{row['max_attempts']}; no attempts left"
+                    error = f"{why} on attempt {used}/{row['max_attempts']}; no attempts left{doing}"
                     conn.execute(SQL_FORCE_FINISH, ("failed", now, now, error, row["id"]))
                     self._event(conn, row["id"], "failed", row["worker_id"], row["attempt"], error, now=now)
                     self._skip_dependents(conn, row["id"], f"dependency #{row['id']} failed")

@@ -464,8 +464,7 @@ class Worker:
         job = q.get_job(task.job_id) if task.job_id else None
         try:
             # With worktree isolation the task runs in its own worktree, at the same path inside it.
-            tree = worktrees.prepare_task(self.cfg, q, task, job, working_dir, keepalive=lambda: q.heartbeat(
-                task.id, self.worker_id, attempt=task.attempt, lease_seconds=self.lease))
+            tree = worktrees.prepare_task(self.cfg, q, task, job, working_dir, keepalive=lambda: self._keepalive(task))
         except worktrees.WorktreeError as exc:
             q.fail_task(task.id, self.worker_id, f"worktree: {exc}", retryable=exc.retryable, attempt=task.attempt)
             log(f"task {task.id}: worktree not ready: {exc}")
@@ -498,6 +497,14 @@ class Worker:
             beat.join()
         run, self.run = self.run, None
         return self.record(task, run, exit_code, duration, working_dir, before, tree=tree)
+
+    def _keepalive(self, task):
+        """While setup or git work runs in this thread (no heartbeat thread then): renew the task's
+        lease and the worker row, which the coordinator reads to find hung workers. False once the
+        task is no longer ours."""
+        held = self.queue.heartbeat(task.id, self.worker_id, attempt=task.attempt, lease_seconds=self.lease)
+        self.queue.worker_heartbeat(self.worker_id, state="busy", current_task=task.id, info=self._info)
+        return held
 
     def _heartbeat(self, run):
         """Renew the lease while claude works; end the run on a cancel request or a lost lease."""

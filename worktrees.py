@@ -334,12 +334,12 @@ def annotate_tasks(cfg, entries, job_metadata=None, get_job=None, cwd=None):
 # --- in the worker -------------------------------------------------------------------------------
 
 @contextmanager
-def _locked(path, keepalive=None, timeout=GIT_TIMEOUT):
+def _locked(path, keepalive=None, timeout=GIT_TIMEOUT, every=KEEPALIVE_SECONDS):
     """An exclusive lock on `path` (flock), for the merges several workers make at once."""
     fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout
-        next_beat = time.monotonic() + KEEPALIVE_SECONDS
+        next_beat = time.monotonic() + every
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -350,7 +350,7 @@ def _locked(path, keepalive=None, timeout=GIT_TIMEOUT):
                     raise WorktreeError(f"waited {timeout:g}s for the merge lock {path}; is a git merge stuck?",
                                         retryable=True) from None
                 if now >= next_beat:
-                    next_beat = now + KEEPALIVE_SECONDS
+                    next_beat = now + every
                     if _lost(keepalive):
                         raise WorktreeError("stopped waiting for the merge lock: this worker no longer holds "
                                             "the task", retryable=True) from None
@@ -560,6 +560,12 @@ class TaskTree:
         timeout = self.task.timeout or self.cfg["claude"]["timeout"]
         shown = " ".join(argv)
         try:
+            # Named where `status`, the dashboard and a dead worker's task error can show it.
+            self.queue.set_activity(self.task.id, self.task.worker_id, f"[isolation] setup_command `{shown}`",
+                                    attempt=self.task.attempt)
+        except claude_queue.QueueError:
+            pass
+        try:
             cp = _run(argv, self.path, timeout=timeout, keepalive=self.keepalive, every=self.every, env=env,
                       group=True)
         except WorktreeError as exc:
@@ -609,7 +615,7 @@ class TaskTree:
             return None
         title = " ".join((self.task.prompt.strip().splitlines() or [""])[0].split())[:72]
         try:
-            with _locked(self.dir / ".merge.lock", keepalive=self.keepalive):
+            with _locked(self.dir / ".merge.lock", keepalive=self.keepalive, every=self.every):
                 outcome.update(self._merge_into_job_branch(f"klauss: merge task {self.task.id}: {title}"))
         except WorktreeError as exc:
             outcome["merge"] = "error"

@@ -5,13 +5,19 @@ hostile executables written by the test) and would fail on the code before the f
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
+import test_worktrees
 from test_coordinator import Project, blocking_task
+from test_worktrees import describe
 
 import claude_queue
 import config
-from conftest import wait_for
+from conftest import fake, wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the tests read /proc (Linux)")
 
@@ -106,3 +112,61 @@ def test_kill_reaches_a_pool_whose_database_was_deleted(make_project):
     out = project.manage("kill")
     assert out.returncode == 0 and "coordinator" in out.stdout, out.stdout + out.stderr
     project.wait_no_processes(timeout=10)  # coordinator, both workers and the running claude
+
+
+# --- 13: a long worktree setup keeps the worker's heartbeat ----------------------------------------
+
+repo = test_worktrees.repo  # a real git project with the fake claude on PATH (tests/test_worktrees.py)
+
+WAIT_SETUP = """import os, sys, time
+open(sys.argv[1], "a").write("started\\n")
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
+"""
+
+
+def _slow_setup(repo, lease):
+    script, started, go = repo.tmp / "setup.py", repo.tmp / "setup.started", repo.tmp / "setup.go"
+    script.write_text(WAIT_SETUP)
+    (repo.root / ".klauss.toml").write_text(
+        f"[workers]\nlease_seconds = {lease}\nheartbeat_seconds = 0.2\nshutdown_grace_seconds = 1\nidle_timeout = 0\n"
+        "restart_backoff_max_seconds = 0.2\n[queue]\nretry_backoff_seconds = 0\n"
+        f"[isolation]\nmode = \"worktree\"\nsetup_command = {json.dumps([sys.executable, str(script), str(started), str(go)])}\n")
+    return started, go
+
+
+def test_a_setup_command_longer_than_two_leases_keeps_its_worker_alive(repo):
+    lease = 1
+    started, go = _slow_setup(repo, lease)
+    q = repo.queue
+    tid = q.add_task(fake("write", "o.txt", content="x\n"), expected_outputs=["o.txt"])
+    out = subprocess.run([sys.executable, str(test_worktrees.ROOT / "claude_coordinator.py"), "start", "1"],
+                         cwd=repo.root, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    wait_for(started.exists, what="the setup command to start")
+    since = time.time()
+    # The coordinator kills a worker silent for 2 leases: the row must keep moving past that.
+    wait_for(lambda: q.list_workers()[0]["last_heartbeat"] > since + 3 * lease,
+             what=lambda: f"the worker row to be renewed during setup: {q.list_workers()}")
+    go.touch()
+    wait_for(lambda: q.get_task(tid).status in ("completed", "failed"), what=lambda: describe(q, [tid]))
+    t = q.get_task(tid)
+    assert t.status == "completed" and t.attempts_used == 1, describe(q, [tid])
+    assert started.read_text() == "started\n", "setup ran once"
+    assert "silent" not in (repo.cfg.logs_dir / "coordinator.log").read_text()
+
+
+def test_a_worker_dying_in_setup_names_the_setup_command(repo):
+    started, _go = _slow_setup(repo, 10)
+    q = repo.queue
+    tid = q.add_task(fake("write", "o.txt", content="x\n"), expected_outputs=["o.txt"], max_attempts=1)
+    worker = subprocess.Popen([sys.executable, str(test_worktrees.WORKER), "w1"], cwd=repo.root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(started.exists, what="the setup command to start")
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    assert q.recover_stale(worker_id="w1") == [tid]  # what the coordinator does when a worker dies
+    t = q.get_task(tid)
+    assert t.status == "failed" and "setup_command" in t.error and "setup.py" in t.error, t.error
