@@ -616,12 +616,31 @@ class TaskTree:
         title = " ".join((self.task.prompt.strip().splitlines() or [""])[0].split())[:72]
         try:
             with _locked(self.dir / ".merge.lock", keepalive=self.keepalive, every=self.every):
-                outcome.update(self._merge_into_job_branch(f"klauss: merge task {self.task.id}: {title}"))
+                try:
+                    outcome.update(self._merge_into_job_branch(f"klauss: merge task {self.task.id}: {title}"))
+                except WorktreeError:
+                    # Once more from a fresh merge worktree: whatever an interrupted git left in the
+                    # old one must not fail every later merge of the job.
+                    _remove_worktree(self.repo, self.dir / f"merged-{self.task.job_id}")
+                    outcome.update(self._merge_into_job_branch(f"klauss: merge task {self.task.id}: {title}"))
         except WorktreeError as exc:
             outcome["merge"] = "error"
             outcome.setdefault("warnings", []).append(
                 f"could not merge into {self.job_branch}: {exc}; the work is safe on branch {self.branch}")
         return None
+
+    def _clear_stale_locks(self, mpath):
+        """Remove the lock files a git killed mid-command (with its worker) left in the job's merge
+        worktree and on the job branch. Only called under the merge flock: every git that works
+        there is ours and runs under that lock, so none is alive now."""
+        gitdir = Path(self._git(mpath, "rev-parse", "--absolute-git-dir").stdout.strip())
+        common = mpath / self._git(mpath, "rev-parse", "--git-common-dir").stdout.strip()  # absolute wins in /
+        for lock in (gitdir / "index.lock", gitdir / "HEAD.lock", common / "refs" / "heads" / f"{self.job_branch}.lock"):
+            try:
+                lock.unlink()
+                _warn(f"removed {lock}, left by an interrupted git")
+            except FileNotFoundError:
+                pass
 
     def _merge_into_job_branch(self, message):
         repo, ref = self.repo, f"refs/heads/{self.job_branch}"
@@ -636,6 +655,7 @@ class TaskTree:
             # Detached: the job branch is moved by update-ref, so it is never "checked out" and the
             # user can look at it, or check it out, freely.
             self._git(repo, "worktree", "add", "--detach", str(mpath), tip)
+        self._clear_stale_locks(mpath)
         self._git(mpath, "merge", "--abort", check=False)
         self._git(mpath, "reset", "-q", "--hard")
         self._git(mpath, "clean", "-qfd")

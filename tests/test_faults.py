@@ -170,3 +170,30 @@ def test_a_worker_dying_in_setup_names_the_setup_command(repo):
     assert q.recover_stale(worker_id="w1") == [tid]  # what the coordinator does when a worker dies
     t = q.get_task(tid)
     assert t.status == "failed" and "setup_command" in t.error and "setup.py" in t.error, t.error
+
+
+# --- 14: a stale index.lock in the job's merge worktree ----------------------------------------------
+
+def test_a_stale_index_lock_in_the_merge_worktree_does_not_break_later_merges(repo):
+    orch = test_worktrees.ClaudeOrchestrator("t")
+    job, [first] = orch.submit_plan("two files", [
+        {"prompt": fake("write", "a.txt", content="a\n"), "expected_outputs": ["a.txt"]}], isolation="worktree")
+    repo.run_worker()
+    q = orch.queue
+    assert q.get_task(first).outcome["merge"] == "merged", describe(q, [first])
+    mpath = repo.cfg.state_dir / "worktrees" / f"merged-{job}"
+    gitdir = test_worktrees.git(mpath, "rev-parse", "--absolute-git-dir")
+    # What a git SIGKILLed in the middle of `reset --hard` (with its worker) leaves behind.
+    (test_worktrees.Path(gitdir) / "index.lock").write_text("")
+    second = orch.add_subtask(job, fake("write", "b.txt", content="b\n"), expected_outputs=["b.txt"])
+    repo.run_worker()
+    t = q.get_task(second)
+    assert t.status == "completed" and t.outcome["merge"] == "merged", (t.outcome.get("merge"), t.outcome.get("warnings"))
+    assert repo.show(f"klauss/{job}/merged", "a.txt") == "a" and repo.show(f"klauss/{job}/merged", "b.txt") == "b"
+
+
+def test_a_merge_error_is_not_reported_as_a_clean_job():
+    job = {"id": "j1", "metadata": {"isolation": "worktree", "merge": "auto"}}
+    results = {1: {"status": "completed", "merge": "merged"}, 2: {"status": "completed", "merge": "error"}}
+    text = "\n".join(test_worktrees.ClaudeOrchestrator._isolation_summary(job, results))
+    assert "1 task(s) merged" in text and "Not merged:** 1 completed task(s)" in text and "#2" in text
