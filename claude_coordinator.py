@@ -404,11 +404,13 @@ class Slot:
 
     STARTING, READY, BACKOFF, FAILED, STOPPED = "starting", "ready", "backoff", "failed", "stopped"
 
-    def __init__(self, n, log_path):
+    def __init__(self, n, log_path, on_error=None):
         self.n = n
         self.worker_id = f"worker_{n}"
         self.log_path = log_path
-        self.log = open(log_path, "ab", buffering=0)
+        self.on_error = on_error
+        self.log = None
+        self._open_log()
         self.state = Slot.STARTING
         self.proc = None
         self.started = 0.0
@@ -419,10 +421,25 @@ class Slot:
         self.retire_signalled = False
         self.tail = deque(maxlen=20)
 
+    def _open_log(self):
+        try:
+            self.log = open(self.log_path, "ab", buffering=0)
+        except OSError as exc:
+            if self.on_error:
+                self.on_error(self.log_path, exc)
+
     def write(self, line):
-        """One line of worker output into its log, stamped; the last few are kept for crash reports."""
+        """One line of worker output into its log, stamped; the last few are kept for crash reports.
+        A failed write (a full disk) loses the line, never the supervisor."""
         text = line.rstrip(b"\r")
-        self.log.write(now_stamp().encode() + b" " + text + b"\n")
+        if self.log is None:
+            self._open_log()
+        try:
+            if self.log is not None:
+                self.log.write(now_stamp().encode() + b" " + text + b"\n")
+        except OSError as exc:
+            if self.on_error:
+                self.on_error(self.log_path, exc)
         decoded = text.decode("utf-8", "replace").strip()
         if decoded:
             self.tail.append(decoded)
@@ -495,15 +512,30 @@ class Coordinator:
         self.log_path = cfg.logs_dir / LOG_NAME
         self.log = None
         self.db_lost = None       # why the database can no longer be trusted (see _check_db)
+        self.disk_full = None     # why writes fail (see _check_disk); the pool pauses meanwhile
+        self.disk_full_since = None
 
     # --- messages ---
 
     def say(self, message):
         line = f"{now_stamp()} coordinator: {message}"
         if self.log is not None:
-            self.log.write((line + "\n").encode())
+            try:
+                self.log.write((line + "\n").encode())
+            except OSError as exc:
+                self._write_failed(self.log_path, exc)
         if self.echo:
-            eprint(line)
+            try:
+                eprint(line)
+            except OSError as exc:  # our stderr is a log file too when detached
+                self._write_failed(self.log_path, exc)
+
+    def _write_failed(self, path, exc):
+        """A log write failed: remember why; the next tick pauses the pool (never raise here)."""
+        if self.disk_full is None:
+            self.disk_full = f"disk full: cannot write {path}: {exc.strerror or exc}" if claude_queue._is_full(exc) \
+                else f"cannot write {path}: {exc.strerror or exc}"
+            self.disk_full_since = time.monotonic()
 
     # --- the flag other programs read ---
 
@@ -551,10 +583,18 @@ class Coordinator:
         self._add_slots()
         self.publish()
         while self.state != Coordinator.STOPPED:
-            self._wait()
-            self._handle_signals()
-            self._reap()
-            self._timers()
+            try:
+                self._wait()
+                self._handle_signals()
+                self._reap()
+                self._timers()
+            except claude_queue.DiskFull as exc:
+                self._write_failed(self.cfg.db_path, exc)
+                self.disk_full = str(exc)
+                # A worker's exit may have been half handled: have its slot restarted later.
+                for slot in self.slots:
+                    if slot.proc is None and slot.state in (Slot.STARTING, Slot.READY):
+                        slot.state, slot.restart_at = Slot.BACKOFF, time.monotonic() + self.tick
         self._drain_pipes(deadline=time.monotonic() + 1.0)
         self.say(f"stopped ({self.stop_reason})")
         return self.exit_code
@@ -621,7 +661,7 @@ class Coordinator:
         used = {s.n for s in self.slots}
         for n in range(1, self.n + 1):
             if n not in used:
-                slot = Slot(n, self.cfg.logs_dir / f"worker_{n}.log")
+                slot = Slot(n, self.cfg.logs_dir / f"worker_{n}.log", on_error=self._write_failed)
                 self.slots.append(slot)
                 self._spawn(slot)
         self.slots.sort(key=lambda s: s.n)
@@ -664,7 +704,8 @@ class Coordinator:
 
     def _retire(self, slot):
         slot.state = Slot.STOPPED
-        slot.log.close()
+        if slot.log is not None:
+            slot.log.close()
         self.slots.remove(slot)
 
     def _spawn(self, slot):
@@ -770,7 +811,7 @@ class Coordinator:
         if self.state in (Coordinator.STARTING, Coordinator.RUNNING):
             for slot in self.slots:
                 if slot.state == Slot.BACKOFF and slot.restart_at is not None and now >= slot.restart_at \
-                        and not self._check_db():
+                        and not self._check_db() and self.disk_full is None:
                     self._spawn(slot)
                     self.publish()
         if self.state == Coordinator.STARTING:
@@ -819,8 +860,39 @@ class Coordinator:
                 self.lock.note_problem(lost)
         return self.db_lost is not None
 
+    def _check_disk(self):
+        """While writes fail: keep the workers paused (the "paused" flag, renewed each tick, when the
+        database can still be written; otherwise their own writes fail and pause them) and try to
+        write the log again. True while still failing."""
+        if self.disk_full is None:
+            return False
+        line = (f"{now_stamp()} coordinator: writes work again after {time.monotonic() - self.disk_full_since:.0f}s "
+                f"({self.disk_full}); claiming resumed\n")
+        try:
+            if self.log is not None:
+                self.log.write(line.encode())
+            flag = self.queue.get_flag("paused")
+            if flag and flag["value"].get("reason") == "disk_full":
+                self.queue.clear_flag("paused")
+        except (OSError, claude_queue.QueueError):
+            try:
+                flag = self.queue.get_flag("paused")
+                if not flag or flag["value"].get("reason") == "disk_full":
+                    self.queue.set_flag("paused", {"reason": "disk_full", "message": self.disk_full + "; the pool "
+                                                   "pauses claiming until writes work again"},
+                                        until=time.time() + max(2.0, 4 * self.tick))
+            except claude_queue.QueueError:
+                pass
+            self.lock.note_problem(self.disk_full)
+            return True
+        if self.echo:
+            eprint(line.rstrip("\n"))
+        self.disk_full = self.disk_full_since = None
+        self.lock.note_problem(self.db_lost)
+        return False
+
     def _periodic(self):
-        if self._check_db():
+        if self._check_disk() or self._check_db():
             return
         self._check_resize()  # in case the signal that announces a request was missed
         # recover_stale() takes the write lock even when nothing expired; a read of the (few)
@@ -956,6 +1028,8 @@ class Coordinator:
                 flag = self.queue.get_flag(FLAG)
                 if flag and flag["value"].get("pid") == os.getpid():
                     self.queue.clear_flag(FLAG)
+        except claude_queue.QueueError as exc:
+            self.say(f"could not clear the pool flag: {exc}")  # status checks the pid: it reads as stopped
         finally:
             if self.sel is not None:
                 for key in list(self.sel.get_map().values()):
@@ -966,7 +1040,8 @@ class Coordinator:
                 os.close(self._wake_r)
                 os.close(self._wake_w)
             for slot in self.slots:
-                slot.log.close()
+                if slot.log is not None:
+                    slot.log.close()
             if self.log is not None:
                 self.log.close()
             if self.queue is not None:
@@ -1244,6 +1319,10 @@ def _fmt_mem(kb):
     return f"{kb / 1024:.0f}M" if kb < 1024 * 1024 else f"{kb / 1024 / 1024:.1f}G"
 
 
+def disk_full_note(cfg):
+    return claude_queue.disk_full_note(cfg.state_dir, cfg.db_path.parent)
+
+
 def pool_status(cfg, queue):
     """Everything `status` shows, as plain data (also its --json output)."""
     running = claude_queue.running_coordinator(queue)
@@ -1278,7 +1357,7 @@ def pool_status(cfg, queue):
     unrecorded = _unrecorded(cfg, running)
     problem = (unrecorded or locked_coordinator(cfg.state_dir) or {}).get("problem")
     return {"running": running is not None or unrecorded is not None, "unrecorded_coordinator": unrecorded,
-            "problem": problem, "db": str(cfg.db_path), "state_dir": str(cfg.state_dir),
+            "problem": problem, "disk_full": disk_full_note(cfg), "db": str(cfg.db_path), "state_dir": str(cfg.state_dir),
             "coordinator": coordinator, "workers": workers, "queue": queue.get_stats(),
             "config_error": flags["config_error"]["value"] if flags["config_error"] else None,
             "paused": flags["paused"] if flags["paused"] else None}
@@ -1309,6 +1388,8 @@ def cmd_status(args):
     else:
         print("pool: not running (start it with: manage.sh start [N])")
     print(f"database: {st['db']}")
+    if st["disk_full"]:
+        print(f"{st['disk_full']}: the pool pauses claiming until writes work again; free some space")
     if st["config_error"]:
         print(f"configuration error: {st['config_error'].get('message')}; fix: {st['config_error'].get('fix')}")
     if st["paused"]:

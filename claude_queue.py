@@ -22,6 +22,7 @@ import json
 import os
 import random
 import select
+import shutil
 import sqlite3
 import threading
 import time
@@ -49,6 +50,10 @@ HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 class QueueError(RuntimeError):
     """An operation the queue could not carry out (not a validation error)."""
+
+
+class DiskFull(QueueError):
+    """A write failed because the disk is full: a pool pauses until writes work again."""
 
 
 # --- schema and migrations ---------------------------------------------------------------------
@@ -171,6 +176,25 @@ MIGRATIONS = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _is_full(exc):
+    return "disk is full" in str(exc).lower() or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+
+
+LOW_DISK_BYTES = 64 * 1024  # below this the database, logs and transcripts cannot be written for long
+
+
+def disk_full_note(*folders):
+    """"disk full: ..." when one of the folders' file systems is (nearly) full, else None."""
+    for folder in dict.fromkeys(folders):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        if free < LOW_DISK_BYTES:
+            return f"disk full: {free} bytes free on {folder}"
+    return None
 
 
 def _is_busy(exc):
@@ -461,6 +485,9 @@ class TaskQueue:
                 return fn()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
+                    if _is_full(exc):
+                        raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
+                                       "free some space on that disk") from None
                     if "readonly" in str(exc).lower() or "unable to open" in str(exc).lower():
                         raise QueueError(f"cannot write database {self.db_path}: {exc}") from None
                     raise
@@ -478,8 +505,11 @@ class TaskQueue:
         self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             yield conn
-        except BaseException:
+        except BaseException as exc:
             conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _is_full(exc):
+                raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
+                               "free some space on that disk") from None
             raise
         else:
             self._retry(lambda: conn.execute("COMMIT"))

@@ -302,6 +302,7 @@ class Worker:
         self._last_recover = 0.0
         self._last_worker_beat = 0.0
         self._db_lost_said = False
+        self._disk_full = False
         self._info = {"coordinator_pid": coordinator_pid}
         workers = cfg["workers"]
         self.lease = workers["lease_seconds"]
@@ -354,8 +355,11 @@ class Worker:
     def note_claude(self, pid):
         # Recorded so the coordinator can kill claude's group if this worker is SIGKILLed.
         self._info = {**self._info, "claude_pid": pid, "claude_pgid": pid}
-        self.queue.worker_heartbeat(self.worker_id, state=self.state,
-                                    current_task=self.run.task.id if (pid and self.run) else None, info=self._info)
+        try:
+            self.queue.worker_heartbeat(self.worker_id, state=self.state,
+                                        current_task=self.run.task.id if (pid and self.run) else None, info=self._info)
+        except claude_queue.QueueError as exc:
+            log(f"could not record claude's pid {pid}: {exc}")  # the next heartbeat records it
 
     # the main loop
 
@@ -377,10 +381,26 @@ class Worker:
             return self.loop()
         finally:
             self.waker.close()
-            self.queue.unregister_worker(self.worker_id)
+            try:
+                self.queue.unregister_worker(self.worker_id)
+            except claude_queue.QueueError as exc:
+                log(f"could not unregister: {exc}")  # the coordinator forgets a dead worker's row
             log(f"worker {self.worker_id} stopped")
 
     def loop(self):
+        while True:
+            try:
+                return self._loop()
+            except claude_queue.DiskFull as exc:
+                # Never a crash: wait, without writing anything, until writes work again.
+                if not self._disk_full:
+                    self._disk_full = True
+                    log(f"error: {exc}; claiming paused until writes work again")
+                if self.stopping or self.parent_gone():
+                    continue
+                self.waker.wait(min(self.cfg["workers"]["poll_seconds"], IDLE_TICK_SECONDS))
+
+    def _loop(self):
         while True:
             if self.stopping or self.parent_gone():
                 if not self.stopping:
@@ -409,8 +429,16 @@ class Worker:
                     log(f"error: {lost}; claiming nothing more (stop the pool: {hints.command('stop')})")
                 self.idle_wait(self.cfg["workers"]["poll_seconds"])
                 continue
+            if self._disk_full:
+                low = claude_queue.disk_full_note(self.cfg.logs_dir, self.queue.db_path.parent)
+                if low:
+                    self.idle_wait(self.cfg["workers"]["poll_seconds"])
+                    continue
             self.maybe_recover()
             task = self.queue.claim_task(self.worker_id, lease_seconds=self.lease)
+            if self._disk_full:
+                self._disk_full = False
+                log("writes work again; claiming resumed")
             if task is None:
                 next_at = self.queue.next_claimable_at()
                 if self.exit_when_idle and next_at is None:
@@ -489,6 +517,10 @@ class Worker:
             exit_code, duration = self.run.execute()
         except OSError as exc:
             self.run.stop.set()
+            if claude_queue._is_full(exc):
+                # Not the task's fault: give it back untouched and pause (the loop waits for space).
+                q.release_task(task.id, self.worker_id, reason="disk full", attempt=task.attempt)
+                raise claude_queue.DiskFull(f"disk full: cannot write {transcript}: {exc.strerror}") from None
             q.fail_task(task.id, self.worker_id, f"could not start claude: {exc}", attempt=task.attempt)
             log(f"task {task.id}: could not start claude: {exc}")
             return None

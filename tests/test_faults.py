@@ -197,3 +197,83 @@ def test_a_merge_error_is_not_reported_as_a_clean_job():
     results = {1: {"status": "completed", "merge": "merged"}, 2: {"status": "completed", "merge": "error"}}
     text = "\n".join(test_worktrees.ClaudeOrchestrator._isolation_summary(job, results))
     assert "1 task(s) merged" in text and "Not merged:** 1 completed task(s)" in text and "#2" in text
+
+
+# --- 15: a full disk pauses the pool instead of killing it -----------------------------------------
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB tmpfs (root only): filled and freed by the test, like a real full disk."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def fill(mnt):
+    """Write a filler file until the disk is full; returns its path (delete it to free the space).
+    Every log is first padded to a whole page, so its next line needs space (tmpfs allocates pages)."""
+    for log in mnt.rglob("*.log"):
+        with open(log, "ab") as fh:
+            fh.write(b"\n" * (-log.stat().st_size % 4096))
+    filler = mnt / "filler"
+    with open(filler, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == 28, exc
+    return filler
+
+
+def _full_disk_project(make_project, tiny_disk, db_on_disk):
+    project = make_project()
+    paths = f"[paths]\nstate_dir = \"{tiny_disk / 'state'}\"\n"
+    if not db_on_disk:
+        paths += f"db = \"{project.tmp / 'tasks.db'}\"\n"
+    with open(project.root / ".klauss.toml", "a") as fh:
+        fh.write(paths)
+    assert project.manage("start", "2").returncode == 0
+    project.wait_pool_up(2)
+    go = project.tmp / "go"
+    ids = project.queue().add_tasks([{"prompt": f"{fake('wait_for_file', str(go))}\ntask {i}"} for i in range(6)])
+    wait_for(lambda: project.queue().get_stats()["in_progress"] == 2, what="two tasks running")
+    pids = [project.flag()["pid"], *project.flag()["worker_pids"].values()]
+    return project, go, ids, pids
+
+
+def test_a_full_log_disk_pauses_the_pool_and_it_resumes(make_project, tiny_disk):
+    project, go, ids, pids = _full_disk_project(make_project, tiny_disk, db_on_disk=False)
+    filler = fill(tiny_disk)
+    go.touch()  # the two running tasks finish; their workers' log lines no longer fit
+    q = project.queue()
+    paused = wait_for(lambda: (q.get_flag("paused") or {}).get("value"), what=lambda: "the pool to pause: " + describe(q, ids))
+    assert paused["reason"] == "disk_full" and "disk full" in paused["message"], paused
+    status = project.manage("status")
+    assert "disk full" in status.stdout and status.returncode == 0, status.stdout + status.stderr
+    assert all(os.path.exists(f"/proc/{p}") for p in pids), "nobody died of the full disk"
+    filler.unlink()
+    wait_for(lambda: all(q.get_task(t).status == "completed" for t in ids), what=lambda: describe(q, ids))
+    assert "writes work again" in (tiny_disk / "state" / "logs" / "coordinator.log").read_text()
+    assert q.get_flag("paused") is None
+
+
+def test_a_full_disk_under_the_database_kills_nobody(make_project, tiny_disk):
+    project, go, ids, pids = _full_disk_project(make_project, tiny_disk, db_on_disk=True)
+    filler = fill(tiny_disk)
+    go.touch()
+    # The running tasks end; recording them fails for now.
+    wait_for(lambda: not [p for p in project.processes() if p not in pids and "fake_claude" in
+                          " ".join(test_worktrees.claude_queue.process_args(p) or [])],
+             what="the running claude processes to end")
+    status = project.manage("status")
+    assert status.returncode == 0 and "disk full" in status.stdout, status.stdout + status.stderr
+    assert all(os.path.exists(f"/proc/{p}") for p in pids), "nobody died of the full disk"
+    filler.unlink()
+    q = project.queue()
+    wait_for(lambda: all(q.get_task(t).status == "completed" for t in ids), timeout=90,
+             what=lambda: describe(q, ids))
