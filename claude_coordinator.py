@@ -271,7 +271,12 @@ def open_queue(cfg, create=True):
     looking (status, ps, stop...) never creates a state directory or a database."""
     if not create and not cfg.db_path.exists():
         return _NoQueue()
-    cfg.ensure_state_dir()
+    try:
+        cfg.ensure_state_dir()
+    except OSError:
+        if create:
+            raise
+        # A read-only state directory: looking still works (the queue opens the database read-only).
     return claude_queue.TaskQueue(str(cfg.db_path), cfg=cfg)
 
 
@@ -1567,9 +1572,13 @@ def cmd_init_config(args):
 
 def cmd_clean(args):
     cfg = _load(args)
-    queue = open_queue(cfg, create=False)
     try:
-        running = claude_queue.running_coordinator(queue)
+        queue = open_queue(cfg, create=False)
+    except claude_queue.DatabaseBroken:
+        # Unreadable: cleaning it away is the fix; the lock still tells whether a pool runs on it.
+        queue = _NoQueue()
+    try:
+        running = claude_queue.running_coordinator(queue) or locked_coordinator(cfg.state_dir)
         live = _recorded_pool_processes(cfg, queue)
         stats = queue.get_stats()
     finally:
@@ -1652,6 +1661,8 @@ def doctor_checks(args):
                                problem["value"].get("fix")))
         finally:
             queue.close()
+    except claude_queue.DatabaseBroken as exc:
+        checks.append((False, "database", str(exc)[:-len(exc.fix) - 2], exc.fix))
     except (claude_queue.QueueError, OSError, sqlite3.Error) as exc:
         checks.append((False, "database", f"{cfg.db_path}: {exc}",
                        "make the state directory writable, or pass --db / set KLAUSS_DB"))

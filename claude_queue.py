@@ -22,15 +22,18 @@ import json
 import os
 import random
 import select
+import shlex
 import shutil
 import sqlite3
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import config
+import hints
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "skipped")
 FINISHED = ("completed", "failed", "cancelled", "skipped")
@@ -50,6 +53,18 @@ HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 class QueueError(RuntimeError):
     """An operation the queue could not carry out (not a validation error)."""
+
+
+class DatabaseBroken(QueueError):
+    """The database file is corrupt or belongs to something else; `fix` says what to do."""
+
+    def __init__(self, message, fix):
+        super().__init__(f"{message}: {fix}")
+        self.fix = fix
+
+
+class _ReadOnly(QueueError):
+    """Opening for writing failed for lack of permission (a read-only directory or file system)."""
 
 
 class DiskFull(QueueError):
@@ -176,6 +191,11 @@ MIGRATIONS = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _is_readonly(exc):
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
 
 
 def _is_full(exc):
@@ -420,6 +440,7 @@ class TaskQueue:
         # Pool processes pin the file they opened: see db_replaced().
         self.pinned = False
         self._identity = None
+        self.read_only = False  # set when the database can only be read (see _connect)
         if not self.db_path.parent.is_dir():
             if db_path is None:
                 cfg.ensure_state_dir()
@@ -429,6 +450,15 @@ class TaskQueue:
         self._connect()
 
     # --- connection and transactions ---
+
+    def _broken(self, exc, foreign=False):
+        db = shlex.quote(str(self.db_path))
+        if foreign:
+            return DatabaseBroken(f"{self.db_path} is not a Klauss database (it has tables of its own and no Klauss "
+                                  "schema version)", f"pass another --db, or move it aside (mv {db} {db}.other)")
+        return DatabaseBroken(f"the database {self.db_path} is corrupt ({exc})",
+                              f"move it aside (mv {db} {db}.corrupt) and Klauss starts a new one, or delete it "
+                              f"with `{hints.command('clean')}`")
 
     def _connect(self):
         conn = getattr(self._local, "conn", None)
@@ -442,22 +472,68 @@ class TaskQueue:
         if lost:
             self._identity = None  # a client (MCP server, dashboard) follows the path to the new file
         try:
+            conn = self._open_read_only() if self.read_only else self._open()
+        except _ReadOnly:
+            if not self.db_path.exists():
+                raise
+            # Nothing can be written here (a read-only directory or file system), but reading
+            # must still work: status, list, show, stats.
+            self.read_only = True
+            conn = self._open_read_only()
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:
+                raise
+            raise self._broken(exc) from None
+        if self._identity is None:
+            self._identity = _file_identity(self.db_path)
+        return conn
+
+    def _open(self):
+        try:
             conn = sqlite3.connect(str(self.db_path), timeout=5, isolation_level=None,
                                    check_same_thread=False)
         except sqlite3.OperationalError as exc:
             raise QueueError(f"cannot open database {self.db_path}: {exc}") from None
-        conn.row_factory = sqlite3.Row
-        self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
-        conn.execute("PRAGMA synchronous=NORMAL")
-        # Checkpoints copy the WAL back into the database (and fsync it): done inline by whichever
-        # commit crosses the threshold, they stall that claim. The coordinator checkpoints in the
-        # background every few seconds (checkpoint()); this larger threshold is the safety net.
-        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-        conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            conn.row_factory = sqlite3.Row
+            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+            conn.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoints copy the WAL back into the database (and fsync it): done inline by whichever
+            # commit crosses the threshold, they stall that claim. The coordinator checkpoints in the
+            # background every few seconds (checkpoint()); this larger threshold is the safety net.
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            self._migrate(conn)
+        except BaseException:
+            self._local.conn = None
+            conn.close()
+            raise
+        return conn
+
+    def _open_read_only(self):
+        uri = "file:" + urllib.parse.quote(str(self.db_path)) + "?mode=ro"
+        # Without its -shm file (and no right to create one) a WAL database opens only as immutable;
+        # nobody can be writing it then.
+        for extra in ("", "&immutable=1"):
+            try:
+                conn = sqlite3.connect(uri + extra, uri=True, timeout=5, isolation_level=None,
+                                       check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                error = exc
+        else:
+            raise QueueError(f"cannot open database {self.db_path} even read-only: {error}")
+        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            conn.close()
+            raise self._broken(None, foreign=True)
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise QueueError(f"database {self.db_path} has schema version {version} and Klauss "
+                             f"{SCHEMA_VERSION}, and it is read-only: make it writable once to upgrade it")
         self._local.conn = conn
-        self._migrate(conn)
-        if self._identity is None:
-            self._identity = _file_identity(self.db_path)
         return conn
 
     def db_replaced(self):
@@ -485,6 +561,8 @@ class TaskQueue:
                 return fn()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
+                    if _is_readonly(exc) and not getattr(self._local, "conn", None) and not self.read_only:
+                        raise _ReadOnly(f"cannot write database {self.db_path}: {exc}") from None
                     if _is_full(exc):
                         raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
                                        "free some space on that disk") from None
@@ -496,6 +574,10 @@ class TaskQueue:
                                      "is a process stuck holding it?") from None
                 time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 0.05)
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is not sqlite3.DatabaseError:  # a constraint, a bad query: not the file
+                    raise
+                raise self._broken(exc) from None  # "malformed", "not a database": the file is bad
 
     @contextmanager
     def _write(self, notify=False):
@@ -510,6 +592,8 @@ class TaskQueue:
             if isinstance(exc, sqlite3.OperationalError) and _is_full(exc):
                 raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
                                "free some space on that disk") from None
+            if type(exc) is sqlite3.DatabaseError:
+                raise self._broken(exc) from None
             raise
         else:
             self._retry(lambda: conn.execute("COMMIT"))
@@ -554,8 +638,11 @@ class TaskQueue:
         return self._retry(lambda: self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
 
     def _migrate(self, conn):
-        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
             return
+        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise self._broken(None, foreign=True)
         with self._write() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:

@@ -6,6 +6,7 @@ hostile executables written by the test) and would fail on the code before the f
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -277,3 +278,62 @@ def test_a_full_disk_under_the_database_kills_nobody(make_project, tiny_disk):
     q = project.queue()
     wait_for(lambda: all(q.get_task(t).status == "completed" for t in ids), timeout=90,
              what=lambda: describe(q, ids))
+
+
+# --- 16: a corrupt, foreign or read-only database ---------------------------------------------------
+
+def _corrupt(path):
+    path.write_bytes(b"this is not an SQLite database\n" * 200)
+
+
+def _foreign(path):
+    conn = sqlite3.connect(str(path))
+    conn.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY, what TEXT)")
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("spoil, words", [(_corrupt, "is corrupt"), (_foreign, "is not a Klauss database")])
+def test_a_broken_database_gets_one_line_and_the_right_fix(make_project, spoil, words):
+    project = make_project()
+    project.state.mkdir()
+    db = project.state / "claude_tasks.db"
+    spoil(db)
+    for argv in (["status"], ["start", "1"], ["stop"], ["kill"], ["logs", "task", "1"], ["list"], ["stats"]):
+        out = project.manage(*argv)  # fails the test on a traceback
+        assert out.returncode != 0, (argv, out.stdout)
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and f"mv {db} " in lines[0], (argv, out.stderr)
+    doctor = project.manage("doctor").stdout
+    assert words in doctor and f"fix: move it aside (mv {db} " in doctor or "fix: pass another --db" in doctor, doctor
+    assert "writable" not in doctor
+
+
+@pytest.fixture
+def read_only_state(tmp_path):
+    """A project whose state directory then becomes read-only (a read-only tmpfs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to remount a file system read-only")
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_read_commands_work_on_a_read_only_state_dir(make_project, read_only_state):
+    project = make_project()
+    with open(project.root / ".klauss.toml", "a") as fh:
+        fh.write(f"[paths]\nstate_dir = \"{read_only_state / 'state'}\"\n")
+    assert project.manage("submit", "the read-only task").returncode == 0
+    project.queue().submit_job("ro job", [{"prompt": "t2"}])
+    project.queue().close()
+    project._queue = None
+    subprocess.run(["mount", "-o", "remount,ro", str(read_only_state)], check=True)
+    for argv, expect in ((["status"], "pending"), (["list"], "the read-only task"), (["show", "1"], "the read-only task"),
+                         (["stats"], "2"), (["jobs"], "ro job"), (["status", "--json"], '"pending": 2')):
+        out = project.manage(*argv)
+        assert out.returncode == 0 and expect in out.stdout, (argv, out.stdout, out.stderr)
+    out = project.manage("submit", "cannot be written")
+    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1, out.stderr
