@@ -45,6 +45,10 @@ TASK_FIELDS = ("prompt", "working_dir", "context_files", "expected_outputs", "me
 BUSY_RETRY_SECONDS = 300  # after this long waiting for the lock, give up with a clear error
 
 WAL_AUTOCHECKPOINT_PAGES = 10000  # 40 MB of WAL at 4 KB pages
+# The WAL file keeps its largest size until the last connection closes unless it is truncated: a
+# pool that runs for days would carry a WAL several times the database. Past this size the
+# coordinator's checkpoint truncates it, and SQLite trims it to this size whenever it restarts.
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 # UPDATE ... RETURNING arrived in SQLite 3.35; Python 3.9 on Debian 11 links 3.34, where the claim
 # selects then updates inside the same BEGIN IMMEDIATE transaction (equally atomic).
@@ -502,6 +506,7 @@ class TaskQueue:
             # commit crosses the threshold, they stall that claim. The coordinator checkpoints in the
             # background every few seconds (checkpoint()); this larger threshold is the safety net.
             conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
             self._migrate(conn)
@@ -634,8 +639,25 @@ class TaskQueue:
         return self._retry(lambda: conn.execute(sql, params).fetchall())
 
     def checkpoint(self):
-        """Copy the WAL back into the database without blocking readers or writers (PASSIVE)."""
-        return self._retry(lambda: self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        """Copy the WAL back into the database without blocking readers or writers (PASSIVE); when
+        that got everything and the WAL file has grown past WAL_LIMIT_BYTES, truncate it, waiting
+        at most a moment for readers (a busy truncate is simply tried again next time)."""
+        conn = self._connect()
+        row = self._retry(lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        try:
+            size = os.path.getsize(f"{self.db_path}-wal")
+        except OSError:
+            size = 0
+        if size > WAL_LIMIT_BYTES and row is not None and row[0] == 0 and row[1] == row[2]:
+            conn.execute("PRAGMA busy_timeout=100")
+            try:
+                row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+            finally:
+                conn.execute("PRAGMA busy_timeout=5000")
+        return row
 
     def _migrate(self, conn):
         version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -337,3 +337,32 @@ def test_read_commands_work_on_a_read_only_state_dir(make_project, read_only_sta
         assert out.returncode == 0 and expect in out.stdout, (argv, out.stdout, out.stderr)
     out = project.manage("submit", "cannot be written")
     assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+# --- 19: the WAL stays bounded while tasks flow -------------------------------------------------------
+
+def test_the_wal_stays_bounded_while_many_tasks_flow(make_queue):
+    q = make_queue()
+    wal = f"{q.db_path}-wal"
+    big = "x" * 4000
+    # A reader that holds its snapshot (a slow `list`, an orchestrator between reads) keeps every
+    # checkpoint from finishing, so the WAL grows past the limit meanwhile.
+    reader = sqlite3.connect(str(q.db_path))
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM tasks").fetchone()
+    q.add_tasks([{"prompt": f"{big} {i}"} for i in range(2000)])
+    q.checkpoint()
+    bound = 4 * 1024 * 1024  # claude_queue.WAL_LIMIT_BYTES
+    assert os.path.getsize(wal) > 2 * bound
+    reader.rollback()
+    reader.close()
+    # Then tasks flow and the coordinator checkpoints now and then, as it does every tick.
+    sizes = []
+    for batch in range(10):
+        for _ in range(50):
+            task = q.claim_task("w1", lease_seconds=60)
+            q.complete_task(task.id, "w1", {"result": big}, attempt=task.attempt)
+        q.add_tasks([{"prompt": f"{big} more {batch} {i}"} for i in range(50)])
+        q.checkpoint()
+        sizes.append(os.path.getsize(wal))
+    assert max(sizes) <= bound, sizes
