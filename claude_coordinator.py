@@ -538,8 +538,9 @@ class Coordinator:
     def _write_failed(self, path, exc):
         """A log write failed: remember why; the next tick pauses the pool (never raise here)."""
         if self.disk_full is None:
-            self.disk_full = f"disk full: cannot write {path}: {exc.strerror or exc}" if claude_queue._is_full(exc) \
-                else f"cannot write {path}: {exc.strerror or exc}"
+            why = getattr(exc, "strerror", None) or exc
+            self.disk_full = f"disk full: cannot write {path}: {why}" if claude_queue._is_full(exc) \
+                else f"cannot write {path}: {why}"
             self.disk_full_since = time.monotonic()
 
     # --- the flag other programs read ---
@@ -594,8 +595,8 @@ class Coordinator:
                 self._reap()
                 self._timers()
             except claude_queue.DiskFull as exc:
-                self._write_failed(self.cfg.db_path, exc)
-                self.disk_full = str(exc)
+                if self.disk_full is None:
+                    self.disk_full, self.disk_full_since = str(exc), time.monotonic()
                 # A worker's exit may have been half handled: have its slot restarted later.
                 for slot in self.slots:
                     if slot.proc is None and slot.state in (Slot.STARTING, Slot.READY):

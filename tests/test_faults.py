@@ -274,10 +274,15 @@ def test_a_full_disk_under_the_database_kills_nobody(make_project, tiny_disk):
     status = project.manage("status")
     assert status.returncode == 0 and "disk full" in status.stdout, status.stdout + status.stderr
     assert all(os.path.exists(f"/proc/{p}") for p in pids), "nobody died of the full disk"
+    # A worker dying now: the coordinator's bookkeeping writes fail too, and it must live on.
+    os.killpg(pids[1], signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{pids[1]}") or
+             open(f"/proc/{pids[1]}/stat").read().rsplit(")", 1)[1].split()[0] == "Z", what="the worker to die")
     filler.unlink()
     q = project.queue()
     wait_for(lambda: all(q.get_task(t).status == "completed" for t in ids), timeout=90,
              what=lambda: describe(q, ids))
+    assert os.path.exists(f"/proc/{pids[0]}") and project.flag()["pid"] == pids[0]
 
 
 # --- 16: a corrupt, foreign or read-only database ---------------------------------------------------
@@ -366,3 +371,17 @@ def test_the_wal_stays_bounded_while_many_tasks_flow(make_queue):
         q.checkpoint()
         sizes.append(os.path.getsize(wal))
     assert max(sizes) <= bound, sizes
+
+
+def test_sqlite_disk_full_is_one_clear_error(tiny_disk):
+    db = tiny_disk / "q.db"
+    q = claude_queue.TaskQueue(str(db), cfg=config.load_config(db=str(db), cwd=tiny_disk, env={}))
+    q.add_task("before")
+    q._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()  # every new write must grow the WAL
+    filler = fill(tiny_disk)
+    with pytest.raises(claude_queue.DiskFull, match=r"^disk full: cannot write the database .*q\.db"):
+        q.add_tasks([{"prompt": "x" * 100_000} for _ in range(5)])
+    assert [t.prompt for t in q.list_tasks()] == ["before"]
+    filler.unlink()
+    q.add_task("after")
+    q.close()
