@@ -137,7 +137,7 @@ def _slow_setup(repo, lease):
 
 
 def test_a_setup_command_longer_than_two_leases_keeps_its_worker_alive(repo):
-    lease = 1
+    lease = 2
     started, go = _slow_setup(repo, lease)
     q = repo.queue
     tid = q.add_task(fake("write", "o.txt", content="x\n"), expected_outputs=["o.txt"])
