@@ -539,7 +539,7 @@ class Coordinator:
         """A log write failed: remember why; the next tick pauses the pool (never raise here)."""
         if self.disk_full is None:
             why = getattr(exc, "strerror", None) or exc
-            self.disk_full = f"disk full: cannot write {path}: {why}" if claude_queue._is_full(exc) \
+            self.disk_full = f"disk full: cannot write {path}: {why}" if claude_queue.is_disk_full(exc) \
                 else f"cannot write {path}: {why}"
             self.disk_full_since = time.monotonic()
 

@@ -202,7 +202,7 @@ def _is_readonly(exc):
     return "readonly" in text or "read-only" in text or "unable to open" in text
 
 
-def _is_full(exc):
+def is_disk_full(exc):
     return "disk is full" in str(exc).lower() or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -568,7 +568,7 @@ class TaskQueue:
                 if not _is_busy(exc):
                     if _is_readonly(exc) and not getattr(self._local, "conn", None) and not self.read_only:
                         raise _ReadOnly(f"cannot write database {self.db_path}: {exc}") from None
-                    if _is_full(exc):
+                    if is_disk_full(exc):
                         raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
                                        "free some space on that disk") from None
                     if "readonly" in str(exc).lower() or "unable to open" in str(exc).lower():
@@ -594,7 +594,7 @@ class TaskQueue:
             yield conn
         except BaseException as exc:
             conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and _is_full(exc):
+            if isinstance(exc, sqlite3.OperationalError) and is_disk_full(exc):
                 raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
                                "free some space on that disk") from None
             if type(exc) is sqlite3.DatabaseError:

@@ -517,7 +517,7 @@ class Worker:
             exit_code, duration = self.run.execute()
         except OSError as exc:
             self.run.stop.set()
-            if claude_queue._is_full(exc):
+            if claude_queue.is_disk_full(exc):
                 # Not the task's fault: give it back untouched and pause (the loop waits for space).
                 q.release_task(task.id, self.worker_id, reason="disk full", attempt=task.attempt)
                 raise claude_queue.DiskFull(f"disk full: cannot write {transcript}: {exc.strerror}") from None
