@@ -875,6 +875,7 @@ class Coordinator:
         line = (f"{now_stamp()} coordinator: writes work again after {time.monotonic() - self.disk_full_since:.0f}s "
                 f"({self.disk_full}); claiming resumed\n")
         try:
+            self.publish()  # the database too: it may be the one on the full disk
             if self.log is not None:
                 self.log.write(line.encode())
             flag = self.queue.get_flag("paused")
