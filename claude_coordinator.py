@@ -1834,6 +1834,9 @@ def main(argv=None):
     except claude_queue.QueueError as exc:
         eprint(f"error: {exc}")
         return EXIT_FAIL
+    except OSError as exc:  # a read-only or full file system under the state directory
+        eprint(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}")
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":

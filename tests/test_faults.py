@@ -340,8 +340,9 @@ def test_read_commands_work_on_a_read_only_state_dir(make_project, read_only_sta
                          (["stats"], "2"), (["jobs"], "ro job"), (["status", "--json"], '"pending": 2')):
         out = project.manage(*argv)
         assert out.returncode == 0 and expect in out.stdout, (argv, out.stdout, out.stderr)
-    out = project.manage("submit", "cannot be written")
-    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    for argv in (["submit", "cannot be written"], ["start", "1"]):
+        out = project.manage(*argv)
+        assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1, (argv, out.stderr)
 
 
 # --- 19: the WAL stays bounded while tasks flow -------------------------------------------------------
