@@ -77,6 +77,9 @@ RESIZE_FLAG = "pool_resize"
 BORROW_PREFIX = "borrow:"
 LOCK_NAME = "coordinator.lock"
 PID_NAME = "coordinator.pid"
+# One line a running coordinator leaves beside its pid file when it can no longer say it through
+# the database (deleted or replaced under it, or a full disk): control commands read it there.
+PROBLEM_NAME = "coordinator.problem"
 LOG_NAME = "coordinator.log"
 NO_WORKER = "no worker can run:"  # `start` finds the reason after this in the coordinator's log
 
@@ -105,7 +108,12 @@ def open_queue(cfg, create=True):
     looking (status, ps, stop...) never creates a state directory or a database."""
     if not create and not cfg.db_path.exists():
         return _NoQueue()
-    cfg.ensure_state_dir()
+    try:
+        cfg.ensure_state_dir()
+    except OSError:
+        if create:
+            raise
+        # A read-only state directory: looking still works (the queue opens the database read-only).
     return claude_queue.TaskQueue(str(cfg.db_path), cfg=cfg)
 
 
@@ -172,16 +180,63 @@ class PoolLock:
         except (OSError, ValueError):
             return None
 
+    def note_problem(self, text):
+        """Best effort: on a full disk even this may not be written."""
+        try:
+            (self.path.parent / PROBLEM_NAME).write_text(text + "\n" if text else "")
+        except OSError:
+            pass
+
     def release(self):
         if self.fd is None:
             return
         try:
             if self.pid_path.read_text().strip() == str(os.getpid()):
                 self.pid_path.unlink()
+            (self.path.parent / PROBLEM_NAME).unlink()
         except OSError:
             pass
         os.close(self.fd)  # closing drops the flock
         self.fd = None
+
+
+def locked_coordinator(state_dir):
+    """{"pid", "problem"} of a live coordinator holding this state directory's lock, else None.
+    The lock, not the database, is the ground truth: a pool whose database was deleted or
+    replaced under it is found here, so `status`, `stop` and `kill` still reach it."""
+    path = Path(state_dir) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                return None
+            pid = PoolLock.holder_pid(fd)
+        else:
+            return None  # nobody holds it (our shared probe goes with the close)
+    finally:
+        os.close(fd)
+    if not pid or not claude_queue.is_our_process(pid, "claude_coordinator.py"):
+        return None
+    try:
+        problem = (Path(state_dir) / PROBLEM_NAME).read_text().strip() or None
+    except OSError:
+        problem = None
+    return {"pid": pid, "problem": problem}
+
+
+def _unrecorded(cfg, running):
+    """The live coordinator the database does not know about (None when it does, or none runs)."""
+    if running is not None:
+        return None
+    found = locked_coordinator(cfg.state_dir)
+    if found and not found["problem"]:
+        found["problem"] = f"the database {cfg.db_path} does not record it (deleted or replaced under the pool?)"
+    return found
 
 
 # --- the supervisor -------------------------------------------------------------------------------
@@ -191,11 +246,13 @@ class Slot:
 
     STARTING, READY, BACKOFF, FAILED, STOPPED = "starting", "ready", "backoff", "failed", "stopped"
 
-    def __init__(self, n, log_path):
+    def __init__(self, n, log_path, on_error=None):
         self.n = n
         self.worker_id = f"worker_{n}"
         self.log_path = log_path
-        self.log = open(log_path, "ab", buffering=0)
+        self.on_error = on_error
+        self.log = None
+        self._open_log()
         self.state = Slot.STARTING
         self.proc = None
         self.started = 0.0
@@ -206,10 +263,25 @@ class Slot:
         self.retire_signalled = False
         self.tail = deque(maxlen=20)
 
+    def _open_log(self):
+        try:
+            self.log = open(self.log_path, "ab", buffering=0)
+        except OSError as exc:
+            if self.on_error:
+                self.on_error(self.log_path, exc)
+
     def write(self, line):
-        """One line of worker output into its log, stamped; the last few are kept for crash reports."""
+        """One line of worker output into its log, stamped; the last few are kept for crash reports.
+        A failed write (a full disk) loses the line, never the supervisor."""
         text = line.rstrip(b"\r")
-        self.log.write(now_stamp().encode() + b" " + text + b"\n")
+        if self.log is None:
+            self._open_log()
+        try:
+            if self.log is not None:
+                self.log.write(now_stamp().encode() + b" " + text + b"\n")
+        except OSError as exc:
+            if self.on_error:
+                self.on_error(self.log_path, exc)
         decoded = text.decode("utf-8", "replace").strip()
         if decoded:
             self.tail.append(decoded)
@@ -282,15 +354,32 @@ class Coordinator:
         self.started_at = time.time()
         self.log_path = cfg.logs_dir / LOG_NAME
         self.log = None
+        self.db_lost = None       # why the database can no longer be trusted (see _check_db)
+        self.disk_full = None     # why writes fail (see _check_disk); the pool pauses meanwhile
+        self.disk_full_since = None
 
     # --- messages ---
 
     def say(self, message):
         line = f"{now_stamp()} coordinator: {message}"
         if self.log is not None:
-            self.log.write((line + "\n").encode())
+            try:
+                self.log.write((line + "\n").encode())
+            except OSError as exc:
+                self._write_failed(self.log_path, exc)
         if self.echo:
-            eprint(line)
+            try:
+                eprint(line)
+            except OSError as exc:  # our stderr is a log file too when detached
+                self._write_failed(self.log_path, exc)
+
+    def _write_failed(self, path, exc):
+        """A log write failed: remember why; the next tick pauses the pool (never raise here)."""
+        if self.disk_full is None:
+            why = getattr(exc, "strerror", None) or exc
+            self.disk_full = f"disk full: cannot write {path}: {why}" if claude_queue.is_disk_full(exc) \
+                else f"cannot write {path}: {why}"
+            self.disk_full_since = time.monotonic()
 
     # --- the flag other programs read ---
 
@@ -312,6 +401,7 @@ class Coordinator:
         try:
             self.log = open(self.log_path, "ab", buffering=0)
             self.queue = claude_queue.TaskQueue(str(self.cfg.db_path), cfg=self.cfg)
+            self.queue.pinned = True
             other = self.queue.get_flag(FLAG)
             other_pid = other and other["value"].get("pid")
             if other_pid and other_pid != os.getpid() and claude_queue.pid_alive(other_pid) and \
@@ -339,10 +429,18 @@ class Coordinator:
         self._add_slots()
         self.publish()
         while self.state != Coordinator.STOPPED:
-            self._wait()
-            self._handle_signals()
-            self._reap()
-            self._timers()
+            try:
+                self._wait()
+                self._handle_signals()
+                self._reap()
+                self._timers()
+            except claude_queue.DiskFull as exc:
+                if self.disk_full is None:
+                    self.disk_full, self.disk_full_since = str(exc), time.monotonic()
+                # A worker's exit may have been half handled: have its slot restarted later.
+                for slot in self.slots:
+                    if slot.proc is None and slot.state in (Slot.STARTING, Slot.READY):
+                        slot.state, slot.restart_at = Slot.BACKOFF, time.monotonic() + self.tick
         self._drain_pipes(deadline=time.monotonic() + 1.0)
         self.say(f"stopped ({self.stop_reason})")
         return self.exit_code
@@ -409,7 +507,7 @@ class Coordinator:
         used = {s.n for s in self.slots}
         for n in range(1, self.n + 1):
             if n not in used:
-                slot = Slot(n, self.cfg.logs_dir / f"worker_{n}.log")
+                slot = Slot(n, self.cfg.logs_dir / f"worker_{n}.log", on_error=self._write_failed)
                 self.slots.append(slot)
                 self._spawn(slot)
         self.slots.sort(key=lambda s: s.n)
@@ -452,7 +550,8 @@ class Coordinator:
 
     def _retire(self, slot):
         slot.state = Slot.STOPPED
-        slot.log.close()
+        if slot.log is not None:
+            slot.log.close()
         self.slots.remove(slot)
 
     def _spawn(self, slot):
@@ -566,7 +665,8 @@ class Coordinator:
         now = time.monotonic()
         if self.state in (Coordinator.STARTING, Coordinator.RUNNING):
             for slot in self.slots:
-                if slot.state == Slot.BACKOFF and slot.restart_at is not None and now >= slot.restart_at:
+                if slot.state == Slot.BACKOFF and slot.restart_at is not None and now >= slot.restart_at \
+                        and not self._check_db() and self.disk_full is None:
                     self._spawn(slot)
                     self.publish()
         if self.state == Coordinator.STARTING:
@@ -602,7 +702,54 @@ class Coordinator:
             self.say(f"pool up: {ready} of {self.n} worker(s) ready")
             self.publish()
 
+    def _check_db(self):
+        """True once the database path no longer names the file we opened. The workers then stop
+        claiming on their own; no worker is restarted (a new one would open whatever is at the path
+        now) and the pool waits to be stopped, saying why in its log and to `status`."""
+        if self.db_lost is None:
+            lost = self.queue.db_replaced()
+            if lost:
+                self.db_lost = lost
+                self.say(f"error: {lost}; workers claim nothing more, and what they finish now is lost "
+                         f"with the old file: stop the pool ({hints.command('stop')}) and start it again")
+                self.lock.note_problem(lost)
+        return self.db_lost is not None
+
+    def _check_disk(self):
+        """While writes fail: keep the workers paused (the "paused" flag, renewed each tick, when the
+        database can still be written; otherwise their own writes fail and pause them) and try to
+        write the log again. True while still failing."""
+        if self.disk_full is None:
+            return False
+        line = (f"{now_stamp()} coordinator: writes work again after {time.monotonic() - self.disk_full_since:.0f}s "
+                f"({self.disk_full}); claiming resumed\n")
+        try:
+            self.publish()  # the database too: it may be the one on the full disk
+            if self.log is not None:
+                self.log.write(line.encode())
+            flag = self.queue.get_flag("paused")
+            if flag and flag["value"].get("reason") == "disk_full":
+                self.queue.clear_flag("paused")
+        except (OSError, claude_queue.QueueError):
+            try:
+                flag = self.queue.get_flag("paused")
+                if not flag or flag["value"].get("reason") == "disk_full":
+                    self.queue.set_flag("paused", {"reason": "disk_full", "message": self.disk_full + "; the pool "
+                                                   "pauses claiming until writes work again"},
+                                        until=time.time() + max(2.0, 4 * self.tick))
+            except claude_queue.QueueError:
+                pass
+            self.lock.note_problem(self.disk_full)
+            return True
+        if self.echo:
+            eprint(line.rstrip("\n"))
+        self.disk_full = self.disk_full_since = None
+        self.lock.note_problem(self.db_lost)
+        return False
+
     def _periodic(self):
+        if self._check_disk() or self._check_db():
+            return
         self._check_resize()  # in case the signal that announces a request was missed
         # recover_stale() takes the write lock even when nothing expired; a read of the (few)
         # running tasks first keeps an idle pool from writing every tick.
@@ -739,6 +886,8 @@ class Coordinator:
                 flag = self.queue.get_flag(FLAG)
                 if flag and flag["value"].get("pid") == os.getpid():
                     self.queue.clear_flag(FLAG)
+        except claude_queue.QueueError as exc:
+            self.say(f"could not clear the pool flag: {exc}")  # status checks the pid: it reads as stopped
         finally:
             if self.sel is not None:
                 for key in list(self.sel.get_map().values()):
@@ -749,7 +898,8 @@ class Coordinator:
                 os.close(self._wake_r)
                 os.close(self._wake_w)
             for slot in self.slots:
-                slot.log.close()
+                if slot.log is not None:
+                    slot.log.close()
             if self.log is not None:
                 self.log.close()
             if self.queue is not None:
@@ -879,6 +1029,11 @@ def cmd_start(args):
 def stop_pool(cfg, queue, timeout=None, quiet=False):
     """SIGTERM the coordinator and wait for it; returns an exit code."""
     running = claude_queue.running_coordinator(queue)
+    unrecorded = _unrecorded(cfg, running)
+    if unrecorded:
+        eprint(f"note: coordinator pid {unrecorded['pid']} runs but {unrecorded['problem']}; stopping it "
+               f"through its lock file")
+        running = unrecorded
     if running is None:
         leftovers = [pid for pid, _pgid, _role in _recorded_pool_processes(cfg, queue) if pid is not None]
         for pid in leftovers:
@@ -942,6 +1097,11 @@ def cmd_kill(args):
                 killed.append(f"{worker_id} {wpid or 'claude group ' + str(pgid)}")
                 victims.append(wpid)
         killed += [f"leftover {p}" for p in kill_token_processes(value.get("token"))]
+        unrecorded = None if killed else _unrecorded(cfg, claude_queue.running_coordinator(queue))
+        if unrecorded:
+            eprint(f"note: coordinator pid {unrecorded['pid']} runs but {unrecorded['problem']}; killing it "
+                   "and its workers, found through its lock file")
+            killed += _kill_unrecorded_pool(unrecorded["pid"])
         # SIGKILL is delivered asynchronously: only a worker seen dead may have its task given back.
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and process_table([p for p in victims if p]):
@@ -962,6 +1122,30 @@ def cmd_kill(args):
         return EXIT_OK
     finally:
         queue.close()
+
+
+def _kill_unrecorded_pool(pid):
+    """SIGKILL a coordinator the database does not record, the workers it started (their command
+    line names it) and everything carrying their pool token (claude and what it started)."""
+    signal_pid(pid, signal.SIGKILL)
+    killed = [f"coordinator {pid}"]
+    tokens = set()
+    for wpid, entry in process_table().items():
+        args = entry["args"]
+        if any(Path(a).name == "claude_worker.py" for a in args[:3]) and \
+                _arg_after(args, "--coordinator-pid") == str(pid):
+            token = processes.env_value(wpid, POOL_TOKEN_VAR)
+            if token:
+                tokens.add(token.split(":", 1)[0])
+            if signal_group(wpid, signal.SIGKILL) if entry["pgid"] == wpid else signal_pid(wpid, signal.SIGKILL):
+                killed.append(f"worker {wpid}")
+    for token in tokens:
+        killed += [f"leftover {p}" for p in kill_token_processes(token)]
+    return killed
+
+
+def _arg_after(args, name):
+    return args[args.index(name) + 1] if name in args[:-1] else None
 
 
 def cmd_resize(args):
@@ -1040,6 +1224,10 @@ def _fmt_mem(kb):
     return f"{kb / 1024:.0f}M" if kb < 1024 * 1024 else f"{kb / 1024 / 1024:.1f}G"
 
 
+def disk_full_note(cfg):
+    return claude_queue.disk_full_note(cfg.state_dir, cfg.db_path.parent)
+
+
 def pool_status(cfg, queue):
     """Everything `status` shows, as plain data (also its --json output)."""
     running = claude_queue.running_coordinator(queue)
@@ -1071,7 +1259,10 @@ def pool_status(cfg, queue):
                        "uptime": round(now - running.get("started_at", now), 1),
                        "cpu_percent": proc["cpu_percent"] if proc else None, "rss_kb": proc["rss_kb"] if proc else None}
     flags = {key: queue.get_flag(key) for key in ("config_error", "paused")}
-    return {"running": running is not None, "db": str(cfg.db_path), "state_dir": str(cfg.state_dir),
+    unrecorded = _unrecorded(cfg, running)
+    problem = (unrecorded or locked_coordinator(cfg.state_dir) or {}).get("problem")
+    return {"running": running is not None or unrecorded is not None, "unrecorded_coordinator": unrecorded,
+            "problem": problem, "disk_full": disk_full_note(cfg), "db": str(cfg.db_path), "state_dir": str(cfg.state_dir),
             "coordinator": coordinator, "workers": workers, "queue": queue.get_stats(),
             "config_error": flags["config_error"]["value"] if flags["config_error"] else None,
             "paused": flags["paused"] if flags["paused"] else None, "pool_state": task_report.pool_state(queue)}
@@ -1093,9 +1284,17 @@ def cmd_status(args):
               f"up {_fmt_age(c['uptime'])}")
         for worker_id, reason in sorted((c.get("failed") or {}).items()):
             print(f"  {worker_id} gave up: {reason}")
+        if st["problem"]:
+            print(f"problem: {st['problem']}")
+    elif st["unrecorded_coordinator"]:
+        u = st["unrecorded_coordinator"]
+        print(f"pool: coordinator pid {u['pid']} is running, but {u['problem']}; it claims nothing: "
+              f"stop it with {hints.command('stop')} (or {hints.command('kill')})")
     else:
         print(f"pool: not running (start it with: {hints.command('start')} [N])")
     print(f"database: {st['db']}")
+    if st["disk_full"]:
+        print(f"{st['disk_full']}: the pool pauses claiming until writes work again; free some space")
     if st["pool_state"]["state"] in ("config_error", "paused"):
         print(st["pool_state"]["text"])
     if st["workers"]:
@@ -1270,9 +1469,13 @@ def cmd_init_config(args):
 
 def cmd_clean(args):
     cfg = _load(args)
-    queue = open_queue(cfg, create=False)
     try:
-        running = claude_queue.running_coordinator(queue)
+        queue = open_queue(cfg, create=False)
+    except claude_queue.DatabaseBroken:
+        # Unreadable: cleaning it away is the fix; the lock still tells whether a pool runs on it.
+        queue = _NoQueue()
+    try:
+        running = claude_queue.running_coordinator(queue) or locked_coordinator(cfg.state_dir)
         live = _recorded_pool_processes(cfg, queue)
         stats = queue.get_stats()
     finally:
@@ -1355,6 +1558,8 @@ def doctor_checks(args):
                                problem["value"].get("fix")))
         finally:
             queue.close()
+    except claude_queue.DatabaseBroken as exc:
+        checks.append((False, "database", str(exc)[:-len(exc.fix) - 2], exc.fix))
     except (claude_queue.QueueError, OSError, sqlite3.Error) as exc:
         checks.append((False, "database", f"{cfg.db_path}: {exc}",
                        "make the state directory writable, or pass --db / set KLAUSS_DB"))
@@ -1525,6 +1730,9 @@ def main(argv=None):
         return EXIT_USAGE
     except claude_queue.QueueError as exc:
         eprint(f"error: {exc}")
+        return EXIT_FAIL
+    except OSError as exc:  # a read-only or full file system under the state directory
+        eprint(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}")
         return EXIT_FAIL
 
 

@@ -23,16 +23,20 @@ import os
 import random
 import re
 import select
+import shlex
+import shutil
 import sqlite3
 import sys
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import claude_cli
 import config
+import hints
 import task_report
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "skipped")
@@ -45,6 +49,10 @@ TASK_FIELDS = ("prompt", "working_dir", "context_files", "expected_outputs", "me
 BUSY_RETRY_SECONDS = 300  # after this long waiting for the lock, give up with a clear error
 
 WAL_AUTOCHECKPOINT_PAGES = 10000  # 40 MB of WAL at 4 KB pages
+# The WAL file keeps its largest size until the last connection closes unless it is truncated: a
+# pool that runs for days would carry a WAL several times the database. Past this size the
+# coordinator's checkpoint truncates it, and SQLite trims it to this size whenever it restarts.
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 # UPDATE ... RETURNING arrived in SQLite 3.35; Python 3.9 on Debian 11 links 3.34, where the claim
 # selects then updates inside the same BEGIN IMMEDIATE transaction (equally atomic).
@@ -53,6 +61,22 @@ HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 
 class QueueError(RuntimeError):
     """An operation the queue could not carry out (not a validation error)."""
+
+
+class DatabaseBroken(QueueError):
+    """The database file is corrupt or belongs to something else; `fix` says what to do."""
+
+    def __init__(self, message, fix):
+        super().__init__(f"{message}: {fix}")
+        self.fix = fix
+
+
+class _ReadOnly(QueueError):
+    """Opening for writing failed for lack of permission (a read-only directory or file system)."""
+
+
+class DiskFull(QueueError):
+    """A write failed because the disk is full: a pool pauses until writes work again."""
 
 
 # --- schema and migrations ---------------------------------------------------------------------
@@ -212,6 +236,30 @@ MIGRATIONS = [
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _is_readonly(exc):
+    text = str(exc).lower()
+    return "readonly" in text or "read-only" in text or "unable to open" in text
+
+
+def is_disk_full(exc):
+    return "disk is full" in str(exc).lower() or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+
+
+LOW_DISK_BYTES = 64 * 1024  # below this the database, logs and transcripts cannot be written for long
+
+
+def disk_full_note(*folders):
+    """"disk full: ..." when one of the folders' file systems is (nearly) full, else None."""
+    for folder in dict.fromkeys(folders):
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            continue
+        if free < LOW_DISK_BYTES:
+            return f"disk full: {free} bytes free on {folder}"
+    return None
 
 
 def _is_busy(exc):
@@ -508,6 +556,10 @@ class TaskQueue:
         warn_stray_database(db_path, self.db_path)
         self.clock = clock or time.time
         self._local = threading.local()
+        # Pool processes pin the file they opened: see db_replaced().
+        self.pinned = False
+        self._identity = None
+        self.read_only = False  # set when the database can only be read (see _connect)
         if not self.db_path.parent.is_dir():
             if db_path is None:
                 cfg.ensure_state_dir()
@@ -518,26 +570,102 @@ class TaskQueue:
 
     # --- connection and transactions ---
 
+    def _broken(self, exc, foreign=False):
+        db = shlex.quote(str(self.db_path))
+        if foreign:
+            return DatabaseBroken(f"{self.db_path} is not a Klauss database (it has tables of its own and no Klauss "
+                                  "schema version)", f"pass another --db, or move it aside (mv {db} {db}.other)")
+        return DatabaseBroken(f"the database {self.db_path} is corrupt ({exc})",
+                              f"move it aside (mv {db} {db}.corrupt) and Klauss starts a new one, or delete it "
+                              f"with `{hints.command('clean')}`")
+
     def _connect(self):
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             return conn
+        lost = self.db_replaced()
+        if lost and self.pinned:
+            # A new thread's connection would create (or open) another database at the path and
+            # split this pool process's writes between two files.
+            raise QueueError(lost)
+        if lost:
+            self._identity = None  # a client (MCP server, dashboard) follows the path to the new file
+        try:
+            conn = self._open_read_only() if self.read_only else self._open()
+        except _ReadOnly:
+            if not self.db_path.exists():
+                raise
+            # Nothing can be written here (a read-only directory or file system), but reading
+            # must still work: status, list, show, stats.
+            self.read_only = True
+            conn = self._open_read_only()
+        except sqlite3.DatabaseError as exc:
+            if type(exc) is not sqlite3.DatabaseError:
+                raise
+            raise self._broken(exc) from None
+        if self._identity is None:
+            self._identity = _file_identity(self.db_path)
+        return conn
+
+    def _open(self):
         try:
             conn = sqlite3.connect(str(self.db_path), timeout=5, isolation_level=None,
                                    check_same_thread=False)
         except sqlite3.OperationalError as exc:
             raise QueueError(f"cannot open database {self.db_path}: {exc}") from None
-        conn.row_factory = sqlite3.Row
-        self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
-        conn.execute("PRAGMA synchronous=NORMAL")
-        # Checkpoints copy the WAL back into the database (and fsync it): done inline by whichever
-        # commit crosses the threshold, they stall that claim. The coordinator checkpoints in the
-        # background every few seconds (checkpoint()); this larger threshold is the safety net.
-        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-        conn.execute("PRAGMA foreign_keys=ON")
-        self._local.conn = conn
-        self._migrate(conn)
+        try:
+            conn.row_factory = sqlite3.Row
+            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+            conn.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoints copy the WAL back into the database (and fsync it): done inline by whichever
+            # commit crosses the threshold, they stall that claim. The coordinator checkpoints in the
+            # background every few seconds (checkpoint()); this larger threshold is the safety net.
+            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            self._migrate(conn)
+        except BaseException:
+            self._local.conn = None
+            conn.close()
+            raise
         return conn
+
+    def _open_read_only(self):
+        uri = "file:" + urllib.parse.quote(str(self.db_path)) + "?mode=ro"
+        # Without its -shm file (and no right to create one) a WAL database opens only as immutable;
+        # nobody can be writing it then.
+        for extra in ("", "&immutable=1"):
+            try:
+                conn = sqlite3.connect(uri + extra, uri=True, timeout=5, isolation_level=None,
+                                       check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                error = exc
+        else:
+            raise QueueError(f"cannot open database {self.db_path} even read-only: {error}")
+        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            conn.close()
+            raise self._broken(None, foreign=True)
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise QueueError(f"database {self.db_path} has schema version {version} and Klauss "
+                             f"{SCHEMA_VERSION}, and it is read-only: make it writable once to upgrade it")
+        self._local.conn = conn
+        return conn
+
+    def db_replaced(self):
+        """None while the database path still names the file this queue opened; otherwise a
+        one-line reason. Work recorded in a deleted or replaced file is lost when the last process
+        holding it exits, so a pool checks this (one stat) before each claim and tick."""
+        if self._identity is None:
+            return None
+        now = _file_identity(self.db_path)
+        if now == self._identity:
+            return None
+        return f"the database {self.db_path} was {'deleted' if now is None else 'replaced'} under the running pool"
 
     def close(self):
         conn = getattr(self._local, "conn", None)
@@ -553,6 +681,11 @@ class TaskQueue:
                 return fn()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
+                    if _is_readonly(exc) and not getattr(self._local, "conn", None) and not self.read_only:
+                        raise _ReadOnly(f"cannot write database {self.db_path}: {exc}") from None
+                    if is_disk_full(exc):
+                        raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
+                                       "free some space on that disk") from None
                     if "readonly" in str(exc).lower() or "unable to open" in str(exc).lower():
                         raise QueueError(f"cannot write database {self.db_path}: {exc}") from None
                     raise
@@ -561,6 +694,10 @@ class TaskQueue:
                                      "is a process stuck holding it?") from None
                 time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 0.05)
+            except sqlite3.DatabaseError as exc:
+                if type(exc) is not sqlite3.DatabaseError:  # a constraint, a bad query: not the file
+                    raise
+                raise self._broken(exc) from None  # "malformed", "not a database": the file is bad
 
     @contextmanager
     def _write(self, notify=False):
@@ -570,8 +707,13 @@ class TaskQueue:
         self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
         try:
             yield conn
-        except BaseException:
+        except BaseException as exc:
             conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and is_disk_full(exc):
+                raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
+                               "free some space on that disk") from None
+            if type(exc) is sqlite3.DatabaseError:
+                raise self._broken(exc) from None
             raise
         else:
             self._retry(lambda: conn.execute("COMMIT"))
@@ -612,12 +754,32 @@ class TaskQueue:
         return self._retry(lambda: conn.execute(sql, params).fetchall())
 
     def checkpoint(self):
-        """Copy the WAL back into the database without blocking readers or writers (PASSIVE)."""
-        return self._retry(lambda: self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        """Copy the WAL back into the database without blocking readers or writers (PASSIVE); when
+        that got everything and the WAL file has grown past WAL_LIMIT_BYTES, truncate it, waiting
+        at most a moment for readers (a busy truncate is simply tried again next time)."""
+        conn = self._connect()
+        row = self._retry(lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        try:
+            size = os.path.getsize(f"{self.db_path}-wal")
+        except OSError:
+            size = 0
+        if size > WAL_LIMIT_BYTES and row is not None and row[0] == 0 and row[1] == row[2]:
+            conn.execute("PRAGMA busy_timeout=100")
+            try:
+                row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+            finally:
+                conn.execute("PRAGMA busy_timeout=5000")
+        return row
 
     def _migrate(self, conn):
-        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
             return
+        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise self._broken(None, foreign=True)
         with self._write() as c:
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -849,16 +1011,18 @@ class TaskQueue:
                 why = f"worker {worker_id} died"
             for row in rows:
                 used = row["attempt"] - row["attempt_base"]
+                # What it was doing names the likely cause (a setup command, say), not just the death.
+                doing = f" (while: {row['activity']})" if row["activity"] else ""
                 if row["cancel_requested"]:
                     conn.execute(SQL_FORCE_FINISH, ("cancelled", now, now, "cancelled by request", row["id"]))
                     self._event(conn, row["id"], "cancelled", row["worker_id"], row["attempt"], why, now=now)
                     self._skip_dependents(conn, row["id"], f"dependency #{row['id']} cancelled")
                 elif used < row["max_attempts"]:
-                    conn.execute(SQL_REQUEUE, (now, now, f"{why} (attempt {used})", None, None, 0, None, None, 0,
+                    conn.execute(SQL_REQUEUE, (now, now, f"{why} (attempt {used}){doing}", None, None, 0, None, None, 0,
                                                row["id"]))
                     self._event(conn, row["id"], "recovered", row["worker_id"], row["attempt"], why, now=now)
                 else:
-                    error = f"{why} on attempt {used}/{row['max_attempts']}; no attempts left"
+                    error = f"{why} on attempt {used}/{row['max_attempts']}; no attempts left{doing}"
                     conn.execute(SQL_FORCE_FINISH, ("failed", now, now, error, row["id"]))
                     self._event(conn, row["id"], "failed", row["worker_id"], row["attempt"], error, now=now)
                     self._skip_dependents(conn, row["id"], f"dependency #{row['id']} failed")
@@ -1289,6 +1453,14 @@ def running_coordinator(queue):
     if pid == os.getpid() or is_our_process(pid, "claude_coordinator.py", queue.db_path):
         return value
     return None
+
+
+def _file_identity(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _unlink_quietly(path):

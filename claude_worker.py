@@ -32,6 +32,7 @@ import claude_cli
 import claude_queue
 import config
 import exits
+import hints
 import processes
 import task_report
 import worktrees
@@ -369,8 +370,11 @@ class Run:
         if now - self._last_activity_write >= ACTIVITY_MIN_INTERVAL:
             self._last_activity_write = now
             self._activity_dirty = False
-            self.worker.queue.set_activity(self.task.id, self.worker.worker_id, self.state.activity_line(),
-                                           attempt=self.task.attempt)
+            try:
+                self.worker.queue.set_activity(self.task.id, self.worker.worker_id, self.state.activity_line(),
+                                               attempt=self.task.attempt)
+            except claude_queue.QueueError:
+                pass  # the live activity line is a courtesy; the run must go on without it
 
     def execute(self):
         """Run claude to the end (or until stopped). Returns (exit_code, duration_seconds)."""
@@ -447,6 +451,8 @@ class Worker:
         self.waker = None
         self._last_recover = 0.0
         self._last_worker_beat = 0.0
+        self._db_lost_said = False
+        self._disk_full = False
         self._info = {"coordinator_pid": coordinator_pid}
         self.subreaper = False  # set at start: whether what our runs leave behind is re-parented to us
         workers = cfg["workers"]
@@ -501,8 +507,11 @@ class Worker:
         # Recorded so the coordinator can kill claude's group, and sweep what carries the run's
         # marker, if this worker is SIGKILLed.
         self._info = {**self._info, "claude_pid": pid, "claude_pgid": pid, "run_marker": run_marker}
-        self.queue.worker_heartbeat(self.worker_id, state=self.state,
-                                    current_task=self.run.task.id if (pid and self.run) else None, info=self._info)
+        try:
+            self.queue.worker_heartbeat(self.worker_id, state=self.state,
+                                        current_task=self.run.task.id if (pid and self.run) else None, info=self._info)
+        except claude_queue.QueueError as exc:
+            log(f"could not record claude's pid {pid}: {exc}")  # the next heartbeat records it
 
     # the main loop
 
@@ -525,10 +534,26 @@ class Worker:
             return self.loop()
         finally:
             self.waker.close()
-            self.queue.unregister_worker(self.worker_id)
+            try:
+                self.queue.unregister_worker(self.worker_id)
+            except claude_queue.QueueError as exc:
+                log(f"could not unregister: {exc}")  # the coordinator forgets a dead worker's row
             log(f"worker {self.worker_id} stopped")
 
     def loop(self):
+        while True:
+            try:
+                return self._loop()
+            except claude_queue.DiskFull as exc:
+                # Never a crash: wait, without writing anything, until writes work again.
+                if not self._disk_full:
+                    self._disk_full = True
+                    log(f"error: {exc}; claiming paused until writes work again")
+                if self.stopping or self.parent_gone():
+                    continue
+                self.waker.wait(min(self.cfg["workers"]["poll_seconds"], IDLE_TICK_SECONDS))
+
+    def _loop(self):
         while True:
             if self.stopping or self.parent_gone():
                 if not self.stopping:
@@ -548,8 +573,25 @@ class Worker:
                     return EXIT_OK
                 self.idle_wait(pause["until"] - time.time())
                 continue
+            lost = self.queue.db_replaced()
+            if lost:
+                # What we would record there is lost with the file, and a claim could run a task
+                # twice; idle until the coordinator (or a stop) ends us.
+                if not self._db_lost_said:
+                    self._db_lost_said = True
+                    log(f"error: {lost}; claiming nothing more (stop the pool: {hints.command('stop')})")
+                self.idle_wait(self.cfg["workers"]["poll_seconds"])
+                continue
+            if self._disk_full:
+                low = claude_queue.disk_full_note(self.cfg.logs_dir, self.queue.db_path.parent)
+                if low:
+                    self.idle_wait(self.cfg["workers"]["poll_seconds"])
+                    continue
             self.maybe_recover()
             task = self.queue.claim_task(self.worker_id, lease_seconds=self.lease)
+            if self._disk_full:
+                self._disk_full = False
+                log("writes work again; claiming resumed")
             if task is None:
                 next_at = self.queue.next_claimable_at()
                 if self.exit_when_idle and next_at is None:
@@ -605,8 +647,7 @@ class Worker:
         job = q.get_job(task.job_id) if task.job_id else None
         try:
             # With worktree isolation the task runs in its own worktree, at the same path inside it.
-            tree = worktrees.prepare_task(self.cfg, q, task, job, working_dir, keepalive=lambda: q.heartbeat(
-                task.id, self.worker_id, attempt=task.attempt, lease_seconds=self.lease))
+            tree = worktrees.prepare_task(self.cfg, q, task, job, working_dir, keepalive=lambda: self._keepalive(task))
         except worktrees.WorktreeError as exc:
             q.fail_task(task.id, self.worker_id, f"worktree: {exc}", retryable=exc.retryable, attempt=task.attempt)
             log(f"task {task.id}: worktree not ready: {exc}")
@@ -633,6 +674,10 @@ class Worker:
             exit_code, duration = self.run.execute()
         except OSError as exc:
             self.run.stop.set()
+            if claude_queue.is_disk_full(exc):
+                # Not the task's fault: give it back untouched and pause (the loop waits for space).
+                q.release_task(task.id, self.worker_id, reason="disk full", attempt=task.attempt)
+                raise claude_queue.DiskFull(f"disk full: cannot write {transcript}: {exc.strerror}") from None
             q.fail_task(task.id, self.worker_id, f"could not start claude: {exc}", attempt=task.attempt)
             log(f"task {task.id}: could not start claude: {exc}")
             return None
@@ -641,6 +686,14 @@ class Worker:
             beat.join()
         run, self.run = self.run, None
         return self.record(task, run, exit_code, duration, working_dir, before, tree=tree)
+
+    def _keepalive(self, task):
+        """While setup or git work runs in this thread (no heartbeat thread then): renew the task's
+        lease and the worker row, which the coordinator reads to find hung workers. False once the
+        task is no longer ours."""
+        held = self.queue.heartbeat(task.id, self.worker_id, attempt=task.attempt, lease_seconds=self.lease)
+        self.queue.worker_heartbeat(self.worker_id, state="busy", current_task=task.id, info=self._info)
+        return held
 
     def _heartbeat(self, run):
         """Renew the lease while claude works; end the run on a cancel request or a lost lease."""
@@ -778,6 +831,7 @@ def main(argv=None):
     except (config.ConfigError, claude_queue.QueueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    queue.pinned = True
     cfg.ensure_state_dir()
     worker = Worker(args.worker_id, queue, cfg, exit_when_idle=args.exit_when_idle,
                     coordinator_pid=args.coordinator_pid)

@@ -11,6 +11,7 @@ resolves the same database.
 """
 
 import copy
+import math
 import os
 import subprocess
 import sys
@@ -163,20 +164,28 @@ def _validate(data, source):
 def _check_values(data, source):
     def positive(section, key, allow_zero=False):
         value = data.get(section, {}).get(key)
-        if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        # `not value >= 0` rather than `value < 0`: nan compares false both ways and must be refused.
+        if value is not None and (not math.isfinite(value) or not value >= 0 or (value == 0 and not allow_zero)):
             bound = ">= 0" if allow_zero else "> 0"
             raise ConfigError(f"{source}: {section}.{key}: expected a number {bound}, got {value!r}")
 
-    for key in ("lease_seconds", "heartbeat_seconds", "poll_seconds", "count", "max_workers"):
+    for key in ("lease_seconds", "heartbeat_seconds", "poll_seconds", "count", "max_workers", "max_fast_crashes"):
         positive("workers", key)
     for key in ("idle_timeout", "shutdown_grace_seconds", "restart_backoff_max_seconds"):
         positive("workers", key, allow_zero=True)
     positive("queue", "max_attempts")
     positive("queue", "retry_backoff_seconds", allow_zero=True)
+    positive("queue", "retry_backoff_max_seconds", allow_zero=True)
     positive("claude", "timeout")
     positive("claude", "max_turns")
     positive("claude", "max_budget_usd")
     positive("claude", "context_inline_bytes", allow_zero=True)
+    # Every number, including ones with no range of their own, must be finite: nan and inf
+    # make timers spin or never fire.
+    for section, values in data.items():
+        for key, value in values.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{source}: {section}.{key}: expected a finite number, got {value!r}")
     choices = {
         ("claude", "permission_mode"): ("acceptEdits", "auto", "bypassPermissions", "manual", "default", "dontAsk", "plan"),
         ("isolation", "mode"): ("none", "worktree"),

@@ -465,6 +465,12 @@ class ClaudeOrchestrator:
         elif meta.get("isolation") == "worktree":
             lines.append(f"Each task's work is on its own branch (`klauss/{job_id}/task-<id>`); review them, "
                          f"then `{hints.command('merge', job_id)}` merges the completed ones in task order.")
+        errors = [tid for tid, r in results.items() if r.get("status") == "completed" and r.get("merge") == "error"]
+        if errors:
+            # Completed, but their work is not on the job branch: never to be read as a clean job.
+            lines.append(f"**Not merged:** {len(errors)} completed task(s) could not be merged into the job branch "
+                         f"({', '.join(f'#{t}' for t in errors)}; see each task's warning); their work is safe on "
+                         f"their own branches, and `{hints.command('merge', job_id)}` lists them.")
         conflicts = [(tid, r) for tid, r in results.items() if r.get("merge") == "conflict"]
         if conflicts:
             lines.append("**Merge conflicts** (each task's work is safe on its branch): "

@@ -180,6 +180,14 @@ def _environ(pid):
         return None
 
 
+def env_value(pid, var):
+    """The value of `var` in the environment `pid` started with, or None."""
+    env, marker = _environ(pid), f"\0{var}=".encode()
+    if not env or marker not in env:
+        return None
+    return env.split(marker, 1)[1].split(b"\0", 1)[0].decode(errors="replace")
+
+
 def owned_claude_group(pgid, db_path):
     """True when the recorded claude process group still exists and is really ours: one of its
     processes has our database as KLAUSS_DB (the worker sets it for claude, and everything claude

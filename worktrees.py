@@ -350,12 +350,12 @@ def annotate_tasks(cfg, entries, job_metadata=None, get_job=None, cwd=None):
 # --- in the worker -------------------------------------------------------------------------------
 
 @contextmanager
-def _locked(path, keepalive=None, timeout=GIT_TIMEOUT):
+def _locked(path, keepalive=None, timeout=GIT_TIMEOUT, every=KEEPALIVE_SECONDS):
     """An exclusive lock on `path` (flock), for the merges several workers make at once."""
     fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout
-        next_beat = time.monotonic() + KEEPALIVE_SECONDS
+        next_beat = time.monotonic() + every
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -366,7 +366,7 @@ def _locked(path, keepalive=None, timeout=GIT_TIMEOUT):
                     raise WorktreeError(f"waited {timeout:g}s for the merge lock {path}; is a git merge stuck?",
                                         retryable=True) from None
                 if now >= next_beat:
-                    next_beat = now + KEEPALIVE_SECONDS
+                    next_beat = now + every
                     if _lost(keepalive):
                         raise WorktreeError("stopped waiting for the merge lock: this worker no longer holds "
                                             "the task", retryable=True) from None
@@ -588,6 +588,12 @@ class TaskTree:
         timeout = self.task.timeout or self.cfg["claude"]["timeout"]
         shown = " ".join(argv)
         try:
+            # Named where `status`, the dashboard and a dead worker's task error can show it.
+            self.queue.set_activity(self.task.id, self.task.worker_id, f"[isolation] setup_command `{shown}`",
+                                    attempt=self.task.attempt)
+        except claude_queue.QueueError:
+            pass
+        try:
             cp = _run(argv, self.path, timeout=timeout, keepalive=self.keepalive, every=self.every, env=env,
                       group=True)
         except WorktreeError as exc:
@@ -637,13 +643,32 @@ class TaskTree:
             return None
         title = " ".join((self.task.prompt.strip().splitlines() or [""])[0].split())[:72]
         try:
-            with _locked(self.dir / ".merge.lock", keepalive=self.keepalive):
-                outcome.update(self._merge_into_job_branch(f"klauss: merge task {self.task.id}: {title}"))
+            with _locked(self.dir / ".merge.lock", keepalive=self.keepalive, every=self.every):
+                try:
+                    outcome.update(self._merge_into_job_branch(f"klauss: merge task {self.task.id}: {title}"))
+                except WorktreeError:
+                    # Once more from a fresh merge worktree: whatever an interrupted git left in the
+                    # old one must not fail every later merge of the job.
+                    _remove_worktree(self.repo, self.dir / f"merged-{self.task.job_id}")
+                    outcome.update(self._merge_into_job_branch(f"klauss: merge task {self.task.id}: {title}"))
         except WorktreeError as exc:
             outcome["merge"] = "error"
             outcome.setdefault("warnings", []).append(
                 f"could not merge into {self.job_branch}: {exc}; the work is safe on branch {self.branch}")
         return None
+
+    def _clear_stale_locks(self, mpath):
+        """Remove the lock files a git killed mid-command (with its worker) left in the job's merge
+        worktree and on the job branch. Only called under the merge flock: every git that works
+        there is ours and runs under that lock, so none is alive now."""
+        gitdir = Path(self._git(mpath, "rev-parse", "--absolute-git-dir").stdout.strip())
+        common = mpath / self._git(mpath, "rev-parse", "--git-common-dir").stdout.strip()  # absolute wins in /
+        for lock in (gitdir / "index.lock", gitdir / "HEAD.lock", common / "refs" / "heads" / f"{self.job_branch}.lock"):
+            try:
+                lock.unlink()
+                _warn(f"removed {lock}, left by an interrupted git")
+            except FileNotFoundError:
+                pass
 
     def _merge_into_job_branch(self, message):
         repo, ref = self.repo, f"refs/heads/{self.job_branch}"
@@ -658,6 +683,7 @@ class TaskTree:
             # Detached: the job branch is moved by update-ref, so it is never "checked out" and the
             # user can look at it, or check it out, freely.
             self._git(repo, "worktree", "add", "--detach", str(mpath), tip)
+        self._clear_stale_locks(mpath)
         self._git(mpath, "merge", "--abort", check=False)
         self._git(mpath, "reset", "-q", "--hard")
         self._git(mpath, "clean", "-qfd")
