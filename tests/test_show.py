@@ -75,7 +75,7 @@ def test_a_finished_cancel_is_not_still_requested(make_queue, clock):
     tid = q.add_task("x")
     t = q.claim_task("w")
     assert q.cancel_task(tid) == "cancel_requested"
-    assert text(q, tid, clock.now).startswith(f"Task #{tid}: in_progress (cancel requested)")
+    assert text(q, tid, clock.now).startswith(f"Task #{tid}: running (cancel requested)")
     q.acknowledge_cancel(t.id, "w", attempt=t.attempt)
     out = text(q, tid, clock.now)
     assert out.splitlines()[0] == f"Task #{tid}: cancelled"
