@@ -123,6 +123,9 @@ class _NoQueue:
     def get_flag(self, key):
         return None
 
+    def running_coordinator(self):
+        return None
+
     def list_workers(self):
         return []
 
@@ -133,7 +136,7 @@ class _NoQueue:
         return None
 
     def get_stats(self):
-        return {**{s: 0 for s in claude_queue.STATUSES}, "total": 0, "cost_usd": 0.0}
+        return {**{s: 0 for s in claude_queue.STATUSES}, "total": 0, "cost_usd": 0.0, "denied": 0}
 
     def close(self):
         pass
@@ -1019,7 +1022,10 @@ def _beyond_max(cfg, args, workers):
 def cmd_start(args):
     args.detach = True
     cfg = _load(args)
-    problem = _beyond_max(cfg, args, args.workers if args.workers is not None else cfg["workers"]["count"])
+    if args.workers is None:
+        # Only a number the user typed asks for --force; the configured count stays within the cap.
+        args.workers = min(cfg["workers"]["count"], cfg["workers"]["max_workers"])
+    problem = _beyond_max(cfg, args, args.workers)
     if problem:
         eprint(problem)
         return EXIT_USAGE
@@ -1731,6 +1737,8 @@ def main(argv=None):
     except claude_queue.QueueError as exc:
         eprint(f"error: {exc}")
         return EXIT_FAIL
+    except BrokenPipeError:
+        raise  # the reader went away: exits.run ends quietly
     except OSError as exc:  # a read-only or full file system under the state directory
         eprint(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}")
         return EXIT_FAIL

@@ -806,7 +806,8 @@ def cli(argv=None):
 
 def plan_hash(plan):
     """The plan's content, whatever its layout or key order: the same plan run twice is one job."""
-    canonical = json.dumps(plan, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # ASCII escapes keep a lone surrogate hashable; the plan's own check names it afterwards.
+    canonical = json.dumps(plan, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
