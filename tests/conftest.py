@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT))
 
 import claude_queue  # noqa: E402
 import config  # noqa: E402
+import real_cli  # noqa: E402
 
 FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
 
@@ -148,3 +149,15 @@ def make_queue(tmp_path):
 @pytest.fixture
 def queue(make_queue, clock):
     return make_queue(clock=clock)
+
+
+@pytest.fixture(scope="session")
+def real_claude():
+    """The real Claude Code CLI (tests/real_cli.py installs and caches it); skipped, saying why,
+    where it cannot be had or KLAUSS_SKIP_REAL_CLI=1."""
+    if os.environ.get("KLAUSS_SKIP_REAL_CLI") == "1":
+        pytest.skip("KLAUSS_SKIP_REAL_CLI=1")
+    try:
+        return real_cli.find_or_install_real_claude()
+    except real_cli.RealCliUnavailable as exc:
+        pytest.skip(f"real claude CLI unavailable: {exc}")

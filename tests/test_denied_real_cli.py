@@ -5,12 +5,9 @@ current permission mode. The denials come from the REAL CLI (tests/real_cli.py a
 Messages API of tests/messages_server.py); the `run` exit code is checked with the fake."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 import claude_cli
 import claude_queue
@@ -21,16 +18,6 @@ import real_cli
 from conftest import fake
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def real_claude():
-    if os.environ.get("KLAUSS_SKIP_REAL_CLI") == "1":
-        pytest.skip("KLAUSS_SKIP_REAL_CLI=1")
-    try:
-        return real_cli.find_or_install_real_claude()
-    except real_cli.RealCliUnavailable as exc:
-        pytest.skip(f"real claude CLI unavailable: {exc}")
 
 
 def run_real(real_claude, tmp_path, script, permission_mode):

@@ -798,16 +798,6 @@ class TestMessagesServer:
 
 
 # =========================================================================== real CLI
-@pytest.fixture(scope="session")
-def real_claude():
-    if os.environ.get("KLAUSS_SKIP_REAL_CLI") == "1":
-        pytest.skip("KLAUSS_SKIP_REAL_CLI=1")
-    try:
-        return real_cli.find_or_install_real_claude()
-    except real_cli.RealCliUnavailable as e:
-        pytest.skip("real claude CLI unavailable: %s" % e)
-
-
 def run_real(exe, tmp_path, script, args=("--permission-mode", "acceptEdits"), prompt="do the task",
              oauth=False):
     wd = tmp_path / "wd"

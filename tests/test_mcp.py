@@ -674,15 +674,6 @@ def test_register_command_and_the_registered_entry_runs(tmp_path):
 
 # --- the real Claude Code CLI --------------------------------------------------------------------
 
-@pytest.fixture
-def real_claude():
-    from tests import real_cli
-    try:
-        return real_cli.find_or_install_real_claude()
-    except real_cli.RealCliUnavailable as exc:
-        pytest.skip(f"the real Claude Code CLI is unavailable: {exc}")
-
-
 PLAN = {"description": "Greetings via MCP", "context": "Python 3.9.", "start_workers": False, "tasks": [
     {"id": "greet", "prompt": "Create greet.py", "expected_outputs": ["greet.py"], "priority": 5},
     {"id": "tests", "prompt": "Write test_greet.py", "depends_on": ["greet"]}]}

@@ -29,16 +29,6 @@ COORDINATOR = ROOT / "claude_coordinator.py"
 MANAGE = ROOT / "manage.sh"
 
 
-@pytest.fixture(scope="module")
-def real_claude():
-    if os.environ.get("KLAUSS_SKIP_REAL_CLI") == "1":
-        pytest.skip("KLAUSS_SKIP_REAL_CLI=1")
-    try:
-        return real_cli.find_or_install_real_claude()
-    except real_cli.RealCliUnavailable as exc:
-        pytest.skip(f"real claude CLI unavailable: {exc}")
-
-
 def _read(path):
     try:
         with open(path, "rb") as fh:

@@ -3,12 +3,9 @@ ANTHROPIC_BASE_URL at our scripted Messages-API server on 127.0.0.1. Skipped, sa
 where npm is missing or the install fails."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 import claude_queue
 import config
@@ -17,16 +14,6 @@ import real_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "claude_worker.py"
-
-
-@pytest.fixture(scope="module")
-def real_claude():
-    if os.environ.get("KLAUSS_SKIP_REAL_CLI") == "1":
-        pytest.skip("KLAUSS_SKIP_REAL_CLI=1")
-    try:
-        return real_cli.find_or_install_real_claude()
-    except real_cli.RealCliUnavailable as exc:
-        pytest.skip(f"real claude CLI unavailable: {exc}")
 
 
 def run_worker_against(real_claude, tmp_path, script, **task):
