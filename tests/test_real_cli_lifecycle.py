@@ -43,6 +43,12 @@ def alive(pid):
     return bool(stat) and stat.rsplit(b")", 1)[1].split()[0] != b"Z"
 
 
+def is_sleep_tool(argv):
+    """The tool's python itself, whatever path it runs under: a pyenv shim execs it by its full path."""
+    return len(argv) > 2 and os.path.basename(argv[0]).startswith(b"python") and argv[1] == b"-c" \
+        and argv[2].startswith(b"import time")
+
+
 class Session:
     """A project whose claude is the real CLI, allowed to run Bash, with a scripted model whose
     first answer runs a long sleep tagged with a word of this test's own."""
@@ -83,7 +89,7 @@ class Session:
     def tool_running(self, tid):
         """The pids of the run once its Bash tool's sleep runs (claude, the tool's shell, python)."""
         pids = self.run_processes(tid)
-        tool = [p for p in pids if _read(f"/proc/{p}/cmdline").startswith(b"python3\0-c\0import time")]
+        tool = [p for p in pids if is_sleep_tool(_read(f"/proc/{p}/cmdline").split(b"\0"))]
         return pids if tool else None
 
     def start_worker(self):
