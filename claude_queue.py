@@ -1561,8 +1561,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # Walks the partial index of runnable tasks in priority order; only tasks waiting for a retry time
-# (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may prefer
-# tasks_status and sort every pending task on each claim.
+# (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may scan
+# the table (or another index) and sort every pending task on each claim.
 SQL_PICK = """
 SELECT id, job_id FROM tasks INDEXED BY tasks_claimable
 WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?

@@ -7,7 +7,9 @@ The project root is the git top-level of the current directory; when that top-le
 own checkout and Klauss is a submodule (the normal `klauss/` install), the root is the
 superproject. Outside git it is the current directory. State (database, logs, pid files) lives in
 `<root>/.klauss/` unless configured otherwise, so every program started anywhere in the project
-resolves the same database.
+resolves the same database. Timings that follow from `lease_seconds` (heartbeat interval, recovery
+interval, when a worker counts as hung, the supervisor's tick) are `Config` properties, computed
+here only.
 """
 
 import copy

@@ -8,6 +8,10 @@ every process that still carries the run's marker (the CLI runs each Bash comman
 its own, out of reach of the group), then whatever the worker adopted as subreaper (descendants
 that left the session and cleared their environment). The coordinator uses the same sweeps when a
 worker dies or the pool stops. Only processes we started, or that carry our markers, are signalled.
+
+Process identity lives here too: whether a recorded pid is still alive and still runs our
+coordinator or worker script (for our database), and so whether "the pool is up"
+(`running_coordinator`), one answer for every program.
 """
 
 import os
