@@ -74,9 +74,6 @@ def cmd_kill(args):
 
 
 def cmd_resize(args):
-    if args.workers is None or args.workers < 1:
-        eprint("error: resize needs the number of workers, at least 1")
-        return EXIT_USAGE
     pool.resize(_load(args), args.workers, timeout=args.timeout, force=args.force, say=_say)
     return EXIT_OK
 

@@ -150,3 +150,20 @@ def test_stop_with_no_pool_says_so_and_creates_nothing(cfg):
     said = []
     assert pool.stop(cfg, say=said.append) is False
     assert said == ["no pool running"] and not cfg.db_path.exists()
+
+
+@pytest.mark.parametrize("argv", [["stop", "--wait"], ["run", "1", "--worker-cmd", "[]"]])
+def test_the_dead_options_are_gone(argv, capsys):
+    import claude_coordinator
+    with pytest.raises(SystemExit) as exit_:
+        claude_coordinator.main(argv)
+    assert exit_.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_a_pool_error_is_one_line_and_its_exit_code(cfg, monkeypatch, capsys):
+    import claude_coordinator
+    monkeypatch.chdir(cfg.root)
+    assert claude_coordinator.main(["resize", "0"]) == 2
+    assert capsys.readouterr().err == "error: resize needs the number of workers, at least 1\n"
+    assert claude_coordinator.main(["resize", "2"]) == 1
+    assert capsys.readouterr().err.startswith("error: no pool running; start one with ")
