@@ -27,6 +27,7 @@ import unicodedata
 import claude_queue
 import config
 import exits
+import flags
 import hints
 import task_report
 
@@ -110,6 +111,16 @@ def _sentence(text):
 
 # --- the model: what one refresh reads, and the lines it becomes --------------------------------
 
+def pool_lease(coordinator, cfg):
+    """The lease the running pool works with (its coordinator publishes it), by which a worker's
+    silence is judged; this process's own configuration only when no pool says."""
+    value = coordinator["value"] if coordinator else None
+    lease = value.get("lease_seconds") if isinstance(value, dict) else None
+    if isinstance(lease, (int, float)) and not isinstance(lease, bool) and lease > 0:
+        return lease
+    return cfg["workers"]["lease_seconds"]
+
+
 class Dashboard:
     """State (filter, selection, detail view) and rendering. `frame(width, height)` reads the
     database and returns the screen as lines of (text, style) segments; `height=None` renders a
@@ -192,9 +203,9 @@ class Dashboard:
     def _main_frame(self, width, height, now):
         q = self.q
         stats = q.get_stats()
-        paused = q.get_flag("paused")
-        config_error = q.get_flag("config_error")
-        coordinator = q.get_flag("coordinator")
+        paused = q.get_flag(flags.PAUSED)
+        config_error = q.get_flag(flags.CONFIG_ERROR)
+        coordinator = q.get_flag(flags.COORDINATOR)
         workers = q.list_workers()
         running = {t.id: t for t in q.recent_tasks("in_progress", limit=max(50, len(workers)))}
         jobs = q.list_jobs(limit=ONCE_JOBS if height is None else max(1, height // 6))
@@ -222,7 +233,7 @@ class Dashboard:
 
         lines += [[]] * gaps
         lines.append(self._pool_line(coordinator, workers, now))
-        lease = q.cfg["workers"]["lease_seconds"]
+        lease = pool_lease(coordinator, q.cfg)
         hidden = len(workers) - worker_rows
         for w in workers[:worker_rows - 1 if hidden else worker_rows]:
             lines.append(self._worker_line(w, running.get(w["current_task"]), now, lease, width))

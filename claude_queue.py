@@ -36,7 +36,9 @@ from pathlib import Path
 
 import claude_cli
 import config
+import flags
 import hints
+import processes
 import task_report
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "skipped")
@@ -1396,63 +1398,13 @@ class TaskQueue:
 
 
 # --- this database's pool processes --------------------------------------------------------------
-# Shared by every program that shows or signals the pool, so "is the pool up" has one answer.
+# Process identity lives in processes.py; the names stay here for existing callers.
 
-COORDINATOR_FLAG = "coordinator"
-
-
-def pid_alive(pid):
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def process_args(pid):
-    """A process's argv (None if gone): /proc on Linux, `ps` elsewhere."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a] or None
-    except FileNotFoundError:
-        if os.path.isdir("/proc/self"):
-            return None
-    except OSError:
-        return None
-    import subprocess  # only off Linux
-
-    try:
-        out = subprocess.run(["ps", "-ww", "-o", "command=", "-p", str(pid)], capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.split() or None
-
-
-def is_our_process(pid, script, db_path=None):
-    """True when `pid` runs `script` (for our database, when given): how a recorded pid is told
-    apart from an unrelated process that reused it, before anything signals it."""
-    args = process_args(pid) if pid_alive(pid) else None
-    if not args or not any(Path(a).name == script for a in args[:3]):
-        return False
-    return db_path is None or str(db_path) in args
-
-
-def running_coordinator(queue):
-    """The live coordinator's flag value (with "pid") for this database, or None. A flag left by a
-    coordinator that died is not "running": its pid must be alive and still be our coordinator."""
-    flag = queue.get_flag(COORDINATOR_FLAG)
-    value = flag["value"] if flag else None
-    pid = value.get("pid") if isinstance(value, dict) else None
-    if pid is None:
-        return None
-    if pid == os.getpid() or is_our_process(pid, "claude_coordinator.py", queue.db_path):
-        return value
-    return None
+COORDINATOR_FLAG = flags.COORDINATOR
+pid_alive = processes.pid_alive
+process_args = processes.process_args
+is_our_process = processes.is_our_process
+running_coordinator = processes.running_coordinator
 
 
 def _file_identity(path):
@@ -1609,8 +1561,8 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 # Walks the partial index of runnable tasks in priority order; only tasks waiting for a retry time
-# (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may prefer
-# tasks_status and sort every pending task on each claim.
+# (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may scan
+# the table (or another index) and sort every pending task on each claim.
 SQL_PICK = """
 SELECT id, job_id FROM tasks INDEXED BY tasks_claimable
 WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?

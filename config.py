@@ -7,7 +7,9 @@ The project root is the git top-level of the current directory; when that top-le
 own checkout and Klauss is a submodule (the normal `klauss/` install), the root is the
 superproject. Outside git it is the current directory. State (database, logs, pid files) lives in
 `<root>/.klauss/` unless configured otherwise, so every program started anywhere in the project
-resolves the same database.
+resolves the same database. Timings that follow from `lease_seconds` (heartbeat interval, recovery
+interval, when a worker counts as hung, the supervisor's tick) are `Config` properties, computed
+here only.
 """
 
 import copy
@@ -102,6 +104,9 @@ ENV_OVERRIDES = {
 
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}
+
+
+HUNG_LEASES = 2  # a registered worker silent for this many leases is hung
 
 
 class ConfigError(ValueError):
@@ -267,6 +272,33 @@ class Config:
     @property
     def logs_dir(self):
         return self.state_dir / "logs"
+
+    # Timing policy that follows from [workers] lease_seconds, computed here and nowhere else.
+
+    @property
+    def heartbeat_interval(self):
+        """How often a running task's lease is renewed: three renewals fit in one lease."""
+        w = self.data["workers"]
+        return min(w["heartbeat_seconds"], w["lease_seconds"] / 3)
+
+    @property
+    def recover_every(self):
+        """How often expired leases are looked for."""
+        return self.data["workers"]["lease_seconds"] / 2
+
+    @property
+    def hung_after(self):
+        """A registered worker silent this long is hung: its lease has long expired, and its task
+        runs elsewhere; the coordinator kills it and a restart heals it."""
+        return HUNG_LEASES * self.data["workers"]["lease_seconds"]
+
+    @property
+    def supervisor_tick(self):
+        """The coordinator's timer for its periodic work: small enough for short test settings,
+        never above 5 s."""
+        w = self.data["workers"]
+        idle = w["idle_timeout"]
+        return max(0.05, min(5.0, w["lease_seconds"] / 4, w["heartbeat_seconds"], idle / 4 if idle else 5.0))
 
     def ensure_state_dir(self):
         if not self.state_dir.is_dir():

@@ -55,7 +55,7 @@ PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 DEFAULT_ORCHESTRATOR_ID = "mcp"
 WAIT_DEFAULT_SECONDS = 60
 WAIT_MAX_SECONDS = 600
-WAIT_SLICE_SECONDS = 1.0  # how often a waiting wait_job looks for cancellation
+WAIT_POLL_SECONDS = 1.0  # how often a waiting wait_job looks for cancellation
 LIST_JOBS_DEFAULT = 20
 MAX_TASK_LINES = 40  # job_status and wait_job list at most this many tasks
 EXIT_JOIN_SECONDS = 10  # on end of input, how long running tool calls may finish
@@ -463,25 +463,25 @@ class KlaussTools:
         timeout = self._number(args, "timeout_seconds", WAIT_DEFAULT_SECONDS, maximum=WAIT_MAX_SECONDS)
         orch = self.orch
         started = time.monotonic()
-        deadline = started + timeout
         finished = orch.get_job_status(job_id)["finished"]
-        first = True
-        while not finished and not ctx.cancelled():
+        looked = []
+
+        def report(_status):
             status, line = self._progress(job_id)
             ctx.progress(status["done"], status["total"], line)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
             # The workers stopped on a configuration problem (not logged in, billing): waiting cannot
-            # help. Not looked at before the first slice, which (like wait_and_collect) starts a
-            # pool when none runs, and a starting worker clears an old flag.
-            pool = None if first else self._pool_state()
+            # help. Not looked at on the first report, which comes once wait_and_collect has started
+            # a pool if none ran: a starting worker clears an old flag.
+            pool = self._pool_state() if looked else None
+            looked.append(True)
             if pool and pool["state"] == "config_error":
                 raise ToolError(pool["text"])
-            first = False
+
+        if not finished and not ctx.cancelled():
             try:
-                results = orch.wait_and_collect(job_id, timeout=min(remaining, WAIT_SLICE_SECONDS),
-                                                 show_progress=False)
+                # One wait: it ends when the job does, at the deadline, or once the request is cancelled.
+                results = orch.wait_and_collect(job_id, timeout=timeout, poll_interval=WAIT_POLL_SECONDS,
+                                                 on_progress=report, show_progress=False, should_stop=ctx.cancelled)
             except orchestrator.OrchestratorError as exc:
                 raise ToolError(f"{exc} (or call the start_workers tool)" if "manage.sh start" in str(exc)
                                 else str(exc)) from None

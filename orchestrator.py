@@ -14,8 +14,8 @@ And the same without Python, for Claude Code's Bash tool:
     python orchestrator.py wait JOB|TASK [--timeout S] [--json]   wait again, then print the synthesis (a task: its result)
     python orchestrator.py status JOB | collect JOB | cancel JOB | merge JOB
 
-The orchestrator talks to the pool only through the database and by starting or stopping the
-coordinator as a process.
+The orchestrator reads tasks and jobs through the database and controls the pool only through
+pool.py (start, resize, stop, borrowing a slot while a task waits on its own sub-job).
 """
 
 import argparse
@@ -23,8 +23,6 @@ import hashlib
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,14 +30,15 @@ from pathlib import Path
 import claude_queue
 import config
 import exits
+import flags
 import hints
+import pool
+import processes
 import task_report
 import worktrees
 
 HERE = Path(__file__).resolve().parent
-COORDINATOR = HERE / "claude_coordinator.py"
 UNFINISHED = ("pending", "in_progress")
-BORROW_TTL_SECONDS = 120  # a waiting parent task re-asserts its borrowed slot this often
 LOG_PROGRESS_SECONDS = 30  # into a log (stderr not a terminal): a progress line on change, else this often
 
 
@@ -183,23 +182,19 @@ class ClaudeOrchestrator:
         return max(1, min(cap, max(widths.values())))
 
     def get_worker_status(self):
-        coordinator = claude_queue.running_coordinator(self.queue)
+        coordinator = pool.running(self.queue)
         running = coordinator is not None
         pid = coordinator["pid"] if running else None
-        workers = [w for w in self.queue.list_workers() if claude_queue.pid_alive(w["pid"])] if running else []
+        workers = [w for w in self.queue.list_workers() if processes.pid_alive(w["pid"])] if running else []
         return {
             "running": running,
             "coordinator_pid": pid if running else None,
             "process_count": len(workers),
             "workers": [{"worker_id": w["worker_id"], "pid": w["pid"], "state": w["state"],
                          "current_task": w["current_task"], "last_heartbeat": w["last_heartbeat"]} for w in workers],
-            "paused": self.queue.get_flag("paused"),
-            "config_error": self.queue.get_flag("config_error"),
+            "paused": self.queue.get_flag(flags.PAUSED),
+            "config_error": self.queue.get_flag(flags.CONFIG_ERROR),
         }
-
-    def _coordinator(self, *args):
-        argv = [sys.executable, str(COORDINATOR), *args, "--db", str(self.cfg.db_path)]
-        return subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=str(self.cfg.root))
 
     def start_workers(self, count, confirm=None):
         """Start a detached pool of `count` workers (or grow a running one). Returns True if a pool
@@ -217,10 +212,13 @@ class ClaudeOrchestrator:
                 confirm = self.cfg["workers"]["auto_start"]
         if not confirm:
             return status["running"]
-        out = self._coordinator("resize", str(count)) if status["running"] else \
-            self._coordinator("start", "--detach", "--workers", str(count))
-        if out.returncode != 0:
-            raise OrchestratorError(f"could not start workers: {(out.stderr or out.stdout).strip()}")
+        try:
+            if status["running"]:
+                pool.resize(self.cfg, count)
+            else:
+                pool.start(self.cfg, count)
+        except pool.PoolError as exc:
+            raise OrchestratorError(f"could not start workers: {exc.message}") from None
         return True
 
     def ensure_workers(self, job_id, confirm=None):
@@ -229,10 +227,13 @@ class ClaudeOrchestrator:
 
     def stop_workers(self, timeout=60):
         """Stop this project's pool (gracefully: running tasks are released) and wait for it."""
-        out = self._coordinator("stop", "--wait", "--timeout", str(timeout))
-        if out.returncode not in (0, 1):
-            raise OrchestratorError(f"could not stop workers: {(out.stderr or out.stdout).strip()}")
-        return out.returncode == 0
+        try:
+            pool.stop(self.cfg, timeout=timeout)
+        except pool.PoolError as exc:
+            if exc.code == pool.EXIT_FAIL:
+                return False  # still stopping after `timeout`
+            raise OrchestratorError(f"could not stop workers: {exc.message}") from None
+        return True
 
     # --- waiting and results ---
 
@@ -247,9 +248,11 @@ class ClaudeOrchestrator:
                 "cost_usd": stats["cost_usd"], "max_budget_usd": job["max_budget_usd"],
                 "pool": task_report.pool_state(self.queue)}
 
-    def wait_and_collect(self, job_id, timeout=None, poll_interval=None, on_progress=None, show_progress=None):
-        """Wait for every task of the job to finish and return {task_id: result}. On timeout the
-        results so far come back with `.timed_out` set; nothing is cancelled."""
+    def wait_and_collect(self, job_id, timeout=None, poll_interval=None, on_progress=None, show_progress=None,
+                         should_stop=None):
+        """Wait for every task of the job to finish and return {task_id: result}. On timeout, or
+        once `should_stop()` (looked at every `poll_interval`, default 1 s) says True, the results
+        so far come back with `.timed_out` set; nothing is cancelled."""
         status = self.get_job_status(job_id)
         if not status["finished"]:
             self._ensure_pool_for_wait(job_id)
@@ -261,8 +264,6 @@ class ClaudeOrchestrator:
         last_line, last_check_pool, last_borrow = None, start, start
         last_shown, shown_at = None, start
         borrowed = self._borrow_slot()
-        if borrowed:
-            self._nudge_coordinator()
         waker = claude_queue.Waker(self.queue, f"orchestrator-{self.orchestrator_id}")
         try:
             while True:
@@ -280,12 +281,12 @@ class ClaudeOrchestrator:
                 if status["finished"]:
                     return JobResults(job_id, self.collect(job_id), False, time.monotonic() - start)
                 now = time.monotonic()
-                if deadline is not None and now >= deadline:
+                if deadline is not None and now >= deadline or should_stop is not None and should_stop():
                     return JobResults(job_id, self.collect(job_id), True, now - start)
                 if now - last_check_pool >= 2.0:
                     last_check_pool = now
                     self._check_pool_alive(job_id)
-                if borrowed and now - last_borrow >= BORROW_TTL_SECONDS / 4:
+                if borrowed and now - last_borrow >= pool.BORROW_TTL_SECONDS / 4:
                     last_borrow = now
                     self._borrow_slot()
                 # Woken by every state change in the queue; the timeout only paces the pool check.
@@ -293,27 +294,14 @@ class ClaudeOrchestrator:
         finally:
             waker.close()
             if borrowed:
-                self.queue.clear_flag(f"borrow:{self.parent_task}")
-                self._nudge_coordinator()
+                pool.give_back(self.queue, self.parent_task)
 
     def _borrow_slot(self):
-        # A task that waits for its own sub-job holds a worker; the pool grows by one slot for the
-        # wait (up to [workers] max_workers) so its children are not starved of workers. The flag
-        # expires by itself if this process dies without clearing it.
+        # A task that waits for its own sub-job holds a worker: the pool lends it a slot for the wait.
         if self.parent_task is None:
             return False
-        self.queue.set_flag(f"borrow:{self.parent_task}", {"task": self.parent_task},
-                            until=time.time() + BORROW_TTL_SECONDS)
+        pool.borrow(self.queue, self.parent_task)
         return True
-
-    def _nudge_coordinator(self):
-        """Have the coordinator re-read its size now rather than at its next tick."""
-        pid = self.get_worker_status()["coordinator_pid"]
-        if pid:
-            try:
-                os.kill(pid, signal.SIGUSR1)
-            except OSError:
-                pass
 
     def _ensure_pool_for_wait(self, job_id):
         status = self.get_worker_status()
@@ -516,20 +504,6 @@ def _title(prompt, width=100):
     if first[width - 1] != " " and " " in cut:
         cut = cut.rsplit(" ", 1)[0]
     return cut.rstrip(" ,;:.-") + "…"
-
-
-def quick_delegate(prompts, description=None, orchestrator_id="quick_delegate", db_path=None, timeout=None,
-                   confirm=None, **task_options):
-    """Run independent prompts in parallel and return (results, synthesis markdown)."""
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    orch = ClaudeOrchestrator(orchestrator_id, db_path=db_path)
-    job = orch.create_job(description or f"{len(prompts)} delegated tasks")
-    orch.add_subtasks(job, [{"prompt": p, **task_options} for p in prompts])
-    if confirm is not None:
-        orch.ensure_workers(job, confirm=confirm)
-    results = orch.wait_and_collect(job, timeout=timeout)
-    return results, orch.synthesize_results(results)
 
 
 # --- Claude Code integration --------------------------------------------------------------------
@@ -860,7 +834,7 @@ def _wait_task(orch, task_id, args):
     try:
         print(f"waiting for task {task_id} (Ctrl-C stops waiting; the task keeps running)", file=sys.stderr, flush=True)
         # As wait_and_collect: a pool first (its starting workers clear an old configuration error).
-        if q.get_task(task_id).status not in claude_queue.FINISHED and claude_queue.running_coordinator(q) is None \
+        if q.get_task(task_id).status not in claude_queue.FINISHED and pool.running(q) is None \
                 and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
             return _fail(f"no workers are running and [workers] auto_start is off: start them with "
                          f"`{hints.command('start')}`; task {task_id} stays queued", 1)
@@ -877,11 +851,11 @@ def _wait_task(orch, task_id, args):
                              f"`{hints.command('wait', task_id)}`", 1)
             if now - checked >= 2.0:  # the pool, as wait_and_collect looks at it
                 checked = now
-                pool = task_report.pool_state(q)
-                if pool["state"] == "config_error":
-                    return _fail(f"{pool['text']}; task {task_id} stays queued", 1)
-                if pool["state"] == "stopped" and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
-                    return _fail(f"{pool['text']}; task {task_id} stays queued", 1)
+                state = task_report.pool_state(q)
+                if state["state"] == "config_error":
+                    return _fail(f"{state['text']}; task {task_id} stays queued", 1)
+                if state["state"] == "stopped" and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
+                    return _fail(f"{state['text']}; task {task_id} stays queued", 1)
             waker.wait(1.0 if deadline is None else max(0.0, min(1.0, deadline - now)))
     except KeyboardInterrupt:
         return _stopped_waiting(task_id, "task")

@@ -8,6 +8,10 @@ every process that still carries the run's marker (the CLI runs each Bash comman
 its own, out of reach of the group), then whatever the worker adopted as subreaper (descendants
 that left the session and cleared their environment). The coordinator uses the same sweeps when a
 worker dies or the pool stops. Only processes we started, or that carry our markers, are signalled.
+
+Process identity lives here too: whether a recorded pid is still alive and still runs our
+coordinator or worker script (for our database), and so whether "the pool is up"
+(`running_coordinator`), one answer for every program.
 """
 
 import os
@@ -15,6 +19,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+import flags
 
 POOL_TOKEN_VAR = "KLAUSS_POOL_TOKEN"
 RUN_MARKER_VAR = "KLAUSS_RUN"
@@ -22,6 +29,9 @@ RUN_MARKER_VAR = "KLAUSS_RUN"
 STOP_GRACE_SECONDS = 2.0     # SIGTERM to claude, then SIGKILL: time for the CLI to end its tools
 SWEEP_SECONDS = 2.0          # how long a sweep keeps killing what reappears (a fork mid-sweep)
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+# How a recorded pid is recognised as one of ours: the script it runs.
+COORDINATOR_SCRIPT = "claude_coordinator.py"
+WORKER_SCRIPT = "claude_worker.py"
 
 
 # --- reading /proc (or ps) and signalling only what we recorded ----------------------------------
@@ -215,6 +225,61 @@ def kill_recorded_worker(pid, claude_pgid=None, db_path=None):
         own_group = False
     killed = signal_group(pid, signal.SIGKILL) if own_group else signal_pid(pid, signal.SIGKILL)
     return kill_claude_group(claude_pgid, db_path) or killed
+
+
+# --- process identity: is this recorded pid still the process we recorded? ----------------------
+
+def pid_alive(pid):
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def process_args(pid):
+    """A process's argv (None if gone): /proc on Linux, `ps` elsewhere."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a] or None
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None
+    except OSError:
+        return None
+    try:
+        out = subprocess.run(["ps", "-ww", "-o", "command=", "-p", str(pid)], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.split() or None
+
+
+def is_our_process(pid, script, db_path=None):
+    """True when `pid` runs `script` (for our database, when given): how a recorded pid is told
+    apart from an unrelated process that reused it, before anything signals it."""
+    args = process_args(pid) if pid_alive(pid) else None
+    if not args or not any(Path(a).name == script for a in args[:3]):
+        return False
+    return db_path is None or str(db_path) in args
+
+
+def running_coordinator(queue):
+    """The live coordinator's flag value (with "pid") for this database, or None. A flag left by a
+    coordinator that died is not "running": its pid must be alive and still be our coordinator.
+    Shared by every program that shows or signals the pool, so "is the pool up" has one answer."""
+    flag = queue.get_flag(flags.COORDINATOR)
+    value = flag["value"] if flag else None
+    pid = value.get("pid") if isinstance(value, dict) else None
+    if pid is None:
+        return None
+    if pid == os.getpid() or is_our_process(pid, COORDINATOR_SCRIPT, queue.db_path):
+        return value
+    return None
 
 
 # --- one run: stop it in order, sweep what it left, reap what we adopted --------------------------

@@ -20,7 +20,6 @@ import math
 import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,11 +28,11 @@ import claude_queue
 import config
 import exits
 import hints
+import pool
 import task_report
 import worktrees
 
 PROG = "submit_task.py"
-COORDINATOR = Path(__file__).resolve().parent / "claude_coordinator.py"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WAIT_POLL_SECONDS = 0.25
 POOL_CHECK_POLLS = 8  # --wait looks at the pool every this many polls
@@ -121,7 +120,7 @@ def open_queue(args, create=True, empty_ok=False):
 
 
 def coordinator_up(q):
-    return claude_queue.running_coordinator(q) is not None
+    return pool.running(q) is not None
 
 
 # --- formatting --------------------------------------------------------------------------------
@@ -358,13 +357,13 @@ def start_pool_for(q, task_id):
               f"`{hints.command('start')}`", file=sys.stderr, flush=True)
         return
     print("no Klauss workers are running; starting 1 ([workers] auto_start)", file=sys.stderr, flush=True)
-    out = subprocess.run([sys.executable, str(COORDINATOR), "start", "--workers", "1", "--db", str(q.cfg.db_path)],
-                         capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=str(q.cfg.root))
-    if out.returncode != 0:
-        why = " ".join((out.stderr or out.stdout).split())
+    try:
+        pool.start(q.cfg, 1)
+    except pool.PoolError as exc:
+        why = " ".join(exc.message.split())
         raise CliError(f"could not start workers: {why}; task {task_id} stays queued: start workers with "
                        f"`{hints.command('start')}`, or cancel it with `{hints.command('cancel', task_id)}`",
-                       EXIT_FAILED)
+                       EXIT_FAILED) from None
 
 
 def cmd_submit_file(args):

@@ -5,6 +5,7 @@ import json
 import re
 import time
 
+import flags
 import hints
 
 # The stored status `in_progress` is shown and typed as "running", the word every view uses;
@@ -117,7 +118,7 @@ def pool_state(queue, start=None, restart=None, now=None):
     `wait_job` and `job_status`): {"state": "running" | "paused" | "config_error" | "stopped",
     "text": one sentence}. `start` and `restart` say how to act (default: the manage.sh commands)."""
     now = time.time() if now is None else now
-    problem = queue.get_flag("config_error")
+    problem = queue.get_flag(flags.CONFIG_ERROR)
     if problem:
         value = problem["value"] if isinstance(problem["value"], dict) else {}
         fix = str(value.get("fix") or "see the worker logs").rstrip(". ")
@@ -128,7 +129,7 @@ def pool_state(queue, start=None, restart=None, now=None):
     if running is None:
         return {"state": "stopped",
                 "text": f"no pool running: {start or 'start one with `' + hints.command('start') + '`'}"}
-    paused = queue.get_flag("paused")
+    paused = queue.get_flag(flags.PAUSED)
     if paused:
         value = paused["value"] if isinstance(paused["value"], dict) else {}
         until = paused["until"]

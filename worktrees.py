@@ -458,8 +458,7 @@ class TaskTree:
         self.cfg, self.queue, self.task = cfg, queue, task
         self.repo, self.base, self.merge_mode, self.job_branch = repo, base, merge, jbranch
         self.keepalive = keepalive
-        workers = cfg["workers"]
-        self.every = max(0.05, min(workers["heartbeat_seconds"], workers["lease_seconds"] / 3))
+        self.every = max(0.05, cfg.heartbeat_interval)
         self.dir = worktrees_dir(cfg)
         self.path = self.dir / f"task-{task.id}"
         self.branch = task_branch(task.id, task.job_id)

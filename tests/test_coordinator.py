@@ -417,8 +417,13 @@ def test_idle_pool_shuts_itself_down(project):
 
 
 def test_a_worker_that_keeps_crashing_is_given_up_with_the_reason(project):
-    crasher = json.dumps([sys.executable, "-c", "import sys; print('error: cannot import foo'); sys.exit(1)"])
-    coordinator = project.popen_coordinator("1", "--worker-cmd", crasher)
+    crasher = [sys.executable, "-c", "import sys; print('error: cannot import foo'); sys.exit(1)"]
+    # The worker command is the supervisor's Python API (the command line has no such option).
+    script = ("import sys, config, supervisor; "
+              f"sys.exit(supervisor.Coordinator(config.load_config(), 1, worker_cmd={crasher!r}).run())")
+    coordinator = subprocess.Popen([sys.executable, "-c", script], cwd=str(project.root),
+                                   env={**project.env, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert coordinator.wait(timeout=30) == 1
     finally:

@@ -11,7 +11,6 @@ import pytest
 
 import claude_queue
 import config
-import orchestrator
 from conftest import fake
 from orchestrator import ClaudeOrchestrator, OrchestratorError
 
@@ -314,8 +313,3 @@ def test_nested_wait_through_the_api_borrows_a_worker(project, tmp_path):
     children = [t for t in orch.queue.list_tasks() if t.parent_id == parent]
     assert len(children) == 2 and all(t.status == "completed" for t in children)
     assert orch.queue.list_flags("borrow:") == {}, "the borrowed slot is given back"
-
-
-def test_quick_delegate(project):
-    results, text = orchestrator.quick_delegate(["one", "two"], confirm=True, timeout=120)
-    assert results.all_completed and "one" in text and "two" in text

@@ -14,7 +14,7 @@ from conftest import install_fake_claude
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULES = ["config", "claude_queue", "claude_cli", "task_report", "worktrees", "claude_worker", "claude_coordinator",
-           "claude_dashboard", "submit_task", "orchestrator", "klauss_mcp"]
+           "claude_dashboard", "submit_task", "orchestrator", "klauss_mcp", "flags", "supervisor", "pool", "admin"]
 
 
 def other_pythons():
