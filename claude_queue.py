@@ -311,6 +311,8 @@ class Task:
         for key in ("context_files", "expected_outputs", "metadata", "outcome"):
             if data.get(key) is not None:
                 data[key] = json.loads(data[key])
+        if isinstance(data.get("outcome"), dict):
+            data["outcome"].setdefault("result", data.get("result"))  # stored once, in `result`
         data["cancel_requested"] = bool(data["cancel_requested"])
         data["attempts_used"] = data["attempt"] - data.pop("attempt_base")
         data["depends_on"] = depends_on
@@ -876,26 +878,52 @@ class TaskQueue:
 
     # --- claiming and leases ---
 
-    def claim_task(self, worker_id, lease_seconds=None):
-        """Atomically take the best runnable task, or None when nothing can run now."""
-        lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
+    def claim_task(self, worker_id, lease_seconds=None, worker_info=None):
+        """Atomically take the best runnable task, or None when nothing can run now. With
+        `worker_info` (a worker's own claim), the worker's row says busy on it in the same commit."""
         with self._write() as conn:
-            now = self.clock()
-            while True:
-                pick = conn.execute(SQL_PICK, (now,)).fetchone()
-                if pick is None:
-                    return None
-                # The job's budget is checked on its true total before any of its tasks starts;
-                # a spent job has its pending tasks skipped, and the next best task is picked.
-                if pick[1] is None or not self._enforce_budget(conn, pick[1]):
-                    break
-            if HAS_RETURNING:
-                row = conn.execute(SQL_CLAIM_ID + " RETURNING *", (worker_id, now + lease, now, now, pick[0])).fetchone()
-            else:
-                conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
-                row = conn.execute("SELECT * FROM tasks WHERE id = ?", (pick[0],)).fetchone()
-            self._event(conn, row["id"], "claimed", worker_id, row["attempt"], now=now)
+            return self._claim(conn, worker_id, lease_seconds, worker_info)
+
+    def _claim(self, conn, worker_id, lease_seconds, worker_info=None):
+        lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
+        now = self.clock()
+        while True:
+            pick = conn.execute(SQL_PICK, (now,)).fetchone()
+            if pick is None:
+                return None
+            # The job's budget is checked on its true total before any of its tasks starts;
+            # a spent job has its pending tasks skipped, and the next best task is picked.
+            if pick[1] is None or not self._enforce_budget(conn, pick[1]):
+                break
+        if HAS_RETURNING:
+            row = conn.execute(SQL_CLAIM_ID + " RETURNING *", (worker_id, now + lease, now, now, pick[0])).fetchone()
+        else:
+            conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
+            row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
+        self._event(conn, row["id"], "claimed", worker_id, row["attempt"], now=now)
+        if worker_info is not None:
+            self._beat_worker(conn, worker_id, "busy", row["id"], worker_info, now)
         return Task.from_row(row)
+
+    def finish_and_claim(self, action, task_id, worker_id, attempt=None, claim_next=False, lease_seconds=None,
+                         worker_info=None, **details):
+        """A worker's step in one commit: record a task's end (`action` is "complete", "fail",
+        "release" or "cancel", with that method's own keyword arguments in `details`), set the
+        worker's row, and, with `claim_next` and no pool-wide pause, claim its next task.
+        Returns (recorded, next task or None); `recorded` is what the single method returns."""
+        finish = {"complete": self._complete, "fail": self._fail, "release": self._release,
+                  "cancel": self._acknowledge_cancel}[action]
+        with self._write(notify=True) as conn:
+            done = finish(conn, task_id, worker_id, attempt=attempt, **details)
+            task = None
+            if claim_next and conn.execute(SQL_PAUSING_FLAGS, (self.clock(),)).fetchone() is None:
+                task = self._claim(conn, worker_id, lease_seconds, worker_info)
+            if task is None and worker_info is not None:
+                self._beat_worker(conn, worker_id, "idle", None, worker_info, self.clock())
+            return done, task
+
+    def _beat_worker(self, conn, worker_id, state, current_task, info, now):
+        conn.execute(SQL_WORKER_BEAT, (now, state, current_task, _dumps(info), worker_id))
 
     def next_claimable_at(self):
         """When the earliest waiting-for-retry task becomes claimable (None if none waits)."""
@@ -910,8 +938,28 @@ class TaskQueue:
             cur = conn.execute(SQL_HEARTBEAT, (now + lease, now, task_id, worker_id, attempt, attempt))
             return cur.rowcount == 1
 
+    def renew_lease(self, task_id, worker_id, attempt=None, lease_seconds=None, worker_info=None):
+        """The running task's heartbeat in one commit: extend its lease and, with `worker_info`,
+        the worker's row. None once this worker no longer holds the task, else whether a cancel
+        was requested."""
+        lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
+        with self._write() as conn:
+            now = self.clock()
+            if HAS_RETURNING:
+                row = conn.execute(SQL_HEARTBEAT + " RETURNING cancel_requested",
+                                   (now + lease, now, task_id, worker_id, attempt, attempt)).fetchone()
+            elif conn.execute(SQL_HEARTBEAT, (now + lease, now, task_id, worker_id, attempt, attempt)).rowcount:
+                row = conn.execute(SQL_CANCEL_REQUESTED, (task_id,)).fetchone()
+            else:
+                row = None
+            if row is None:
+                return None
+            if worker_info is not None:
+                self._beat_worker(conn, worker_id, "busy", task_id, worker_info, now)
+            return bool(row[0])
+
     def cancel_requested(self, task_id):
-        rows = self._read("SELECT cancel_requested FROM tasks WHERE id = ?", (task_id,))
+        rows = self._read(SQL_CANCEL_REQUESTED, (task_id,))
         return bool(rows and rows[0][0])
 
     def set_activity(self, task_id, worker_id, activity, attempt=None):
@@ -923,79 +971,99 @@ class TaskQueue:
     def _finish(self, conn, task_id, worker_id, attempt, status, result_text, error, outcome, cost, event,
                 detail=None):
         now = self.clock()
-        cur = conn.execute(SQL_FINISH, (status, now, now, result_text, error,
-                                        None if outcome is None else _dumps(outcome), _denied(outcome), cost, cost,
-                                        task_id, worker_id, attempt, attempt))
-        if cur.rowcount != 1:
+        params = (status, now, now, result_text, error, _outcome_json(outcome), _denied(outcome), cost, cost,
+                  task_id, worker_id, attempt, attempt)
+        if HAS_RETURNING:
+            row = conn.execute(SQL_FINISH + " RETURNING attempt, job_id", params).fetchone()
+        elif conn.execute(SQL_FINISH, params).rowcount == 1:
+            row = conn.execute(SQL_TASK_ATTEMPT_JOB, (task_id,)).fetchone()
+        else:
+            row = None
+        if row is None:
             return None
-        row = conn.execute("SELECT attempt, job_id FROM tasks WHERE id = ?", (task_id,)).fetchone()
         self._event(conn, task_id, event, worker_id, row["attempt"], detail, now=now, cost=cost)
         return row
 
     def complete_task(self, task_id, worker_id, result=None, attempt=None):
         """Mark completed. `result` is the final text, or a dict of outcome details whose "result"
         key is the text and "total_cost_usd" the cost. False if this worker no longer holds it."""
-        text, outcome, cost = _split_result(result)
         with self._write(notify=True) as conn:
-            row = self._finish(conn, task_id, worker_id, attempt, "completed", text, None, outcome, cost,
-                               "completed")
-            if row is None:
-                return False
-            conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
-            self._enforce_budget(conn, row["job_id"])
-            return True
+            return self._complete(conn, task_id, worker_id, result, attempt)
+
+    def _complete(self, conn, task_id, worker_id, result=None, attempt=None):
+        text, outcome, cost = _split_result(result)
+        row = self._finish(conn, task_id, worker_id, attempt, "completed", text, None, outcome, cost, "completed")
+        if row is None:
+            return False
+        conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
+        self._enforce_budget(conn, row["job_id"])
+        return True
 
     def fail_task(self, task_id, worker_id, error, retryable=True, attempt=None, outcome=None):
         """Record a failure: retried with exponential backoff while attempts remain (and
         `retryable`), else failed for good, and its transitive dependents skipped."""
+        with self._write(notify=True) as conn:
+            return self._fail(conn, task_id, worker_id, error, retryable, attempt, outcome)
+
+    def _fail(self, conn, task_id, worker_id, error, retryable=True, attempt=None, outcome=None):
         text, outcome, cost = _split_result(outcome)
         error = str(error)
-        with self._write(notify=True) as conn:
-            now = self.clock()
-            row = conn.execute(SQL_HOLDER, (task_id, worker_id, attempt, attempt)).fetchone()
-            if row is None:
-                return False
-            used = row["attempt"] - row["attempt_base"]
-            if retryable and used < row["max_attempts"]:
-                q = self.cfg["queue"]
-                delay = min(q["retry_backoff_seconds"] * 2 ** (used - 1), q["retry_backoff_max_seconds"])
-                conn.execute(SQL_REQUEUE, (now + delay, now, error, text, None if outcome is None else _dumps(outcome),
-                                           _denied(outcome), cost, cost, 0, task_id))
-                self._event(conn, task_id, "failed", worker_id, row["attempt"],
-                            f"{error} (attempt {used}/{row['max_attempts']}; retry in {delay:g}s)", now=now, cost=cost)
-            else:
-                self._finish(conn, task_id, worker_id, attempt, "failed", text, error, outcome, cost, "failed",
-                             error if retryable else f"{error} (not retryable)")
-                self._skip_dependents(conn, task_id, f"dependency #{task_id} failed")
-            self._enforce_budget(conn, row["job_id"])
-            return True
+        now = self.clock()
+        row = conn.execute(SQL_HOLDER, (task_id, worker_id, attempt, attempt)).fetchone()
+        if row is None:
+            return False
+        used = row["attempt"] - row["attempt_base"]
+        if retryable and used < row["max_attempts"]:
+            q = self.cfg["queue"]
+            delay = min(q["retry_backoff_seconds"] * 2 ** (used - 1), q["retry_backoff_max_seconds"])
+            conn.execute(SQL_REQUEUE, (now + delay, now, error, text, _outcome_json(outcome),
+                                       _denied(outcome), cost, cost, 0, task_id))
+            self._event(conn, task_id, "failed", worker_id, row["attempt"],
+                        f"{error} (attempt {used}/{row['max_attempts']}; retry in {delay:g}s)", now=now, cost=cost)
+        else:
+            self._finish(conn, task_id, worker_id, attempt, "failed", text, error, outcome, cost, "failed",
+                         error if retryable else f"{error} (not retryable)")
+            self._skip_dependents(conn, task_id, f"dependency #{task_id} failed")
+        self._enforce_budget(conn, row["job_id"])
+        return True
 
     def release_task(self, task_id, worker_id, delay=0, reason=None, attempt=None, cost=None):
         """Back to pending without spending an attempt (shutdown, rate limits). `cost` is what the
         released run spent all the same: it counts in the task's and the job's total."""
+        with self._write(notify=True) as conn:
+            return self._release(conn, task_id, worker_id, delay, reason, attempt, cost)
+
+    def _release(self, conn, task_id, worker_id, delay=0, reason=None, attempt=None, cost=None):
         if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))):
             cost = None
-        with self._write(notify=True) as conn:
-            now = self.clock()
-            cur = conn.execute(SQL_RELEASE, (now + delay, now, cost, cost, task_id, worker_id, attempt, attempt))
-            if cur.rowcount != 1:
-                return False
-            self._event(conn, task_id, "released", worker_id, attempt, reason, now=now, cost=cost)
-            if cost:
-                self._enforce_budget(conn, conn.execute("SELECT job_id FROM tasks WHERE id = ?",
-                                                        (task_id,)).fetchone()[0])
-            return True
+        now = self.clock()
+        if HAS_RETURNING:
+            row = conn.execute(SQL_RELEASE + " RETURNING job_id",
+                               (now + delay, now, cost, cost, task_id, worker_id, attempt, attempt)).fetchone()
+        elif conn.execute(SQL_RELEASE, (now + delay, now, cost, cost, task_id, worker_id, attempt, attempt)).rowcount:
+            row = conn.execute(SQL_TASK_JOB, (task_id,)).fetchone()
+        else:
+            row = None
+        if row is None:
+            return False
+        self._event(conn, task_id, "released", worker_id, attempt, reason, now=now, cost=cost)
+        if cost:
+            self._enforce_budget(conn, row[0])
+        return True
 
     def acknowledge_cancel(self, task_id, worker_id, attempt=None, outcome=None):
         """The holder stopped a task whose cancel was requested: it ends cancelled."""
-        text, outcome, cost = _split_result(outcome)
         with self._write(notify=True) as conn:
-            row = self._finish(conn, task_id, worker_id, attempt, "cancelled", text, "cancelled by request",
-                               outcome, cost, "cancelled")
-            if row is None:
-                return False
-            self._skip_dependents(conn, task_id, f"dependency #{task_id} cancelled")
-            return True
+            return self._acknowledge_cancel(conn, task_id, worker_id, attempt, outcome)
+
+    def _acknowledge_cancel(self, conn, task_id, worker_id, attempt=None, outcome=None):
+        text, outcome, cost = _split_result(outcome)
+        row = self._finish(conn, task_id, worker_id, attempt, "cancelled", text, "cancelled by request",
+                           outcome, cost, "cancelled")
+        if row is None:
+            return False
+        self._skip_dependents(conn, task_id, f"dependency #{task_id} cancelled")
+        return True
 
     def recover_stale(self, worker_id=None):
         """Return tasks whose lease expired (or, with `worker_id`, that worker's tasks at once) to
@@ -1525,6 +1593,14 @@ def _split_result(result):
     return str(result), None, None
 
 
+def _outcome_json(outcome):
+    """The outcome as stored: its "result" text lives in the `result` column only (Task.from_row
+    puts it back), so a completion writes the answer once, not twice."""
+    if outcome is None:
+        return None
+    return _dumps({k: v for k, v in outcome.items() if k != "result"})
+
+
 def _denied(outcome):
     """How many tool calls the run's outcome says were denied."""
     denials = outcome.get("permission_denials") if isinstance(outcome, dict) else None
@@ -1631,6 +1707,19 @@ _HOLDER = "id = ? AND worker_id = ? AND status = 'in_progress' AND (? IS NULL OR
 SQL_HOLDER = f"SELECT * FROM tasks WHERE {_HOLDER}"
 
 SQL_HEARTBEAT = f"UPDATE tasks SET lease_expires_at = ?, updated_at = ? WHERE {_HOLDER}"
+
+SQL_TASK = "SELECT * FROM tasks WHERE id = ?"
+SQL_TASK_JOB = "SELECT job_id FROM tasks WHERE id = ?"
+SQL_TASK_ATTEMPT_JOB = "SELECT attempt, job_id FROM tasks WHERE id = ?"
+SQL_CANCEL_REQUESTED = "SELECT cancel_requested FROM tasks WHERE id = ?"
+
+# A worker's own claim, completion or heartbeat sets its row in the same transaction.
+SQL_WORKER_BEAT = "UPDATE workers SET last_heartbeat = ?, state = ?, current_task = ?, info = ? WHERE worker_id = ?"
+
+# Pool-wide flags that stop claims: a worker finishing a task claims no next one while either is live.
+SQL_PAUSING_FLAGS = """
+SELECT 1 FROM pool_flags WHERE key IN ('paused', 'config_error') AND (until IS NULL OR until > ?)
+"""
 
 SQL_ACTIVITY = f"UPDATE tasks SET activity = ? WHERE {_HOLDER}"
 
