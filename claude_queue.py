@@ -234,6 +234,41 @@ MIGRATIONS = [
     ALTER TABLE jobs ADD COLUMN plan_hash TEXT;
     CREATE INDEX jobs_plan_hash ON jobs (plan_hash) WHERE plan_hash IS NOT NULL;
     """,
+    # 5: a claim no longer moves a count. Unfinished tasks (pending and running) share one
+    # 'pending' bucket; how many of them run is read from tasks_running (one row per worker), so the
+    # triggers fire only when a task finishes, is revived, or its cost, job or denials change.
+    """
+    INSERT INTO task_counts (job_id, status, n, cost, denied)
+    SELECT job_id, 'pending', n, cost, denied FROM task_counts WHERE status = 'in_progress'
+    ON CONFLICT (job_id, status) DO UPDATE SET n = n + excluded.n, cost = cost + excluded.cost,
+                                               denied = denied + excluded.denied;
+    DELETE FROM task_counts WHERE status = 'in_progress';
+    DROP TRIGGER task_counts_insert;
+    DROP TRIGGER task_counts_delete;
+    DROP TRIGGER task_counts_update;
+    CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), CASE new.status WHEN 'in_progress' THEN 'pending' ELSE new.status END,
+                                        1, ifnull(new.cost_usd, 0), new.denied > 0)
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0),
+                                                   denied = denied + (new.denied > 0);
+    END;
+    CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0), denied = denied - (old.denied > 0)
+        WHERE job_id = ifnull(old.job_id, '') AND status = CASE old.status WHEN 'in_progress' THEN 'pending' ELSE old.status END;
+    END;
+    CREATE TRIGGER task_counts_update AFTER UPDATE OF status, cost_usd, job_id, denied ON tasks
+    WHEN (old.status IS NOT new.status
+          AND NOT (old.status IN ('pending', 'in_progress') AND new.status IN ('pending', 'in_progress')))
+         OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id OR old.denied IS NOT new.denied
+    BEGIN
+        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0), denied = denied - (old.denied > 0)
+        WHERE job_id = ifnull(old.job_id, '') AND status = CASE old.status WHEN 'in_progress' THEN 'pending' ELSE old.status END;
+        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), CASE new.status WHEN 'in_progress' THEN 'pending' ELSE new.status END,
+                                        1, ifnull(new.cost_usd, 0), new.denied > 0)
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0),
+                                                   denied = denied + (new.denied > 0);
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -307,10 +342,13 @@ class Task:
 
     @classmethod
     def from_row(cls, row, depends_on=None):
-        data = dict(row)
+        # Not dict(row): sqlite3.Row looks each name up by a linear scan, quadratic in the columns.
+        data = dict(zip(row.keys(), row))
         for key in ("context_files", "expected_outputs", "metadata", "outcome"):
-            if data.get(key) is not None:
-                data[key] = json.loads(data[key])
+            value = data.get(key)
+            if value is not None:
+                # Most tasks carry the empty defaults; decoding them is a measurable part of a claim.
+                data[key] = [] if value == "[]" else {} if value == "{}" else json.loads(value)
         if isinstance(data.get("outcome"), dict):
             data["outcome"].setdefault("result", data.get("result"))  # stored once, in `result`
         data["cancel_requested"] = bool(data["cancel_requested"])
@@ -561,6 +599,7 @@ class TaskQueue:
         # Pool processes pin the file they opened: see db_replaced().
         self.pinned = False
         self._identity = None
+        self._wake = None
         self.read_only = False  # set when the database can only be read (see _connect)
         if not self.db_path.parent.is_dir():
             if db_path is None:
@@ -724,7 +763,10 @@ class TaskQueue:
 
     @property
     def wake_dir(self):
-        return config.wake_dir(self.db_path)
+        # Every commit that changes the queue wakes waiters: computed once per path, not per commit.
+        if self._wake is None or self._wake[0] is not self.db_path:
+            self._wake = (self.db_path, config.wake_dir(self.db_path))
+        return self._wake[1]
 
     def notify_waiters(self):
         """Wake every process blocked in a Waker on this database (idle workers, waiting
@@ -1240,9 +1282,11 @@ class TaskQueue:
     def get_stats(self, job_id=None):
         """A count per status, `total`, and `cost_usd` (all tasks, or one job's)."""
         if job_id is None:
-            rows = self._read("SELECT status, sum(n), sum(cost), sum(denied) FROM task_counts GROUP BY status")
+            rows = self._read(SQL_COUNTS)
+            running = self._read(SQL_RUNNING_COUNT)[0][0]
         else:
-            rows = self._read("SELECT status, n, cost, denied FROM task_counts WHERE job_id = ?", (job_id,))
+            rows = self._read(SQL_JOB_COUNTS, (job_id,))
+            running = self._read(SQL_JOB_RUNNING_COUNT, (job_id,))[0][0]
         stats = {s: 0 for s in STATUSES}
         cost = 0.0
         denied = 0
@@ -1251,6 +1295,9 @@ class TaskQueue:
             cost += c or 0.0
             if status == "completed":
                 denied += d or 0
+        # The 'pending' count holds every unfinished task (schema 5): the running ones are apart.
+        stats["in_progress"] = running
+        stats["pending"] -= running
         stats["total"] = sum(stats[s] for s in STATUSES)
         stats["cost_usd"] = round(cost, 6)
         # Completed, but some of the run's tool calls were denied: done, yet not as asked.
@@ -1709,6 +1756,11 @@ SQL_HOLDER = f"SELECT * FROM tasks WHERE {_HOLDER}"
 SQL_HEARTBEAT = f"UPDATE tasks SET lease_expires_at = ?, updated_at = ? WHERE {_HOLDER}"
 
 SQL_TASK = "SELECT * FROM tasks WHERE id = ?"
+
+SQL_COUNTS = "SELECT status, sum(n), sum(cost), sum(denied) FROM task_counts GROUP BY status"
+SQL_JOB_COUNTS = "SELECT status, n, cost, denied FROM task_counts WHERE job_id = ?"
+SQL_RUNNING_COUNT = "SELECT count(*) FROM tasks INDEXED BY tasks_running WHERE status = 'in_progress'"
+SQL_JOB_RUNNING_COUNT = SQL_RUNNING_COUNT + " AND job_id = ?"
 SQL_TASK_JOB = "SELECT job_id FROM tasks WHERE id = ?"
 SQL_TASK_ATTEMPT_JOB = "SELECT attempt, job_id FROM tasks WHERE id = ?"
 SQL_CANCEL_REQUESTED = "SELECT cancel_requested FROM tasks WHERE id = ?"
