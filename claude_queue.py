@@ -1111,6 +1111,13 @@ class TaskQueue:
         """Return tasks whose lease expired (or, with `worker_id`, that worker's tasks at once) to
         pending, or to failed when out of attempts. Returns the recovered task ids."""
         recovered = []
+        # Read first: workers call this every lease/2, and taking the write lock to find nothing
+        # would cost each of them a commit and stall the others' claims.
+        if worker_id is None:
+            if not self._read(SQL_ANY_STALE, (self.clock(),)):
+                return recovered
+        elif not self._read(SQL_ANY_WORKER_TASK, (worker_id,)):
+            return recovered
         with self._write() as conn:
             now = self.clock()
             if worker_id is None:
@@ -1806,6 +1813,8 @@ WHERE id = ?
 SQL_STALE = "SELECT * FROM tasks WHERE status = 'in_progress' AND lease_expires_at < ?"
 
 SQL_WORKER_TASKS = "SELECT * FROM tasks WHERE status = 'in_progress' AND worker_id = ?"
+SQL_ANY_STALE = "SELECT 1 FROM tasks INDEXED BY tasks_running WHERE status = 'in_progress' AND lease_expires_at < ? LIMIT 1"
+SQL_ANY_WORKER_TASK = "SELECT 1 FROM tasks WHERE status = 'in_progress' AND worker_id = ? LIMIT 1"
 
 SQL_UNBLOCK_DEPENDENTS = """
 UPDATE tasks SET deps_remaining = deps_remaining - 1

@@ -457,6 +457,7 @@ class Worker:
         self._disk_full = False
         self._info = {"coordinator_pid": coordinator_pid}
         self._next = None  # a task claimed by the commit that recorded the previous one
+        self._queue_empty = False  # ...or that commit found nothing to claim
         self._row_stale = False  # the worker row in the database lags behind state/_info
         self.subreaper = False  # set at start: whether what our runs leave behind is re-parented to us
         workers = cfg["workers"]
@@ -522,6 +523,9 @@ class Worker:
                                                        claim_next=go_on, lease_seconds=self.lease,
                                                        worker_info=self._info, **details)
         self._row_written("busy" if self._next is not None else "idle")
+        # That commit found nothing to claim: the loop need not ask again before it waits (a task
+        # added since wakes the wait at once).
+        self._queue_empty = go_on and self._next is None
         return done
 
     def note_claude(self, pid, run_marker=None):
@@ -582,6 +586,7 @@ class Worker:
 
     def _loop(self):
         while True:
+            empty, self._queue_empty = self._queue_empty, False  # only for the claim right after it
             if self.stopping or self.parent_gone():
                 if not self.stopping:
                     self.request_shutdown("coordinator is gone")
@@ -624,7 +629,10 @@ class Worker:
                     self.idle_wait(self.cfg["workers"]["poll_seconds"])
                     continue
             self.maybe_recover()
-            task = self.queue.claim_task(self.worker_id, lease_seconds=self.lease, worker_info=self._info)
+            if empty:
+                task = None
+            else:
+                task = self.queue.claim_task(self.worker_id, lease_seconds=self.lease, worker_info=self._info)
             if self._disk_full:
                 self._disk_full = False
                 log("writes work again; claiming resumed")
