@@ -1,18 +1,70 @@
-"""The shared SQLite task queue every Klauss process uses.
+"""The shared task queue every Klauss process uses, and its storage contract.
 
-One database in WAL mode, opened by many processes at once. Every write happens inside a
-`BEGIN IMMEDIATE` transaction owned by `TaskQueue._write()`, which also retries when another
-process holds the lock, so callers never see "database is locked".
+Today's store is one SQLite database in WAL mode, opened by many processes at once. This docstring
+is the contract a second backend (PostgreSQL, for pools on several machines) must keep;
+tests/test_queue_contract.py checks it for every backend. All SQL is in the named constants at the
+end of this file (MIGRATIONS for the schema, SQL_* for the statements); `_write()` is the one owner
+of write transactions (BEGIN IMMEDIATE retried while another process holds the lock, COMMIT or
+ROLLBACK, then the wake-ups), so callers never see "database is locked".
 
-Claims are fenced by `attempt`: each claim increments it, and heartbeat/complete/fail/release act
-only for the worker that holds the task at that attempt. A worker that lost its lease therefore
-can never overwrite the next holder's outcome. `attempt_base` counts claims that did not spend an
-attempt (releases), so attempts used = attempt - attempt_base.
+    submit ──add_tasks──▶ pending ──claim──▶ in_progress ──complete──▶ completed
+                            ▲  ▲                 │ │ │  ──fail (no attempts left)──▶ failed ──▶ dependents skipped
+                            │  └─release/retry───┘ │ └──cancel (acknowledged)──▶ cancelled
+                            └──lease expired───────┘        (retry_task revives failed/cancelled/skipped)
 
-Dependencies are tracked with a `deps_remaining` counter, decremented when a dependency completes,
-so the claim query only ever looks at runnable rows (a partial index) and blocked tasks cost
-nothing however many there are. Per-status counts and costs are kept by triggers in
-`task_counts`, so statistics do not grow with the number of finished tasks.
+Claims. `claim_task` atomically takes the best runnable task: highest priority first, then oldest
+(FIFO by id), skipping tasks waiting for a retry time (`not_before`) or for dependencies. Two
+claimers never get the same task.
+
+Leases and fencing. A claim sets `lease_expires_at` and increments `attempt`. The holder renews the
+lease (`heartbeat`, `renew_lease`); `recover_stale` returns tasks whose lease expired (or a dead
+worker's) to pending, spending an attempt, or fails them when none are left. Every holder action
+(heartbeat, set_activity, complete, fail, release, acknowledge_cancel) names the worker and, when
+known, the attempt, and does nothing once that worker no longer holds that attempt: a worker that
+lost its lease can never overwrite the next holder's outcome. `attempt_base` counts claims that did
+not spend an attempt (releases), so attempts used = attempt - attempt_base.
+
+Retries. A retryable failure goes back to pending with exponential backoff while attempts remain;
+`release_task` gives a task back without spending an attempt; `retry_task` gives a finished
+unsuccessful task a fresh set of attempts.
+
+Dependencies and skips. `depends_on` names existing ids or, within one batch, another entry's `ref`;
+cycles are refused. A task becomes claimable when all its dependencies completed (kept as a
+`deps_remaining` counter, so blocked tasks cost a claim nothing). When a task fails, is cancelled or
+skipped, its pending transitive dependents are skipped; retrying it revives those not blocked by
+something else.
+
+Jobs and budgets. A job groups tasks (`submit_job` writes a job and its tasks in one transaction).
+With `max_budget_usd`, once the job's spend (every attempt's cost, released runs included) reaches
+it, its pending tasks are skipped and none of them is claimed.
+
+Events. Every transition appends to a task's history (`get_events`): created, claimed, completed,
+failed, released, recovered, cancel_requested, cancelled, skipped, retried, with worker, attempt,
+detail and the attempt's cost.
+
+Counts. `get_stats` gives per-status counts, cost and denials without scanning finished tasks:
+triggers keep `task_counts` per job, for finished statuses plus one bucket of unfinished tasks (a
+claim moves no count); how many of those run is read from the running tasks' index.
+
+Workers and flags. Workers register a row (state, current task, details such as claude's pid) and
+beat it. Pool-wide flags (`set_flag`, with an optional `until`) carry the usage-limit pause,
+configuration errors and the coordinator's identity.
+
+A worker's step in one commit. `claim_task(worker_info=...)` sets the worker's row busy with the
+claim; `finish_and_claim` records a task's end, sets the worker's row, and claims the next task
+unless a pause or configuration-error flag is live; `renew_lease` renews the lease and the worker's
+row and says whether a cancel was requested. A worker thus commits twice per task: the claim (or
+the previous task's end with it) and claude's pid.
+
+Results. A completion stores the final text once, in `result`; the other outcome details go to
+`outcome` (Task.from_row gives back the whole dict, "result" included).
+
+Wake-ups. A commit that can make work claimable or finish a task (`_write(notify=True)`) writes a
+byte to every FIFO in the database's wake directory, so idle workers and waiting orchestrators
+(`Waker`) wake at once instead of polling. Claims and heartbeats wake nobody.
+
+Migrations. MIGRATIONS[i] upgrades a store from version i to i+1 (`PRAGMA user_version`); an older
+database upgrades in place when opened; a newer one is refused with a clear error.
 
 All times are UTC epoch seconds (float).
 """
@@ -656,14 +708,9 @@ class TaskQueue:
             raise QueueError(f"cannot open database {self.db_path}: {exc}") from None
         try:
             conn.row_factory = sqlite3.Row
-            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
-            conn.execute("PRAGMA synchronous=NORMAL")
-            # Checkpoints copy the WAL back into the database (and fsync it): done inline by whichever
-            # commit crosses the threshold, they stall that claim. The coordinator checkpoints in the
-            # background every few seconds (checkpoint()); this larger threshold is the safety net.
-            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
-            conn.execute("PRAGMA foreign_keys=ON")
+            self._retry(lambda: conn.execute(SQL_WAL).fetchone())
+            for pragma in SQL_CONNECTION_PRAGMAS:
+                conn.execute(pragma)
             self._local.conn = conn
             self._migrate(conn)
         except BaseException:
@@ -681,13 +728,13 @@ class TaskQueue:
                 conn = sqlite3.connect(uri + extra, uri=True, timeout=5, isolation_level=None,
                                        check_same_thread=False)
                 conn.row_factory = sqlite3.Row
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                version = conn.execute(SQL_VERSION).fetchone()[0]
                 break
             except sqlite3.OperationalError as exc:
                 error = exc
         else:
             raise QueueError(f"cannot open database {self.db_path} even read-only: {error}")
-        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        if version == 0 and conn.execute(SQL_ANY_TABLE).fetchone()[0]:
             conn.close()
             raise self._broken(None, foreign=True)
         if version != SCHEMA_VERSION:
@@ -745,11 +792,11 @@ class TaskQueue:
         """The one owner of write transactions: BEGIN IMMEDIATE (retried while busy), COMMIT or
         ROLLBACK. With `notify`, processes waiting for changes are woken after the commit."""
         conn = self._connect()
-        self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+        self._retry(lambda: conn.execute(SQL_BEGIN))
         try:
             yield conn
         except BaseException as exc:
-            conn.execute("ROLLBACK")
+            conn.execute(SQL_ROLLBACK)
             if isinstance(exc, sqlite3.OperationalError) and is_disk_full(exc):
                 raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
                                "free some space on that disk") from None
@@ -757,7 +804,7 @@ class TaskQueue:
                 raise self._broken(exc) from None
             raise
         else:
-            self._retry(lambda: conn.execute("COMMIT"))
+            self._retry(lambda: conn.execute(SQL_COMMIT))
         if notify:
             self.notify_waiters()
 
@@ -802,37 +849,37 @@ class TaskQueue:
         that got everything and the WAL file has grown past WAL_LIMIT_BYTES, truncate it, waiting
         at most a moment for readers (a busy truncate is simply tried again next time)."""
         conn = self._connect()
-        row = self._retry(lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        row = self._retry(lambda: conn.execute(SQL_CHECKPOINT).fetchone())
         try:
             size = os.path.getsize(f"{self.db_path}-wal")
         except OSError:
             size = 0
         if size > WAL_LIMIT_BYTES and row is not None and row[0] == 0 and row[1] == row[2]:
-            conn.execute("PRAGMA busy_timeout=100")
+            conn.execute(SQL_BUSY_TIMEOUT_SHORT)
             try:
-                row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                row = conn.execute(SQL_CHECKPOINT_TRUNCATE).fetchone()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise
             finally:
-                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute(SQL_BUSY_TIMEOUT)
         return row
 
     def _migrate(self, conn):
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        version = conn.execute(SQL_VERSION).fetchone()[0]
         if version == SCHEMA_VERSION:
             return
-        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        if version == 0 and conn.execute(SQL_ANY_TABLE).fetchone()[0]:
             raise self._broken(None, foreign=True)
         with self._write() as c:
-            version = c.execute("PRAGMA user_version").fetchone()[0]
+            version = c.execute(SQL_VERSION).fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise QueueError(f"database {self.db_path} has schema version {version}, newer than this "
                                  f"Klauss ({SCHEMA_VERSION}); update Klauss")
             for number in range(version, SCHEMA_VERSION):
                 for statement in _split_sql(MIGRATIONS[number]):
                     c.execute(statement)
-            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            c.execute(SQL_SET_VERSION)
 
     def _event(self, conn, task_id, event, worker_id=None, attempt=None, detail=None, now=None, cost=None):
         conn.execute(SQL_EVENT, (task_id, now if now is not None else self.clock(), event,
@@ -874,18 +921,18 @@ class TaskQueue:
         statuses = {}
         if existing:
             marks = ",".join("?" * len(existing))
-            statuses = {r[0]: r[1] for r in conn.execute(f"SELECT id, status FROM tasks WHERE id IN ({marks})",
+            statuses = {r[0]: r[1] for r in conn.execute(SQL_STATUSES_OF.format(marks=marks),
                                                          list(existing))}
             missing = sorted(existing - set(statuses))
             if missing:
                 raise ValueError(f"depends_on: unknown task id(s) {', '.join(map(str, missing))}")
         jobs = {t["job_id"] for t in tasks if t["job_id"]}
         for job_id in jobs:
-            if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+            if conn.execute(SQL_JOB_EXISTS, (job_id,)).fetchone() is None:
                 raise ValueError(f"job_id: unknown job {job_id!r}")
         parents = {t["parent_id"] for t in tasks if t["parent_id"]}
         for parent in parents:
-            if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (parent,)).fetchone() is None:
+            if conn.execute(SQL_TASK_EXISTS, (parent,)).fetchone() is None:
                 raise ValueError(f"parent_id: unknown task id {parent}")
         ids = [None] * len(tasks)
         by_ref, created, skipped = {}, [], []
@@ -907,14 +954,14 @@ class TaskQueue:
             if t["ref"] is not None:
                 by_ref[t["ref"]] = task_id
             if deps:
-                conn.executemany("INSERT INTO task_deps (task_id, depends_on) VALUES (?, ?)",
+                conn.executemany(SQL_INSERT_DEP,
                                  [(task_id, d) for d in deps])
             created.append((task_id, now))
             if dead:
                 skipped.append((task_id, now, f"dependency #{dead[0]} {statuses[dead[0]]}"))
         # A new task's history starts at seq 1; written in one go, not one statement per task.
-        conn.executemany("INSERT INTO task_events (task_id, seq, at, event) VALUES (?, 1, ?, 'created')", created)
-        conn.executemany("INSERT INTO task_events (task_id, seq, at, event, detail) VALUES (?, 2, ?, 'skipped', ?)",
+        conn.executemany(SQL_EVENT_CREATED, created)
+        conn.executemany(SQL_EVENT_SKIPPED_AT_ONCE,
                          skipped)
         return ids
 
@@ -1163,15 +1210,15 @@ class TaskQueue:
         its budget. True when the budget is spent."""
         if job_id is None:
             return False
-        job = conn.execute("SELECT max_budget_usd FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        job = conn.execute(SQL_JOB_BUDGET, (job_id,)).fetchone()
         if job is None or job[0] is None:
             return False
-        spent = conn.execute("SELECT ifnull(sum(cost), 0) FROM task_counts WHERE job_id = ?", (job_id,)).fetchone()[0]
+        spent = conn.execute(SQL_JOB_SPENT, (job_id,)).fetchone()[0]
         if spent < job[0]:
             return False
         now = self.clock()
         reason = f"job budget {task_report.fmt_cost(job[0])} reached (spent {task_report.fmt_cost(spent)})"
-        for (tid,) in conn.execute("SELECT id FROM tasks WHERE job_id = ? AND status = 'pending'", (job_id,)).fetchall():
+        for (tid,) in conn.execute(SQL_JOB_PENDING, (job_id,)).fetchall():
             conn.execute(SQL_SKIP, (now, now, reason, tid))
             self._event(conn, tid, "skipped", detail=reason, now=now)
         return True
@@ -1184,7 +1231,7 @@ class TaskQueue:
 
     def _cancel(self, conn, task_id):
         now = self.clock()
-        row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        row = conn.execute(SQL_TASK_STATUS, (task_id,)).fetchone()
         if row is None:
             return None
         if row["status"] == "pending":
@@ -1193,7 +1240,7 @@ class TaskQueue:
             self._skip_dependents(conn, task_id, f"dependency #{task_id} cancelled")
             return "cancelled"
         if row["status"] == "in_progress":
-            conn.execute("UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, task_id))
+            conn.execute(SQL_REQUEST_CANCEL, (now, task_id))
             self._event(conn, task_id, "cancel_requested", now=now)
             return "cancel_requested"
         return row["status"]
@@ -1202,8 +1249,7 @@ class TaskQueue:
         """Cancel every unfinished task of a job. Returns {task_id: new status}."""
         with self._write(notify=True) as conn:
             ids = [r[0] for r in conn.execute(
-                "SELECT id FROM tasks WHERE job_id = ? AND status IN ('pending', 'in_progress') ORDER BY id",
-                (job_id,)).fetchall()]
+                SQL_JOB_UNFINISHED, (job_id,)).fetchall()]
             return {tid: self._cancel(conn, tid) for tid in ids}
 
     def retry_task(self, task_id):
@@ -1211,7 +1257,7 @@ class TaskQueue:
         the dependents that were skipped because of it. Returns the ids made pending."""
         with self._write(notify=True) as conn:
             now = self.clock()
-            row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            row = conn.execute(SQL_TASK_STATUS, (task_id,)).fetchone()
             if row is None:
                 raise KeyError(task_id)
             if row["status"] not in ("failed", "cancelled", "skipped"):
@@ -1236,16 +1282,14 @@ class TaskQueue:
     # --- reading ---
 
     def get_task(self, task_id):
-        rows = self._read("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        rows = self._read(SQL_TASK, (task_id,))
         if not rows:
             return None
-        deps = [r[0] for r in self._read("SELECT depends_on FROM task_deps WHERE task_id = ? ORDER BY depends_on",
-                                         (task_id,))]
+        deps = [r[0] for r in self._read(SQL_DEPENDENCIES, (task_id,))]
         return Task.from_row(rows[0], deps)
 
     def get_dependents(self, task_id):
-        return [r[0] for r in self._read("SELECT task_id FROM task_deps WHERE depends_on = ? ORDER BY task_id",
-                                         (task_id,))]
+        return [r[0] for r in self._read(SQL_DEPENDENTS, (task_id,))]
 
     def list_tasks(self, status=None, job_id=None, limit=None, offset=0, worker_id=None, order="desc"):
         """Tasks, newest first by default. `status` may be one status or a list of them."""
@@ -1264,7 +1308,7 @@ class TaskQueue:
         if worker_id is not None:
             where.append("worker_id = ?")
             params.append(worker_id)
-        sql = "SELECT * FROM tasks"
+        sql = SQL_TASKS
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id " + ("ASC" if order == "asc" else "DESC")
@@ -1277,14 +1321,12 @@ class TaskQueue:
         deps = {}
         for chunk in range(0, len(rows), 500):
             part = [r["id"] for r in rows[chunk:chunk + 500]]
-            for r in self._read(f"SELECT task_id, depends_on FROM task_deps WHERE task_id IN "
-                                f"({','.join('?' * len(part))}) ORDER BY depends_on", part):
+            for r in self._read(SQL_DEPENDENCIES_OF.format(marks=",".join("?" * len(part))), part):
                 deps.setdefault(r[0], []).append(r[1])
         return [Task.from_row(r, deps.get(r["id"], [])) for r in rows]
 
     def get_events(self, task_id):
-        return [dict(r) for r in self._read("SELECT at, event, worker_id, attempt, detail, cost_usd FROM task_events "
-                                            "WHERE task_id = ? ORDER BY seq", (task_id,))]
+        return [dict(r) for r in self._read(SQL_EVENTS, (task_id,))]
 
     def get_stats(self, job_id=None):
         """A count per status, `total`, and `cost_usd` (all tasks, or one job's)."""
@@ -1323,9 +1365,7 @@ class TaskQueue:
         with self._write() as conn:
             cutoff = self.clock() - older_than
             cur = conn.execute(
-                f"DELETE FROM tasks WHERE finished_at < ? AND status IN ({','.join('?' * len(statuses))}) "
-                "AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.task_id "
-                "WHERE d.depends_on = tasks.id AND t.status IN ('pending', 'in_progress'))",
+                SQL_PURGE.format(marks=",".join("?" * len(statuses))),
                 [cutoff, *statuses])
             return cur.rowcount
 
@@ -1348,12 +1388,12 @@ class TaskQueue:
         with self._write(notify=True) as conn:
             conn.execute(SQL_INSERT_JOB, job)
             if plan_hash is not None:
-                conn.execute("UPDATE jobs SET plan_hash = ? WHERE id = ?", (str(plan_hash), job[0]))
+                conn.execute(SQL_JOB_PLAN_HASH, (str(plan_hash), job[0]))
             return job[0], self._insert(conn, prepared, order)
 
     def unfinished_job(self, plan_hash):
         """The newest job made from this plan that still has pending or running tasks, or None."""
-        for (job_id,) in self._read("SELECT id FROM jobs WHERE plan_hash = ? ORDER BY rowid DESC", (str(plan_hash),)):
+        for (job_id,) in self._read(SQL_JOBS_OF_PLAN, (str(plan_hash),)):
             stats = self.get_stats(job_id)
             if stats["pending"] or stats["in_progress"]:
                 return job_id
@@ -1374,16 +1414,16 @@ class TaskQueue:
     def update_job_metadata(self, job_id, changes):
         """Merge `changes` into a job's metadata (e.g. the worktree base commit)."""
         with self._write() as conn:
-            row = conn.execute("SELECT metadata FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute(SQL_JOB_METADATA, (job_id,)).fetchone()
             if row is None:
                 raise KeyError(job_id)
             meta = json.loads(row[0])
             meta.update(changes)
-            conn.execute("UPDATE jobs SET metadata = ? WHERE id = ?", (_dumps(meta), job_id))
+            conn.execute(SQL_SET_JOB_METADATA, (_dumps(meta), job_id))
             return meta
 
     def get_job(self, job_id):
-        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        rows = self._read(SQL_JOB, (job_id,))
         if not rows:
             return None
         job = dict(rows[0])
@@ -1392,7 +1432,7 @@ class TaskQueue:
         return job
 
     def list_jobs(self, limit=None):
-        sql = "SELECT * FROM jobs ORDER BY rowid DESC"  # newest first, without sorting the table
+        sql = SQL_JOBS
         params = []
         if limit is not None:
             sql += " LIMIT ?"
@@ -1410,23 +1450,21 @@ class TaskQueue:
     def register_worker(self, worker_id, pid=None, state="starting", info=None):
         now = self.clock()
         with self._write() as conn:
-            conn.execute("INSERT OR REPLACE INTO workers (worker_id, pid, state, current_task, started_at, "
-                         "last_heartbeat, info) VALUES (?, ?, ?, NULL, ?, ?, ?)",
+            conn.execute(SQL_REGISTER_WORKER,
                          (worker_id, pid if pid is not None else os.getpid(), state, now, now, _dumps(info or {})))
 
     def worker_heartbeat(self, worker_id, state=None, current_task=None, info=None):
         """Record that a worker is alive, and optionally its state, current task and details."""
         now = self.clock()
         with self._write() as conn:
-            cur = conn.execute("UPDATE workers SET last_heartbeat = ?, state = ifnull(?, state), current_task = ? "
-                               "WHERE worker_id = ?", (now, state, current_task, worker_id))
+            cur = conn.execute(SQL_WORKER_HEARTBEAT, (now, state, current_task, worker_id))
             if info is not None and cur.rowcount:
-                conn.execute("UPDATE workers SET info = ? WHERE worker_id = ?", (_dumps(info), worker_id))
+                conn.execute(SQL_WORKER_INFO, (_dumps(info), worker_id))
             return cur.rowcount == 1
 
     def list_workers(self):
         workers = []
-        for row in self._read("SELECT * FROM workers ORDER BY worker_id"):
+        for row in self._read(SQL_WORKERS):
             w = dict(row)
             w["info"] = json.loads(w["info"])
             workers.append(w)
@@ -1434,12 +1472,12 @@ class TaskQueue:
 
     def unregister_worker(self, worker_id):
         with self._write() as conn:
-            return conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,)).rowcount == 1
+            return conn.execute(SQL_UNREGISTER_WORKER, (worker_id,)).rowcount == 1
 
     def set_flag(self, key, value, until=None):
         """Set a pool-wide flag (e.g. "paused" until a usage limit resets); value is JSON-able."""
         with self._write(notify=True) as conn:
-            conn.execute("INSERT OR REPLACE INTO pool_flags (key, value, until, updated_at) VALUES (?, ?, ?, ?)",
+            conn.execute(SQL_SET_FLAG,
                          (key, _dumps(value), until, self.clock()))
 
     def running_coordinator(self):
@@ -1448,7 +1486,7 @@ class TaskQueue:
 
     def get_flag(self, key):
         """The flag's {"value", "until", "updated_at"}, or None if unset or its `until` has passed."""
-        rows = self._read("SELECT value, until, updated_at FROM pool_flags WHERE key = ?", (key,))
+        rows = self._read(SQL_FLAG, (key,))
         if not rows:
             return None
         value, until, updated = rows[0]
@@ -1459,13 +1497,12 @@ class TaskQueue:
     def list_flags(self, prefix=""):
         """{key: flag} for the live flags whose key starts with `prefix`."""
         now = self.clock()
-        rows = self._read("SELECT key, value, until, updated_at FROM pool_flags WHERE key >= ? AND key < ? "
-                          "AND (until IS NULL OR until > ?)", (prefix, prefix + "\uffff", now))
+        rows = self._read(SQL_FLAGS_FROM, (prefix, prefix + "\uffff", now))
         return {k: {"value": json.loads(v), "until": u, "updated_at": t} for k, v, u, t in rows}
 
     def clear_flag(self, key):
         with self._write(notify=True) as conn:
-            return conn.execute("DELETE FROM pool_flags WHERE key = ?", (key,)).rowcount == 1
+            return conn.execute(SQL_CLEAR_FLAG, (key,)).rowcount == 1
 
     # --- queries for the CLI and dashboard
 
@@ -1507,7 +1544,7 @@ class TaskQueue:
         if job_id is not None:
             where.append("job_id = ?")
             params.append(job_id)
-        sql = f"SELECT * FROM tasks{index}"
+        sql = SQL_TASKS + index
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
@@ -1740,7 +1777,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 # Walks the partial index of runnable tasks in priority order; only tasks waiting for a retry time
 # (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may prefer
-# tasks_status and sort every pending task on each claim.
+# another index and sort every pending task on each claim.
 SQL_PICK = """
 SELECT id, job_id FROM tasks INDEXED BY tasks_claimable
 WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?
@@ -1763,6 +1800,7 @@ SQL_HOLDER = f"SELECT * FROM tasks WHERE {_HOLDER}"
 SQL_HEARTBEAT = f"UPDATE tasks SET lease_expires_at = ?, updated_at = ? WHERE {_HOLDER}"
 
 SQL_TASK = "SELECT * FROM tasks WHERE id = ?"
+SQL_TASKS = "SELECT * FROM tasks"  # list_tasks and recent_tasks add their WHERE, order and limit
 
 SQL_COUNTS = "SELECT status, sum(n), sum(cost), sum(denied) FROM task_counts GROUP BY status"
 SQL_JOB_COUNTS = "SELECT status, n, cost, denied FROM task_counts WHERE job_id = ?"
@@ -1853,3 +1891,71 @@ UPDATE tasks SET status = 'pending', attempt_base = attempt, not_before = 0, upd
                                    WHERE d.task_id = tasks.id AND t.status != 'completed')
 WHERE id = ?
 """
+
+# Statements of the methods above that the first part of this section does not hold, in the order
+# of the methods: the connection, migrations, adding, budgets, cancel, reading, jobs, workers, flags.
+
+# Checkpoints copy the WAL back into the database (and fsync it): done inline by whichever commit
+# crosses the threshold, they stall that claim. The coordinator checkpoints in the background
+# every few seconds (checkpoint()); this larger threshold is the safety net.
+SQL_WAL = "PRAGMA journal_mode=WAL"
+SQL_CONNECTION_PRAGMAS = ("PRAGMA synchronous=NORMAL", f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}",
+                          f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}", "PRAGMA foreign_keys=ON")
+SQL_BEGIN = "BEGIN IMMEDIATE"
+SQL_COMMIT = "COMMIT"
+SQL_ROLLBACK = "ROLLBACK"
+SQL_CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
+SQL_CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
+SQL_BUSY_TIMEOUT_SHORT = "PRAGMA busy_timeout=100"
+SQL_BUSY_TIMEOUT = "PRAGMA busy_timeout=5000"
+SQL_VERSION = "PRAGMA user_version"
+SQL_SET_VERSION = f"PRAGMA user_version = {SCHEMA_VERSION}"
+SQL_ANY_TABLE = "SELECT count(*) FROM sqlite_master"
+
+SQL_STATUSES_OF = "SELECT id, status FROM tasks WHERE id IN ({marks})"
+SQL_JOB_EXISTS = "SELECT 1 FROM jobs WHERE id = ?"
+SQL_TASK_EXISTS = "SELECT 1 FROM tasks WHERE id = ?"
+SQL_INSERT_DEP = "INSERT INTO task_deps (task_id, depends_on) VALUES (?, ?)"
+# A new task's history starts at seq 1 (and a task skipped at once has its seq 2).
+SQL_EVENT_CREATED = "INSERT INTO task_events (task_id, seq, at, event) VALUES (?, 1, ?, 'created')"
+SQL_EVENT_SKIPPED_AT_ONCE = "INSERT INTO task_events (task_id, seq, at, event, detail) VALUES (?, 2, ?, 'skipped', ?)"
+
+SQL_JOB_BUDGET = "SELECT max_budget_usd FROM jobs WHERE id = ?"
+SQL_JOB_SPENT = "SELECT ifnull(sum(cost), 0) FROM task_counts WHERE job_id = ?"
+SQL_JOB_PENDING = "SELECT id FROM tasks WHERE job_id = ? AND status = 'pending'"
+SQL_TASK_STATUS = "SELECT status FROM tasks WHERE id = ?"
+SQL_REQUEST_CANCEL = "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?"
+SQL_JOB_UNFINISHED = "SELECT id FROM tasks WHERE job_id = ? AND status IN ('pending', 'in_progress') ORDER BY id"
+
+SQL_DEPENDENCIES = "SELECT depends_on FROM task_deps WHERE task_id = ? ORDER BY depends_on"
+SQL_DEPENDENTS = "SELECT task_id FROM task_deps WHERE depends_on = ? ORDER BY task_id"
+SQL_DEPENDENCIES_OF = "SELECT task_id, depends_on FROM task_deps WHERE task_id IN ({marks}) ORDER BY depends_on"
+SQL_EVENTS = "SELECT at, event, worker_id, attempt, detail, cost_usd FROM task_events WHERE task_id = ? ORDER BY seq"
+SQL_PURGE = """
+DELETE FROM tasks WHERE finished_at < ? AND status IN ({marks})
+AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.task_id
+                WHERE d.depends_on = tasks.id AND t.status IN ('pending', 'in_progress'))
+"""
+
+SQL_JOB_PLAN_HASH = "UPDATE jobs SET plan_hash = ? WHERE id = ?"
+SQL_JOBS_OF_PLAN = "SELECT id FROM jobs WHERE plan_hash = ? ORDER BY rowid DESC"
+SQL_JOB_METADATA = "SELECT metadata FROM jobs WHERE id = ?"
+SQL_SET_JOB_METADATA = "UPDATE jobs SET metadata = ? WHERE id = ?"
+SQL_JOB = "SELECT * FROM jobs WHERE id = ?"
+SQL_JOBS = "SELECT * FROM jobs ORDER BY rowid DESC"  # newest first, without sorting the table
+
+SQL_REGISTER_WORKER = """
+INSERT OR REPLACE INTO workers (worker_id, pid, state, current_task, started_at, last_heartbeat, info)
+VALUES (?, ?, ?, NULL, ?, ?, ?)
+"""
+SQL_WORKER_HEARTBEAT = """
+UPDATE workers SET last_heartbeat = ?, state = ifnull(?, state), current_task = ? WHERE worker_id = ?
+"""
+SQL_WORKER_INFO = "UPDATE workers SET info = ? WHERE worker_id = ?"
+SQL_WORKERS = "SELECT * FROM workers ORDER BY worker_id"
+SQL_UNREGISTER_WORKER = "DELETE FROM workers WHERE worker_id = ?"
+
+SQL_SET_FLAG = "INSERT OR REPLACE INTO pool_flags (key, value, until, updated_at) VALUES (?, ?, ?, ?)"
+SQL_FLAG = "SELECT value, until, updated_at FROM pool_flags WHERE key = ?"
+SQL_FLAGS_FROM = "SELECT key, value, until, updated_at FROM pool_flags WHERE key >= ? AND key < ? AND (until IS NULL OR until > ?)"
+SQL_CLEAR_FLAG = "DELETE FROM pool_flags WHERE key = ?"
