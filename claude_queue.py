@@ -973,11 +973,11 @@ class TaskQueue:
         with self._write() as conn:
             return self._claim(conn, worker_id, lease_seconds, worker_info)
 
-    def _claim(self, conn, worker_id, lease_seconds, worker_info=None):
+    def _claim(self, conn, worker_id, lease_seconds, worker_info=None, pick_sql=None):
         lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
         now = self.clock()
         while True:
-            pick = conn.execute(SQL_PICK, (now,)).fetchone()
+            pick = conn.execute(pick_sql or SQL_PICK, (now,)).fetchone()
             if pick is None:
                 return None
             # The job's budget is checked on its true total before any of its tasks starts;
@@ -1005,8 +1005,8 @@ class TaskQueue:
         with self._write(notify=True) as conn:
             done = finish(conn, task_id, worker_id, attempt=attempt, **details)
             task = None
-            if claim_next and conn.execute(SQL_PAUSING_FLAGS, (self.clock(),)).fetchone() is None:
-                task = self._claim(conn, worker_id, lease_seconds, worker_info)
+            if claim_next:
+                task = self._claim(conn, worker_id, lease_seconds, worker_info, pick_sql=SQL_PICK_UNLESS_PAUSED)
             if task is None and worker_info is not None:
                 self._beat_worker(conn, worker_id, "idle", None, worker_info, self.clock())
             return done, task
@@ -1780,7 +1780,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 # another index and sort every pending task on each claim.
 SQL_PICK = """
 SELECT id, job_id FROM tasks INDEXED BY tasks_claimable
-WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?
+WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?1
 ORDER BY priority DESC, id LIMIT 1
 """
 
@@ -1813,10 +1813,11 @@ SQL_CANCEL_REQUESTED = "SELECT cancel_requested FROM tasks WHERE id = ?"
 # A worker's own claim, completion or heartbeat sets its row in the same transaction.
 SQL_WORKER_BEAT = "UPDATE workers SET last_heartbeat = ?, state = ?, current_task = ?, info = ? WHERE worker_id = ?"
 
-# Pool-wide flags that stop claims: a worker finishing a task claims no next one while either is live.
-SQL_PAUSING_FLAGS = """
-SELECT 1 FROM pool_flags WHERE key IN ('paused', 'config_error') AND (until IS NULL OR until > ?)
-"""
+# A worker finishing a task claims no next one while a pool-wide flag that stops claims is live
+# (read in the same statement: one fewer per task).
+SQL_PICK_UNLESS_PAUSED = SQL_PICK.replace("ORDER BY", """AND NOT EXISTS (
+    SELECT 1 FROM pool_flags WHERE key IN ('paused', 'config_error') AND (until IS NULL OR until > ?1))
+ORDER BY""")
 
 SQL_ACTIVITY = f"UPDATE tasks SET activity = ? WHERE {_HOLDER}"
 
