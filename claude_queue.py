@@ -38,9 +38,10 @@ Jobs and budgets. A job groups tasks (`submit_job` writes a job and its tasks in
 With `max_budget_usd`, once the job's spend (every attempt's cost, released runs included) reaches
 it, its pending tasks are skipped and none of them is claimed.
 
-Events. Every transition appends to a task's history (`get_events`): created, claimed, completed,
+Events. Every transition is in a task's history (`get_events`): created, claimed, completed,
 failed, released, recovered, cancel_requested, cancelled, skipped, retried, with worker, attempt,
-detail and the attempt's cost.
+detail and the attempt's cost. An attempt is stored as one row, written when it ends and carrying
+when it started; its "claimed" entry is shown from that (or from the task row while it runs).
 
 Counts. `get_stats` gives per-status counts, cost and denials without scanning finished tasks:
 triggers keep `task_counts` per job, for finished statuses plus one bucket of unfinished tasks (a
@@ -320,6 +321,12 @@ MIGRATIONS = [
         ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0),
                                                    denied = denied + (new.denied > 0);
     END;
+    """,
+    # 6: one history row per attempt. A claim writes no row of its own: the row that ends the attempt
+    # (completed, failed, released, cancelled, recovered) carries when it started, and get_events
+    # shows the "claimed" entry from it (or, for the running attempt, from the task row).
+    """
+    ALTER TABLE task_events ADD COLUMN started_at REAL;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -881,9 +888,11 @@ class TaskQueue:
                     c.execute(statement)
             c.execute(SQL_SET_VERSION)
 
-    def _event(self, conn, task_id, event, worker_id=None, attempt=None, detail=None, now=None, cost=None):
+    def _event(self, conn, task_id, event, worker_id=None, attempt=None, detail=None, now=None, cost=None,
+               started=None):
+        """Append to a task's history. `started`: this row ends an attempt that began then."""
         conn.execute(SQL_EVENT, (task_id, now if now is not None else self.clock(), event,
-                                 worker_id, attempt, detail, cost))
+                                 worker_id, attempt, detail, cost, started))
 
     # --- adding tasks ---
 
@@ -989,7 +998,6 @@ class TaskQueue:
         else:
             conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
             row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
-        self._event(conn, row["id"], "claimed", worker_id, row["attempt"], now=now)
         if worker_info is not None:
             self._beat_worker(conn, worker_id, "busy", row["id"], worker_info, now)
         return Task.from_row(row)
@@ -1063,14 +1071,15 @@ class TaskQueue:
         params = (status, now, now, result_text, error, _outcome_json(outcome), _denied(outcome), cost, cost,
                   task_id, worker_id, attempt, attempt)
         if HAS_RETURNING:
-            row = conn.execute(SQL_FINISH + " RETURNING attempt, job_id", params).fetchone()
+            row = conn.execute(SQL_FINISH + " RETURNING attempt, job_id, started_at", params).fetchone()
         elif conn.execute(SQL_FINISH, params).rowcount == 1:
             row = conn.execute(SQL_TASK_ATTEMPT_JOB, (task_id,)).fetchone()
         else:
             row = None
         if row is None:
             return None
-        self._event(conn, task_id, event, worker_id, row["attempt"], detail, now=now, cost=cost)
+        self._event(conn, task_id, event, worker_id, row["attempt"], detail, now=now, cost=cost,
+                    started=row["started_at"])
         return row
 
     def complete_task(self, task_id, worker_id, result=None, attempt=None):
@@ -1108,7 +1117,8 @@ class TaskQueue:
             conn.execute(SQL_REQUEUE, (now + delay, now, error, text, _outcome_json(outcome),
                                        _denied(outcome), cost, cost, 0, task_id))
             self._event(conn, task_id, "failed", worker_id, row["attempt"],
-                        f"{error} (attempt {used}/{row['max_attempts']}; retry in {delay:g}s)", now=now, cost=cost)
+                        f"{error} (attempt {used}/{row['max_attempts']}; retry in {delay:g}s)", now=now, cost=cost,
+                        started=row["started_at"])
         else:
             self._finish(conn, task_id, worker_id, attempt, "failed", text, error, outcome, cost, "failed",
                          error if retryable else f"{error} (not retryable)")
@@ -1126,18 +1136,15 @@ class TaskQueue:
         if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))):
             cost = None
         now = self.clock()
-        if HAS_RETURNING:
-            row = conn.execute(SQL_RELEASE + " RETURNING job_id",
-                               (now + delay, now, cost, cost, task_id, worker_id, attempt, attempt)).fetchone()
-        elif conn.execute(SQL_RELEASE, (now + delay, now, cost, cost, task_id, worker_id, attempt, attempt)).rowcount:
-            row = conn.execute(SQL_TASK_JOB, (task_id,)).fetchone()
-        else:
-            row = None
+        # Read first (releases are rare): the history row needs the attempt and when it started.
+        row = conn.execute(SQL_HOLDER, (task_id, worker_id, attempt, attempt)).fetchone()
         if row is None:
             return False
-        self._event(conn, task_id, "released", worker_id, attempt, reason, now=now, cost=cost)
+        conn.execute(SQL_RELEASE, (now + delay, now, cost, cost, task_id, worker_id, attempt, attempt))
+        self._event(conn, task_id, "released", worker_id, row["attempt"], reason, now=now, cost=cost,
+                    started=row["started_at"])
         if cost:
-            self._enforce_budget(conn, row[0])
+            self._enforce_budget(conn, row["job_id"])
         return True
 
     def acknowledge_cancel(self, task_id, worker_id, attempt=None, outcome=None):
@@ -1179,16 +1186,19 @@ class TaskQueue:
                 doing = f" (while: {row['activity']})" if row["activity"] else ""
                 if row["cancel_requested"]:
                     conn.execute(SQL_FORCE_FINISH, ("cancelled", now, now, "cancelled by request", row["id"]))
-                    self._event(conn, row["id"], "cancelled", row["worker_id"], row["attempt"], why, now=now)
+                    self._event(conn, row["id"], "cancelled", row["worker_id"], row["attempt"], why, now=now,
+                                started=row["started_at"])
                     self._skip_dependents(conn, row["id"], f"dependency #{row['id']} cancelled")
                 elif used < row["max_attempts"]:
                     conn.execute(SQL_REQUEUE, (now, now, f"{why} (attempt {used}){doing}", None, None, 0, None, None, 0,
                                                row["id"]))
-                    self._event(conn, row["id"], "recovered", row["worker_id"], row["attempt"], why, now=now)
+                    self._event(conn, row["id"], "recovered", row["worker_id"], row["attempt"], why, now=now,
+                                started=row["started_at"])
                 else:
                     error = f"{why} on attempt {used}/{row['max_attempts']}; no attempts left{doing}"
                     conn.execute(SQL_FORCE_FINISH, ("failed", now, now, error, row["id"]))
-                    self._event(conn, row["id"], "failed", row["worker_id"], row["attempt"], error, now=now)
+                    self._event(conn, row["id"], "failed", row["worker_id"], row["attempt"], error, now=now,
+                                started=row["started_at"])
                     self._skip_dependents(conn, row["id"], f"dependency #{row['id']} failed")
                 recovered.append(row["id"])
         if recovered:
@@ -1326,7 +1336,29 @@ class TaskQueue:
         return [Task.from_row(r, deps.get(r["id"], [])) for r in rows]
 
     def get_events(self, task_id):
-        return [dict(r) for r in self._read(SQL_EVENTS, (task_id,))]
+        """The task's history, oldest first: dicts of at, event, worker_id, attempt, detail, cost_usd."""
+        events = []
+        for row in self._read(SQL_EVENTS, (task_id,)):
+            event = dict(zip(row.keys(), row))
+            started = event.pop("started_at")
+            # (A database from before schema 6 stored the claim itself: not shown twice.)
+            if started is not None and not _has_claim(events, event["attempt"]):
+                self._claimed_entry(events, started, event["worker_id"], event["attempt"])
+            events.append(event)
+        task = self._read(SQL_TASK_ATTEMPT, (task_id,))
+        if task and task[0]["status"] == "in_progress" and not _has_claim(events, task[0]["attempt"]):
+            self._claimed_entry(events, task[0]["started_at"], task[0]["worker_id"], task[0]["attempt"])
+        return events
+
+    @staticmethod
+    def _claimed_entry(events, started, worker_id, attempt):
+        # Stored once, with the attempt's end (schema 6); shown where it happened: before what the
+        # attempt's own time saw (a cancel request), after everything earlier.
+        at = len(events)
+        while at and events[at - 1]["event"] == "cancel_requested" and events[at - 1]["at"] >= started:
+            at -= 1
+        events.insert(at, {"at": started, "event": "claimed", "worker_id": worker_id, "attempt": attempt,
+                           "detail": None, "cost_usd": None})
 
     def get_stats(self, job_id=None):
         """A count per status, `total`, and `cost_usd` (all tasks, or one job's)."""
@@ -1684,6 +1716,10 @@ def _split_result(result):
     return str(result), None, None
 
 
+def _has_claim(events, attempt):
+    return any(e["event"] == "claimed" and e["attempt"] == attempt for e in events)
+
+
 def _outcome_json(outcome):
     """The outcome as stored: its "result" text lives in the `result` column only (Task.from_row
     puts it back), so a completion writes the answer once, not twice."""
@@ -1760,8 +1796,8 @@ def _split_sql(script):
 # --- SQL used by the methods above ---------------------------------------------------------------
 
 SQL_EVENT = """
-INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt, detail, cost_usd)
-VALUES (?1, (SELECT ifnull(max(seq), 0) + 1 FROM task_events WHERE task_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)
+INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt, detail, cost_usd, started_at)
+VALUES (?1, (SELECT ifnull(max(seq), 0) + 1 FROM task_events WHERE task_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8)
 """
 
 SQL_INSERT_JOB = """
@@ -1806,8 +1842,7 @@ SQL_COUNTS = "SELECT status, sum(n), sum(cost), sum(denied) FROM task_counts GRO
 SQL_JOB_COUNTS = "SELECT status, n, cost, denied FROM task_counts WHERE job_id = ?"
 SQL_RUNNING_COUNT = "SELECT count(*) FROM tasks INDEXED BY tasks_running WHERE status = 'in_progress'"
 SQL_JOB_RUNNING_COUNT = SQL_RUNNING_COUNT + " AND job_id = ?"
-SQL_TASK_JOB = "SELECT job_id FROM tasks WHERE id = ?"
-SQL_TASK_ATTEMPT_JOB = "SELECT attempt, job_id FROM tasks WHERE id = ?"
+SQL_TASK_ATTEMPT_JOB = "SELECT attempt, job_id, started_at FROM tasks WHERE id = ?"
 SQL_CANCEL_REQUESTED = "SELECT cancel_requested FROM tasks WHERE id = ?"
 
 # A worker's own claim, completion or heartbeat sets its row in the same transaction.
@@ -1931,7 +1966,10 @@ SQL_JOB_UNFINISHED = "SELECT id FROM tasks WHERE job_id = ? AND status IN ('pend
 SQL_DEPENDENCIES = "SELECT depends_on FROM task_deps WHERE task_id = ? ORDER BY depends_on"
 SQL_DEPENDENTS = "SELECT task_id FROM task_deps WHERE depends_on = ? ORDER BY task_id"
 SQL_DEPENDENCIES_OF = "SELECT task_id, depends_on FROM task_deps WHERE task_id IN ({marks}) ORDER BY depends_on"
-SQL_EVENTS = "SELECT at, event, worker_id, attempt, detail, cost_usd FROM task_events WHERE task_id = ? ORDER BY seq"
+SQL_EVENTS = """
+SELECT at, event, worker_id, attempt, detail, cost_usd, started_at FROM task_events WHERE task_id = ? ORDER BY seq
+"""
+SQL_TASK_ATTEMPT = "SELECT status, worker_id, attempt, started_at FROM tasks WHERE id = ?"
 SQL_PURGE = """
 DELETE FROM tasks WHERE finished_at < ? AND status IN ({marks})
 AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.task_id

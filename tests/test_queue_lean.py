@@ -25,7 +25,7 @@ def test_a_schema_4_database_is_upgraded_with_its_counts(tmp_path, make_queue):
     conn.commit()
     conn.close()
     q = make_queue(db=db)
-    assert q._read("PRAGMA user_version")[0][0] == claude_queue.SCHEMA_VERSION == 5
+    assert q._read("PRAGMA user_version")[0][0] == claude_queue.SCHEMA_VERSION >= 5
     assert q._read("SELECT count(*) FROM task_counts WHERE status = 'in_progress'")[0][0] == 0
     stats = q.get_stats("job-old")
     assert (stats["pending"], stats["in_progress"], stats["completed"], stats["total"]) == (1, 2, 1, 4)
@@ -79,3 +79,51 @@ def test_a_worker_commits_twice_per_task(tmp_path, monkeypatch):
     assert len(commits) <= 2 * n + 1, "one claim, then per task: claude's pid, and its end with the next claim"
     [row] = q.list_workers()
     assert (row["state"], row["current_task"], row["info"]["claude_pid"]) == ("idle", None, None)
+
+
+def test_one_history_row_per_attempt_shows_every_claim(queue, clock):
+    tid = queue.add_task("x", max_attempts=3)
+    queue.claim_task("w1", lease_seconds=5)
+    assert [(e["event"], e["worker_id"], e["attempt"], e["at"]) for e in queue.get_events(tid)] == [
+        ("created", None, None, clock()), ("claimed", "w1", 1, clock())], "the running attempt, from the task row"
+    clock.advance(1)
+    queue.cancel_task(tid)
+    clock.advance(5)
+    assert queue.recover_stale() == [tid]
+    assert [(e["event"], e["worker_id"], e["attempt"]) for e in queue.get_events(tid)] == [
+        ("created", None, None), ("claimed", "w1", 1), ("cancel_requested", None, None), ("cancelled", "w1", 1)]
+    queue.retry_task(tid)
+    t = queue.claim_task("w2")
+    clock.advance(2)
+    queue.release_task(tid, "w2", reason="shutting down")
+    t = queue.claim_task("w3")
+    assert queue.complete_task(tid, "w3", "ok", attempt=t.attempt)
+    events = queue.get_events(tid)
+    assert [(e["event"], e["worker_id"], e["attempt"]) for e in events][4:] == [
+        ("retried", None, None), ("claimed", "w2", 2), ("released", "w2", 2), ("claimed", "w3", 3),
+        ("completed", "w3", 3)]
+    assert events[5]["at"] == events[6]["at"] - 2, "a claim is shown at the time it happened"
+    assert set(events[0]) == {"at", "event", "worker_id", "attempt", "detail", "cost_usd"}
+    stored = queue._read("SELECT event FROM task_events WHERE task_id = ? ORDER BY seq", (tid,))
+    assert "claimed" not in [r[0] for r in stored], "a claim writes no row of its own"
+
+
+def test_a_schema_5_history_reads_the_same(tmp_path, make_queue):
+    """A database from before schema 6 has its own 'claimed' rows: no claim is shown twice."""
+    db = tmp_path / "v5.db"
+    conn = sqlite3.connect(db)
+    for number in range(5):
+        for statement in claude_queue._split_sql(claude_queue.MIGRATIONS[number]):
+            conn.execute(statement)
+    conn.execute("INSERT INTO tasks (prompt, max_attempts, created_at, updated_at, status, worker_id, attempt, "
+                 "started_at, lease_expires_at) VALUES ('p', 3, 1, 1, 'in_progress', 'w', 1, 2, 9e9)")
+    conn.executemany("INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt) VALUES (1, ?, ?, ?, ?, ?)",
+                     [(1, 1, "created", None, None), (2, 2, "claimed", "w", 1)])
+    conn.execute("PRAGMA user_version = 5")
+    conn.commit()
+    conn.close()
+    q = make_queue(db=db)
+    assert q._read("PRAGMA user_version")[0][0] == claude_queue.SCHEMA_VERSION
+    assert [e["event"] for e in q.get_events(1)] == ["created", "claimed"]
+    assert q.complete_task(1, "w", "ok", attempt=1)
+    assert [e["event"] for e in q.get_events(1)] == ["created", "claimed", "completed"]
