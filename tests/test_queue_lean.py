@@ -127,3 +127,16 @@ def test_a_schema_5_history_reads_the_same(tmp_path, make_queue):
     assert [e["event"] for e in q.get_events(1)] == ["created", "claimed"]
     assert q.complete_task(1, "w", "ok", attempt=1)
     assert [e["event"] for e in q.get_events(1)] == ["created", "claimed", "completed"]
+
+
+def test_the_worker_steps_without_returning_support(queue, monkeypatch):
+    """SQLite before 3.35 (Python 3.9 on Debian 11) has no UPDATE ... RETURNING."""
+    monkeypatch.setattr(claude_queue, "HAS_RETURNING", False)
+    a, b = queue.add_task("a"), queue.add_task("b")
+    t = queue.claim_task("w")
+    assert queue.renew_lease(a, "w", attempt=t.attempt) is False
+    assert queue.renew_lease(a, "other") is None
+    done, nxt = queue.finish_and_claim("complete", a, "w", attempt=t.attempt, result="ok", claim_next=True)
+    assert done and nxt.id == b
+    assert [e["event"] for e in queue.get_events(a)] == ["created", "claimed", "completed"]
+    assert queue.finish_and_claim("complete", a, "w", attempt=t.attempt) == (False, None)
