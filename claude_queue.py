@@ -1,18 +1,71 @@
-"""The shared SQLite task queue every Klauss process uses.
+"""The shared task queue every Klauss process uses, and its storage contract.
 
-One database in WAL mode, opened by many processes at once. Every write happens inside a
-`BEGIN IMMEDIATE` transaction owned by `TaskQueue._write()`, which also retries when another
-process holds the lock, so callers never see "database is locked".
+Today's store is one SQLite database in WAL mode, opened by many processes at once. This docstring
+is the contract a second backend (PostgreSQL, for pools on several machines) must keep;
+tests/test_queue_contract.py checks it for every backend. All SQL is in the named constants at the
+end of this file (MIGRATIONS for the schema, SQL_* for the statements); `_write()` is the one owner
+of write transactions (BEGIN IMMEDIATE retried while another process holds the lock, COMMIT or
+ROLLBACK, then the wake-ups), so callers never see "database is locked".
 
-Claims are fenced by `attempt`: each claim increments it, and heartbeat/complete/fail/release act
-only for the worker that holds the task at that attempt. A worker that lost its lease therefore
-can never overwrite the next holder's outcome. `attempt_base` counts claims that did not spend an
-attempt (releases), so attempts used = attempt - attempt_base.
+    submit ──add_tasks──▶ pending ──claim──▶ in_progress ──complete──▶ completed
+                            ▲  ▲                 │ │ │  ──fail (no attempts left)──▶ failed ──▶ dependents skipped
+                            │  └─release/retry───┘ │ └──cancel (acknowledged)──▶ cancelled
+                            └──lease expired───────┘        (retry_task revives failed/cancelled/skipped)
 
-Dependencies are tracked with a `deps_remaining` counter, decremented when a dependency completes,
-so the claim query only ever looks at runnable rows (a partial index) and blocked tasks cost
-nothing however many there are. Per-status counts and costs are kept by triggers in
-`task_counts`, so statistics do not grow with the number of finished tasks.
+Claims. `claim_task` atomically takes the best runnable task: highest priority first, then oldest
+(FIFO by id), skipping tasks waiting for a retry time (`not_before`) or for dependencies. Two
+claimers never get the same task.
+
+Leases and fencing. A claim sets `lease_expires_at` and increments `attempt`. The holder renews the
+lease (`heartbeat`, `renew_lease`); `recover_stale` returns tasks whose lease expired (or a dead
+worker's) to pending, spending an attempt, or fails them when none are left. Every holder action
+(heartbeat, set_activity, complete, fail, release, acknowledge_cancel) names the worker and, when
+known, the attempt, and does nothing once that worker no longer holds that attempt: a worker that
+lost its lease can never overwrite the next holder's outcome. `attempt_base` counts claims that did
+not spend an attempt (releases), so attempts used = attempt - attempt_base.
+
+Retries. A retryable failure goes back to pending with exponential backoff while attempts remain;
+`release_task` gives a task back without spending an attempt; `retry_task` gives a finished
+unsuccessful task a fresh set of attempts.
+
+Dependencies and skips. `depends_on` names existing ids or, within one batch, another entry's `ref`;
+cycles are refused. A task becomes claimable when all its dependencies completed (kept as a
+`deps_remaining` counter, so blocked tasks cost a claim nothing). When a task fails, is cancelled or
+skipped, its pending transitive dependents are skipped; retrying it revives those not blocked by
+something else.
+
+Jobs and budgets. A job groups tasks (`submit_job` writes a job and its tasks in one transaction).
+With `max_budget_usd`, once the job's spend (every attempt's cost, released runs included) reaches
+it, its pending tasks are skipped and none of them is claimed.
+
+Events. Every transition is in a task's history (`get_events`): created, claimed, completed,
+failed, released, recovered, cancel_requested, cancelled, skipped, retried, with worker, attempt,
+detail and the attempt's cost. An attempt is stored as one row, written when it ends and carrying
+when it started; its "claimed" entry is shown from that (or from the task row while it runs).
+
+Counts. `get_stats` gives per-status counts, cost and denials without scanning finished tasks:
+triggers keep `task_counts` per job, for finished statuses plus one bucket of unfinished tasks (a
+claim moves no count); how many of those run is read from the running tasks' index.
+
+Workers and flags. Workers register a row (state, current task, details such as claude's pid) and
+beat it. Pool-wide flags (`set_flag`, with an optional `until`) carry the usage-limit pause,
+configuration errors and the coordinator's identity.
+
+A worker's step in one commit. `claim_task(worker_info=...)` sets the worker's row busy with the
+claim; `finish_and_claim` records a task's end, sets the worker's row, and claims the next task
+unless a pause or configuration-error flag is live; `renew_lease` renews the lease and the worker's
+row and says whether a cancel was requested. A worker thus commits twice per task: the claim (or
+the previous task's end with it) and claude's pid.
+
+Results. A completion stores the final text once, in `result`; the other outcome details go to
+`outcome` (Task.from_row gives back the whole dict, "result" included).
+
+Wake-ups. A commit that can make work claimable or finish a task (`_write(notify=True)`) writes a
+byte to every FIFO in the database's wake directory, so idle workers and waiting orchestrators
+(`Waker`) wake at once instead of polling. Claims and heartbeats wake nobody.
+
+Migrations. MIGRATIONS[i] upgrades a store from version i to i+1 (`PRAGMA user_version`); an older
+database upgrades in place when opened; a newer one is refused with a clear error.
 
 All times are UTC epoch seconds (float).
 """
@@ -236,6 +289,47 @@ MIGRATIONS = [
     ALTER TABLE jobs ADD COLUMN plan_hash TEXT;
     CREATE INDEX jobs_plan_hash ON jobs (plan_hash) WHERE plan_hash IS NOT NULL;
     """,
+    # 5: a claim no longer moves a count. Unfinished tasks (pending and running) share one
+    # 'pending' bucket; how many of them run is read from tasks_running (one row per worker), so the
+    # triggers fire only when a task finishes, is revived, or its cost, job or denials change.
+    """
+    INSERT INTO task_counts (job_id, status, n, cost, denied)
+    SELECT job_id, 'pending', n, cost, denied FROM task_counts WHERE status = 'in_progress'
+    ON CONFLICT (job_id, status) DO UPDATE SET n = n + excluded.n, cost = cost + excluded.cost,
+                                               denied = denied + excluded.denied;
+    DELETE FROM task_counts WHERE status = 'in_progress';
+    DROP TRIGGER task_counts_insert;
+    DROP TRIGGER task_counts_delete;
+    DROP TRIGGER task_counts_update;
+    CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), CASE new.status WHEN 'in_progress' THEN 'pending' ELSE new.status END,
+                                        1, ifnull(new.cost_usd, 0), new.denied > 0)
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0),
+                                                   denied = denied + (new.denied > 0);
+    END;
+    CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0), denied = denied - (old.denied > 0)
+        WHERE job_id = ifnull(old.job_id, '') AND status = CASE old.status WHEN 'in_progress' THEN 'pending' ELSE old.status END;
+    END;
+    CREATE TRIGGER task_counts_update AFTER UPDATE OF status, cost_usd, job_id, denied ON tasks
+    WHEN (old.status IS NOT new.status
+          AND NOT (old.status IN ('pending', 'in_progress') AND new.status IN ('pending', 'in_progress')))
+         OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id OR old.denied IS NOT new.denied
+    BEGIN
+        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0), denied = denied - (old.denied > 0)
+        WHERE job_id = ifnull(old.job_id, '') AND status = CASE old.status WHEN 'in_progress' THEN 'pending' ELSE old.status END;
+        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), CASE new.status WHEN 'in_progress' THEN 'pending' ELSE new.status END,
+                                        1, ifnull(new.cost_usd, 0), new.denied > 0)
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0),
+                                                   denied = denied + (new.denied > 0);
+    END;
+    """,
+    # 6: one history row per attempt. A claim writes no row of its own: the row that ends the attempt
+    # (completed, failed, released, cancelled, recovered) carries when it started, and get_events
+    # shows the "claimed" entry from it (or, for the running attempt, from the task row).
+    """
+    ALTER TABLE task_events ADD COLUMN started_at REAL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -309,10 +403,15 @@ class Task:
 
     @classmethod
     def from_row(cls, row, depends_on=None):
-        data = dict(row)
+        # Not dict(row): sqlite3.Row looks each name up by a linear scan, quadratic in the columns.
+        data = dict(zip(row.keys(), row))
         for key in ("context_files", "expected_outputs", "metadata", "outcome"):
-            if data.get(key) is not None:
-                data[key] = json.loads(data[key])
+            value = data.get(key)
+            if value is not None:
+                # Most tasks carry the empty defaults; decoding them is a measurable part of a claim.
+                data[key] = [] if value == "[]" else {} if value == "{}" else json.loads(value)
+        if isinstance(data.get("outcome"), dict):
+            data["outcome"].setdefault("result", data.get("result"))  # stored once, in `result`
         data["cancel_requested"] = bool(data["cancel_requested"])
         data["attempts_used"] = data["attempt"] - data.pop("attempt_base")
         data["depends_on"] = depends_on
@@ -561,6 +660,7 @@ class TaskQueue:
         # Pool processes pin the file they opened: see db_replaced().
         self.pinned = False
         self._identity = None
+        self._wake = None
         self.read_only = False  # set when the database can only be read (see _connect)
         if not self.db_path.parent.is_dir():
             if db_path is None:
@@ -617,14 +717,9 @@ class TaskQueue:
             raise QueueError(f"cannot open database {self.db_path}: {exc}") from None
         try:
             conn.row_factory = sqlite3.Row
-            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
-            conn.execute("PRAGMA synchronous=NORMAL")
-            # Checkpoints copy the WAL back into the database (and fsync it): done inline by whichever
-            # commit crosses the threshold, they stall that claim. The coordinator checkpoints in the
-            # background every few seconds (checkpoint()); this larger threshold is the safety net.
-            conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
-            conn.execute("PRAGMA foreign_keys=ON")
+            self._retry(lambda: conn.execute(SQL_WAL).fetchone())
+            for pragma in SQL_CONNECTION_PRAGMAS:
+                conn.execute(pragma)
             self._local.conn = conn
             self._migrate(conn)
         except BaseException:
@@ -642,13 +737,13 @@ class TaskQueue:
                 conn = sqlite3.connect(uri + extra, uri=True, timeout=5, isolation_level=None,
                                        check_same_thread=False)
                 conn.row_factory = sqlite3.Row
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                version = conn.execute(SQL_VERSION).fetchone()[0]
                 break
             except sqlite3.OperationalError as exc:
                 error = exc
         else:
             raise QueueError(f"cannot open database {self.db_path} even read-only: {error}")
-        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        if version == 0 and conn.execute(SQL_ANY_TABLE).fetchone()[0]:
             conn.close()
             raise self._broken(None, foreign=True)
         if version != SCHEMA_VERSION:
@@ -706,11 +801,11 @@ class TaskQueue:
         """The one owner of write transactions: BEGIN IMMEDIATE (retried while busy), COMMIT or
         ROLLBACK. With `notify`, processes waiting for changes are woken after the commit."""
         conn = self._connect()
-        self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+        self._retry(lambda: conn.execute(SQL_BEGIN))
         try:
             yield conn
         except BaseException as exc:
-            conn.execute("ROLLBACK")
+            conn.execute(SQL_ROLLBACK)
             if isinstance(exc, sqlite3.OperationalError) and is_disk_full(exc):
                 raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
                                "free some space on that disk") from None
@@ -718,13 +813,16 @@ class TaskQueue:
                 raise self._broken(exc) from None
             raise
         else:
-            self._retry(lambda: conn.execute("COMMIT"))
+            self._retry(lambda: conn.execute(SQL_COMMIT))
         if notify:
             self.notify_waiters()
 
     @property
     def wake_dir(self):
-        return config.wake_dir(self.db_path)
+        # Every commit that changes the queue wakes waiters: computed once per path, not per commit.
+        if self._wake is None or self._wake[0] is not self.db_path:
+            self._wake = (self.db_path, config.wake_dir(self.db_path))
+        return self._wake[1]
 
     def notify_waiters(self):
         """Wake every process blocked in a Waker on this database (idle workers, waiting
@@ -760,41 +858,43 @@ class TaskQueue:
         that got everything and the WAL file has grown past WAL_LIMIT_BYTES, truncate it, waiting
         at most a moment for readers (a busy truncate is simply tried again next time)."""
         conn = self._connect()
-        row = self._retry(lambda: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+        row = self._retry(lambda: conn.execute(SQL_CHECKPOINT).fetchone())
         try:
             size = os.path.getsize(f"{self.db_path}-wal")
         except OSError:
             size = 0
         if size > WAL_LIMIT_BYTES and row is not None and row[0] == 0 and row[1] == row[2]:
-            conn.execute("PRAGMA busy_timeout=100")
+            conn.execute(SQL_BUSY_TIMEOUT_SHORT)
             try:
-                row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                row = conn.execute(SQL_CHECKPOINT_TRUNCATE).fetchone()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc):
                     raise
             finally:
-                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute(SQL_BUSY_TIMEOUT)
         return row
 
     def _migrate(self, conn):
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        version = conn.execute(SQL_VERSION).fetchone()[0]
         if version == SCHEMA_VERSION:
             return
-        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        if version == 0 and conn.execute(SQL_ANY_TABLE).fetchone()[0]:
             raise self._broken(None, foreign=True)
         with self._write() as c:
-            version = c.execute("PRAGMA user_version").fetchone()[0]
+            version = c.execute(SQL_VERSION).fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise QueueError(f"database {self.db_path} has schema version {version}, newer than this "
                                  f"Klauss ({SCHEMA_VERSION}); update Klauss")
             for number in range(version, SCHEMA_VERSION):
                 for statement in _split_sql(MIGRATIONS[number]):
                     c.execute(statement)
-            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            c.execute(SQL_SET_VERSION)
 
-    def _event(self, conn, task_id, event, worker_id=None, attempt=None, detail=None, now=None, cost=None):
+    def _event(self, conn, task_id, event, worker_id=None, attempt=None, detail=None, now=None, cost=None,
+               started=None):
+        """Append to a task's history. `started`: this row ends an attempt that began then."""
         conn.execute(SQL_EVENT, (task_id, now if now is not None else self.clock(), event,
-                                 worker_id, attempt, detail, cost))
+                                 worker_id, attempt, detail, cost, started))
 
     # --- adding tasks ---
 
@@ -832,18 +932,18 @@ class TaskQueue:
         statuses = {}
         if existing:
             marks = ",".join("?" * len(existing))
-            statuses = {r[0]: r[1] for r in conn.execute(f"SELECT id, status FROM tasks WHERE id IN ({marks})",
+            statuses = {r[0]: r[1] for r in conn.execute(SQL_STATUSES_OF.format(marks=marks),
                                                          list(existing))}
             missing = sorted(existing - set(statuses))
             if missing:
                 raise ValueError(f"depends_on: unknown task id(s) {', '.join(map(str, missing))}")
         jobs = {t["job_id"] for t in tasks if t["job_id"]}
         for job_id in jobs:
-            if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+            if conn.execute(SQL_JOB_EXISTS, (job_id,)).fetchone() is None:
                 raise ValueError(f"job_id: unknown job {job_id!r}")
         parents = {t["parent_id"] for t in tasks if t["parent_id"]}
         for parent in parents:
-            if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (parent,)).fetchone() is None:
+            if conn.execute(SQL_TASK_EXISTS, (parent,)).fetchone() is None:
                 raise ValueError(f"parent_id: unknown task id {parent}")
         ids = [None] * len(tasks)
         by_ref, created, skipped = {}, [], []
@@ -865,39 +965,64 @@ class TaskQueue:
             if t["ref"] is not None:
                 by_ref[t["ref"]] = task_id
             if deps:
-                conn.executemany("INSERT INTO task_deps (task_id, depends_on) VALUES (?, ?)",
+                conn.executemany(SQL_INSERT_DEP,
                                  [(task_id, d) for d in deps])
             created.append((task_id, now))
             if dead:
                 skipped.append((task_id, now, f"dependency #{dead[0]} {statuses[dead[0]]}"))
         # A new task's history starts at seq 1; written in one go, not one statement per task.
-        conn.executemany("INSERT INTO task_events (task_id, seq, at, event) VALUES (?, 1, ?, 'created')", created)
-        conn.executemany("INSERT INTO task_events (task_id, seq, at, event, detail) VALUES (?, 2, ?, 'skipped', ?)",
+        conn.executemany(SQL_EVENT_CREATED, created)
+        conn.executemany(SQL_EVENT_SKIPPED_AT_ONCE,
                          skipped)
         return ids
 
     # --- claiming and leases ---
 
-    def claim_task(self, worker_id, lease_seconds=None):
-        """Atomically take the best runnable task, or None when nothing can run now."""
-        lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
+    def claim_task(self, worker_id, lease_seconds=None, worker_info=None):
+        """Atomically take the best runnable task, or None when nothing can run now. With
+        `worker_info` (a worker's own claim), the worker's row says busy on it in the same commit."""
         with self._write() as conn:
-            now = self.clock()
-            while True:
-                pick = conn.execute(SQL_PICK, (now,)).fetchone()
-                if pick is None:
-                    return None
-                # The job's budget is checked on its true total before any of its tasks starts;
-                # a spent job has its pending tasks skipped, and the next best task is picked.
-                if pick[1] is None or not self._enforce_budget(conn, pick[1]):
-                    break
-            if HAS_RETURNING:
-                row = conn.execute(SQL_CLAIM_ID + " RETURNING *", (worker_id, now + lease, now, now, pick[0])).fetchone()
-            else:
-                conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
-                row = conn.execute("SELECT * FROM tasks WHERE id = ?", (pick[0],)).fetchone()
-            self._event(conn, row["id"], "claimed", worker_id, row["attempt"], now=now)
+            return self._claim(conn, worker_id, lease_seconds, worker_info)
+
+    def _claim(self, conn, worker_id, lease_seconds, worker_info=None, pick_sql=None):
+        lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
+        now = self.clock()
+        while True:
+            pick = conn.execute(pick_sql or SQL_PICK, (now,)).fetchone()
+            if pick is None:
+                return None
+            # The job's budget is checked on its true total before any of its tasks starts;
+            # a spent job has its pending tasks skipped, and the next best task is picked.
+            if pick[1] is None or not self._enforce_budget(conn, pick[1]):
+                break
+        if HAS_RETURNING:
+            row = conn.execute(SQL_CLAIM_ID + " RETURNING *", (worker_id, now + lease, now, now, pick[0])).fetchone()
+        else:
+            conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
+            row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
+        if worker_info is not None:
+            self._beat_worker(conn, worker_id, "busy", row["id"], worker_info, now)
         return Task.from_row(row)
+
+    def finish_and_claim(self, action, task_id, worker_id, attempt=None, claim_next=False, lease_seconds=None,
+                         worker_info=None, **details):
+        """A worker's step in one commit: record a task's end (`action` is "complete", "fail",
+        "release" or "cancel", with that method's own keyword arguments in `details`), set the
+        worker's row, and, with `claim_next` and no pool-wide pause, claim its next task.
+        Returns (recorded, next task or None); `recorded` is what the single method returns."""
+        finish = {"complete": self._complete, "fail": self._fail, "release": self._release,
+                  "cancel": self._acknowledge_cancel}[action]
+        with self._write(notify=True) as conn:
+            done = finish(conn, task_id, worker_id, attempt=attempt, **details)
+            task = None
+            if claim_next:
+                task = self._claim(conn, worker_id, lease_seconds, worker_info, pick_sql=SQL_PICK_UNLESS_PAUSED)
+            if task is None and worker_info is not None:
+                self._beat_worker(conn, worker_id, "idle", None, worker_info, self.clock())
+            return done, task
+
+    def _beat_worker(self, conn, worker_id, state, current_task, info, now):
+        conn.execute(SQL_WORKER_BEAT, (now, state, current_task, _dumps(info), worker_id))
 
     def next_claimable_at(self):
         """When the earliest waiting-for-retry task becomes claimable (None if none waits)."""
@@ -912,8 +1037,28 @@ class TaskQueue:
             cur = conn.execute(SQL_HEARTBEAT, (now + lease, now, task_id, worker_id, attempt, attempt))
             return cur.rowcount == 1
 
+    def renew_lease(self, task_id, worker_id, attempt=None, lease_seconds=None, worker_info=None):
+        """The running task's heartbeat in one commit: extend its lease and, with `worker_info`,
+        the worker's row. None once this worker no longer holds the task, else whether a cancel
+        was requested."""
+        lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
+        with self._write() as conn:
+            now = self.clock()
+            if HAS_RETURNING:
+                row = conn.execute(SQL_HEARTBEAT + " RETURNING cancel_requested",
+                                   (now + lease, now, task_id, worker_id, attempt, attempt)).fetchone()
+            elif conn.execute(SQL_HEARTBEAT, (now + lease, now, task_id, worker_id, attempt, attempt)).rowcount:
+                row = conn.execute(SQL_CANCEL_REQUESTED, (task_id,)).fetchone()
+            else:
+                row = None
+            if row is None:
+                return None
+            if worker_info is not None:
+                self._beat_worker(conn, worker_id, "busy", task_id, worker_info, now)
+            return bool(row[0])
+
     def cancel_requested(self, task_id):
-        rows = self._read("SELECT cancel_requested FROM tasks WHERE id = ?", (task_id,))
+        rows = self._read(SQL_CANCEL_REQUESTED, (task_id,))
         return bool(rows and rows[0][0])
 
     def set_activity(self, task_id, worker_id, activity, attempt=None):
@@ -925,84 +1070,110 @@ class TaskQueue:
     def _finish(self, conn, task_id, worker_id, attempt, status, result_text, error, outcome, cost, event,
                 detail=None):
         now = self.clock()
-        cur = conn.execute(SQL_FINISH, (status, now, now, result_text, error,
-                                        None if outcome is None else _dumps(outcome), _denied(outcome), cost, cost,
-                                        task_id, worker_id, attempt, attempt))
-        if cur.rowcount != 1:
+        params = (status, now, now, result_text, error, _outcome_json(outcome), _denied(outcome), cost, cost,
+                  task_id, worker_id, attempt, attempt)
+        if HAS_RETURNING:
+            row = conn.execute(SQL_FINISH + " RETURNING attempt, job_id, started_at", params).fetchone()
+        elif conn.execute(SQL_FINISH, params).rowcount == 1:
+            row = conn.execute(SQL_TASK_ATTEMPT_JOB, (task_id,)).fetchone()
+        else:
+            row = None
+        if row is None:
             return None
-        row = conn.execute("SELECT attempt, job_id FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        self._event(conn, task_id, event, worker_id, row["attempt"], detail, now=now, cost=cost)
+        self._event(conn, task_id, event, worker_id, row["attempt"], detail, now=now, cost=cost,
+                    started=row["started_at"])
         return row
 
     def complete_task(self, task_id, worker_id, result=None, attempt=None):
         """Mark completed. `result` is the final text, or a dict of outcome details whose "result"
         key is the text and "total_cost_usd" the cost. False if this worker no longer holds it."""
-        text, outcome, cost = _split_result(result)
         with self._write(notify=True) as conn:
-            row = self._finish(conn, task_id, worker_id, attempt, "completed", text, None, outcome, cost,
-                               "completed")
-            if row is None:
-                return False
-            conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
-            self._enforce_budget(conn, row["job_id"])
-            return True
+            return self._complete(conn, task_id, worker_id, result, attempt)
+
+    def _complete(self, conn, task_id, worker_id, result=None, attempt=None):
+        text, outcome, cost = _split_result(result)
+        row = self._finish(conn, task_id, worker_id, attempt, "completed", text, None, outcome, cost, "completed")
+        if row is None:
+            return False
+        conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
+        self._enforce_budget(conn, row["job_id"])
+        return True
 
     def fail_task(self, task_id, worker_id, error, retryable=True, attempt=None, outcome=None):
         """Record a failure: retried with exponential backoff while attempts remain (and
         `retryable`), else failed for good, and its transitive dependents skipped."""
+        with self._write(notify=True) as conn:
+            return self._fail(conn, task_id, worker_id, error, retryable, attempt, outcome)
+
+    def _fail(self, conn, task_id, worker_id, error, retryable=True, attempt=None, outcome=None):
         text, outcome, cost = _split_result(outcome)
         error = str(error)
-        with self._write(notify=True) as conn:
-            now = self.clock()
-            row = conn.execute(SQL_HOLDER, (task_id, worker_id, attempt, attempt)).fetchone()
-            if row is None:
-                return False
-            used = row["attempt"] - row["attempt_base"]
-            if retryable and used < row["max_attempts"]:
-                q = self.cfg["queue"]
-                delay = min(q["retry_backoff_seconds"] * 2 ** (used - 1), q["retry_backoff_max_seconds"])
-                conn.execute(SQL_REQUEUE, (now + delay, now, error, text, None if outcome is None else _dumps(outcome),
-                                           _denied(outcome), cost, cost, 0, task_id))
-                self._event(conn, task_id, "failed", worker_id, row["attempt"],
-                            f"{error} (attempt {used}/{row['max_attempts']}; retry in {delay:g}s)", now=now, cost=cost)
-            else:
-                self._finish(conn, task_id, worker_id, attempt, "failed", text, error, outcome, cost, "failed",
-                             error if retryable else f"{error} (not retryable)")
-                self._skip_dependents(conn, task_id, f"dependency #{task_id} failed")
-            self._enforce_budget(conn, row["job_id"])
-            return True
+        now = self.clock()
+        row = conn.execute(SQL_HOLDER, (task_id, worker_id, attempt, attempt)).fetchone()
+        if row is None:
+            return False
+        used = row["attempt"] - row["attempt_base"]
+        if retryable and used < row["max_attempts"]:
+            q = self.cfg["queue"]
+            delay = min(q["retry_backoff_seconds"] * 2 ** (used - 1), q["retry_backoff_max_seconds"])
+            conn.execute(SQL_REQUEUE, (now + delay, now, error, text, _outcome_json(outcome),
+                                       _denied(outcome), cost, cost, 0, task_id))
+            self._event(conn, task_id, "failed", worker_id, row["attempt"],
+                        f"{error} (attempt {used}/{row['max_attempts']}; retry in {delay:g}s)", now=now, cost=cost,
+                        started=row["started_at"])
+        else:
+            self._finish(conn, task_id, worker_id, attempt, "failed", text, error, outcome, cost, "failed",
+                         error if retryable else f"{error} (not retryable)")
+            self._skip_dependents(conn, task_id, f"dependency #{task_id} failed")
+        self._enforce_budget(conn, row["job_id"])
+        return True
 
     def release_task(self, task_id, worker_id, delay=0, reason=None, attempt=None, cost=None):
         """Back to pending without spending an attempt (shutdown, rate limits). `cost` is what the
         released run spent all the same: it counts in the task's and the job's total."""
+        with self._write(notify=True) as conn:
+            return self._release(conn, task_id, worker_id, delay, reason, attempt, cost)
+
+    def _release(self, conn, task_id, worker_id, delay=0, reason=None, attempt=None, cost=None):
         if cost is not None and (isinstance(cost, bool) or not isinstance(cost, (int, float))):
             cost = None
-        with self._write(notify=True) as conn:
-            now = self.clock()
-            cur = conn.execute(SQL_RELEASE, (now + delay, now, cost, cost, task_id, worker_id, attempt, attempt))
-            if cur.rowcount != 1:
-                return False
-            self._event(conn, task_id, "released", worker_id, attempt, reason, now=now, cost=cost)
-            if cost:
-                self._enforce_budget(conn, conn.execute("SELECT job_id FROM tasks WHERE id = ?",
-                                                        (task_id,)).fetchone()[0])
-            return True
+        now = self.clock()
+        # Read first (releases are rare): the history row needs the attempt and when it started.
+        row = conn.execute(SQL_HOLDER, (task_id, worker_id, attempt, attempt)).fetchone()
+        if row is None:
+            return False
+        conn.execute(SQL_RELEASE, (now + delay, now, cost, cost, task_id, worker_id, attempt, attempt))
+        self._event(conn, task_id, "released", worker_id, row["attempt"], reason, now=now, cost=cost,
+                    started=row["started_at"])
+        if cost:
+            self._enforce_budget(conn, row["job_id"])
+        return True
 
     def acknowledge_cancel(self, task_id, worker_id, attempt=None, outcome=None):
         """The holder stopped a task whose cancel was requested: it ends cancelled."""
-        text, outcome, cost = _split_result(outcome)
         with self._write(notify=True) as conn:
-            row = self._finish(conn, task_id, worker_id, attempt, "cancelled", text, "cancelled by request",
-                               outcome, cost, "cancelled")
-            if row is None:
-                return False
-            self._skip_dependents(conn, task_id, f"dependency #{task_id} cancelled")
-            return True
+            return self._acknowledge_cancel(conn, task_id, worker_id, attempt, outcome)
+
+    def _acknowledge_cancel(self, conn, task_id, worker_id, attempt=None, outcome=None):
+        text, outcome, cost = _split_result(outcome)
+        row = self._finish(conn, task_id, worker_id, attempt, "cancelled", text, "cancelled by request",
+                           outcome, cost, "cancelled")
+        if row is None:
+            return False
+        self._skip_dependents(conn, task_id, f"dependency #{task_id} cancelled")
+        return True
 
     def recover_stale(self, worker_id=None):
         """Return tasks whose lease expired (or, with `worker_id`, that worker's tasks at once) to
         pending, or to failed when out of attempts. Returns the recovered task ids."""
         recovered = []
+        # Read first: workers call this every lease/2, and taking the write lock to find nothing
+        # would cost each of them a commit and stall the others' claims.
+        if worker_id is None:
+            if not self._read(SQL_ANY_STALE, (self.clock(),)):
+                return recovered
+        elif not self._read(SQL_ANY_WORKER_TASK, (worker_id,)):
+            return recovered
         with self._write() as conn:
             now = self.clock()
             if worker_id is None:
@@ -1017,16 +1188,19 @@ class TaskQueue:
                 doing = f" (while: {row['activity']})" if row["activity"] else ""
                 if row["cancel_requested"]:
                     conn.execute(SQL_FORCE_FINISH, ("cancelled", now, now, "cancelled by request", row["id"]))
-                    self._event(conn, row["id"], "cancelled", row["worker_id"], row["attempt"], why, now=now)
+                    self._event(conn, row["id"], "cancelled", row["worker_id"], row["attempt"], why, now=now,
+                                started=row["started_at"])
                     self._skip_dependents(conn, row["id"], f"dependency #{row['id']} cancelled")
                 elif used < row["max_attempts"]:
                     conn.execute(SQL_REQUEUE, (now, now, f"{why} (attempt {used}){doing}", None, None, 0, None, None, 0,
                                                row["id"]))
-                    self._event(conn, row["id"], "recovered", row["worker_id"], row["attempt"], why, now=now)
+                    self._event(conn, row["id"], "recovered", row["worker_id"], row["attempt"], why, now=now,
+                                started=row["started_at"])
                 else:
                     error = f"{why} on attempt {used}/{row['max_attempts']}; no attempts left{doing}"
                     conn.execute(SQL_FORCE_FINISH, ("failed", now, now, error, row["id"]))
-                    self._event(conn, row["id"], "failed", row["worker_id"], row["attempt"], error, now=now)
+                    self._event(conn, row["id"], "failed", row["worker_id"], row["attempt"], error, now=now,
+                                started=row["started_at"])
                     self._skip_dependents(conn, row["id"], f"dependency #{row['id']} failed")
                 recovered.append(row["id"])
         if recovered:
@@ -1048,15 +1222,15 @@ class TaskQueue:
         its budget. True when the budget is spent."""
         if job_id is None:
             return False
-        job = conn.execute("SELECT max_budget_usd FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        job = conn.execute(SQL_JOB_BUDGET, (job_id,)).fetchone()
         if job is None or job[0] is None:
             return False
-        spent = conn.execute("SELECT ifnull(sum(cost), 0) FROM task_counts WHERE job_id = ?", (job_id,)).fetchone()[0]
+        spent = conn.execute(SQL_JOB_SPENT, (job_id,)).fetchone()[0]
         if spent < job[0]:
             return False
         now = self.clock()
         reason = f"job budget {task_report.fmt_cost(job[0])} reached (spent {task_report.fmt_cost(spent)})"
-        for (tid,) in conn.execute("SELECT id FROM tasks WHERE job_id = ? AND status = 'pending'", (job_id,)).fetchall():
+        for (tid,) in conn.execute(SQL_JOB_PENDING, (job_id,)).fetchall():
             conn.execute(SQL_SKIP, (now, now, reason, tid))
             self._event(conn, tid, "skipped", detail=reason, now=now)
         return True
@@ -1069,7 +1243,7 @@ class TaskQueue:
 
     def _cancel(self, conn, task_id):
         now = self.clock()
-        row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        row = conn.execute(SQL_TASK_STATUS, (task_id,)).fetchone()
         if row is None:
             return None
         if row["status"] == "pending":
@@ -1078,7 +1252,7 @@ class TaskQueue:
             self._skip_dependents(conn, task_id, f"dependency #{task_id} cancelled")
             return "cancelled"
         if row["status"] == "in_progress":
-            conn.execute("UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, task_id))
+            conn.execute(SQL_REQUEST_CANCEL, (now, task_id))
             self._event(conn, task_id, "cancel_requested", now=now)
             return "cancel_requested"
         return row["status"]
@@ -1087,8 +1261,7 @@ class TaskQueue:
         """Cancel every unfinished task of a job. Returns {task_id: new status}."""
         with self._write(notify=True) as conn:
             ids = [r[0] for r in conn.execute(
-                "SELECT id FROM tasks WHERE job_id = ? AND status IN ('pending', 'in_progress') ORDER BY id",
-                (job_id,)).fetchall()]
+                SQL_JOB_UNFINISHED, (job_id,)).fetchall()]
             return {tid: self._cancel(conn, tid) for tid in ids}
 
     def retry_task(self, task_id):
@@ -1096,7 +1269,7 @@ class TaskQueue:
         the dependents that were skipped because of it. Returns the ids made pending."""
         with self._write(notify=True) as conn:
             now = self.clock()
-            row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            row = conn.execute(SQL_TASK_STATUS, (task_id,)).fetchone()
             if row is None:
                 raise KeyError(task_id)
             if row["status"] not in ("failed", "cancelled", "skipped"):
@@ -1121,16 +1294,14 @@ class TaskQueue:
     # --- reading ---
 
     def get_task(self, task_id):
-        rows = self._read("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        rows = self._read(SQL_TASK, (task_id,))
         if not rows:
             return None
-        deps = [r[0] for r in self._read("SELECT depends_on FROM task_deps WHERE task_id = ? ORDER BY depends_on",
-                                         (task_id,))]
+        deps = [r[0] for r in self._read(SQL_DEPENDENCIES, (task_id,))]
         return Task.from_row(rows[0], deps)
 
     def get_dependents(self, task_id):
-        return [r[0] for r in self._read("SELECT task_id FROM task_deps WHERE depends_on = ? ORDER BY task_id",
-                                         (task_id,))]
+        return [r[0] for r in self._read(SQL_DEPENDENTS, (task_id,))]
 
     def list_tasks(self, status=None, job_id=None, limit=None, offset=0, worker_id=None, order="desc"):
         """Tasks, newest first by default. `status` may be one status or a list of them."""
@@ -1149,7 +1320,7 @@ class TaskQueue:
         if worker_id is not None:
             where.append("worker_id = ?")
             params.append(worker_id)
-        sql = "SELECT * FROM tasks"
+        sql = SQL_TASKS
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id " + ("ASC" if order == "asc" else "DESC")
@@ -1162,21 +1333,43 @@ class TaskQueue:
         deps = {}
         for chunk in range(0, len(rows), 500):
             part = [r["id"] for r in rows[chunk:chunk + 500]]
-            for r in self._read(f"SELECT task_id, depends_on FROM task_deps WHERE task_id IN "
-                                f"({','.join('?' * len(part))}) ORDER BY depends_on", part):
+            for r in self._read(SQL_DEPENDENCIES_OF.format(marks=",".join("?" * len(part))), part):
                 deps.setdefault(r[0], []).append(r[1])
         return [Task.from_row(r, deps.get(r["id"], [])) for r in rows]
 
     def get_events(self, task_id):
-        return [dict(r) for r in self._read("SELECT at, event, worker_id, attempt, detail, cost_usd FROM task_events "
-                                            "WHERE task_id = ? ORDER BY seq", (task_id,))]
+        """The task's history, oldest first: dicts of at, event, worker_id, attempt, detail, cost_usd."""
+        events = []
+        for row in self._read(SQL_EVENTS, (task_id,)):
+            event = dict(zip(row.keys(), row))
+            started = event.pop("started_at")
+            # (A database from before schema 6 stored the claim itself: not shown twice.)
+            if started is not None and not _has_claim(events, event["attempt"]):
+                self._claimed_entry(events, started, event["worker_id"], event["attempt"])
+            events.append(event)
+        task = self._read(SQL_TASK_ATTEMPT, (task_id,))
+        if task and task[0]["status"] == "in_progress" and not _has_claim(events, task[0]["attempt"]):
+            self._claimed_entry(events, task[0]["started_at"], task[0]["worker_id"], task[0]["attempt"])
+        return events
+
+    @staticmethod
+    def _claimed_entry(events, started, worker_id, attempt):
+        # Stored once, with the attempt's end (schema 6); shown where it happened: before what the
+        # attempt's own time saw (a cancel request), after everything earlier.
+        at = len(events)
+        while at and events[at - 1]["event"] == "cancel_requested" and events[at - 1]["at"] >= started:
+            at -= 1
+        events.insert(at, {"at": started, "event": "claimed", "worker_id": worker_id, "attempt": attempt,
+                           "detail": None, "cost_usd": None})
 
     def get_stats(self, job_id=None):
         """A count per status, `total`, and `cost_usd` (all tasks, or one job's)."""
         if job_id is None:
-            rows = self._read("SELECT status, sum(n), sum(cost), sum(denied) FROM task_counts GROUP BY status")
+            rows = self._read(SQL_COUNTS)
+            running = self._read(SQL_RUNNING_COUNT)[0][0]
         else:
-            rows = self._read("SELECT status, n, cost, denied FROM task_counts WHERE job_id = ?", (job_id,))
+            rows = self._read(SQL_JOB_COUNTS, (job_id,))
+            running = self._read(SQL_JOB_RUNNING_COUNT, (job_id,))[0][0]
         stats = {s: 0 for s in STATUSES}
         cost = 0.0
         denied = 0
@@ -1185,6 +1378,9 @@ class TaskQueue:
             cost += c or 0.0
             if status == "completed":
                 denied += d or 0
+        # The 'pending' count holds every unfinished task (schema 5): the running ones are apart.
+        stats["in_progress"] = running
+        stats["pending"] -= running
         stats["total"] = sum(stats[s] for s in STATUSES)
         stats["cost_usd"] = round(cost, 6)
         # Completed, but some of the run's tool calls were denied: done, yet not as asked.
@@ -1203,9 +1399,7 @@ class TaskQueue:
         with self._write() as conn:
             cutoff = self.clock() - older_than
             cur = conn.execute(
-                f"DELETE FROM tasks WHERE finished_at < ? AND status IN ({','.join('?' * len(statuses))}) "
-                "AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.task_id "
-                "WHERE d.depends_on = tasks.id AND t.status IN ('pending', 'in_progress'))",
+                SQL_PURGE.format(marks=",".join("?" * len(statuses))),
                 [cutoff, *statuses])
             return cur.rowcount
 
@@ -1228,12 +1422,12 @@ class TaskQueue:
         with self._write(notify=True) as conn:
             conn.execute(SQL_INSERT_JOB, job)
             if plan_hash is not None:
-                conn.execute("UPDATE jobs SET plan_hash = ? WHERE id = ?", (str(plan_hash), job[0]))
+                conn.execute(SQL_JOB_PLAN_HASH, (str(plan_hash), job[0]))
             return job[0], self._insert(conn, prepared, order)
 
     def unfinished_job(self, plan_hash):
         """The newest job made from this plan that still has pending or running tasks, or None."""
-        for (job_id,) in self._read("SELECT id FROM jobs WHERE plan_hash = ? ORDER BY rowid DESC", (str(plan_hash),)):
+        for (job_id,) in self._read(SQL_JOBS_OF_PLAN, (str(plan_hash),)):
             stats = self.get_stats(job_id)
             if stats["pending"] or stats["in_progress"]:
                 return job_id
@@ -1254,16 +1448,16 @@ class TaskQueue:
     def update_job_metadata(self, job_id, changes):
         """Merge `changes` into a job's metadata (e.g. the worktree base commit)."""
         with self._write() as conn:
-            row = conn.execute("SELECT metadata FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute(SQL_JOB_METADATA, (job_id,)).fetchone()
             if row is None:
                 raise KeyError(job_id)
             meta = json.loads(row[0])
             meta.update(changes)
-            conn.execute("UPDATE jobs SET metadata = ? WHERE id = ?", (_dumps(meta), job_id))
+            conn.execute(SQL_SET_JOB_METADATA, (_dumps(meta), job_id))
             return meta
 
     def get_job(self, job_id):
-        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        rows = self._read(SQL_JOB, (job_id,))
         if not rows:
             return None
         job = dict(rows[0])
@@ -1272,7 +1466,7 @@ class TaskQueue:
         return job
 
     def list_jobs(self, limit=None):
-        sql = "SELECT * FROM jobs ORDER BY rowid DESC"  # newest first, without sorting the table
+        sql = SQL_JOBS
         params = []
         if limit is not None:
             sql += " LIMIT ?"
@@ -1290,23 +1484,21 @@ class TaskQueue:
     def register_worker(self, worker_id, pid=None, state="starting", info=None):
         now = self.clock()
         with self._write() as conn:
-            conn.execute("INSERT OR REPLACE INTO workers (worker_id, pid, state, current_task, started_at, "
-                         "last_heartbeat, info) VALUES (?, ?, ?, NULL, ?, ?, ?)",
+            conn.execute(SQL_REGISTER_WORKER,
                          (worker_id, pid if pid is not None else os.getpid(), state, now, now, _dumps(info or {})))
 
     def worker_heartbeat(self, worker_id, state=None, current_task=None, info=None):
         """Record that a worker is alive, and optionally its state, current task and details."""
         now = self.clock()
         with self._write() as conn:
-            cur = conn.execute("UPDATE workers SET last_heartbeat = ?, state = ifnull(?, state), current_task = ? "
-                               "WHERE worker_id = ?", (now, state, current_task, worker_id))
+            cur = conn.execute(SQL_WORKER_HEARTBEAT, (now, state, current_task, worker_id))
             if info is not None and cur.rowcount:
-                conn.execute("UPDATE workers SET info = ? WHERE worker_id = ?", (_dumps(info), worker_id))
+                conn.execute(SQL_WORKER_INFO, (_dumps(info), worker_id))
             return cur.rowcount == 1
 
     def list_workers(self):
         workers = []
-        for row in self._read("SELECT * FROM workers ORDER BY worker_id"):
+        for row in self._read(SQL_WORKERS):
             w = dict(row)
             w["info"] = json.loads(w["info"])
             workers.append(w)
@@ -1314,12 +1506,12 @@ class TaskQueue:
 
     def unregister_worker(self, worker_id):
         with self._write() as conn:
-            return conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,)).rowcount == 1
+            return conn.execute(SQL_UNREGISTER_WORKER, (worker_id,)).rowcount == 1
 
     def set_flag(self, key, value, until=None):
         """Set a pool-wide flag (e.g. "paused" until a usage limit resets); value is JSON-able."""
         with self._write(notify=True) as conn:
-            conn.execute("INSERT OR REPLACE INTO pool_flags (key, value, until, updated_at) VALUES (?, ?, ?, ?)",
+            conn.execute(SQL_SET_FLAG,
                          (key, _dumps(value), until, self.clock()))
 
     def running_coordinator(self):
@@ -1328,7 +1520,7 @@ class TaskQueue:
 
     def get_flag(self, key):
         """The flag's {"value", "until", "updated_at"}, or None if unset or its `until` has passed."""
-        rows = self._read("SELECT value, until, updated_at FROM pool_flags WHERE key = ?", (key,))
+        rows = self._read(SQL_FLAG, (key,))
         if not rows:
             return None
         value, until, updated = rows[0]
@@ -1339,13 +1531,12 @@ class TaskQueue:
     def list_flags(self, prefix=""):
         """{key: flag} for the live flags whose key starts with `prefix`."""
         now = self.clock()
-        rows = self._read("SELECT key, value, until, updated_at FROM pool_flags WHERE key >= ? AND key < ? "
-                          "AND (until IS NULL OR until > ?)", (prefix, prefix + "\uffff", now))
+        rows = self._read(SQL_FLAGS_FROM, (prefix, prefix + "\uffff", now))
         return {k: {"value": json.loads(v), "until": u, "updated_at": t} for k, v, u, t in rows}
 
     def clear_flag(self, key):
         with self._write(notify=True) as conn:
-            return conn.execute("DELETE FROM pool_flags WHERE key = ?", (key,)).rowcount == 1
+            return conn.execute(SQL_CLEAR_FLAG, (key,)).rowcount == 1
 
     # --- queries for the CLI and dashboard
 
@@ -1387,7 +1578,7 @@ class TaskQueue:
         if job_id is not None:
             where.append("job_id = ?")
             params.append(job_id)
-        sql = f"SELECT * FROM tasks{index}"
+        sql = SQL_TASKS + index
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
@@ -1477,6 +1668,18 @@ def _split_result(result):
     return str(result), None, None
 
 
+def _has_claim(events, attempt):
+    return any(e["event"] == "claimed" and e["attempt"] == attempt for e in events)
+
+
+def _outcome_json(outcome):
+    """The outcome as stored: its "result" text lives in the `result` column only (Task.from_row
+    puts it back), so a completion writes the answer once, not twice."""
+    if outcome is None:
+        return None
+    return _dumps({k: v for k, v in outcome.items() if k != "result"})
+
+
 def _denied(outcome):
     """How many tool calls the run's outcome says were denied."""
     denials = outcome.get("permission_denials") if isinstance(outcome, dict) else None
@@ -1545,8 +1748,8 @@ def _split_sql(script):
 # --- SQL used by the methods above ---------------------------------------------------------------
 
 SQL_EVENT = """
-INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt, detail, cost_usd)
-VALUES (?1, (SELECT ifnull(max(seq), 0) + 1 FROM task_events WHERE task_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)
+INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt, detail, cost_usd, started_at)
+VALUES (?1, (SELECT ifnull(max(seq), 0) + 1 FROM task_events WHERE task_id = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8)
 """
 
 SQL_INSERT_JOB = """
@@ -1565,7 +1768,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 # the table (or another index) and sort every pending task on each claim.
 SQL_PICK = """
 SELECT id, job_id FROM tasks INDEXED BY tasks_claimable
-WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?
+WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?1
 ORDER BY priority DESC, id LIMIT 1
 """
 
@@ -1583,6 +1786,25 @@ _HOLDER = "id = ? AND worker_id = ? AND status = 'in_progress' AND (? IS NULL OR
 SQL_HOLDER = f"SELECT * FROM tasks WHERE {_HOLDER}"
 
 SQL_HEARTBEAT = f"UPDATE tasks SET lease_expires_at = ?, updated_at = ? WHERE {_HOLDER}"
+
+SQL_TASK = "SELECT * FROM tasks WHERE id = ?"
+SQL_TASKS = "SELECT * FROM tasks"  # list_tasks and recent_tasks add their WHERE, order and limit
+
+SQL_COUNTS = "SELECT status, sum(n), sum(cost), sum(denied) FROM task_counts GROUP BY status"
+SQL_JOB_COUNTS = "SELECT status, n, cost, denied FROM task_counts WHERE job_id = ?"
+SQL_RUNNING_COUNT = "SELECT count(*) FROM tasks INDEXED BY tasks_running WHERE status = 'in_progress'"
+SQL_JOB_RUNNING_COUNT = SQL_RUNNING_COUNT + " AND job_id = ?"
+SQL_TASK_ATTEMPT_JOB = "SELECT attempt, job_id, started_at FROM tasks WHERE id = ?"
+SQL_CANCEL_REQUESTED = "SELECT cancel_requested FROM tasks WHERE id = ?"
+
+# A worker's own claim, completion or heartbeat sets its row in the same transaction.
+SQL_WORKER_BEAT = "UPDATE workers SET last_heartbeat = ?, state = ?, current_task = ?, info = ? WHERE worker_id = ?"
+
+# A worker finishing a task claims no next one while a pool-wide flag that stops claims is live
+# (read in the same statement: one fewer per task).
+SQL_PICK_UNLESS_PAUSED = SQL_PICK.replace("ORDER BY", """AND NOT EXISTS (
+    SELECT 1 FROM pool_flags WHERE key IN ('paused', 'config_error') AND (until IS NULL OR until > ?1))
+ORDER BY""")
 
 SQL_ACTIVITY = f"UPDATE tasks SET activity = ? WHERE {_HOLDER}"
 
@@ -1617,6 +1839,8 @@ WHERE id = ?
 SQL_STALE = "SELECT * FROM tasks WHERE status = 'in_progress' AND lease_expires_at < ?"
 
 SQL_WORKER_TASKS = "SELECT * FROM tasks WHERE status = 'in_progress' AND worker_id = ?"
+SQL_ANY_STALE = "SELECT 1 FROM tasks INDEXED BY tasks_running WHERE status = 'in_progress' AND lease_expires_at < ? LIMIT 1"
+SQL_ANY_WORKER_TASK = "SELECT 1 FROM tasks WHERE status = 'in_progress' AND worker_id = ? LIMIT 1"
 
 SQL_UNBLOCK_DEPENDENTS = """
 UPDATE tasks SET deps_remaining = deps_remaining - 1
@@ -1655,3 +1879,74 @@ UPDATE tasks SET status = 'pending', attempt_base = attempt, not_before = 0, upd
                                    WHERE d.task_id = tasks.id AND t.status != 'completed')
 WHERE id = ?
 """
+
+# Statements of the methods above that the first part of this section does not hold, in the order
+# of the methods: the connection, migrations, adding, budgets, cancel, reading, jobs, workers, flags.
+
+# Checkpoints copy the WAL back into the database (and fsync it): done inline by whichever commit
+# crosses the threshold, they stall that claim. The coordinator checkpoints in the background
+# every few seconds (checkpoint()); this larger threshold is the safety net.
+SQL_WAL = "PRAGMA journal_mode=WAL"
+SQL_CONNECTION_PRAGMAS = ("PRAGMA synchronous=NORMAL", f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}",
+                          f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}", "PRAGMA foreign_keys=ON")
+SQL_BEGIN = "BEGIN IMMEDIATE"
+SQL_COMMIT = "COMMIT"
+SQL_ROLLBACK = "ROLLBACK"
+SQL_CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
+SQL_CHECKPOINT_TRUNCATE = "PRAGMA wal_checkpoint(TRUNCATE)"
+SQL_BUSY_TIMEOUT_SHORT = "PRAGMA busy_timeout=100"
+SQL_BUSY_TIMEOUT = "PRAGMA busy_timeout=5000"
+SQL_VERSION = "PRAGMA user_version"
+SQL_SET_VERSION = f"PRAGMA user_version = {SCHEMA_VERSION}"
+SQL_ANY_TABLE = "SELECT count(*) FROM sqlite_master"
+
+SQL_STATUSES_OF = "SELECT id, status FROM tasks WHERE id IN ({marks})"
+SQL_JOB_EXISTS = "SELECT 1 FROM jobs WHERE id = ?"
+SQL_TASK_EXISTS = "SELECT 1 FROM tasks WHERE id = ?"
+SQL_INSERT_DEP = "INSERT INTO task_deps (task_id, depends_on) VALUES (?, ?)"
+# A new task's history starts at seq 1 (and a task skipped at once has its seq 2).
+SQL_EVENT_CREATED = "INSERT INTO task_events (task_id, seq, at, event) VALUES (?, 1, ?, 'created')"
+SQL_EVENT_SKIPPED_AT_ONCE = "INSERT INTO task_events (task_id, seq, at, event, detail) VALUES (?, 2, ?, 'skipped', ?)"
+
+SQL_JOB_BUDGET = "SELECT max_budget_usd FROM jobs WHERE id = ?"
+SQL_JOB_SPENT = "SELECT ifnull(sum(cost), 0) FROM task_counts WHERE job_id = ?"
+SQL_JOB_PENDING = "SELECT id FROM tasks WHERE job_id = ? AND status = 'pending'"
+SQL_TASK_STATUS = "SELECT status FROM tasks WHERE id = ?"
+SQL_REQUEST_CANCEL = "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?"
+SQL_JOB_UNFINISHED = "SELECT id FROM tasks WHERE job_id = ? AND status IN ('pending', 'in_progress') ORDER BY id"
+
+SQL_DEPENDENCIES = "SELECT depends_on FROM task_deps WHERE task_id = ? ORDER BY depends_on"
+SQL_DEPENDENTS = "SELECT task_id FROM task_deps WHERE depends_on = ? ORDER BY task_id"
+SQL_DEPENDENCIES_OF = "SELECT task_id, depends_on FROM task_deps WHERE task_id IN ({marks}) ORDER BY depends_on"
+SQL_EVENTS = """
+SELECT at, event, worker_id, attempt, detail, cost_usd, started_at FROM task_events WHERE task_id = ? ORDER BY seq
+"""
+SQL_TASK_ATTEMPT = "SELECT status, worker_id, attempt, started_at FROM tasks WHERE id = ?"
+SQL_PURGE = """
+DELETE FROM tasks WHERE finished_at < ? AND status IN ({marks})
+AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.task_id
+                WHERE d.depends_on = tasks.id AND t.status IN ('pending', 'in_progress'))
+"""
+
+SQL_JOB_PLAN_HASH = "UPDATE jobs SET plan_hash = ? WHERE id = ?"
+SQL_JOBS_OF_PLAN = "SELECT id FROM jobs WHERE plan_hash = ? ORDER BY rowid DESC"
+SQL_JOB_METADATA = "SELECT metadata FROM jobs WHERE id = ?"
+SQL_SET_JOB_METADATA = "UPDATE jobs SET metadata = ? WHERE id = ?"
+SQL_JOB = "SELECT * FROM jobs WHERE id = ?"
+SQL_JOBS = "SELECT * FROM jobs ORDER BY rowid DESC"  # newest first, without sorting the table
+
+SQL_REGISTER_WORKER = """
+INSERT OR REPLACE INTO workers (worker_id, pid, state, current_task, started_at, last_heartbeat, info)
+VALUES (?, ?, ?, NULL, ?, ?, ?)
+"""
+SQL_WORKER_HEARTBEAT = """
+UPDATE workers SET last_heartbeat = ?, state = ifnull(?, state), current_task = ? WHERE worker_id = ?
+"""
+SQL_WORKER_INFO = "UPDATE workers SET info = ? WHERE worker_id = ?"
+SQL_WORKERS = "SELECT * FROM workers ORDER BY worker_id"
+SQL_UNREGISTER_WORKER = "DELETE FROM workers WHERE worker_id = ?"
+
+SQL_SET_FLAG = "INSERT OR REPLACE INTO pool_flags (key, value, until, updated_at) VALUES (?, ?, ?, ?)"
+SQL_FLAG = "SELECT value, until, updated_at FROM pool_flags WHERE key = ?"
+SQL_FLAGS_FROM = "SELECT key, value, until, updated_at FROM pool_flags WHERE key >= ? AND key < ? AND (until IS NULL OR until > ?)"
+SQL_CLEAR_FLAG = "DELETE FROM pool_flags WHERE key = ?"

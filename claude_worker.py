@@ -253,7 +253,9 @@ class Run:
         self.problems = {}                # what the stream reader skipped: {what: count}
         self.proc = None
         self._io_over = threading.Event()  # the run is over: pipe threads give up waiting
-        self._last_activity_write = 0.0
+        # The first activity line waits a second too: a task that ends sooner never needs one (the
+        # dashboard refreshes every 2 s), and its run then costs no commit of its own.
+        self._last_activity_write = time.monotonic()
         self._activity_dirty = False
 
     def request_stop(self, reason):
@@ -454,6 +456,9 @@ class Worker:
         self._db_lost_said = False
         self._disk_full = False
         self._info = {"coordinator_pid": coordinator_pid}
+        self._next = None  # a task claimed by the commit that recorded the previous one
+        self._queue_empty = False  # ...or that commit found nothing to claim
+        self._row_stale = False  # the worker row in the database lags behind state/_info
         self.subreaper = False  # set at start: whether what our runs leave behind is re-parented to us
         workers = cfg["workers"]
         self.lease = workers["lease_seconds"]
@@ -498,15 +503,41 @@ class Worker:
 
     def set_state(self, state, current_task=None, force=False):
         now = time.monotonic()
-        if force or state != self.state or now - self._last_worker_beat >= self.heartbeat_every:
+        if force or self._row_stale or state != self.state or now - self._last_worker_beat >= self.heartbeat_every:
             self.state = state
             self._last_worker_beat = now
+            self._row_stale = False
             self.queue.worker_heartbeat(self.worker_id, state=state, current_task=current_task, info=self._info)
+
+    def _row_written(self, state):
+        """The worker row was set by a task transaction (claim, finish, heartbeat)."""
+        self.state = state
+        self._last_worker_beat = time.monotonic()
+        self._row_stale = False
+
+    def finish(self, action, task, **details):
+        """Record a task's end; in the same commit, set this worker's row and, when the worker
+        will go on, claim its next task (kept in self._next for the loop)."""
+        go_on = not (self.stopping or self.parent_gone() or self._disk_full or self.queue.db_replaced())
+        done, self._next = self.queue.finish_and_claim(action, task.id, self.worker_id, attempt=task.attempt,
+                                                       claim_next=go_on, lease_seconds=self.lease,
+                                                       worker_info=self._info, **details)
+        self._row_written("busy" if self._next is not None else "idle")
+        # That commit found nothing to claim: the loop need not ask again before it waits (a task
+        # added since wakes the wait at once).
+        self._queue_empty = go_on and self._next is None
+        return done
 
     def note_claude(self, pid, run_marker=None):
         # Recorded so the coordinator can kill claude's group, and sweep what carries the run's
-        # marker, if this worker is SIGKILLed.
+        # marker, if this worker is SIGKILLed. A run's end (pid None) costs no commit of its own:
+        # the transaction that records the task's end writes the row (finish()), or, when nothing
+        # is recorded, the loop's idle state does.
         self._info = {**self._info, "claude_pid": pid, "claude_pgid": pid, "run_marker": run_marker}
+        self._row_stale = True
+        if pid is None:
+            return
+        self._row_stale = False
         try:
             self.queue.worker_heartbeat(self.worker_id, state=self.state,
                                         current_task=self.run.task.id if (pid and self.run) else None, info=self._info)
@@ -555,11 +586,21 @@ class Worker:
 
     def _loop(self):
         while True:
+            empty, self._queue_empty = self._queue_empty, False  # only for the claim right after it
             if self.stopping or self.parent_gone():
                 if not self.stopping:
                     self.request_shutdown("coordinator is gone")
+                if self._next is not None:
+                    task, self._next = self._next, None
+                    self.queue.release_task(task.id, self.worker_id, reason="worker shutting down", attempt=task.attempt)
+                    log(f"task {task.id}: released (worker shutting down)")
                 log(f"stopping: {self.stop_why}")
                 return EXIT_OK
+            if self._next is not None:
+                # Claimed with the previous task's end, after the flags were read in that commit.
+                task, self._next = self._next, None
+                self._process_claimed(task)
+                continue
             problem = self.queue.get_flag("config_error")
             if problem:
                 self.set_state("config_error", force=True)
@@ -588,7 +629,10 @@ class Worker:
                     self.idle_wait(self.cfg["workers"]["poll_seconds"])
                     continue
             self.maybe_recover()
-            task = self.queue.claim_task(self.worker_id, lease_seconds=self.lease)
+            if empty:
+                task = None
+            else:
+                task = self.queue.claim_task(self.worker_id, lease_seconds=self.lease, worker_info=self._info)
             if self._disk_full:
                 self._disk_full = False
                 log("writes work again; claiming resumed")
@@ -602,11 +646,16 @@ class Worker:
                     wait = min(wait, max(0.0, next_at - time.time()))
                 self.idle_wait(wait)
                 continue
-            self.set_state("busy", current_task=task.id, force=True)
-            verdict = self.process(task)
+            self._row_written("busy")
+            self._process_claimed(task)
+
+    def _process_claimed(self, task):
+        self.maybe_recover()
+        self._row_stale = True  # until a task transaction sets the row again
+        self.process(task)
+        if self._row_stale:
             self.set_state("idle", force=True)
-            if verdict is not None and verdict.kind == claude_cli.CONFIG_ERROR:
-                continue  # the loop top reads the flag, says what to do, and exits
+        # After a configuration error the loop top reads the flag, says what to do, and exits.
 
     def maybe_recover(self):
         # Without a coordinator nobody else returns a crashed worker's task; this is cheap
@@ -691,25 +740,24 @@ class Worker:
         """While setup or git work runs in this thread (no heartbeat thread then): renew the task's
         lease and the worker row, which the coordinator reads to find hung workers. False once the
         task is no longer ours."""
-        held = self.queue.heartbeat(task.id, self.worker_id, attempt=task.attempt, lease_seconds=self.lease)
-        self.queue.worker_heartbeat(self.worker_id, state="busy", current_task=task.id, info=self._info)
-        return held
+        return self.queue.renew_lease(task.id, self.worker_id, attempt=task.attempt, lease_seconds=self.lease,
+                                      worker_info=self._info) is not None
 
     def _heartbeat(self, run):
         """Renew the lease while claude works; end the run on a cancel request or a lost lease."""
         while not run.stop.wait(self.heartbeat_every):
             try:
-                if not self.queue.heartbeat(run.task.id, self.worker_id, attempt=run.task.attempt,
-                                            lease_seconds=self.lease):
+                cancel = self.queue.renew_lease(run.task.id, self.worker_id, attempt=run.task.attempt,
+                                                lease_seconds=self.lease, worker_info=self._info)
+                if cancel is None:
                     run.request_stop("lease_lost")
-                elif self.queue.cancel_requested(run.task.id):
+                elif cancel:
                     run.request_stop("cancel")
-                self.queue.worker_heartbeat(self.worker_id, state="busy", current_task=run.task.id, info=self._info)
             except claude_queue.QueueError as exc:
                 log(f"task {run.task.id}: heartbeat failed: {exc}")
 
     def record(self, task, run, exit_code, duration, working_dir, before, tree=None):
-        q, tid, att = self.queue, task.id, task.attempt
+        q, tid = self.queue, task.id
         state = run.state
         result = state.result or {}
         stderr_tail = "".join(run.stderr_tail)[-STDERR_TAIL_CHARS:]
@@ -749,17 +797,16 @@ class Worker:
             tree.finish(outcome)  # however the run ended, what it changed is committed on the task branch
         if reason == "cancel":
             outcome["error_class"] = "cancelled"
-            q.acknowledge_cancel(tid, self.worker_id, attempt=att, outcome=outcome)
+            self.finish("cancel", task, outcome=outcome)
             log(f"task {tid}: cancelled; claude stopped")
             return None
         if reason == "shutdown":
-            q.release_task(tid, self.worker_id, reason="worker shutting down", attempt=att,
-                           cost=outcome["total_cost_usd"])
+            self.finish("release", task, reason="worker shutting down", cost=outcome["total_cost_usd"])
             log(f"task {tid}: released (worker shutting down)")
             return None
         if reason == "timeout":
             outcome["error_class"] = "timeout"
-            q.fail_task(tid, self.worker_id, f"timed out after {run.timeout:g}s", attempt=att, outcome=outcome)
+            self.finish("fail", task, error=f"timed out after {run.timeout:g}s", outcome=outcome)
             log(f"task {tid}: timed out after {run.timeout:g}s")
             return claude_cli.Verdict(claude_cli.RETRYABLE, "timeout")
 
@@ -790,24 +837,22 @@ class Worker:
         message = verdict.message + (f" — {verdict.fix}" if verdict.fix else "")
 
         if verdict.kind == claude_cli.SUCCESS:
-            if q.complete_task(tid, self.worker_id, outcome, attempt=att):
+            if self.finish("complete", task, result=outcome):
                 log(f"task {tid}: completed in {duration:.1f}s"
                     + (f", {task_report.fmt_cost(outcome['total_cost_usd'])}" if outcome["total_cost_usd"] else ""))
         elif verdict.kind == claude_cli.USAGE_LIMIT:
             delay = max(0.0, verdict.resets_at - time.time())
             q.set_flag("paused", {"reason": "usage_limit", "message": verdict.message}, until=verdict.resets_at)
-            q.release_task(tid, self.worker_id, delay=delay, reason=verdict.message, attempt=att,
-                           cost=outcome["total_cost_usd"])
+            self.finish("release", task, delay=delay, reason=verdict.message, cost=outcome["total_cost_usd"])
             log(f"task {tid}: released; all workers pause until "
                 f"{time.strftime('%H:%M:%S UTC', time.gmtime(verdict.resets_at))}: {verdict.message}")
         elif verdict.kind == claude_cli.CONFIG_ERROR:
             q.set_flag("config_error", {"message": verdict.message, "fix": verdict.fix})
-            q.release_task(tid, self.worker_id, reason=verdict.message, attempt=att,
-                           cost=outcome["total_cost_usd"])
+            self.finish("release", task, reason=verdict.message, cost=outcome["total_cost_usd"])
             log(f"task {tid}: released untouched: {verdict.message}")
         else:
             retryable = verdict.kind == claude_cli.RETRYABLE
-            q.fail_task(tid, self.worker_id, message, retryable=retryable, attempt=att, outcome=outcome)
+            self.finish("fail", task, error=message, retryable=retryable, outcome=outcome)
             log(f"task {tid}: failed ({'retryable' if retryable else 'not retryable'}): {message}")
         return verdict
 

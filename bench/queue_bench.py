@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Queue throughput and claim latency against a bare SQLite loop doing the same two commits per task.
+"""Queue throughput and claim latency against a bare SQLite loop (claim, then complete: two commits per task).
 
     python bench/queue_bench.py [--tasks 20000] [--workers 1,2,4,8] [--sizes 2000,20000,100000]
 
-For each W it drains the queue with W processes (claim, then complete) and prints tasks/s, claim
-latency p50/p99/max, duplicates and losses, and our throughput as a ratio of the bare loop measured
-in the same run. Then it checks that throughput stays flat as the queue grows, and times add_tasks.
+For each W it drains the queue with W processes, the way a worker does (a completion that claims
+the next task in the same transaction, when the queue offers it) and prints tasks/s, claim latency
+p50/p99/max, duplicates and losses, and our throughput as a ratio of the bare loop measured in the
+same run. Then it counts commits and WAL pages per task, single process with checkpoints off, for
+the queue alone and for the worker path (the worker row's bookkeeping included: busy, claude's pid,
+idle). Then it checks that throughput stays flat as the queue grows, and times add_tasks.
 A background process checkpoints each database every 0.5 s, as a running coordinator does.
 """
 
@@ -28,19 +31,69 @@ def open_queue(db):
     return claude_queue.TaskQueue(db, cfg=config.load_config(db=db, env={}))
 
 
+LEAN = hasattr(claude_queue.TaskQueue, "finish_and_claim")
+
+
+def drain(q, name, stop_after=None, latencies=None, worker_path=False):
+    """Claim and complete until the queue is empty (or `stop_after` tasks); the task ids claimed.
+    With `worker_path`, also the worker's own bookkeeping, as claude_worker does it."""
+    claimed = []
+    info = {"claude_pid": None}
+    if worker_path:
+        q.register_worker(name, state="idle", info=info)
+    t0 = time.perf_counter()
+    if LEAN:
+        task = q.claim_task(name, worker_info=info if worker_path else None)
+    else:
+        task = q.claim_task(name)
+        if worker_path and task is not None:
+            q.worker_heartbeat(name, state="busy", current_task=task.id, info=info)
+    while task is not None:
+        if latencies is not None:
+            latencies.append(time.perf_counter() - t0)
+        claimed.append(task.id)
+        more = stop_after is None or len(claimed) < stop_after
+        if worker_path:  # claude started: its pid is recorded
+            q.worker_heartbeat(name, state="busy", current_task=task.id, info={"claude_pid": 1})
+        t0 = time.perf_counter()
+        if LEAN:
+            _, task = q.finish_and_claim("complete", task.id, name, attempt=task.attempt, result="ok",
+                                         claim_next=more, worker_info=info if worker_path else None)
+        else:
+            q.complete_task(task.id, name, "ok", attempt=task.attempt)
+            if worker_path:
+                q.worker_heartbeat(name, state="busy", current_task=task.id, info=info)  # claude's pid cleared
+                q.worker_heartbeat(name, state="idle", current_task=None, info=info)
+            task = q.claim_task(name) if more else None
+            if worker_path and task is not None:
+                q.worker_heartbeat(name, state="busy", current_task=task.id, info=info)
+    return claimed
+
+
 def klauss_worker(db, name, start, stop_after, out):
     q = open_queue(db)
-    claimed, latencies = [], []
+    latencies = []
     start.wait()
-    while stop_after is None or len(claimed) < stop_after:
-        t0 = time.perf_counter()
-        task = q.claim_task(name)
-        latencies.append(time.perf_counter() - t0)
-        if task is None:
-            break
-        claimed.append(task.id)
-        q.complete_task(task.id, name, "ok")
+    claimed = drain(q, name, stop_after, latencies)
     out.put((claimed, latencies))
+
+
+def write_cost(tmp, label, n=1000, worker_path=False):
+    """(commits, WAL pages) per task draining n tasks in one process, WAL checkpoints off."""
+    db = os.path.join(tmp, f"pages-{label}.db")
+    fill(db, n)
+    q = open_queue(db)
+    conn = q._connect()
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    commits = [0]
+    conn.set_trace_callback(lambda sql: commits.__setitem__(0, commits[0] + sql.lstrip().upper().startswith("COMMIT")))
+    before = os.path.getsize(db + "-wal")
+    drain(q, "w", worker_path=worker_path)
+    frames = (os.path.getsize(db + "-wal") - max(before, 32)) / (page + 24)
+    conn.set_trace_callback(None)
+    return commits[0] / n, frames / n
 
 
 def bare_setup(db, n):
@@ -74,6 +127,25 @@ def bare_worker(db, name, start, stop_after, out):
         conn.execute("UPDATE t SET status = 2 WHERE id = ?", (row[0],))
         conn.execute("COMMIT")
     out.put((claimed, latencies))
+
+
+def bare_pages(db, n):
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    before = os.path.getsize(db + "-wal")
+    for _ in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute("SELECT id FROM t WHERE status = 0 ORDER BY id LIMIT 1").fetchone()
+        conn.execute("UPDATE t SET status = 1, worker = ? WHERE id = ?", ("w", row[0]))
+        conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE t SET status = 2 WHERE id = ?", (row[0],))
+        conn.execute("COMMIT")
+    frames = (os.path.getsize(db + "-wal") - max(before, 32)) / (page + 24)
+    conn.close()
+    return frames / n
 
 
 def checkpointer(db, stop):
@@ -141,6 +213,14 @@ def main():
         ours, bare = n / elapsed, n / b_elapsed
         print(f"{w:>2} {ours:>9.0f} {bare:>9.0f} {ours / bare:>6.2f} {pct(lat, .5):>7.2f} {pct(lat, .99):>7.2f} "
               f"{lat[-1] * 1000:>7.1f} {pct(b_lat, .99):>8.2f} {b_lat[-1] * 1000:>8.1f} {dup:>4} {lost:>5}")
+
+    print("\nwrites per task (one process, checkpoints off):")
+    for label, worker_path in (("queue", False), ("worker path", True)):
+        commits, pages = write_cost(tmp, label.replace(" ", "-"), worker_path=worker_path)
+        print(f"  {label:<12} {commits:5.2f} commits, {pages:5.2f} WAL pages")
+    bdb = os.path.join(tmp, "bare-pages.db")
+    bare_setup(bdb, 1000)
+    print(f"  {'bare loop':<12} {2:5.2f} commits, {bare_pages(bdb, 1000):5.2f} WAL pages")
 
     print("\nqueue size (4 workers drain the first 2000 tasks):")
     for size in [int(x) for x in args.sizes.split(",")]:
