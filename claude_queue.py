@@ -683,7 +683,10 @@ class TaskQueue:
                 if not _is_busy(exc):
                     if _is_readonly(exc) and not getattr(self._local, "conn", None) and not self.read_only:
                         raise _ReadOnly(f"cannot write database {self.db_path}: {exc}") from None
-                    if is_disk_full(exc):
+                    # Opening a database nobody holds open on a full disk fails to size its -shm
+                    # file, and SQLite says only "disk I/O error" (SQLITE_IOERR_SHMSIZE).
+                    if is_disk_full(exc) or ("disk i/o error" in str(exc).lower()
+                                             and disk_full_note(str(self.db_path.parent))):
                         raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
                                        "free some space on that disk") from None
                     if "readonly" in str(exc).lower() or "unable to open" in str(exc).lower():

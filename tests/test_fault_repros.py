@@ -1,0 +1,58 @@
+"""The reproductions of ../shared/reports/faults-2026-12.md, re-run as a user would on the merged
+code: only those that still reproduced (or regressed in the merge) have a test here; the rest are
+covered by test_faults.py, test_security.py and the other issue-13 tests."""
+
+import os
+
+import pytest
+from test_coordinator import Project
+from test_faults import fill, tiny_disk  # noqa: F401 (tiny_disk is a fixture)
+
+import claude_queue
+import config
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the tests read /proc (Linux)")
+
+
+# --- report #9: `manage.sh start` on a full disk printed a ~30-line traceback -----------------------
+
+def test_coordinator_commands_on_a_full_disk_say_disk_full_in_one_line(tmp_path, tiny_disk):  # noqa: F811
+    # A database that no process holds open has no -shm file; on a full disk SQLite cannot size a
+    # new one and says only "disk I/O error" (SQLITE_IOERR_SHMSIZE), which is not ENOSPC.
+    project = Project(tmp_path)
+    with open(project.root / ".klauss.toml", "a") as fh:
+        fh.write(f"[paths]\nstate_dir = \"{tiny_disk / 'state'}\"\n")
+    assert project.manage("submit", "queued before the disk filled").returncode == 0
+    assert not list((tiny_disk / "state").glob("*-shm"))
+    filler = fill(tiny_disk)
+    try:
+        for command in ("start", "status", "stop", "kill"):
+            out = project.manage(command)  # asserts there is no traceback
+            lines = out.stderr.strip().splitlines()
+            assert out.returncode == 1 and len(lines) == 1 and "disk full" in lines[0], (command, out.stderr)
+            assert "free some space" in lines[0], lines
+        submit = project.manage("submit", "x")
+        assert submit.returncode != 0 and "disk full" in submit.stderr, submit.stderr
+    finally:
+        filler.unlink()
+    assert project.manage("status").returncode == 0
+    q = claude_queue.TaskQueue(cfg=config.load_config(cwd=project.root, env={}))
+    assert [t.prompt for t in q.list_tasks()] == ["queued before the disk filled"]
+    q.close()
+
+
+def test_an_io_error_on_a_full_disk_is_disk_full(tmp_path, monkeypatch):
+    """The same rule without root: an I/O error while the database's disk is full reads as DiskFull,
+    and one on a disk with room stays what it was."""
+    db = tmp_path / "q.db"
+    q = claude_queue.TaskQueue(str(db), cfg=config.load_config(db=str(db), cwd=tmp_path, env={}))
+
+    def io_error():
+        raise claude_queue.sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(claude_queue.sqlite3.OperationalError, match="disk I/O error"):
+        q._retry(io_error)
+    monkeypatch.setattr(claude_queue, "disk_full_note", lambda *folders: f"disk full: 0 bytes free on {folders[0]}")
+    with pytest.raises(claude_queue.DiskFull, match=r"^disk full: cannot write the database .*q\.db"):
+        q._retry(io_error)
+    q.close()
