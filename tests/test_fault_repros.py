@@ -56,3 +56,27 @@ def test_an_io_error_on_a_full_disk_is_disk_full(tmp_path, monkeypatch):
     with pytest.raises(claude_queue.DiskFull, match=r"^disk full: cannot write the database .*q\.db"):
         q._retry(io_error)
     q.close()
+
+
+# --- report #16 / issue 13 #4: escapes from task text reached the terminal through the synthesis ----
+
+def test_the_synthesis_prints_no_terminal_escapes(tmp_path, monkeypatch):
+    """`list` and `show` strip them; `run`, `wait` and `collect` print the synthesis, which quotes the
+    job description, the plan's task ids, the prompts and claude's result."""
+    from test_synthesis import plain_project, worker
+
+    from conftest import fake
+    from orchestrator import ClaudeOrchestrator
+
+    root, env = plain_project(tmp_path)
+    q = claude_queue.TaskQueue(cfg=config.load_config(cwd=root, env={}))
+    job, [tid] = q.submit_job("desc\x1b]0;TITLE\x07\x1b[2J", [{
+        "ref": "a\x1b[31m", "prompt": "p\x1b[2J\n" + fake("text", "done \x1b[31mred\x1b[0m\x9b2J\tand\x07 more\nline 2")}])
+    worker(root, env)
+    monkeypatch.chdir(root)
+    orch = ClaudeOrchestrator("t")
+    synthesis = orch.synthesize_results(orch.wait_and_collect(job, timeout=5))
+    assert not [ch for ch in synthesis if not ch.isprintable() and ch not in "\n\t"], repr(synthesis)
+    assert "# desc (" in synthesis and "## a: p" in synthesis, synthesis
+    assert "done red\tand  more\nline 2" in synthesis, synthesis
+    q.close()
