@@ -1068,7 +1068,7 @@ class TaskQueue:
         with self._write(notify=True) as conn:
             return self._cancel(conn, task_id)
 
-    def _cancel(self, conn, task_id):
+    def _cancel(self, conn, task_id, skip_dependents=True):
         now = self.clock()
         row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
         if row is None:
@@ -1076,7 +1076,8 @@ class TaskQueue:
         if row["status"] == "pending":
             conn.execute(SQL_FORCE_FINISH, ("cancelled", now, now, "cancelled by request", task_id))
             self._event(conn, task_id, "cancelled", now=now)
-            self._skip_dependents(conn, task_id, f"dependency #{task_id} cancelled")
+            if skip_dependents:
+                self._skip_dependents(conn, task_id, f"dependency #{task_id} cancelled")
             return "cancelled"
         if row["status"] == "in_progress":
             conn.execute("UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?", (now, task_id))
@@ -1090,7 +1091,13 @@ class TaskQueue:
             ids = [r[0] for r in conn.execute(
                 "SELECT id FROM tasks WHERE job_id = ? AND status IN ('pending', 'in_progress') ORDER BY id",
                 (job_id,)).fetchall()]
-            return {tid: self._cancel(conn, tid) for tid in ids}
+            # Every task of the job first: skipping dependents as we go would turn the job's later
+            # tasks into "skipped" before their turn, and they would read as not cancelled.
+            changed = {tid: self._cancel(conn, tid, skip_dependents=False) for tid in ids}
+            for tid, status in changed.items():
+                if status == "cancelled":  # what still waits on it lies outside the job
+                    self._skip_dependents(conn, tid, f"dependency #{tid} cancelled")
+            return changed
 
     def retry_task(self, task_id):
         """Put a failed or cancelled task back to pending with a fresh set of attempts, and revive

@@ -80,3 +80,28 @@ def test_the_synthesis_prints_no_terminal_escapes(tmp_path, monkeypatch):
     assert "# desc (" in synthesis and "## a: p" in synthesis, synthesis
     assert "done red\tand  more\nline 2" in synthesis, synthesis
     q.close()
+
+
+# --- the hint `manage.sh cancel --job JOB` (printed when a wait is interrupted) on a chain ---------
+
+def test_cancel_job_with_dependencies_cancels_every_task_and_succeeds(tmp_path):
+    """Cancelling the first task used to skip the job's later tasks on the spot, which the same
+    command then reported one by one as "already skipped; nothing to cancel", exiting 1: for the
+    3,000-task chain of report #11, 2,999 error lines."""
+    import subprocess
+    import sys
+
+    from test_synthesis import ROOT, plain_project
+
+    root, env = plain_project(tmp_path)
+    q = claude_queue.TaskQueue(cfg=config.load_config(cwd=root, env={}))
+    job, ids = q.submit_job("chain", [{"ref": f"t{i}", "prompt": f"step {i}", "depends_on": [f"t{i - 1}"] if i else []}
+                                      for i in range(5)])
+    other, [outside] = q.submit_job("another job", [{"prompt": "after the chain", "depends_on": [ids[-1]]}])
+    out = subprocess.run([sys.executable, str(ROOT / "submit_task.py"), "cancel", "--job", job], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert out.stdout.split() == [w for t in ids for w in (f"#{t}", "cancelled")], out.stdout
+    assert [q.get_task(t).status for t in ids] == ["cancelled"] * 5
+    assert q.get_task(outside).status == "skipped", "a task of another job that needs the chain cannot run"
+    q.close()
