@@ -780,7 +780,10 @@ class TaskQueue:
                 if not _is_busy(exc):
                     if _is_readonly(exc) and not getattr(self._local, "conn", None) and not self.read_only:
                         raise _ReadOnly(f"cannot write database {self.db_path}: {exc}") from None
-                    if is_disk_full(exc):
+                    # Opening a database nobody holds open on a full disk fails to size its -shm
+                    # file, and SQLite says only "disk I/O error" (SQLITE_IOERR_SHMSIZE).
+                    if is_disk_full(exc) or ("disk i/o error" in str(exc).lower()
+                                             and disk_full_note(str(self.db_path.parent))):
                         raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
                                        "free some space on that disk") from None
                     if "readonly" in str(exc).lower() or "unable to open" in str(exc).lower():
@@ -1241,7 +1244,7 @@ class TaskQueue:
         with self._write(notify=True) as conn:
             return self._cancel(conn, task_id)
 
-    def _cancel(self, conn, task_id):
+    def _cancel(self, conn, task_id, skip_dependents=True):
         now = self.clock()
         row = conn.execute(SQL_TASK_STATUS, (task_id,)).fetchone()
         if row is None:
@@ -1249,7 +1252,8 @@ class TaskQueue:
         if row["status"] == "pending":
             conn.execute(SQL_FORCE_FINISH, ("cancelled", now, now, "cancelled by request", task_id))
             self._event(conn, task_id, "cancelled", now=now)
-            self._skip_dependents(conn, task_id, f"dependency #{task_id} cancelled")
+            if skip_dependents:
+                self._skip_dependents(conn, task_id, f"dependency #{task_id} cancelled")
             return "cancelled"
         if row["status"] == "in_progress":
             conn.execute(SQL_REQUEST_CANCEL, (now, task_id))
@@ -1262,7 +1266,13 @@ class TaskQueue:
         with self._write(notify=True) as conn:
             ids = [r[0] for r in conn.execute(
                 SQL_JOB_UNFINISHED, (job_id,)).fetchall()]
-            return {tid: self._cancel(conn, tid) for tid in ids}
+            # Every task of the job first: skipping dependents as we go would turn the job's later
+            # tasks into "skipped" before their turn, and they would read as not cancelled.
+            changed = {tid: self._cancel(conn, tid, skip_dependents=False) for tid in ids}
+            for tid, status in changed.items():
+                if status == "cancelled":  # what still waits on it lies outside the job
+                    self._skip_dependents(conn, tid, f"dependency #{tid} cancelled")
+            return changed
 
     def retry_task(self, task_id):
         """Put a failed or cancelled task back to pending with a fresh set of attempts, and revive

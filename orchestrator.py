@@ -434,7 +434,9 @@ class ClaudeOrchestrator:
         if failed:
             lines.append(f"\nNot completed: {', '.join(f'#{t}' for t in failed)}. Retry failed tasks with "
                          f"`{hints.command('retry', '--failed', '--job', job_id)}`" if job_id else "")
-        return "\n".join(lines) + "\n"
+        # Task text (description, ids, prompts, claude's result) must not drive the reader's terminal.
+        text = task_report.ANSI_ESCAPE.sub("", "\n".join(lines))
+        return "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in text) + "\n"
 
     @staticmethod
     def _isolation_summary(job, results):
