@@ -41,6 +41,7 @@ COORDINATOR = HERE / "claude_coordinator.py"
 UNFINISHED = ("pending", "in_progress")
 BORROW_TTL_SECONDS = 120  # a waiting parent task re-asserts its borrowed slot this often
 LOG_PROGRESS_SECONDS = 30  # into a log (stderr not a terminal): a progress line on change, else this often
+COUNTDOWN = re.compile(r" \((?:in [0-9.dhms]+|[0-9.dhms]+ ago)\)")  # task_report.fmt_ago in a pool text
 
 
 class OrchestratorError(RuntimeError):
@@ -272,8 +273,9 @@ class ClaudeOrchestrator:
                     if on_progress:
                         on_progress(status)
                     last_line = line
-                    # A terminal shows every second; a log only what changed (the elapsed time aside).
-                    content = line.rsplit(" · ", 1)[0]
+                    # A terminal shows every second; a log only what changed (the elapsed time and a
+                    # pause's countdown aside: they change every second).
+                    content = COUNTDOWN.sub("", line.rsplit(" · ", 1)[0])
                     if show and (tty or content != last_shown or time.monotonic() - shown_at >= LOG_PROGRESS_SECONDS):
                         print(line, file=sys.stderr, flush=True)
                         last_shown, shown_at = content, time.monotonic()
@@ -823,7 +825,7 @@ def _run_plan(orch, args):
         job, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
                                     max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"),
                                     isolation=plan.get("isolation"), merge=plan.get("merge"), plan_hash=digest)
-        print(f"job {job}: {len(ids)} tasks queued", file=sys.stderr)
+        print(f"job {job}: {len(ids)} task{'' if len(ids) == 1 else 's'} queued", file=sys.stderr)
     count = args.workers or orch.suggest_workers(job)
     try:
         if not orch.start_workers(count, confirm=True if args.yes else None):

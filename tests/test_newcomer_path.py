@@ -1,0 +1,44 @@
+"""The newcomer's path, walked as a user would (issues 11 and 12): what `run` prints into a log
+while the pool is paused, and how it counts what it queued."""
+
+import os
+import time
+import types
+
+import orchestrator
+import task_report
+
+
+def test_a_paused_pool_does_not_print_a_progress_line_a_second_into_a_log(tmp_path, monkeypatch, capsys):
+    # The pause's countdown ("in 1m55s") changes every second; into a log (stderr not a terminal)
+    # only a change of state is worth a line, else 1,800 lines for a 30-minute pause.
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / ".klauss.toml").write_text("[workers]\nauto_start = false\n")
+    monkeypatch.chdir(root)
+    orch = orchestrator.ClaudeOrchestrator("t")
+    job, _ = orch.submit_plan("d", [{"prompt": "x"}])
+    orch.queue.set_flag("coordinator", {"pid": os.getpid(), "workers": 1})  # this process stands in
+    until = time.time() + 3600
+    orch.queue.set_flag("paused", {"message": "usage limit reached"}, until=until)
+    # Each look at the clock is a second later, so every progress line has a new countdown.
+    ticks = iter(range(10**6))
+    clock = types.SimpleNamespace(time=lambda: until - 1800 + next(ticks), strftime=time.strftime,
+                                  localtime=time.localtime)
+    monkeypatch.setattr(task_report, "time", clock)
+    capsys.readouterr()
+    assert orch.wait_and_collect(job, timeout=0.5, poll_interval=0.01, show_progress=True).timed_out
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith(f"[{job}]")]
+    assert len(progress) == 1, progress
+    assert "paused until" in progress[0]
+
+
+def test_run_of_one_task_says_1_task_queued(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / ".klauss.toml").write_text("[workers]\nauto_start = false\n")
+    (root / "plan.json").write_text('{"description": "one", "tasks": [{"id": "a", "prompt": "x"}]}')
+    monkeypatch.chdir(root)
+    orchestrator.cli(["run", "plan.json", "--yes", "--timeout", "0.1"])
+    err = capsys.readouterr().err
+    assert ": 1 task queued" in err, err
