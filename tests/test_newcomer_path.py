@@ -42,3 +42,13 @@ def test_run_of_one_task_says_1_task_queued(tmp_path, monkeypatch, capsys):
     orchestrator.cli(["run", "plan.json", "--yes", "--timeout", "0.1"])
     err = capsys.readouterr().err
     assert ": 1 task queued" in err, err
+
+
+def test_show_keeps_a_space_after_the_longest_field_name(make_queue):
+    q = make_queue()
+    tid = q.add_task("x")
+    t = q.claim_task("w")
+    q.complete_task(t.id, "w", {"result": "done", "permission_denials": [{"tool_name": "Bash"}]}, attempt=t.attempt)
+    lines = task_report.describe_task(q.get_task(tid), q.get_events(tid), [], None, time.time())
+    assert "  Denied tools: Bash" in lines, lines  # was "Denied tools:Bash"
+    assert "  Attempts:    1 of 3" in lines, lines  # the other fields line up as before
