@@ -5,6 +5,8 @@ import os
 import time
 import types
 
+import claude_coordinator
+import hints
 import orchestrator
 import task_report
 
@@ -52,3 +54,12 @@ def test_show_keeps_a_space_after_the_longest_field_name(make_queue):
     lines = task_report.describe_task(q.get_task(tid), q.get_events(tid), [], None, time.time())
     assert "  Denied tools: Bash" in lines, lines  # was "Denied tools:Bash"
     assert "  Attempts:    1 of 3" in lines, lines  # the other fields line up as before
+
+
+def test_status_of_a_stopped_pool_prints_a_start_command_that_runs(tmp_path, monkeypatch, capsys):
+    # It printed "klauss/manage.sh start [N]", which start refuses ("invalid int value: '[N]'").
+    monkeypatch.chdir(tmp_path)
+    assert claude_coordinator.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "[N]" not in out, out
+    assert f"start it with `{hints.command('start')}`" in out, out
