@@ -221,7 +221,9 @@ class ClaudeOrchestrator:
         out = self._coordinator("resize", str(count)) if status["running"] else \
             self._coordinator("start", "--detach", "--workers", str(count))
         if out.returncode != 0:
-            raise OrchestratorError(f"could not start workers: {(out.stderr or out.stdout).strip()}")
+            why = (out.stderr or out.stdout).strip()
+            # One "error:" to a line: the coordinator's own prefix goes.
+            raise OrchestratorError(f"could not start workers: {why[len('error: '):] if why.startswith('error: ') else why}")
         return True
 
     def ensure_workers(self, job_id, confirm=None):

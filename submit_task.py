@@ -362,6 +362,7 @@ def start_pool_for(q, task_id):
                          capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=str(q.cfg.root))
     if out.returncode != 0:
         why = " ".join((out.stderr or out.stdout).split())
+        why = why[len("error: "):] if why.startswith("error: ") else why  # one "error:" to a line
         raise CliError(f"could not start workers: {why}; task {task_id} stays queued: start workers with "
                        f"`{hints.command('start')}`, or cancel it with `{hints.command('cancel', task_id)}`",
                        EXIT_FAILED)

@@ -2,13 +2,20 @@
 while the pool is paused, and how it counts what it queued."""
 
 import os
+import subprocess
+import sys
 import time
 import types
+from pathlib import Path
+
+import pytest
 
 import claude_coordinator
 import hints
 import orchestrator
 import task_report
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_paused_pool_does_not_print_a_progress_line_a_second_into_a_log(tmp_path, monkeypatch, capsys):
@@ -63,3 +70,16 @@ def test_status_of_a_stopped_pool_prints_a_start_command_that_runs(tmp_path, mon
     out = capsys.readouterr().out
     assert "[N]" not in out, out
     assert f"start it with `{hints.command('start')}`" in out, out
+
+
+@pytest.mark.parametrize("command", [["orchestrator.py", "run", "plan.json", "--yes"],
+                                     ["submit_task.py", "submit", "hi", "--wait"]])
+def test_a_failed_start_says_error_once(tmp_path, command):
+    # "error: could not start workers: error: the pool did not start: ..." read as two errors.
+    (tmp_path / "plan.json").write_text('{"description": "one", "tasks": [{"id": "a", "prompt": "x"}]}')
+    env = {**os.environ, "KLAUSS_CLAUDE": str(tmp_path / "no-such-claude")}
+    out = subprocess.run([sys.executable, str(ROOT / command[0]), *command[1:]], cwd=str(tmp_path), env=env,
+                         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert out.returncode == 1, out.stderr
+    line = next(x for x in out.stderr.splitlines() if "could not start workers" in x)
+    assert "workers: the pool did not start" in line and "error: the pool" not in line, line
