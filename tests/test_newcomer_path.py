@@ -83,3 +83,47 @@ def test_a_failed_start_says_error_once(tmp_path, command):
     assert out.returncode == 1, out.stderr
     line = next(x for x in out.stderr.splitlines() if "could not start workers" in x)
     assert "workers: the pool did not start" in line and "error: the pool" not in line, line
+
+
+# A claude whose first run writes a.txt and then hits a server error (retried), and whose second
+# run writes nothing and succeeds: what the task changed is a.txt, from its first attempt.
+FIRST_WRITES_THEN_FAILS = """#!{python}
+import os, subprocess, sys
+if "--version" in sys.argv:
+    os.execv({python!r}, [{python!r}, {fake!r}, *sys.argv[1:]])
+marker = os.path.join({tmp!r}, "first-run-done")
+prompt = sys.stdin.read()
+if os.path.exists(marker):
+    actions = '@fake {{"text": "nothing left to do"}}\\n'
+else:
+    open(marker, "w").close()
+    actions = '@fake {{"write": "a.txt", "content": "x"}}\\n@fake {{"error": "server_error"}}\\n'
+sys.exit(subprocess.run([{python!r}, {fake!r}, *sys.argv[1:]], input=(prompt + "\\n" + actions).encode()).returncode)
+"""
+
+
+def test_the_synthesis_names_a_file_an_earlier_attempt_changed(tmp_path, monkeypatch):
+    # Seen with the real CLI: attempt 1 wrote notes/hello.md and hit a 500, attempt 2 found the file
+    # there; the synthesis of the completed task then listed no changed file at all.
+    import orchestrator as orch_mod
+    from conftest import FAKE_CLAUDE
+    root = tmp_path / "proj"
+    root.mkdir()
+    claude = tmp_path / "claude"
+    claude.write_text(FIRST_WRITES_THEN_FAILS.format(python=sys.executable, fake=str(FAKE_CLAUDE), tmp=str(tmp_path)))
+    claude.chmod(0o755)
+    (root / ".klauss.toml").write_text(f"[claude]\ncommand = {str(claude)!r}\n[workers]\nauto_start = false\n"
+                                       "[queue]\nretry_backoff_seconds = 0\n")
+    monkeypatch.chdir(root)
+    orch = orch_mod.ClaudeOrchestrator("t")
+    job, _ = orch.submit_plan("d", [{"prompt": "write a.txt"}])
+    worker = subprocess.run([sys.executable, str(ROOT / "claude_worker.py"), "w1", "--exit-when-idle"], cwd=str(root),
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    results = orch.collect(job)
+    ((task_id, task),) = results.items()
+    assert task["status"] == "completed", task
+    assert [e["event"] for e in orch.queue.get_events(task_id)].count("claimed") == 2
+    assert task["files_changed"] == ["a.txt"], task
+    synthesis = orch.synthesize_results(results)
+    assert "Files changed: `a.txt`" in synthesis, synthesis
