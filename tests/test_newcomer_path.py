@@ -1,6 +1,7 @@
 """The newcomer's path, walked as a user would (issues 11 and 12): what `run` prints into a log
 while the pool is paused, and how it counts what it queued."""
 
+import json
 import os
 import subprocess
 import sys
@@ -12,8 +13,11 @@ import pytest
 
 import claude_coordinator
 import hints
+import messages_server as ms
 import orchestrator
+import real_cli
 import task_report
+from conftest import FAKE_CLAUDE, copy_klauss
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,8 +109,6 @@ sys.exit(subprocess.run([{python!r}, {fake!r}, *sys.argv[1:]], input=(prompt + "
 def test_the_synthesis_names_a_file_an_earlier_attempt_changed(tmp_path, monkeypatch):
     # Seen with the real CLI: attempt 1 wrote notes/hello.md and hit a 500, attempt 2 found the file
     # there; the synthesis of the completed task then listed no changed file at all.
-    import orchestrator as orch_mod
-    from conftest import FAKE_CLAUDE
     root = tmp_path / "proj"
     root.mkdir()
     claude = tmp_path / "claude"
@@ -115,7 +117,7 @@ def test_the_synthesis_names_a_file_an_earlier_attempt_changed(tmp_path, monkeyp
     (root / ".klauss.toml").write_text(f"[claude]\ncommand = {str(claude)!r}\n[workers]\nauto_start = false\n"
                                        "[queue]\nretry_backoff_seconds = 0\n")
     monkeypatch.chdir(root)
-    orch = orch_mod.ClaudeOrchestrator("t")
+    orch = orchestrator.ClaudeOrchestrator("t")
     job, _ = orch.submit_plan("d", [{"prompt": "write a.txt"}])
     worker = subprocess.run([sys.executable, str(ROOT / "claude_worker.py"), "w1", "--exit-when-idle"], cwd=str(root),
                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
@@ -127,3 +129,47 @@ def test_the_synthesis_names_a_file_an_earlier_attempt_changed(tmp_path, monkeyp
     assert task["files_changed"] == ["a.txt"], task
     synthesis = orch.synthesize_results(results)
     assert "Files changed: `a.txt`" in synthesis, synthesis
+
+
+def test_real_cli_job_from_a_project_root_names_the_file_and_sums_the_cost(tmp_path):
+    """The newcomer's real run: Klauss in `klauss/`, `klauss/manage.sh run plan.json --yes` from the
+    project root, the REAL claude writing a file with its Write tool on the second attempt after a
+    500 on the first: the synthesis names the file and its total is the sum of both runs' costs."""
+    if os.environ.get("KLAUSS_SKIP_REAL_CLI") == "1":
+        pytest.skip("KLAUSS_SKIP_REAL_CLI=1")
+    try:
+        exe = real_cli.find_or_install_real_claude()
+    except real_cli.RealCliUnavailable as exc:
+        pytest.skip(f"real claude CLI unavailable: {exc}")
+    root = tmp_path / "proj"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    copy_klauss(root / "klauss")
+    (root / ".klauss.toml").write_text(f"[claude]\ncommand = {json.dumps(str(exe))}\n[workers]\nidle_timeout = 0\n"
+                                       "[queue]\nretry_backoff_seconds = 0\n")
+    (root / "plan.json").write_text(json.dumps({"description": "real write", "tasks": [
+        {"id": "hello", "prompt": "Write notes/hello.md with a heading Hello."}]}))
+    target = root / "notes" / "hello.md"
+    server = ms.MessagesServer(script=[ms.tool_use("Write", {"file_path": str(target), "content": "# Hello\n"}),
+                                       ms.error(500), ms.text("notes/hello.md is there")],
+                               input_tokens=1000, output_tokens=200)
+    server.start()
+    env = real_cli.real_claude_env(server.url, tmp_path / "home")
+    try:
+        out = subprocess.run(["klauss/manage.sh", "run", "plan.json", "--yes"], cwd=root, env=env, capture_output=True,
+                             text=True, timeout=300, stdin=subprocess.DEVNULL)
+    finally:
+        subprocess.run(["klauss/manage.sh", "kill"], cwd=root, env=env, capture_output=True, timeout=60)
+        server.stop()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert target.read_text() == "# Hello\n"
+    costs = []
+    for transcript in sorted((root / ".klauss" / "logs" / "tasks").glob("task-1-attempt-*.jsonl")):
+        for line in transcript.read_text().splitlines():
+            event = json.loads(line) if line.startswith("{") else {}
+            if event.get("type") == "result":
+                costs.append(event["total_cost_usd"])
+    assert len(costs) == 2 and all(costs), costs
+    assert f"Total cost {task_report.fmt_cost(sum(costs))}" in out.stdout, out.stdout
+    assert "Files changed: `notes/hello.md`" in out.stdout, out.stdout
+    assert "changed notes/hello.md" in out.stdout, out.stdout
