@@ -1,5 +1,6 @@
-"""The newcomer's path, walked as a user would (issues 11 and 12): what `run` prints into a log
-while the pool is paused, and how it counts what it queued."""
+"""The newcomer's path, walked as a user would (issues 11 and 12): Klauss in `klauss/` of a fresh
+project, the README and the commands Klauss prints run from the project root, the fake CLI and the
+real one. Each test here is something that walk found wrong."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import types
 from pathlib import Path
 
 import pytest
+from test_hints_run import SubmoduleProject
 
 import claude_coordinator
 import hints
@@ -17,7 +19,7 @@ import messages_server as ms
 import orchestrator
 import real_cli
 import task_report
-from conftest import FAKE_CLAUDE, copy_klauss
+from conftest import FAKE_CLAUDE, copy_klauss, install_writer_claude
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,3 +175,21 @@ def test_real_cli_job_from_a_project_root_names_the_file_and_sums_the_cost(tmp_p
     assert f"Total cost {task_report.fmt_cost(sum(costs))}" in out.stdout, out.stdout
     assert "Files changed: `notes/hello.md`" in out.stdout, out.stdout
     assert "changed notes/hello.md" in out.stdout, out.stdout
+
+
+def test_readme_says_how_to_run_the_quick_start_from_a_project_root(tmp_path):
+    # From a project root, the quick start's `python3 orchestrator.py run ...` is "can't open file".
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Adding Klauss to a project")[0]
+    command = "klauss/manage.sh run klauss/examples/quickstart_plan.json --yes"
+    assert f"`{command}`" in quick_start
+    project = SubmoduleProject(tmp_path)
+    bindir = tmp_path / "writer-bin"
+    install_writer_claude(bindir)
+    project.env["PATH"] = f"{bindir}:{project.env['PATH']}"
+    try:
+        out = project.manage(*command.split()[1:])
+    finally:
+        project.manage("kill")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (project.root / "examples" / "out" / "README.md").exists()
