@@ -462,10 +462,15 @@ class ClaudeOrchestrator:
         if meta.get("isolation") == "worktree" and meta.get("merge", "auto") == "auto":
             merged = sum(1 for r in results.values() if r.get("merge") == "merged")
             branch = meta.get("job_branch") or worktrees.job_branch(job_id)
-            lines.append(f"Each task ran in its own git worktree; {merged} task(s) merged into branch `{branch}`. "
-                         + (f"That branch was merged into `{meta['merged_into']}`." if meta.get("merged_into") else
-                            f"Your checked-out branch is untouched: review the work (`git diff HEAD...{branch}`), "
-                            f"then bring it in with `{hints.command('merge', job_id)}`."))
+            if not merged and not meta.get("merged_into"):
+                # The job branch is made by the first merge: `git diff` and `merge` have nothing to act on.
+                lines.append("Each task ran in its own git worktree; no task's work was merged, so there is nothing "
+                             "to review or merge (a task's own work, if any, is on its branch, listed below).")
+            else:
+                lines.append(f"Each task ran in its own git worktree; {merged} task(s) merged into branch `{branch}`. "
+                             + (f"That branch was merged into `{meta['merged_into']}`." if meta.get("merged_into") else
+                                f"Your checked-out branch is untouched: review the work (`git diff HEAD...{branch}`), "
+                                f"then bring it in with `{hints.command('merge', job_id)}`."))
         elif meta.get("isolation") == "worktree":
             lines.append(f"Each task's work is on its own branch (`klauss/{job_id}/task-<id>`); review them, "
                          f"then `{hints.command('merge', job_id)}` merges the completed ones in task order.")

@@ -193,3 +193,15 @@ def test_readme_says_how_to_run_the_quick_start_from_a_project_root(tmp_path):
         project.manage("kill")
     assert out.returncode == 0, out.stdout + out.stderr
     assert (project.root / "examples" / "out" / "README.md").exists()
+
+
+def test_a_worktree_job_that_merged_nothing_prints_no_review_command(tmp_path):
+    # It printed `git diff HEAD...klauss/<job>/merged` ("unknown revision": no merge made the branch)
+    # and `manage.sh merge JOB` ("nothing to merge") after a job whose only task failed.
+    job = {"id": "job-x", "metadata": {"isolation": "worktree", "merge": "auto"}}
+    failed = {7: {"status": "failed", "merge": None}}
+    text = " ".join(orchestrator.ClaudeOrchestrator._isolation_summary(job, failed))
+    assert "git diff" not in text and "manage.sh merge" not in text, text
+    assert "no task's work was merged" in text
+    done = {7: {"status": "completed", "merge": "merged"}}
+    assert "git diff HEAD...klauss/job-x/merged" in " ".join(orchestrator.ClaudeOrchestrator._isolation_summary(job, done))
