@@ -735,7 +735,7 @@ def _fail(message, code=2):
 
 
 def cli(argv=None):
-    ap = argparse.ArgumentParser(prog="orchestrator.py", description="Delegate a planned job to Klauss workers.")
+    ap = argparse.ArgumentParser(prog=hints.prog("orchestrator.py"), description="Delegate a planned job to Klauss workers.")
     ap.add_argument("--db", help="the database (default: the project's .klauss/claude_tasks.db)")
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="queue a plan, make sure workers run, wait, print the synthesis")

@@ -32,7 +32,7 @@ import hints
 import task_report
 import worktrees
 
-PROG = "submit_task.py"
+PROG = hints.prog("submit_task.py")
 COORDINATOR = Path(__file__).resolve().parent / "claude_coordinator.py"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WAIT_POLL_SECONDS = 0.25

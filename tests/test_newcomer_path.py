@@ -205,3 +205,28 @@ def test_a_worktree_job_that_merged_nothing_prints_no_review_command(tmp_path):
     assert "no task's work was merged" in text
     done = {7: {"status": "completed", "merge": "merged"}}
     assert "git diff HEAD...klauss/job-x/merged" in " ".join(orchestrator.ClaudeOrchestrator._isolation_summary(job, done))
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["list", "--status", "bogus"], "manage.sh list: error: argument --status"),
+    (["submit"], "manage.sh submit: error: the following arguments are required: PROMPT"),
+    (["dashboard", "--bogus"], "manage.sh: error: unrecognized arguments: --bogus"),
+    (["wait"], "manage.sh wait: error: the following arguments are required: JOB|TASK"),
+])
+def test_usage_errors_through_manage_sh_name_manage_sh(tmp_path, args, expected):
+    # They named the script manage.sh runs ("submit_task.py list: error: ..."), not what the user typed.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
+    out = subprocess.run([str(ROOT / "manage.sh"), *args], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2, out.stderr
+    assert expected in out.stderr, out.stderr
+    assert "submit_task.py" not in out.stderr and "orchestrator.py" not in out.stderr, out.stderr
+    assert "claude_dashboard.py" not in out.stderr, out.stderr
+
+
+def test_the_manage_sh_mark_is_not_passed_on(tmp_path, monkeypatch):
+    # A program manage.sh ran starts others (a pool, its workers, claude): none of them was run by manage.sh.
+    monkeypatch.setenv("KLAUSS_VIA", "manage.sh")
+    out = subprocess.run([sys.executable, "-c", "import hints, os; print(hints.prog('x.py'), os.environ.get('KLAUSS_VIA'))"],
+                         cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["manage.sh", "None"], out.stdout + out.stderr
