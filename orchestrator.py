@@ -448,8 +448,15 @@ class ClaudeOrchestrator:
                 + ". Its work may be incomplete; its warning names the setting that allows those tools.")
         failed = [tid for tid, r in results.items() if r["status"] in ("failed", "skipped", "cancelled")]
         if failed:
-            lines.append(f"\nNot completed: {', '.join(f'#{t}' for t in failed)}. Retry failed tasks with "
-                         f"`{hints.command('retry', '--failed', '--job', job_id)}`" if job_id else "")
+            # `retry --failed` takes up failed tasks only: cancelled ones are named to `retry` one by one.
+            again = []
+            if any(results[t]["status"] == "failed" for t in failed):
+                again.append(f"Retry failed tasks with `{hints.command('retry', '--failed', '--job', job_id)}`")
+            cancelled = [t for t in failed if results[t]["status"] == "cancelled"]
+            if cancelled:
+                again.append(f"run the cancelled ones again with `{hints.command('retry', *cancelled)}`")
+            lines.append(f"\nNot completed: {', '.join(f'#{t}' for t in failed)}."
+                         + (" " + "; ".join(again)[0].upper() + "; ".join(again)[1:] if again and job_id else ""))
         return "\n".join(lines) + "\n"
 
     @staticmethod

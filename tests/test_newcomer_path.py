@@ -230,3 +230,22 @@ def test_the_manage_sh_mark_is_not_passed_on(tmp_path, monkeypatch):
     out = subprocess.run([sys.executable, "-c", "import hints, os; print(hints.prog('x.py'), os.environ.get('KLAUSS_VIA'))"],
                          cwd=str(ROOT), capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["manage.sh", "None"], out.stdout + out.stderr
+
+
+def test_the_synthesis_retry_hint_takes_up_what_did_not_complete(tmp_path, monkeypatch):
+    # A job whose task was cancelled said "Retry failed tasks with `... retry --failed --job JOB`",
+    # which answers "no failed tasks" and leaves the cancelled task as it was.
+    (tmp_path / ".klauss.toml").write_text("[workers]\nauto_start = false\n")
+    monkeypatch.chdir(tmp_path)
+    orch = orchestrator.ClaudeOrchestrator("t")
+    job, (failing, cancelled) = orch.submit_plan("d", [{"prompt": "a", "max_attempts": 1}, {"prompt": "b"}])
+    t = orch.queue.claim_task("w")
+    orch.queue.fail_task(t.id, "w", "boom", attempt=t.attempt)
+    orch.queue.cancel_task(cancelled)
+    text = orch.synthesize_results(orchestrator.JobResults(job, orch.collect(job)))
+    assert f"Retry failed tasks with `{hints.command('retry', '--failed', '--job', job)}`" in text, text
+    assert f"run the cancelled ones again with `{hints.command('retry', cancelled)}`" in text, text
+    only_cancelled, (tid,) = orch.submit_plan("e", [{"prompt": "c"}])
+    orch.queue.cancel_task(tid)
+    text = orch.synthesize_results(orchestrator.JobResults(only_cancelled, orch.collect(only_cancelled)))
+    assert "--failed" not in text and f"Run the cancelled ones again with `{hints.command('retry', tid)}`" in text, text
