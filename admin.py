@@ -79,7 +79,9 @@ def cmd_status(args):
         print(f"pool: coordinator pid {u['pid']} is running, but {u['problem']}; it claims nothing: "
               f"stop it with {hints.command('stop')} (or {hints.command('kill')})")
     else:
-        print(f"pool: not running (start it with: {hints.command('start')} [N])")
+        # The command alone, so that it runs as printed ("start [N]" did not).
+        print(f"pool: not running (start it with `{hints.command('start')}`, followed by a number of workers "
+              "if not [workers] count)")
     print(f"database: {st['db']}")
     if st["disk_full"]:
         print(f"{st['disk_full']}: the pool pauses claiming until writes work again; free some space")

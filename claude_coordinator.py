@@ -22,6 +22,7 @@ import admin
 import claude_queue
 import config
 import exits
+import hints
 import pool
 from pool import EXIT_FAIL, EXIT_OK, EXIT_USAGE, PoolError
 from supervisor import AlreadyRunning, Coordinator, eprint
@@ -108,7 +109,7 @@ def _common(parser, json_flag=False):
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog="claude_coordinator.py", description="Run and control a pool of Klauss workers.")
+    ap = argparse.ArgumentParser(prog=hints.prog("claude_coordinator.py"), description="Run and control a pool of Klauss workers.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     for name in ("run", "start", "restart", "resize"):
         p = sub.add_parser(name, help=COMMANDS[name])

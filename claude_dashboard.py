@@ -31,7 +31,7 @@ import flags
 import hints
 import task_report
 
-PROG = "claude_dashboard.py"
+PROG = hints.prog("claude_dashboard.py")
 EXIT_OK, EXIT_USAGE = 0, 2
 MIN_WIDTH, MIN_HEIGHT = 40, 10
 FILTERS = (None, *claude_queue.STATUSES)

@@ -781,6 +781,10 @@ class Worker:
             "transcript": str(run.transcript_path),
             "model": state.model,
         }
+        earlier = task.outcome.get("files_changed") if tree is None and isinstance(task.outcome, dict) else None
+        if isinstance(earlier, list):
+            # Without a worktree an earlier attempt's edits stay in the tree: the task changed them too.
+            outcome["files_changed"] = sorted(set(outcome["files_changed"]) | {f for f in earlier if isinstance(f, str)})
         notes = [f"{n} {what}" for what, n in sorted(run.problems.items())]
         if run.lingered:
             notes.append(f"claude did not exit within {RESULT_GRACE_SECONDS:g}s of its result; Klauss stopped it")

@@ -12,6 +12,14 @@ import os
 import shlex
 
 KLAUSS_DIR = os.path.dirname(os.path.abspath(__file__))
+# manage.sh says it ran this program, so that usage and error lines name the command the user typed;
+# taken out of the environment so that the programs this one starts (a pool, its workers, claude) do not inherit it.
+VIA_MANAGE = os.environ.pop("KLAUSS_VIA", None) == "manage.sh"
+
+
+def prog(script):
+    """The program name for usage and error lines: ``manage.sh`` when manage.sh ran ``script``."""
+    return "manage.sh" if VIA_MANAGE else script
 
 
 def manage_path(cwd=None):

@@ -14,7 +14,7 @@ done
 HERE="$(cd -P "$(dirname "$src")" && pwd)"
 PYTHON="${KLAUSS_PYTHON:-python3}"
 
-coordinator() { exec "$PYTHON" "$HERE/claude_coordinator.py" "$@"; }
+coordinator() { KLAUSS_VIA=manage.sh exec "$PYTHON" "$HERE/claude_coordinator.py" "$@"; }
 
 usage() {
     cat <<'EOF'
@@ -58,11 +58,11 @@ case "$cmd" in
     start | stop | kill | restart | resize | status | workers | ps | logs | init-config | clean | doctor)
         coordinator "$cmd" "$@" ;;
     submit | submit-file | list | show | stats | jobs | cancel | retry | purge | merge | worktrees | clean-worktrees)
-        exec "$PYTHON" "$HERE/submit_task.py" "$cmd" "$@" ;;
+        KLAUSS_VIA=manage.sh exec "$PYTHON" "$HERE/submit_task.py" "$cmd" "$@" ;;
     dashboard)
-        exec "$PYTHON" "$HERE/claude_dashboard.py" "$@" ;;
+        KLAUSS_VIA=manage.sh exec "$PYTHON" "$HERE/claude_dashboard.py" "$@" ;;
     run | wait | install-claude)
-        exec "$PYTHON" "$HERE/orchestrator.py" "$cmd" "$@" ;;
+        KLAUSS_VIA=manage.sh exec "$PYTHON" "$HERE/orchestrator.py" "$cmd" "$@" ;;
     mcp)
         exec "$PYTHON" "$HERE/klauss_mcp.py" "$@" ;;
     help | -h | --help)

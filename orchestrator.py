@@ -40,6 +40,7 @@ import worktrees
 HERE = Path(__file__).resolve().parent
 UNFINISHED = ("pending", "in_progress")
 LOG_PROGRESS_SECONDS = 30  # into a log (stderr not a terminal): a progress line on change, else this often
+COUNTDOWN = re.compile(r" \((?:in [0-9.dhms]+|[0-9.dhms]+ ago)\)")  # task_report.fmt_ago in a pool text
 
 
 class OrchestratorError(RuntimeError):
@@ -273,8 +274,9 @@ class ClaudeOrchestrator:
                     if on_progress:
                         on_progress(status)
                     last_line = line
-                    # A terminal shows every second; a log only what changed (the elapsed time aside).
-                    content = line.rsplit(" · ", 1)[0]
+                    # A terminal shows every second; a log only what changed (the elapsed time and a
+                    # pause's countdown aside: they change every second).
+                    content = COUNTDOWN.sub("", line.rsplit(" · ", 1)[0])
                     if show and (tty or content != last_shown or time.monotonic() - shown_at >= LOG_PROGRESS_SECONDS):
                         print(line, file=sys.stderr, flush=True)
                         last_shown, shown_at = content, time.monotonic()
@@ -432,8 +434,15 @@ class ClaudeOrchestrator:
                 + ". Its work may be incomplete; its warning names the setting that allows those tools.")
         failed = [tid for tid, r in results.items() if r["status"] in ("failed", "skipped", "cancelled")]
         if failed:
-            lines.append(f"\nNot completed: {', '.join(f'#{t}' for t in failed)}. Retry failed tasks with "
-                         f"`{hints.command('retry', '--failed', '--job', job_id)}`" if job_id else "")
+            # `retry --failed` takes up failed tasks only: cancelled ones are named to `retry` one by one.
+            again = []
+            if any(results[t]["status"] == "failed" for t in failed):
+                again.append(f"Retry failed tasks with `{hints.command('retry', '--failed', '--job', job_id)}`")
+            cancelled = [t for t in failed if results[t]["status"] == "cancelled"]
+            if cancelled:
+                again.append(f"run the cancelled ones again with `{hints.command('retry', *cancelled)}`")
+            lines.append(f"\nNot completed: {', '.join(f'#{t}' for t in failed)}."
+                         + (" " + "; ".join(again)[0].upper() + "; ".join(again)[1:] if again and job_id else ""))
         # Task text (description, ids, prompts, claude's result) must not drive the reader's terminal.
         text = task_report.ANSI_ESCAPE.sub("", "\n".join(lines))
         return "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in text) + "\n"
@@ -448,10 +457,15 @@ class ClaudeOrchestrator:
         if meta.get("isolation") == "worktree" and meta.get("merge", "auto") == "auto":
             merged = sum(1 for r in results.values() if r.get("merge") == "merged")
             branch = meta.get("job_branch") or worktrees.job_branch(job_id)
-            lines.append(f"Each task ran in its own git worktree; {merged} task(s) merged into branch `{branch}`. "
-                         + (f"That branch was merged into `{meta['merged_into']}`." if meta.get("merged_into") else
-                            f"Your checked-out branch is untouched: review the work (`git diff HEAD...{branch}`), "
-                            f"then bring it in with `{hints.command('merge', job_id)}`."))
+            if not merged and not meta.get("merged_into"):
+                # The job branch is made by the first merge: `git diff` and `merge` have nothing to act on.
+                lines.append("Each task ran in its own git worktree; no task's work was merged, so there is nothing "
+                             "to review or merge (a task's own work, if any, is on its branch, listed below).")
+            else:
+                lines.append(f"Each task ran in its own git worktree; {merged} task(s) merged into branch `{branch}`. "
+                             + (f"That branch was merged into `{meta['merged_into']}`." if meta.get("merged_into") else
+                                f"Your checked-out branch is untouched: review the work (`git diff HEAD...{branch}`), "
+                                f"then bring it in with `{hints.command('merge', job_id)}`."))
         elif meta.get("isolation") == "worktree":
             lines.append(f"Each task's work is on its own branch (`klauss/{job_id}/task-<id>`); review them, "
                          f"then `{hints.command('merge', job_id)}` merges the completed ones in task order.")
@@ -702,7 +716,7 @@ def _fail(message, code=2):
 
 
 def cli(argv=None):
-    ap = argparse.ArgumentParser(prog="orchestrator.py", description="Delegate a planned job to Klauss workers.")
+    ap = argparse.ArgumentParser(prog=hints.prog("orchestrator.py"), description="Delegate a planned job to Klauss workers.")
     ap.add_argument("--db", help="the database (default: the project's .klauss/claude_tasks.db)")
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="queue a plan, make sure workers run, wait, print the synthesis")
@@ -799,7 +813,7 @@ def _run_plan(orch, args):
         job, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
                                     max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"),
                                     isolation=plan.get("isolation"), merge=plan.get("merge"), plan_hash=digest)
-        print(f"job {job}: {len(ids)} tasks queued", file=sys.stderr)
+        print(f"job {job}: {len(ids)} task{'' if len(ids) == 1 else 's'} queued", file=sys.stderr)
     count = args.workers or orch.suggest_workers(job)
     try:
         if not orch.start_workers(count, confirm=True if args.yes else None):

@@ -32,7 +32,7 @@ import pool
 import task_report
 import worktrees
 
-PROG = "submit_task.py"
+PROG = hints.prog("submit_task.py")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WAIT_POLL_SECONDS = 0.25
 POOL_CHECK_POLLS = 8  # --wait looks at the pool every this many polls

@@ -158,7 +158,7 @@ def describe_task(task, events, dependents, transcript, now):
 
     def field(name, value):
         if value not in (None, "", [], {}):
-            lines.append(f"  {name + ':':<13}{value}")
+            lines.append(f"  {name + ':':<12} {value}")  # a space even after the longest name
 
     field("Job", task.job_id)
     field("Parent", task.parent_id and f"#{task.parent_id}")
