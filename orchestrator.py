@@ -219,7 +219,7 @@ class ClaudeOrchestrator:
             else:
                 pool.start(self.cfg, count)
         except pool.PoolError as exc:
-            raise OrchestratorError(f"could not start workers: {exc.message}") from None
+            raise OrchestratorError(f"could not start workers: {exc.reason}") from None
         return True
 
     def ensure_workers(self, job_id, confirm=None):
@@ -233,7 +233,7 @@ class ClaudeOrchestrator:
         except pool.PoolError as exc:
             if exc.code == pool.EXIT_FAIL:
                 return False  # still stopping after `timeout`
-            raise OrchestratorError(f"could not stop workers: {exc.message}") from None
+            raise OrchestratorError(f"could not stop workers: {exc.reason}") from None
         return True
 
     # --- waiting and results ---

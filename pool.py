@@ -49,6 +49,11 @@ class PoolError(Exception):
         super().__init__(message)
         self.message, self.code = message, code
 
+    @property
+    def reason(self):
+        """The message without its "error: " prefix, for a caller that puts it in a line of its own."""
+        return self.message[len("error: "):] if self.message.startswith("error: ") else self.message
+
 
 def _quiet(*_parts):
     pass

@@ -360,7 +360,7 @@ def start_pool_for(q, task_id):
     try:
         pool.start(q.cfg, 1)
     except pool.PoolError as exc:
-        why = " ".join(exc.message.split())
+        why = " ".join(exc.reason.split())
         raise CliError(f"could not start workers: {why}; task {task_id} stays queued: start workers with "
                        f"`{hints.command('start')}`, or cancel it with `{hints.command('cancel', task_id)}`",
                        EXIT_FAILED) from None

@@ -45,8 +45,8 @@ def test_a_pool_error_reaches_the_orchestrator_as_its_message(orch, monkeypatch)
         raise pool.PoolError("error: the pool did not start: claude not found")
 
     monkeypatch.setattr(pool, "start", refuse)
-    with pytest.raises(orchestrator.OrchestratorError, match="could not start workers: error: the pool did not "
-                                                             "start: claude not found"):
+    with pytest.raises(orchestrator.OrchestratorError, match="^could not start workers: the pool did not start: "
+                                                             "claude not found$"):
         orch.start_workers(1, confirm=True)
 
     def still_running(cfg, **kw):
