@@ -34,6 +34,7 @@ import config
 import exits
 import hints
 import processes
+import submission
 import task_report
 import worktrees
 
@@ -682,13 +683,13 @@ class Worker:
         q = self.queue
         log(f"task {task.id}: claimed (attempt {task.attempts_used}/{task.max_attempts})")
         try:
-            checked = claude_queue.check_task_paths(
-                claude_queue.validate_task({k: getattr(task, k) for k in claude_queue.TASK_FIELDS
-                                            if k != "depends_on"}, task.max_attempts), self.cfg)
+            # Validated once, at submit (submission.py). The boundary is checked again here because
+            # the config may have changed since, and build_argv refuses metadata it cannot pass on.
+            checked = submission.check_task_paths({"working_dir": task.working_dir, "context_files": task.context_files,
+                                                   "expected_outputs": task.expected_outputs}, self.cfg)
             # Bad data in one task (say, metadata queued past the submit checks) fails that task only.
             argv = claude_cli.build_argv(self.cfg["claude"], task.metadata, executable=self.executable)
         except ValueError as exc:
-            # The boundary is checked again here because the config may have changed since submit.
             q.fail_task(task.id, self.worker_id, f"refused before running: {exc}", retryable=False, attempt=task.attempt)
             log(f"task {task.id}: refused: {exc}")
             return None
@@ -704,7 +705,7 @@ class Worker:
         if tree is not None:
             working_dir = str(tree.working_dir)
             log(f"task {task.id}: worktree {tree.path} on branch {tree.branch}")
-        boundary = claude_queue.PathPolicy(self.cfg).inside
+        boundary = submission.PathPolicy(self.cfg).inside
         own_tree = tree.path.resolve() if tree is not None else None
         prompt = build_prompt(task, job, working_dir, self.cfg["claude"]["context_inline_bytes"],
                               branch=tree.branch if tree is not None else None,

@@ -95,20 +95,13 @@ class ClaudeOrchestrator:
             metadata = {**(metadata or {}), **extra}
         job = self.queue.create_job(description, orchestrator_id=self.orchestrator_id, metadata=metadata,
                                     max_budget_usd=max_budget_usd)
-        self._name_job_branch(job, extra)
         return job
-
-    def _name_job_branch(self, job_id, isolation):
-        if isolation.get("isolation") == "worktree" and isolation.get("merge") == "auto":
-            self.queue.update_job_metadata(job_id, {"job_branch": worktrees.job_branch(job_id)})
 
     def add_subtask(self, job_id, prompt, priority=0, working_dir=None, context_files=None, expected_outputs=None,
                     depends_on=None, metadata=None, timeout=None, max_attempts=None):
         self._require_job(job_id)
-        [entry] = worktrees.annotate_tasks(self.cfg, [{"working_dir": working_dir, "metadata": metadata,
-                                                       "job_id": job_id}], get_job=self.queue.get_job)
         return self.queue.add_task(prompt, working_dir=working_dir, context_files=context_files,
-                                   expected_outputs=expected_outputs, metadata=entry["metadata"], priority=priority,
+                                   expected_outputs=expected_outputs, metadata=metadata, priority=priority,
                                    job_id=job_id, parent_id=self._parent_if_present(), depends_on=depends_on,
                                    max_attempts=max_attempts, timeout=timeout)
 
@@ -117,8 +110,7 @@ class ClaudeOrchestrator:
         may name refs of the same batch as well as existing task ids."""
         self._require_job(job_id)
         parent = self._parent_if_present()
-        return self.queue.add_tasks(worktrees.annotate_tasks(
-            self.cfg, [{**t, "job_id": job_id, "parent_id": parent} for t in tasks], get_job=self.queue.get_job))
+        return self.queue.add_tasks([{**t, "job_id": job_id, "parent_id": parent} for t in tasks])
 
     def submit_plan(self, description, tasks, context=None, max_budget_usd=None, metadata=None, isolation=None,
                     merge=None, plan_hash=None):
@@ -132,11 +124,9 @@ class ClaudeOrchestrator:
         metadata.update(extra)
         parent = self._parent_if_present()
         if isinstance(tasks, (list, tuple)):
-            tasks = worktrees.annotate_tasks(self.cfg, [{**t, "parent_id": parent} if isinstance(t, dict) else t
-                                                        for t in tasks], job_metadata=metadata)
+            tasks = [{**t, "parent_id": parent} if isinstance(t, dict) else t for t in tasks]
         job, ids = self.queue.submit_job(description, tasks, orchestrator_id=self.orchestrator_id,
                                          metadata=metadata, max_budget_usd=max_budget_usd, plan_hash=plan_hash)
-        self._name_job_branch(job, extra)
         return job, ids
 
     def _require_job(self, job_id):
@@ -445,7 +435,7 @@ class ClaudeOrchestrator:
         lines = []
         if meta.get("isolation") == "worktree" and meta.get("merge", "auto") == "auto":
             merged = sum(1 for r in results.values() if r.get("merge") == "merged")
-            branch = meta.get("job_branch") or worktrees.job_branch(job_id)
+            branch = worktrees.job_branch(job_id)
             lines.append(f"Each task ran in its own git worktree; {merged} task(s) merged into branch `{branch}`. "
                          + (f"That branch was merged into `{meta['merged_into']}`." if meta.get("merged_into") else
                             f"Your checked-out branch is untouched: review the work (`git diff HEAD...{branch}`), "

@@ -29,6 +29,7 @@ import config
 import exits
 import hints
 import pool
+import submission
 import task_report
 import worktrees
 
@@ -251,17 +252,19 @@ def check_ranges(entry):
         raise ValueError(f"timeout: expected a finite number of seconds, got {timeout!r}")
 
 
-def check_entry(q, entry):
-    """Everything add_tasks checks for one entry, so the error can name the entry; add_tasks
-    checks it all again atomically (and the in-file refs and cycles, which span entries)."""
+def check_entry(entry):
+    """What a task file gets wrong that the queue's own messages would not explain."""
     if not isinstance(entry, dict):
         raise ValueError(f"expected a JSON object with a prompt, got {_json_type(entry)}")
     if "id" in entry:
         raise ValueError('id: ids are given by the queue; to depend on this entry, name it with "ref" '
                          'and list that name in the other entry\'s depends_on')
     check_ranges(entry)
-    task = claude_queue.validate_task(entry, q.cfg["queue"]["max_attempts"])
-    claude_queue.check_task_paths(task, q.cfg)
+
+
+def check_references(q, task):
+    """A checked task's references to other rows, named by field (the insert would refuse them
+    without saying which entry)."""
     missing = [d for d in task["depends_on"] if isinstance(d, int) and q.get_task(d) is None]
     if missing:
         raise ValueError(f"depends_on: unknown task id(s) {', '.join(map(str, missing))}")
@@ -293,7 +296,6 @@ def cmd_submit(args):
              "job_id": args.job, "depends_on": args.depends_on, "max_attempts": args.max_attempts,
              "timeout": args.timeout}
     q = open_queue(args)
-    [entry] = worktrees.annotate_tasks(q.cfg, [entry], get_job=q.get_job)
     [task_id] = q.add_tasks([entry])
     if args.wait:
         return wait_for(q, task_id, args.timeout_wait, args.json)
@@ -376,11 +378,19 @@ def cmd_submit_file(args):
     q = open_queue(args)
     for index, entry in enumerate(entries):
         try:
-            check_entry(q, entry)
+            check_entry(entry)
         except ValueError as exc:
             raise CliError(str(exc) if single else f"task {index}: {exc}") from None
-    entries = worktrees.annotate_tasks(q.cfg, entries, get_job=q.get_job)
-    ids = q.add_tasks(entries)
+    try:
+        prepared = submission.prepare(q, entries)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    for index, task in enumerate(prepared[0]):
+        try:
+            check_references(q, task)
+        except ValueError as exc:
+            raise CliError(str(exc) if single else f"task {index}: {exc}") from None
+    ids = q.insert_prepared(prepared)
     if args.json:
         emit_json({"ids": ids})
     else:
