@@ -32,13 +32,13 @@ import claude_cli
 import claude_queue
 import config
 import exits
+import flags
 import hints
 import processes
 import submission
 import task_report
 import worktrees
-
-EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
+from exits import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
 
 # An idle worker blocks on its Waker (woken by every queue change); it still wakes this often to
 # notice a vanished coordinator and to keep its worker row fresh.
@@ -463,7 +463,7 @@ class Worker:
         self.subreaper = False  # set at start: whether what our runs leave behind is re-parented to us
         workers = cfg["workers"]
         self.lease = workers["lease_seconds"]
-        self.heartbeat_every = min(workers["heartbeat_seconds"], self.lease / 3)
+        self.heartbeat_every = cfg.heartbeat_interval
         self.grace = workers["shutdown_grace_seconds"]
 
     # signals and parent death
@@ -559,7 +559,7 @@ class Worker:
         self.waker = claude_queue.Waker(self.queue, self.worker_id)
         self.queue.register_worker(self.worker_id, pid=os.getpid(), state="idle", info=self._info)
         # Starting a worker is the user's way of saying a configuration problem is fixed.
-        self.queue.clear_flag("config_error")
+        self.queue.clear_flag(flags.CONFIG_ERROR)
         log(f"worker {self.worker_id} (pid {os.getpid()}) ready: {self.executable} {version}; "
             f"database {self.queue.db_path}")
         try:
@@ -602,13 +602,13 @@ class Worker:
                 task, self._next = self._next, None
                 self._process_claimed(task)
                 continue
-            problem = self.queue.get_flag("config_error")
+            problem = self.queue.get_flag(flags.CONFIG_ERROR)
             if problem:
                 self.set_state("config_error", force=True)
                 value = problem["value"]
                 print(f"error: {value.get('message')}. To fix: {value.get('fix')}", file=sys.stderr, flush=True)
                 return EXIT_CONFIG
-            pause = self.queue.get_flag("paused")
+            pause = self.queue.get_flag(flags.PAUSED)
             if pause:
                 self.set_state("paused")
                 if self.exit_when_idle:
@@ -662,7 +662,7 @@ class Worker:
         # Without a coordinator nobody else returns a crashed worker's task; this is cheap
         # (only in-progress rows are looked at), so every worker does it now and then.
         now = time.monotonic()
-        if now - self._last_recover >= self.lease / 2:
+        if now - self._last_recover >= self.cfg.recover_every:
             self._last_recover = now
             for tid in self.queue.recover_stale():
                 log(f"recovered task {tid}: its lease expired")
@@ -843,12 +843,12 @@ class Worker:
                     + (f", {task_report.fmt_cost(outcome['total_cost_usd'])}" if outcome["total_cost_usd"] else ""))
         elif verdict.kind == claude_cli.USAGE_LIMIT:
             delay = max(0.0, verdict.resets_at - time.time())
-            q.set_flag("paused", {"reason": "usage_limit", "message": verdict.message}, until=verdict.resets_at)
+            q.set_flag(flags.PAUSED, {"reason": "usage_limit", "message": verdict.message}, until=verdict.resets_at)
             self.finish("release", task, delay=delay, reason=verdict.message, cost=outcome["total_cost_usd"])
             log(f"task {tid}: released; all workers pause until "
                 f"{time.strftime('%H:%M:%S UTC', time.gmtime(verdict.resets_at))}: {verdict.message}")
         elif verdict.kind == claude_cli.CONFIG_ERROR:
-            q.set_flag("config_error", {"message": verdict.message, "fix": verdict.fix})
+            q.set_flag(flags.CONFIG_ERROR, {"message": verdict.message, "fix": verdict.fix})
             self.finish("release", task, reason=verdict.message, cost=outcome["total_cost_usd"])
             log(f"task {tid}: released untouched: {verdict.message}")
         else:

@@ -684,7 +684,7 @@ def check_plan(plan):
     return plan, entries
 
 
-def _fail(message, code=2):
+def _fail(message, code=exits.EXIT_USAGE):
     print(f"error: {message}", file=sys.stderr)
     return code
 
@@ -723,7 +723,7 @@ def cli(argv=None):
             root = Path(args.project) if args.project else config.find_project_root()
             for path, what in install_claude(root):
                 print(f"{what}: {path}")
-            return 0
+            return exits.EXIT_OK
         except (ValueError, OSError) as exc:
             return _fail(str(exc))
     try:
@@ -733,7 +733,7 @@ def cli(argv=None):
         if args.command == "wait" and orch.queue.get_job(args.job) is None and args.job.lstrip("#").isdigit():
             return _wait_task(orch, int(args.job.lstrip("#")), args)
         if orch.queue.get_job(args.job) is None:
-            return _fail(f"job: unknown job {args.job!r} (see `{hints.command('jobs')}`)", 1)
+            return _fail(f"job: unknown job {args.job!r} (see `{hints.command('jobs')}`)", exits.EXIT_FAIL)
         if args.command == "wait":
             try:
                 return _wait_and_report(orch, args.job, args)
@@ -742,11 +742,11 @@ def cli(argv=None):
         if args.command == "status":
             data = orch.get_job_status(args.job)
             print(json.dumps(data, indent=2) if args.json else orch._progress_line(data, 0).rsplit(" · ", 1)[0])
-            return 0
+            return exits.EXIT_OK
         if args.command == "collect":
             results = JobResults(args.job, orch.collect(args.job))
             print(json.dumps(results, indent=2) if args.json else orch.synthesize_results(results), end="")
-            return 0
+            return exits.EXIT_OK
         if args.command == "merge":
             report = orch.merge_job(args.job, force=args.force)
             lines, ok = worktrees.describe_merge(report)
@@ -754,18 +754,18 @@ def cli(argv=None):
                 print(json.dumps(report, indent=2))
             else:
                 print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
-            return 0 if ok else 1
+            return exits.EXIT_OK if ok else exits.EXIT_FAIL
         if args.command == "cancel":
             data = orch.cancel_job(args.job)
             print(json.dumps(data) if args.json else f"cancelled {len(data)} unfinished task(s) of {args.job}")
-            return 0
+            return exits.EXIT_OK
         revived = orch.retry_failed(args.job)
         print(json.dumps(revived) if args.json else f"{len(revived)} task(s) back to pending")
-        return 0
+        return exits.EXIT_OK
     except (ValueError, config.ConfigError) as exc:
         return _fail(str(exc))
     except (OrchestratorError, claude_queue.QueueError) as exc:
-        return _fail(str(exc), 1)
+        return _fail(str(exc), exits.EXIT_FAIL)
 
 
 def plan_hash(plan):
@@ -811,14 +811,14 @@ def _stopped_waiting(job, what="job"):
     cancel = hints.command("cancel", "--job", job) if what == "job" else hints.command("cancel", job)
     print(("\n" if sys.stderr.isatty() else "") + f"stopped waiting; {what} {job} keeps running: "
           f"`{hints.command('wait', job)}`, `{cancel}`", file=sys.stderr, flush=True)
-    return 130
+    return exits.EXIT_INTERRUPTED
 
 
 def _wait_task(orch, task_id, args):
     """`wait ID` for one task, which `submit --wait` waited for: its result, exit 0 if it completed."""
     q = orch.queue
     if q.get_task(task_id) is None:
-        return _fail(f"task {task_id} not found (see `{hints.command('list')}`)", 1)
+        return _fail(f"task {task_id} not found (see `{hints.command('list')}`)", exits.EXIT_FAIL)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     waker = claude_queue.Waker(q, f"wait-task-{task_id}")
     try:
@@ -827,25 +827,25 @@ def _wait_task(orch, task_id, args):
         if q.get_task(task_id).status not in claude_queue.FINISHED and pool.running(q) is None \
                 and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
             return _fail(f"no workers are running and [workers] auto_start is off: start them with "
-                         f"`{hints.command('start')}`; task {task_id} stays queued", 1)
+                         f"`{hints.command('start')}`; task {task_id} stays queued", exits.EXIT_FAIL)
         checked = time.monotonic()
         while True:
             task = q.get_task(task_id)
             if task is None:
-                return _fail(f"task {task_id} disappeared from the queue (purged?)", 1)
+                return _fail(f"task {task_id} disappeared from the queue (purged?)", exits.EXIT_FAIL)
             if task.status in claude_queue.FINISHED:
                 break
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return _fail(f"task {task_id} is still {task.status} after {args.timeout:g}s; it keeps running: "
-                             f"`{hints.command('wait', task_id)}`", 1)
+                             f"`{hints.command('wait', task_id)}`", exits.EXIT_FAIL)
             if now - checked >= 2.0:  # the pool, as wait_and_collect looks at it
                 checked = now
                 state = task_report.pool_state(q)
                 if state["state"] == "config_error":
-                    return _fail(f"{state['text']}; task {task_id} stays queued", 1)
+                    return _fail(f"{state['text']}; task {task_id} stays queued", exits.EXIT_FAIL)
                 if state["state"] == "stopped" and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
-                    return _fail(f"{state['text']}; task {task_id} stays queued", 1)
+                    return _fail(f"{state['text']}; task {task_id} stays queued", exits.EXIT_FAIL)
             waker.wait(1.0 if deadline is None else max(0.0, min(1.0, deadline - now)))
     except KeyboardInterrupt:
         return _stopped_waiting(task_id, "task")
@@ -856,8 +856,8 @@ def _wait_task(orch, task_id, args):
     elif task.result:
         print(task.result)
     if task.status == "completed":
-        return 0
-    return _fail(f"task {task_id} {task.status}: {task.error or 'no error recorded'}", 1)
+        return exits.EXIT_OK
+    return _fail(f"task {task_id} {task.status}: {task.error or 'no error recorded'}", exits.EXIT_FAIL)
 
 
 def _wait_and_report(orch, job, args):
@@ -872,7 +872,7 @@ def _wait_and_report(orch, job, args):
     else:
         print(orch.synthesize_results(results), end="")
     _say_pool_stays(orch)
-    return 1 if results.needs_attention else 0
+    return exits.EXIT_FAIL if results.needs_attention else exits.EXIT_OK
 
 
 def _say_pool_stays(orch):
