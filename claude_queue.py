@@ -85,6 +85,7 @@ import urllib.parse
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional, TypedDict
 
 import config
 import flags
@@ -365,6 +366,40 @@ def _dumps(value):
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+class Outcome(TypedDict, total=False):
+    """What a finished attempt left behind, as the worker records it (Task.outcome) and the
+    presentation, synthesis, merge and dashboard read it. A plain dict at run time, stored as JSON
+    (with "result" kept apart in its own column): naming the keys here changes nothing stored."""
+    # from claude's final "result" message (claude_cli.StreamState)
+    result: Optional[str]
+    session_id: Optional[str]
+    total_cost_usd: Optional[float]
+    usage: Optional[dict]
+    num_turns: Optional[int]
+    duration_ms: Optional[int]
+    model: Optional[str]
+    permission_denials: list
+    # from the run itself (claude_worker.Worker.record)
+    wall_seconds: float
+    exit_code: Optional[int]
+    outputs_verified: list[str]
+    outputs_missing: list[str]
+    files_changed: list[str]
+    stderr_tail: str
+    transcript: str
+    warnings: list[str]
+    error_class: str  # claude_cli.classify's verdict kind, or "cancelled" / "timeout"
+    # with worktree isolation (worktrees.TaskTree.finish and merge)
+    worktree: str
+    branch: str
+    commit: Optional[str]
+    worktree_error: str
+    merge: str  # "none", "branch", "merged", "conflict" or "error"
+    merged_into: Optional[str]
+    merge_commit: str
+    conflicts: list[str]
+
+
 @dataclass
 class Task:
     id: int
@@ -392,7 +427,7 @@ class Task:
     finished_at: float = None
     result: str = None
     error: str = None
-    outcome: dict = None
+    outcome: Outcome = None
     cost_usd: float = None
     activity: str = None
     denied: int = 0

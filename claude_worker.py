@@ -764,24 +764,24 @@ class Worker:
         stderr_tail = "".join(run.stderr_tail)[-STDERR_TAIL_CHARS:]
         verified, missing = verify_outputs(task.expected_outputs, working_dir, before)
         denials = result.get("permission_denials") or []
-        outcome = {
-            "result": result.get("result"),
-            "session_id": state.session_id,
-            "total_cost_usd": result.get("total_cost_usd"),
-            "usage": result.get("usage"),
-            "num_turns": result.get("num_turns"),
-            "duration_ms": result.get("duration_ms"),
-            "wall_seconds": round(duration, 3),
-            "exit_code": exit_code,
-            "permission_denials": denials,
-            "outputs_verified": verified,
-            "outputs_missing": missing,
+        outcome = claude_queue.Outcome(
+            result=result.get("result"),
+            session_id=state.session_id,
+            total_cost_usd=result.get("total_cost_usd"),
+            usage=result.get("usage"),
+            num_turns=result.get("num_turns"),
+            duration_ms=result.get("duration_ms"),
+            wall_seconds=round(duration, 3),
+            exit_code=exit_code,
+            permission_denials=denials,
+            outputs_verified=verified,
+            outputs_missing=missing,
             # What the run's edit tools changed; with a worktree, tree.finish() puts git's list here.
-            "files_changed": state.files_changed(working_dir),
-            "stderr_tail": stderr_tail,
-            "transcript": str(run.transcript_path),
-            "model": state.model,
-        }
+            files_changed=state.files_changed(working_dir),
+            stderr_tail=stderr_tail,
+            transcript=str(run.transcript_path),
+            model=state.model,
+        )
         notes = [f"{n} {what}" for what, n in sorted(run.problems.items())]
         if run.lingered:
             notes.append(f"claude did not exit within {RESULT_GRACE_SECONDS:g}s of its result; Klauss stopped it")
