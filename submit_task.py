@@ -238,7 +238,7 @@ def _json_type(value):
 
 
 def check_ranges(entry):
-    """What SQLite cannot store, named by field (validate_task checks the types and minimums)."""
+    """What SQLite cannot store, named by field (submission.validate_task checks the types and minimums)."""
     for key in ("priority", "max_attempts", "parent_id"):
         value = entry.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
