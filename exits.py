@@ -6,7 +6,8 @@ is gone (``2>&1 | head``), the message just has nowhere to go: the program goes 
 the code it would have. Ctrl-C ends it with the shell's code 130, also without a traceback
 (commands that wait say more themselves first).
 
-Every program's exit codes are the ones below (README: "Exit codes").
+Every program's exit codes are the ones below (the README lists 0, 1 and 2 for users; 3 is between a
+worker and its coordinator).
 """
 
 import os
