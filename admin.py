@@ -21,7 +21,8 @@ import hints
 import pool
 import processes
 import task_report
-from pool import EXIT_FAIL, EXIT_OK, EXIT_USAGE, open_queue
+from exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from pool import open_queue
 from processes import process_table
 from supervisor import LOG_NAME, PID_NAME, eprint, locked_coordinator
 

@@ -24,7 +24,8 @@ import config
 import exits
 import hints
 import pool
-from pool import EXIT_FAIL, EXIT_OK, EXIT_USAGE, PoolError
+from exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE
+from pool import PoolError
 from supervisor import AlreadyRunning, Coordinator, eprint
 
 _load = admin.load

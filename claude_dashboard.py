@@ -30,9 +30,9 @@ import exits
 import flags
 import hints
 import task_report
+from exits import EXIT_OK, EXIT_USAGE
 
 PROG = hints.prog("claude_dashboard.py")
-EXIT_OK, EXIT_USAGE = 0, 2
 MIN_WIDTH, MIN_HEIGHT = 40, 10
 FILTERS = (None, *claude_queue.STATUSES)
 STATUS_LABELS = {"pending": "pending", "in_progress": "running", "completed": "completed",

@@ -32,12 +32,13 @@ import claude_cli
 import claude_queue
 import config
 import exits
+import flags
 import hints
 import processes
+import submission
 import task_report
 import worktrees
-
-EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
+from exits import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
 
 # An idle worker blocks on its Waker (woken by every queue change); it still wakes this often to
 # notice a vanished coordinator and to keep its worker row fresh.
@@ -462,7 +463,7 @@ class Worker:
         self.subreaper = False  # set at start: whether what our runs leave behind is re-parented to us
         workers = cfg["workers"]
         self.lease = workers["lease_seconds"]
-        self.heartbeat_every = min(workers["heartbeat_seconds"], self.lease / 3)
+        self.heartbeat_every = cfg.heartbeat_interval
         self.grace = workers["shutdown_grace_seconds"]
 
     # signals and parent death
@@ -558,7 +559,7 @@ class Worker:
         self.waker = claude_queue.Waker(self.queue, self.worker_id)
         self.queue.register_worker(self.worker_id, pid=os.getpid(), state="idle", info=self._info)
         # Starting a worker is the user's way of saying a configuration problem is fixed.
-        self.queue.clear_flag("config_error")
+        self.queue.clear_flag(flags.CONFIG_ERROR)
         log(f"worker {self.worker_id} (pid {os.getpid()}) ready: {self.executable} {version}; "
             f"database {self.queue.db_path}")
         try:
@@ -601,13 +602,13 @@ class Worker:
                 task, self._next = self._next, None
                 self._process_claimed(task)
                 continue
-            problem = self.queue.get_flag("config_error")
+            problem = self.queue.get_flag(flags.CONFIG_ERROR)
             if problem:
                 self.set_state("config_error", force=True)
                 value = problem["value"]
                 print(f"error: {value.get('message')}. To fix: {value.get('fix')}", file=sys.stderr, flush=True)
                 return EXIT_CONFIG
-            pause = self.queue.get_flag("paused")
+            pause = self.queue.get_flag(flags.PAUSED)
             if pause:
                 self.set_state("paused")
                 if self.exit_when_idle:
@@ -661,7 +662,7 @@ class Worker:
         # Without a coordinator nobody else returns a crashed worker's task; this is cheap
         # (only in-progress rows are looked at), so every worker does it now and then.
         now = time.monotonic()
-        if now - self._last_recover >= self.lease / 2:
+        if now - self._last_recover >= self.cfg.recover_every:
             self._last_recover = now
             for tid in self.queue.recover_stale():
                 log(f"recovered task {tid}: its lease expired")
@@ -682,13 +683,13 @@ class Worker:
         q = self.queue
         log(f"task {task.id}: claimed (attempt {task.attempts_used}/{task.max_attempts})")
         try:
-            checked = claude_queue.check_task_paths(
-                claude_queue.validate_task({k: getattr(task, k) for k in claude_queue.TASK_FIELDS
-                                            if k != "depends_on"}, task.max_attempts), self.cfg)
+            # Validated once, at submit (submission.py). The boundary is checked again here because
+            # the config may have changed since, and build_argv refuses metadata it cannot pass on.
+            checked = submission.check_task_paths({"working_dir": task.working_dir, "context_files": task.context_files,
+                                                   "expected_outputs": task.expected_outputs}, self.cfg)
             # Bad data in one task (say, metadata queued past the submit checks) fails that task only.
             argv = claude_cli.build_argv(self.cfg["claude"], task.metadata, executable=self.executable)
         except ValueError as exc:
-            # The boundary is checked again here because the config may have changed since submit.
             q.fail_task(task.id, self.worker_id, f"refused before running: {exc}", retryable=False, attempt=task.attempt)
             log(f"task {task.id}: refused: {exc}")
             return None
@@ -704,7 +705,7 @@ class Worker:
         if tree is not None:
             working_dir = str(tree.working_dir)
             log(f"task {task.id}: worktree {tree.path} on branch {tree.branch}")
-        boundary = claude_queue.PathPolicy(self.cfg).inside
+        boundary = submission.PathPolicy(self.cfg).inside
         own_tree = tree.path.resolve() if tree is not None else None
         prompt = build_prompt(task, job, working_dir, self.cfg["claude"]["context_inline_bytes"],
                               branch=tree.branch if tree is not None else None,
@@ -763,24 +764,24 @@ class Worker:
         stderr_tail = "".join(run.stderr_tail)[-STDERR_TAIL_CHARS:]
         verified, missing = verify_outputs(task.expected_outputs, working_dir, before)
         denials = result.get("permission_denials") or []
-        outcome = {
-            "result": result.get("result"),
-            "session_id": state.session_id,
-            "total_cost_usd": result.get("total_cost_usd"),
-            "usage": result.get("usage"),
-            "num_turns": result.get("num_turns"),
-            "duration_ms": result.get("duration_ms"),
-            "wall_seconds": round(duration, 3),
-            "exit_code": exit_code,
-            "permission_denials": denials,
-            "outputs_verified": verified,
-            "outputs_missing": missing,
+        outcome = claude_queue.Outcome(
+            result=result.get("result"),
+            session_id=state.session_id,
+            total_cost_usd=result.get("total_cost_usd"),
+            usage=result.get("usage"),
+            num_turns=result.get("num_turns"),
+            duration_ms=result.get("duration_ms"),
+            wall_seconds=round(duration, 3),
+            exit_code=exit_code,
+            permission_denials=denials,
+            outputs_verified=verified,
+            outputs_missing=missing,
             # What the run's edit tools changed; with a worktree, tree.finish() puts git's list here.
-            "files_changed": state.files_changed(working_dir),
-            "stderr_tail": stderr_tail,
-            "transcript": str(run.transcript_path),
-            "model": state.model,
-        }
+            files_changed=state.files_changed(working_dir),
+            stderr_tail=stderr_tail,
+            transcript=str(run.transcript_path),
+            model=state.model,
+        )
         earlier = task.outcome.get("files_changed") if tree is None and isinstance(task.outcome, dict) else None
         if isinstance(earlier, list):
             # Without a worktree an earlier attempt's edits stay in the tree: the task changed them too.
@@ -846,12 +847,12 @@ class Worker:
                     + (f", {task_report.fmt_cost(outcome['total_cost_usd'])}" if outcome["total_cost_usd"] else ""))
         elif verdict.kind == claude_cli.USAGE_LIMIT:
             delay = max(0.0, verdict.resets_at - time.time())
-            q.set_flag("paused", {"reason": "usage_limit", "message": verdict.message}, until=verdict.resets_at)
+            q.set_flag(flags.PAUSED, {"reason": "usage_limit", "message": verdict.message}, until=verdict.resets_at)
             self.finish("release", task, delay=delay, reason=verdict.message, cost=outcome["total_cost_usd"])
             log(f"task {tid}: released; all workers pause until "
                 f"{time.strftime('%H:%M:%S UTC', time.gmtime(verdict.resets_at))}: {verdict.message}")
         elif verdict.kind == claude_cli.CONFIG_ERROR:
-            q.set_flag("config_error", {"message": verdict.message, "fix": verdict.fix})
+            q.set_flag(flags.CONFIG_ERROR, {"message": verdict.message, "fix": verdict.fix})
             self.finish("release", task, reason=verdict.message, cost=outcome["total_cost_usd"])
             log(f"task {tid}: released untouched: {verdict.message}")
         else:

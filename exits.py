@@ -5,24 +5,33 @@ stops writing and exits without a traceback or an "Exception ignored" line. When
 is gone (``2>&1 | head``), the message just has nowhere to go: the program goes on and exits with
 the code it would have. Ctrl-C ends it with the shell's code 130, also without a traceback
 (commands that wait say more themselves first).
+
+Every program's exit codes are the ones below (the README lists 0, 1 and 2 for users; 3 is between a
+worker and its coordinator).
 """
 
 import os
 import select
 import sys
 
+EXIT_OK = 0
+EXIT_FAIL = 1  # the command ran and something failed or needs attention
+EXIT_USAGE = 2  # bad usage or input; nothing was changed
+EXIT_CONFIG = 3  # a worker that cannot run here (claude missing, not logged in): the pool gives up on it
+EXIT_INTERRUPTED = 130  # Ctrl-C, as the shell reports it
+
 
 def run(main, *args):
     """main(*args)'s exit code, ending quietly on a closed output or Ctrl-C."""
     sys.stderr = _QuietStream(sys.stderr)
-    code = 0  # stdout gone mid-way: what was not read was not wanted, and nothing failed
+    code = EXIT_OK  # stdout gone mid-way: what was not read was not wanted, and nothing failed
     try:
         code = main(*args)
         sys.stdout.flush()  # a closed pipe shows up here at the latest, while we can still catch it
     except BrokenPipeError:
         _silence()
     except KeyboardInterrupt:
-        code = 130
+        code = EXIT_INTERRUPTED
     return code
 
 

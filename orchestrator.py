@@ -96,20 +96,13 @@ class ClaudeOrchestrator:
             metadata = {**(metadata or {}), **extra}
         job = self.queue.create_job(description, orchestrator_id=self.orchestrator_id, metadata=metadata,
                                     max_budget_usd=max_budget_usd)
-        self._name_job_branch(job, extra)
         return job
-
-    def _name_job_branch(self, job_id, isolation):
-        if isolation.get("isolation") == "worktree" and isolation.get("merge") == "auto":
-            self.queue.update_job_metadata(job_id, {"job_branch": worktrees.job_branch(job_id)})
 
     def add_subtask(self, job_id, prompt, priority=0, working_dir=None, context_files=None, expected_outputs=None,
                     depends_on=None, metadata=None, timeout=None, max_attempts=None):
         self._require_job(job_id)
-        [entry] = worktrees.annotate_tasks(self.cfg, [{"working_dir": working_dir, "metadata": metadata,
-                                                       "job_id": job_id}], get_job=self.queue.get_job)
         return self.queue.add_task(prompt, working_dir=working_dir, context_files=context_files,
-                                   expected_outputs=expected_outputs, metadata=entry["metadata"], priority=priority,
+                                   expected_outputs=expected_outputs, metadata=metadata, priority=priority,
                                    job_id=job_id, parent_id=self._parent_if_present(), depends_on=depends_on,
                                    max_attempts=max_attempts, timeout=timeout)
 
@@ -118,8 +111,7 @@ class ClaudeOrchestrator:
         may name refs of the same batch as well as existing task ids."""
         self._require_job(job_id)
         parent = self._parent_if_present()
-        return self.queue.add_tasks(worktrees.annotate_tasks(
-            self.cfg, [{**t, "job_id": job_id, "parent_id": parent} for t in tasks], get_job=self.queue.get_job))
+        return self.queue.add_tasks([{**t, "job_id": job_id, "parent_id": parent} for t in tasks])
 
     def submit_plan(self, description, tasks, context=None, max_budget_usd=None, metadata=None, isolation=None,
                     merge=None, plan_hash=None):
@@ -133,11 +125,9 @@ class ClaudeOrchestrator:
         metadata.update(extra)
         parent = self._parent_if_present()
         if isinstance(tasks, (list, tuple)):
-            tasks = worktrees.annotate_tasks(self.cfg, [{**t, "parent_id": parent} if isinstance(t, dict) else t
-                                                        for t in tasks], job_metadata=metadata)
+            tasks = [{**t, "parent_id": parent} if isinstance(t, dict) else t for t in tasks]
         job, ids = self.queue.submit_job(description, tasks, orchestrator_id=self.orchestrator_id,
                                          metadata=metadata, max_budget_usd=max_budget_usd, plan_hash=plan_hash)
-        self._name_job_branch(job, extra)
         return job, ids
 
     def _require_job(self, job_id):
@@ -456,7 +446,7 @@ class ClaudeOrchestrator:
         lines = []
         if meta.get("isolation") == "worktree" and meta.get("merge", "auto") == "auto":
             merged = sum(1 for r in results.values() if r.get("merge") == "merged")
-            branch = meta.get("job_branch") or worktrees.job_branch(job_id)
+            branch = worktrees.job_branch(job_id)
             if not merged and not meta.get("merged_into"):
                 # The job branch is made by the first merge: `git diff` and `merge` have nothing to act on.
                 lines.append("Each task ran in its own git worktree; no task's work was merged, so there is nothing "
@@ -710,7 +700,7 @@ def check_plan(plan):
     return plan, entries
 
 
-def _fail(message, code=2):
+def _fail(message, code=exits.EXIT_USAGE):
     print(f"error: {message}", file=sys.stderr)
     return code
 
@@ -749,7 +739,7 @@ def cli(argv=None):
             root = Path(args.project) if args.project else config.find_project_root()
             for path, what in install_claude(root):
                 print(f"{what}: {path}")
-            return 0
+            return exits.EXIT_OK
         except (ValueError, OSError) as exc:
             return _fail(str(exc))
     try:
@@ -759,7 +749,7 @@ def cli(argv=None):
         if args.command == "wait" and orch.queue.get_job(args.job) is None and args.job.lstrip("#").isdigit():
             return _wait_task(orch, int(args.job.lstrip("#")), args)
         if orch.queue.get_job(args.job) is None:
-            return _fail(f"job: unknown job {args.job!r} (see `{hints.command('jobs')}`)", 1)
+            return _fail(f"job: unknown job {args.job!r} (see `{hints.command('jobs')}`)", exits.EXIT_FAIL)
         if args.command == "wait":
             try:
                 return _wait_and_report(orch, args.job, args)
@@ -768,11 +758,11 @@ def cli(argv=None):
         if args.command == "status":
             data = orch.get_job_status(args.job)
             print(json.dumps(data, indent=2) if args.json else orch._progress_line(data, 0).rsplit(" · ", 1)[0])
-            return 0
+            return exits.EXIT_OK
         if args.command == "collect":
             results = JobResults(args.job, orch.collect(args.job))
             print(json.dumps(results, indent=2) if args.json else orch.synthesize_results(results), end="")
-            return 0
+            return exits.EXIT_OK
         if args.command == "merge":
             report = orch.merge_job(args.job, force=args.force)
             lines, ok = worktrees.describe_merge(report)
@@ -780,18 +770,18 @@ def cli(argv=None):
                 print(json.dumps(report, indent=2))
             else:
                 print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
-            return 0 if ok else 1
+            return exits.EXIT_OK if ok else exits.EXIT_FAIL
         if args.command == "cancel":
             data = orch.cancel_job(args.job)
             print(json.dumps(data) if args.json else f"cancelled {len(data)} unfinished task(s) of {args.job}")
-            return 0
+            return exits.EXIT_OK
         revived = orch.retry_failed(args.job)
         print(json.dumps(revived) if args.json else f"{len(revived)} task(s) back to pending")
-        return 0
+        return exits.EXIT_OK
     except (ValueError, config.ConfigError) as exc:
         return _fail(str(exc))
     except (OrchestratorError, claude_queue.QueueError) as exc:
-        return _fail(str(exc), 1)
+        return _fail(str(exc), exits.EXIT_FAIL)
 
 
 def plan_hash(plan):
@@ -837,14 +827,14 @@ def _stopped_waiting(job, what="job"):
     cancel = hints.command("cancel", "--job", job) if what == "job" else hints.command("cancel", job)
     print(("\n" if sys.stderr.isatty() else "") + f"stopped waiting; {what} {job} keeps running: "
           f"`{hints.command('wait', job)}`, `{cancel}`", file=sys.stderr, flush=True)
-    return 130
+    return exits.EXIT_INTERRUPTED
 
 
 def _wait_task(orch, task_id, args):
     """`wait ID` for one task, which `submit --wait` waited for: its result, exit 0 if it completed."""
     q = orch.queue
     if q.get_task(task_id) is None:
-        return _fail(f"task {task_id} not found (see `{hints.command('list')}`)", 1)
+        return _fail(f"task {task_id} not found (see `{hints.command('list')}`)", exits.EXIT_FAIL)
     deadline = None if args.timeout is None else time.monotonic() + args.timeout
     waker = claude_queue.Waker(q, f"wait-task-{task_id}")
     try:
@@ -853,25 +843,25 @@ def _wait_task(orch, task_id, args):
         if q.get_task(task_id).status not in claude_queue.FINISHED and pool.running(q) is None \
                 and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
             return _fail(f"no workers are running and [workers] auto_start is off: start them with "
-                         f"`{hints.command('start')}`; task {task_id} stays queued", 1)
+                         f"`{hints.command('start')}`; task {task_id} stays queued", exits.EXIT_FAIL)
         checked = time.monotonic()
         while True:
             task = q.get_task(task_id)
             if task is None:
-                return _fail(f"task {task_id} disappeared from the queue (purged?)", 1)
+                return _fail(f"task {task_id} disappeared from the queue (purged?)", exits.EXIT_FAIL)
             if task.status in claude_queue.FINISHED:
                 break
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 return _fail(f"task {task_id} is still {task.status} after {args.timeout:g}s; it keeps running: "
-                             f"`{hints.command('wait', task_id)}`", 1)
+                             f"`{hints.command('wait', task_id)}`", exits.EXIT_FAIL)
             if now - checked >= 2.0:  # the pool, as wait_and_collect looks at it
                 checked = now
                 state = task_report.pool_state(q)
                 if state["state"] == "config_error":
-                    return _fail(f"{state['text']}; task {task_id} stays queued", 1)
+                    return _fail(f"{state['text']}; task {task_id} stays queued", exits.EXIT_FAIL)
                 if state["state"] == "stopped" and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
-                    return _fail(f"{state['text']}; task {task_id} stays queued", 1)
+                    return _fail(f"{state['text']}; task {task_id} stays queued", exits.EXIT_FAIL)
             waker.wait(1.0 if deadline is None else max(0.0, min(1.0, deadline - now)))
     except KeyboardInterrupt:
         return _stopped_waiting(task_id, "task")
@@ -882,8 +872,8 @@ def _wait_task(orch, task_id, args):
     elif task.result:
         print(task.result)
     if task.status == "completed":
-        return 0
-    return _fail(f"task {task_id} {task.status}: {task.error or 'no error recorded'}", 1)
+        return exits.EXIT_OK
+    return _fail(f"task {task_id} {task.status}: {task.error or 'no error recorded'}", exits.EXIT_FAIL)
 
 
 def _wait_and_report(orch, job, args):
@@ -898,7 +888,7 @@ def _wait_and_report(orch, job, args):
     else:
         print(orch.synthesize_results(results), end="")
     _say_pool_stays(orch)
-    return 1 if results.needs_attention else 0
+    return exits.EXIT_FAIL if results.needs_attention else exits.EXIT_OK
 
 
 def _say_pool_stays(orch):

@@ -23,6 +23,7 @@ import hints
 import processes
 import supervisor
 import task_report
+from exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from processes import (
     kill_claude_group,
     kill_recorded_worker,
@@ -32,7 +33,7 @@ from processes import (
     signal_group,
     signal_pid,
 )
-from supervisor import EXIT_FAIL, EXIT_OK, EXIT_USAGE, LOG_NAME, NO_WORKER, STOP_MARGIN_SECONDS, locked_coordinator
+from supervisor import LOG_NAME, NO_WORKER, STOP_MARGIN_SECONDS, locked_coordinator
 
 COORDINATOR_SCRIPT = Path(__file__).resolve().parent / processes.COORDINATOR_SCRIPT
 START_TIMEOUT_SECONDS = 60.0  # `start` gives up waiting for the pool after this long

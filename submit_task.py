@@ -29,11 +29,12 @@ import config
 import exits
 import hints
 import pool
+import submission
 import task_report
 import worktrees
+from exits import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 PROG = hints.prog("submit_task.py")
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WAIT_POLL_SECONDS = 0.25
 POOL_CHECK_POLLS = 8  # --wait looks at the pool every this many polls
 INT64_MAX = 2 ** 63 - 1
@@ -237,7 +238,7 @@ def _json_type(value):
 
 
 def check_ranges(entry):
-    """What SQLite cannot store, named by field (validate_task checks the types and minimums)."""
+    """What SQLite cannot store, named by field (submission.validate_task checks the types and minimums)."""
     for key in ("priority", "max_attempts", "parent_id"):
         value = entry.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
@@ -251,17 +252,19 @@ def check_ranges(entry):
         raise ValueError(f"timeout: expected a finite number of seconds, got {timeout!r}")
 
 
-def check_entry(q, entry):
-    """Everything add_tasks checks for one entry, so the error can name the entry; add_tasks
-    checks it all again atomically (and the in-file refs and cycles, which span entries)."""
+def check_entry(entry):
+    """What a task file gets wrong that the queue's own messages would not explain."""
     if not isinstance(entry, dict):
         raise ValueError(f"expected a JSON object with a prompt, got {_json_type(entry)}")
     if "id" in entry:
         raise ValueError('id: ids are given by the queue; to depend on this entry, name it with "ref" '
                          'and list that name in the other entry\'s depends_on')
     check_ranges(entry)
-    task = claude_queue.validate_task(entry, q.cfg["queue"]["max_attempts"])
-    claude_queue.check_task_paths(task, q.cfg)
+
+
+def check_references(q, task):
+    """A checked task's references to other rows, named by field (the insert would refuse them
+    without saying which entry)."""
     missing = [d for d in task["depends_on"] if isinstance(d, int) and q.get_task(d) is None]
     if missing:
         raise ValueError(f"depends_on: unknown task id(s) {', '.join(map(str, missing))}")
@@ -293,7 +296,6 @@ def cmd_submit(args):
              "job_id": args.job, "depends_on": args.depends_on, "max_attempts": args.max_attempts,
              "timeout": args.timeout}
     q = open_queue(args)
-    [entry] = worktrees.annotate_tasks(q.cfg, [entry], get_job=q.get_job)
     [task_id] = q.add_tasks([entry])
     if args.wait:
         return wait_for(q, task_id, args.timeout_wait, args.json)
@@ -317,26 +319,26 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
         while True:
             task = q.get_task(task_id)
             if task is None:
-                raise CliError(f"task {task_id} disappeared from the queue (purged?)", EXIT_FAILED)
+                raise CliError(f"task {task_id} disappeared from the queue (purged?)", EXIT_FAIL)
             if task.status in claude_queue.FINISHED:
                 break
             if deadline is not None and clock() >= deadline:
                 raise CliError(f"task {task_id} is still {task.status} after {timeout:g}s; it stays queued "
-                               f"(see {hints.command('show', task_id)})", EXIT_FAILED)
+                               f"(see {hints.command('show', task_id)})", EXIT_FAIL)
             polls += 1
             if polls % POOL_CHECK_POLLS == 0:
                 check_pool(q, task_id)
             sleep(WAIT_POLL_SECONDS)
     except KeyboardInterrupt:
         raise CliError(f"stopped waiting; task {task_id} keeps running: `{hints.command('wait', task_id)}`, "
-                       f"`{hints.command('cancel', task_id)}`", 130) from None
+                       f"`{hints.command('cancel', task_id)}`", EXIT_INTERRUPTED) from None
     if as_json:
         emit_json(task.to_dict())
     elif task.result:
         print(task.result)
     if task.status == "completed":
         return EXIT_OK
-    raise CliError(f"task {task_id} {task.status}: {task.error or 'no error recorded'}", EXIT_FAILED)
+    raise CliError(f"task {task_id} {task.status}: {task.error or 'no error recorded'}", EXIT_FAIL)
 
 
 def check_pool(q, task_id):
@@ -345,7 +347,7 @@ def check_pool(q, task_id):
     pool = task_report.pool_state(q)
     if pool["state"] == "config_error":
         raise CliError(f"{pool['text']}; task {task_id} stays queued (`{hints.command('cancel', task_id)}` "
-                       "cancels it)", EXIT_FAILED)
+                       "cancels it)", EXIT_FAIL)
     if pool["state"] == "stopped" and q.cfg["workers"]["auto_start"]:
         start_pool_for(q, task_id)
 
@@ -363,7 +365,7 @@ def start_pool_for(q, task_id):
         why = " ".join(exc.reason.split())
         raise CliError(f"could not start workers: {why}; task {task_id} stays queued: start workers with "
                        f"`{hints.command('start')}`, or cancel it with `{hints.command('cancel', task_id)}`",
-                       EXIT_FAILED) from None
+                       EXIT_FAIL) from None
 
 
 def cmd_submit_file(args):
@@ -376,11 +378,19 @@ def cmd_submit_file(args):
     q = open_queue(args)
     for index, entry in enumerate(entries):
         try:
-            check_entry(q, entry)
+            check_entry(entry)
         except ValueError as exc:
             raise CliError(str(exc) if single else f"task {index}: {exc}") from None
-    entries = worktrees.annotate_tasks(q.cfg, entries, get_job=q.get_job)
-    ids = q.add_tasks(entries)
+    try:
+        prepared = submission.prepare(q, entries)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    for index, task in enumerate(prepared[0]):
+        try:
+            check_references(q, task)
+        except ValueError as exc:
+            raise CliError(str(exc) if single else f"task {index}: {exc}") from None
+    ids = q.insert_prepared(prepared)
     if args.json:
         emit_json({"ids": ids})
     else:
@@ -393,7 +403,7 @@ def cmd_list(args):
     statuses = [s for group in args.status or () for s in group] or None
     limit = args.limit or None
     if args.job is not None and q.get_job(args.job) is None:
-        raise CliError(f"job {args.job} not found", EXIT_FAILED)
+        raise CliError(f"job {args.job} not found", EXIT_FAIL)
     tasks = q.recent_tasks(status=statuses, job_id=args.job, limit=limit)
     if args.json:
         emit_json([t.to_dict() for t in tasks])
@@ -414,7 +424,7 @@ def cmd_show(args):
     q = open_queue(args, create=False, empty_ok=True)
     task = q.get_task(args.id)
     if task is None:
-        raise CliError(f"task {args.id} not found", EXIT_FAILED)
+        raise CliError(f"task {args.id} not found", EXIT_FAIL)
     events = q.get_events(task.id)
     dependents = q.get_dependents(task.id)
     transcript = task_report.find_transcript(q.cfg, task)
@@ -432,7 +442,7 @@ def cmd_stats(args):
     if args.job is not None:
         job = q.get_job(args.job)
         if job is None:
-            raise CliError(f"job {args.job} not found", EXIT_FAILED)
+            raise CliError(f"job {args.job} not found", EXIT_FAIL)
     stats = q.get_stats(args.job)
     if args.json:
         emit_json({**stats, "job_id": args.job} if args.job else stats)
@@ -487,7 +497,7 @@ def cmd_cancel(args):
     q = open_queue(args)
     if args.job is not None:
         if q.get_job(args.job) is None:
-            raise CliError(f"job {args.job} not found", EXIT_FAILED)
+            raise CliError(f"job {args.job} not found", EXIT_FAIL)
         results = [(tid, status) for tid, status in q.cancel_job(args.job).items()]
         if not results and not args.json:
             print(f"job {args.job} has no pending or running tasks", file=sys.stderr)
@@ -521,7 +531,7 @@ def cmd_cancel(args):
                 print(f"#{tid} {CANCEL_WORDS[status]}")
     if args.json:
         emit_json(out)
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAIL if failed else EXIT_OK
 
 
 def cmd_retry(args):
@@ -531,7 +541,7 @@ def cmd_retry(args):
     q = open_queue(args)
     if args.failed:
         if args.job is not None and q.get_job(args.job) is None:
-            raise CliError(f"job {args.job} not found", EXIT_FAILED)
+            raise CliError(f"job {args.job} not found", EXIT_FAIL)
         ids = [t.id for t in reversed(q.recent_tasks(status="failed", job_id=args.job, limit=None))]
         if not ids and not args.json:
             print("no failed tasks" + (f" in job {args.job}" if args.job else ""), file=sys.stderr)
@@ -558,7 +568,7 @@ def cmd_retry(args):
             print(f"#{tid} queued again" + (f" (and its dependents {', '.join('#%d' % r for r in also)})" if also else ""))
     if args.json:
         emit_json(out)
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAIL if failed else EXIT_OK
 
 
 def cmd_purge(args):
@@ -577,17 +587,17 @@ def cmd_purge(args):
 def cmd_merge(args):
     q = open_queue(args, create=False)
     if q.get_job(args.job) is None:
-        raise CliError(f"job {args.job} not found", EXIT_FAILED)
+        raise CliError(f"job {args.job} not found", EXIT_FAIL)
     try:
         report = worktrees.merge_job(q.cfg, q, args.job, force=args.force)
     except worktrees.WorktreeError as exc:
-        raise CliError(f"{PROG}: error: {exc}", EXIT_FAILED) from None
+        raise CliError(f"{PROG}: error: {exc}", EXIT_FAIL) from None
     lines, ok = worktrees.describe_merge(report)
     if args.json:
         emit_json(report)
     else:
         print("\n".join(lines), file=sys.stdout if ok else sys.stderr)
-    return EXIT_OK if ok else EXIT_FAILED
+    return EXIT_OK if ok else EXIT_FAIL
 
 
 def cmd_worktrees(args):
@@ -611,7 +621,7 @@ def cmd_clean_worktrees(args):
         raise CliError("--force goes with --branches (delete branches whose work is not merged)")
     q = open_queue(args, create=False)
     if args.job is not None and q.get_job(args.job) is None:
-        raise CliError(f"job {args.job} not found", EXIT_FAILED)
+        raise CliError(f"job {args.job} not found", EXIT_FAIL)
     report = worktrees.clean_worktrees(q.cfg, q, args.job, branches=args.branches, force=args.force)
     if args.json:
         emit_json(report)
@@ -768,7 +778,7 @@ def main(argv=None):
         print(f"{PROG}: error: database {db or 'of this project'}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         raise  # the reader went away: exits.run ends quietly
     except Exception as exc:  # a bug: still one line, with where it happened
@@ -778,7 +788,7 @@ def main(argv=None):
         where = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
         print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (at {where}); please report it",
               file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":

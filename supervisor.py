@@ -52,6 +52,7 @@ import claude_queue
 import flags
 import hints
 import processes
+from exits import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from processes import (
     POOL_TOKEN_VAR,
     kill_claude_group,
@@ -64,9 +65,8 @@ from processes import (
 HERE = Path(__file__).resolve().parent
 WORKER_SCRIPT = HERE / processes.WORKER_SCRIPT
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 # Worker exit codes a restart cannot fix (bad configuration, claude missing or logged out).
-WORKER_FATAL_CODES = {2: "configuration error", 3: "configuration error"}
+WORKER_FATAL_CODES = {EXIT_USAGE: "configuration error", EXIT_CONFIG: "configuration error"}
 
 LOCK_NAME = "coordinator.lock"
 PID_NAME = "coordinator.pid"

@@ -424,7 +424,7 @@ def prepare_task(cfg, queue, task, job, working_dir, keepalive=None):
     elif jmeta.get("isolation") == "worktree" and jmeta.get("repo") and jmeta.get("base_commit"):
         repo, base = jmeta["repo"], jmeta["base_commit"]
         merge = jmeta.get("merge") or "auto"
-        jbranch = jmeta.get("job_branch") or job_branch(job["id"])
+        jbranch = job_branch(job["id"])
         where = "the job's metadata"
     else:
         where = None
@@ -751,7 +751,7 @@ def merge_job(cfg, queue, job_id, force=False):
     merge_mode = meta.get("merge") or "auto"
     not_merged = []
     if merge_mode == "auto":
-        jb = meta.get("job_branch") or job_branch(job_id)
+        jb = job_branch(job_id)
         sources = [(jb, None)] if _rev(repo, f"refs/heads/{jb}") else []
         for t in tasks:
             o = t.outcome or {}

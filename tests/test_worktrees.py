@@ -164,7 +164,7 @@ def test_parallel_tasks_merge_into_the_job_branch_and_leave_the_user_branch_alon
          "expected_outputs": [f"f{i}.txt"]} for i in range(3)], isolation="worktree")
     meta = orch.queue.get_job(job)["metadata"]
     assert meta["isolation"] == "worktree" and meta["merge"] == "auto" and meta["base_commit"] == base
-    assert meta["repo"] == str(repo.root.resolve()) and meta["job_branch"] == f"klauss/{job}/merged"
+    assert meta["repo"] == str(repo.root.resolve()) and "job_branch" not in meta  # derived, not stored
 
     assert orch.start_workers(3, confirm=True)
     wait_for(lambda: all((marks / f"started-{i}").exists() for i in range(3)),
