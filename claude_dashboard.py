@@ -22,7 +22,6 @@ import sqlite3
 import sys
 import textwrap
 import time
-import unicodedata
 
 import claude_queue
 import config
@@ -46,40 +45,12 @@ ENTER_KEYS = (10, 13, curses.KEY_ENTER)
 
 # --- text that fits -----------------------------------------------------------------------------
 
-def char_width(ch):
-    if unicodedata.combining(ch):
-        return 0
-    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-
-
-def text_width(text):
-    return sum(char_width(ch) for ch in text)
-
-
+char_width, text_width, clip = task_report.char_width, task_report.text_width, task_report.clip
 clean = task_report.clean  # the one sanitizer, shared with `list` and `show`
 
 
-def clip(text, width):
-    """`text` cut to at most `width` terminal cells."""
-    if width <= 0:
-        return ""
-    if len(text) <= width and text.isascii():
-        return text
-    out, used = [], 0
-    for ch in text:
-        w = char_width(ch)
-        if used + w > width:
-            break
-        out.append(ch)
-        used += w
-    return "".join(out)
-
-
 def shorten(text, width):
-    text = " ".join(clean(text).split())
-    if text_width(text) <= width:
-        return text
-    return clip(text, max(0, width - 3)) + "..." if width > 3 else clip(text, width)
+    return task_report.shorten(clean(text), width, ellipsis="...", cells=True)
 
 
 def fmt_clock(ts, now):

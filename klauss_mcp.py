@@ -226,8 +226,7 @@ TOOLS[0]["inputSchema"]["properties"].update({
 
 
 def _title(prompt, width=80):
-    first = (prompt or "").strip().splitlines()[0] if (prompt or "").strip() else ""
-    return first if len(first) <= width else first[:width - 1] + "…"
+    return task_report.shorten(prompt, width, first_line=True)
 
 
 def _money(value):

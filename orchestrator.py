@@ -497,13 +497,7 @@ class ClaudeOrchestrator:
 
 def _title(prompt, width=100):
     """The prompt's first line, cut at a word boundary (never mid-word) when longer than `width`."""
-    first = prompt.strip().splitlines()[0] if prompt and prompt.strip() else ""
-    if len(first) <= width:
-        return first
-    cut = first[:width - 1]
-    if first[width - 1] != " " and " " in cut:
-        cut = cut.rsplit(" ", 1)[0]
-    return cut.rstrip(" ,;:.-") + "…"
+    return task_report.shorten(prompt, width, first_line=True, at_word=True)
 
 
 # --- Claude Code integration --------------------------------------------------------------------

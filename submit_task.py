@@ -130,10 +130,7 @@ def emit_json(data):
 
 
 def one_line(text, width):
-    text = " ".join((text or "").split())
-    if width <= 0:
-        return ""
-    return text if len(text) <= width else text[:max(0, width - 3)] + "..."
+    return task_report.shorten(text, width, ellipsis="...")
 
 
 def table(headers, rows, last_width=None):

@@ -4,6 +4,7 @@ submit_task.py, the dashboard and the MCP server so they all say the same thing.
 import json
 import re
 import time
+import unicodedata
 
 import flags
 import hints
@@ -33,6 +34,56 @@ def clean(text):
     """One line of printable text: prompts and results may hold tabs, newlines or escape codes
     that would drive the reader's terminal (the --json outputs stay exact)."""
     return "".join(ch if ch.isprintable() else " " for ch in ANSI_ESCAPE.sub("", str(text)))
+
+
+def char_width(ch):
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def text_width(text):
+    return sum(char_width(ch) for ch in text)
+
+
+def clip(text, width):
+    """`text` cut to at most `width` terminal cells."""
+    if width <= 0:
+        return ""
+    if len(text) <= width and text.isascii():
+        return text
+    out, used = [], 0
+    for ch in text:
+        w = char_width(ch)
+        if used + w > width:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out)
+
+
+def shorten(text, width, ellipsis="…", first_line=False, at_word=False, cells=False):
+    """The one text shortener: `text` in at most `width`, ending in `ellipsis` when cut.
+    Whitespace runs become one space, or with `first_line` only the first non-blank line is kept
+    (as written). `at_word` never cuts mid-word (and drops trailing punctuation); `cells` measures
+    terminal cells (wide characters count two) instead of characters."""
+    text = "" if text is None else str(text)
+    if first_line:
+        text = text.strip().splitlines()[0] if text.strip() else ""
+    else:
+        text = " ".join(text.split())
+    size, cut = (text_width, clip) if cells else (len, lambda s, n: s[:max(0, n)])
+    if size(text) <= width:
+        return text
+    if width <= len(ellipsis):
+        return cut(text, width)
+    room = width - len(ellipsis)
+    head = cut(text, room)
+    if at_word:
+        if text[len(head):len(head) + 1] != " " and " " in head:
+            head = head.rsplit(" ", 1)[0]
+        head = head.rstrip(" ,;:.-")
+    return head + ellipsis
 
 
 def fmt_time(ts):
