@@ -24,10 +24,10 @@ import textwrap
 import time
 
 import claude_queue
+import cli_args
 import config
 import exits
 import flags
-import hints
 import task_report
 
 PROG = "claude_dashboard.py"
@@ -480,12 +480,6 @@ def _positive(text):
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"{self.prog}: error: {message} (see {hints.command('dashboard', '--help')})", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-
-
 def open_queue(db):
     """The queue. A database named explicitly must exist (a mistyped path says so); the project's
     own is created empty, so a fresh project shows an empty queue that fills as tasks arrive."""
@@ -498,26 +492,22 @@ def open_queue(db):
     return claude_queue.TaskQueue(str(cfg.db_path), cfg=cfg)
 
 
-def _status(text):
-    value = task_report.status_value(text, claude_queue.STATUSES)
-    if value is None:
-        known = ", ".join(map(task_report.status_word, claude_queue.STATUSES))
-        raise argparse.ArgumentTypeError(f"unknown status {text!r} (known: {known})")
-    return value
-
-
 def main(argv=None):
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+    parser = cli_args.Parser(prog=PROG, command=("dashboard",), description=__doc__.split("\n\n")[0],
                      epilog="Keys: j/k or arrows move, f filter, Enter details, q quit.")
     parser.add_argument("db", nargs="?", metavar="DB", help="the queue database (default: the project's)")
     parser.add_argument("--db", dest="db_option", metavar="PATH", help="same as DB")
     parser.add_argument("--interval", type=_positive, default=2.0, metavar="S", help="seconds between refreshes (2)")
-    parser.add_argument("--status", type=_status, metavar="S",
+    parser.add_argument("--status", type=cli_args.status_arg, metavar="S",
                         help="start with this status filter (pending, running, completed, failed, cancelled, skipped)")
     parser.add_argument("--once", action="store_true", help="print one plain-text snapshot and exit")
-    args = parser.parse_args(argv)
-    if args.db and args.db_option and args.db != args.db_option:
-        parser.error("give the database once, as DB or --db")
+    try:
+        args = parser.parse_args(argv)
+        if args.db and args.db_option and args.db != args.db_option:
+            parser.error("give the database once, as DB or --db")
+    except cli_args.CliError as exc:
+        print(exc, file=sys.stderr)
+        return exc.code
     try:
         q = open_queue(args.db or args.db_option)
         dash = Dashboard(q, status=args.status)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import claude_queue
+import cli_args
 import config
 import exits
 import hints
@@ -36,7 +37,7 @@ PROG = "submit_task.py"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 WAIT_POLL_SECONDS = 0.25
 POOL_CHECK_POLLS = 8  # --wait looks at the pool every this many polls
-INT64_MAX = 2 ** 63 - 1
+INT64_MAX = cli_args.INT64_MAX
 
 FILE_HELP = """\
 FILE (or "-" for stdin) holds one JSON object (one task) or a list of them. Fields:
@@ -52,54 +53,9 @@ Every entry is checked before anything is inserted: one bad entry inserts nothin
 names the entry ("task 3: priority: ...")."""
 
 
-class CliError(Exception):
-    """A one-line error for stderr, and the exit code it means."""
-
-    def __init__(self, message, code=EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
-
-
-class _Parser(argparse.ArgumentParser):
-    # argparse prints the whole usage before its error; one line naming the problem is clearer.
-    def error(self, message):
-        raise CliError(f"{self.prog}: error: {message} (see {hints.command(*self.prog.split()[1:], '--help')})")
-
-
-def _int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if abs(value) > INT64_MAX:
-        raise argparse.ArgumentTypeError(f"{text} is too large")
-    return value
-
-
-def _number(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _statuses(text):
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [s for s in names if task_report.status_value(s, claude_queue.STATUSES) is None]
-    if bad or not names:
-        known = ", ".join(map(task_report.status_word, claude_queue.STATUSES))
-        raise argparse.ArgumentTypeError(f"unknown status {bad[0] if bad else text!r} (known: {known})")
-    return [task_report.status_value(s, claude_queue.STATUSES) for s in names]
-
-
-def _task_id(text):
-    value = _int(text.lstrip("#"))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a task id (a positive integer), got {text!r}")
-    return value
+CliError = cli_args.CliError
+_Parser = cli_args.Parser
+_int, _number, _statuses, _task_id = cli_args.int_arg, cli_args.number_arg, cli_args.statuses_arg, cli_args.task_id_arg
 
 
 # --- opening the queue -------------------------------------------------------------------------

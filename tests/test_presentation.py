@@ -21,3 +21,18 @@ def test_the_front_ends_share_the_shortener_rather_than_copy_it():
     for module in (claude_dashboard, klauss_mcp, orchestrator, submit_task):
         source = open(module.__file__).read()
         assert "+ \"…\"" not in source and "+ \"...\"" not in source, module.__name__
+
+
+def test_one_parser_for_one_line_usage_errors():
+    import pytest
+
+    import cli_args
+    for argv, words, hint in ((["claude_dashboard.py", "--status", "nope"], ("dashboard",), "dashboard --help"),
+                              (["submit_task.py", "--priority", "x"], None, "submit --help")):
+        parser = cli_args.Parser(prog=argv[0] if words else "submit_task.py submit", command=words)
+        parser.add_argument("--status", type=cli_args.status_arg)
+        parser.add_argument("--priority", type=cli_args.int_arg)
+        with pytest.raises(cli_args.CliError) as error:
+            parser.parse_args(argv[1:])
+        assert error.value.code == 2 and len(str(error.value).splitlines()) == 1 and hint in str(error.value)
+    assert cli_args.statuses_arg("running,failed") == ["in_progress", "failed"]
