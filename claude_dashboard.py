@@ -28,6 +28,7 @@ import cli_args
 import config
 import exits
 import flags
+import queues
 import task_report
 
 PROG = "claude_dashboard.py"
@@ -481,15 +482,12 @@ def _positive(text):
 
 
 def open_queue(db):
-    """The queue. A database named explicitly must exist (a mistyped path says so); the project's
-    own is created empty, so a fresh project shows an empty queue that fills as tasks arrive."""
+    """The queue, by queues.open_queue's rule. A database named explicitly must exist (a mistyped
+    path says so); the project's own is created empty, so a fresh project shows an empty queue
+    that fills as tasks arrive."""
     cfg = config.load_config(db=db)
-    explicit = db or os.environ.get("KLAUSS_DB")
-    if not cfg.db_path.exists():
-        if explicit:
-            raise claude_queue.QueueError(f"no database at {cfg.db_path}; pass the right DB, or submit a task first")
-        cfg.ensure_state_dir()
-    return claude_queue.TaskQueue(str(cfg.db_path), cfg=cfg)
+    explicit = bool(db or os.environ.get("KLAUSS_DB"))
+    return queues.open_queue(cfg, create=not explicit, must_exist=explicit)
 
 
 def main(argv=None):

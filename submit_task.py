@@ -30,6 +30,7 @@ import config
 import exits
 import hints
 import pool
+import queues
 import task_report
 import worktrees
 
@@ -61,18 +62,11 @@ _int, _number, _statuses, _task_id = cli_args.int_arg, cli_args.number_arg, cli_
 # --- opening the queue -------------------------------------------------------------------------
 
 def open_queue(args, create=True, empty_ok=False):
-    """The project's queue (or --db's). Read-only commands pass create=False so a mistyped --db
-    is an error rather than a new empty database; with empty_ok, a fresh project's missing
-    database reads as an empty queue (in memory: looking writes nothing into the project)."""
+    """The project's queue (or --db's), by queues.open_queue's rule. Read-only commands pass
+    create=False; with empty_ok, a fresh project's missing database reads as an empty queue."""
     cfg = config.load_config(db=args.db)
     explicit = args.db or os.environ.get("KLAUSS_DB")
-    if not create and not cfg.db_path.exists():
-        if empty_ok and not explicit:
-            return claude_queue.TaskQueue(":memory:", cfg=cfg)
-        raise CliError(f"no database at {cfg.db_path}; pass the right --db, or submit a task first")
-    # An explicitly named database must be in an existing directory; only the default state
-    # directory is created on demand.
-    return claude_queue.TaskQueue(str(cfg.db_path) if explicit else None, cfg=cfg)
+    return queues.open_queue(cfg, create=create, must_exist=bool(explicit) or not empty_ok)
 
 
 def coordinator_up(q):

@@ -36,3 +36,19 @@ def test_one_parser_for_one_line_usage_errors():
             parser.parse_args(argv[1:])
         assert error.value.code == 2 and len(str(error.value).splitlines()) == 1 and hint in str(error.value)
     assert cli_args.statuses_arg("running,failed") == ["in_progress", "failed"]
+
+
+def test_one_rule_opens_the_queue(tmp_path):
+    import pytest
+
+    import claude_queue
+    import config
+    import queues
+    cfg = config.load_config(cwd=tmp_path, env={})
+    assert queues.open_queue(cfg, create=False).list_tasks() == []  # looking at a fresh project
+    assert not cfg.state_dir.exists()  # ... writes nothing
+    named = config.load_config(db=str(tmp_path / "typo.db"), cwd=tmp_path, env={})
+    with pytest.raises(claude_queue.QueueError, match="no database at"):
+        queues.open_queue(named, create=False, must_exist=True)
+    queues.open_queue(cfg).close()
+    assert cfg.db_path.exists() and (cfg.state_dir / ".gitignore").exists()
