@@ -390,18 +390,8 @@ class KlaussTools:
 
     def _progress(self, job_id):
         status = self.orch.get_job_status(job_id)
-        s = status["stats"]
-        parts = [f"{status['done']}/{status['total']} done"]
-        for key in ("in_progress", "pending", "completed", "failed", "skipped", "cancelled"):
-            if s[key]:
-                parts.append(f"{s[key]} {'running' if key == 'in_progress' else key}")
-        cost = f"cost {_money(status['cost_usd'])}"
-        if status["max_budget_usd"]:
-            cost += f" of {_money(status['max_budget_usd'])} budget"
-        parts.append(cost)
-        if not status["finished"]:
-            parts.append(self._pool_state()["text"])
-        return status, " · ".join(parts)
+        pool_text = None if status["finished"] else self._pool_state()["text"]
+        return status, task_report.job_status_line(status, pool_text)
 
     def _pool_state(self):
         return task_report.pool_state(self.orch.queue, start="call the start_workers tool",

@@ -164,6 +164,38 @@ def job_progress(stats):
     return f"{done}/{total}"
 
 
+def progress_line(status, elapsed=None):
+    """One line of a waiting job's progress for a terminal (`wait`, `run`, `status JOB`), from
+    ClaudeOrchestrator.get_job_status(): "[job] 2/5 done · 1 running · $0.12 · 40s"."""
+    s = status["stats"]
+    parts = [f"{status['done']}/{status['total']} done", f"{s['in_progress']} running"]
+    if s["failed"]:
+        parts.append(f"{s['failed']} failed")
+    if s["skipped"] or s["cancelled"]:
+        parts.append(f"{s['skipped'] + s['cancelled']} skipped/cancelled")
+    parts.append(fmt_cost(status["cost_usd"] or 0))
+    if status.get("pool") and status["pool"]["state"] != "running" and not status["finished"]:
+        parts.append(status["pool"]["text"])
+    return f"[{status['job_id']}] " + " · ".join(parts) + ("" if elapsed is None else f" · {elapsed:.0f}s")
+
+
+def job_status_line(status, pool_text=None):
+    """A job's progress as the MCP tools tell it: every non-zero count, the cost against the
+    budget, and what the pool is doing (`pool_text`) while the job runs."""
+    s = status["stats"]
+    parts = [f"{status['done']}/{status['total']} done"]
+    for key in ("in_progress", "pending", "completed", "failed", "skipped", "cancelled"):
+        if s[key]:
+            parts.append(f"{s[key]} {status_word(key)}")
+    cost = f"cost {fmt_cost(status['cost_usd'] or 0)}"
+    if status["max_budget_usd"]:
+        cost += f" of {fmt_cost(status['max_budget_usd'] or 0)} budget"
+    parts.append(cost)
+    if pool_text:
+        parts.append(pool_text)
+    return " · ".join(parts)
+
+
 def pool_state(queue, start=None, restart=None, now=None):
     """What the pool is doing, for whoever waits on it (`status`, the orchestrator's progress, MCP
     `wait_job` and `job_status`): {"state": "running" | "paused" | "config_error" | "stopped",

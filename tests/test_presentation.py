@@ -52,3 +52,17 @@ def test_one_rule_opens_the_queue(tmp_path):
         queues.open_queue(named, create=False, must_exist=True)
     queues.open_queue(cfg).close()
     assert cfg.db_path.exists() and (cfg.state_dir / ".gitignore").exists()
+
+
+def test_progress_lines_are_told_in_task_report():
+    stats = {"pending": 1, "in_progress": 1, "completed": 2, "failed": 1, "skipped": 0, "cancelled": 1}
+    status = {"job_id": "job-1", "done": 4, "total": 6, "stats": stats, "cost_usd": 0.5, "max_budget_usd": 2,
+              "finished": False, "pool": {"state": "paused", "text": "The pool is paused."}}
+    assert task_report.progress_line(status, 41.6) == (
+        "[job-1] 4/6 done · 1 running · 1 failed · 1 skipped/cancelled · $0.5000 · The pool is paused. · 42s")
+    assert task_report.progress_line(status).endswith("The pool is paused.")
+    assert task_report.job_status_line(status, "The pool is paused.") == (
+        "4/6 done · 1 running · 1 pending · 2 completed · 1 failed · 1 cancelled · cost $0.5000 of $2.0000 budget"
+        " · The pool is paused.")
+    for module in (klauss_mcp, orchestrator):
+        assert "skipped/cancelled" not in open(module.__file__).read() and "budget\"" not in open(module.__file__).read()
