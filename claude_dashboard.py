@@ -544,11 +544,7 @@ def main(argv=None):
     except BrokenPipeError:
         raise  # the reader went away: exits.run ends quietly
     except Exception as exc:  # a bug: still one line, with where it happened
-        tb = exc.__traceback__
-        while tb.tb_next is not None:
-            tb = tb.tb_next
-        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (at {os.path.basename(tb.tb_frame.f_code.co_filename)}:"
-              f"{tb.tb_lineno}); please report it", file=sys.stderr)
+        print(cli_args.internal_error(PROG, exc), file=sys.stderr)
         return 1
 
 

@@ -4,6 +4,7 @@ prints the whole usage first), and argument types whose messages say what was ex
 
 import argparse
 import math
+import os
 
 import claude_queue
 import hints
@@ -83,3 +84,12 @@ def statuses_arg(text):
     if bad or not names:
         raise _unknown_status(bad[0] if bad else text)
     return [task_report.status_value(s, claude_queue.STATUSES) for s in names]
+
+
+def internal_error(prog, exc):
+    """The one line a program prints for a bug: the exception and where it was raised."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}" if tb else "?"
+    return f"{prog}: internal error: {type(exc).__name__}: {exc} (at {where}); please report it"

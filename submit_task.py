@@ -719,12 +719,7 @@ def main(argv=None):
     except BrokenPipeError:
         raise  # the reader went away: exits.run ends quietly
     except Exception as exc:  # a bug: still one line, with where it happened
-        tb = exc.__traceback__
-        while tb.tb_next is not None:
-            tb = tb.tb_next
-        where = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
-        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (at {where}); please report it",
-              file=sys.stderr)
+        print(cli_args.internal_error(PROG, exc), file=sys.stderr)
         return EXIT_FAILED
 
 

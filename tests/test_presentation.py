@@ -66,3 +66,13 @@ def test_progress_lines_are_told_in_task_report():
         " · The pool is paused.")
     for module in (klauss_mcp, orchestrator):
         assert "skipped/cancelled" not in open(module.__file__).read() and "budget\"" not in open(module.__file__).read()
+
+
+def test_a_bug_is_one_line_naming_where_it_happened():
+    import cli_args
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        line = cli_args.internal_error("submit_task.py", exc)
+    assert line.startswith("submit_task.py: internal error: KeyError: 'missing' (at test_presentation.py:")
+    assert line.endswith("please report it") and "\n" not in line
