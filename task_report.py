@@ -1,5 +1,7 @@
-"""How a task is told to people: the text of `show` and the time and money formats, shared by
-submit_task.py, the dashboard and the MCP server so they all say the same thing."""
+"""How tasks, jobs and progress are told to people: the text of `show`, the progress lines of a
+waiting job, the pool's state in a sentence, status words, and the time, money and text-shortening
+formats, shared by submit_task.py, the dashboard, the orchestrator and the MCP server so they all
+say the same thing. (The dashboard's detail view still lays out its own fields.)"""
 
 import json
 import re
