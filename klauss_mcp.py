@@ -229,10 +229,6 @@ def _title(prompt, width=80):
     return task_report.shorten(prompt, width, first_line=True)
 
 
-def _money(value):
-    return task_report.fmt_cost(value or 0)
-
-
 class KlaussTools:
     """The MCP tools over ClaudeOrchestrator. Methods take the arguments dict and a CallContext and
     return markdown text; ToolError, ValueError and the Klauss errors become isError results."""
@@ -375,15 +371,7 @@ class KlaussTools:
             tasks = shown
         lines = []
         for t in tasks:
-            state = task_report.status_label(t)
-            if t.status == "in_progress":
-                state += f" on {t.worker_id}" + (f" ({t.activity})" if t.activity else "")
-            elif t.status == "pending" and t.deps_remaining:
-                state += " (waiting for " + ", ".join(f"#{d}" for d in t.depends_on or []) + ")"
-            line = f"- #{t.id} {state}: {_title(t.prompt, 60)}"
-            if t.error and t.status != "completed":
-                line += f" — {t.error.strip().splitlines()[0][:200]}"
-            lines.append(line)
+            lines.append(task_report.task_markdown_line(t))
         if hidden:
             lines.append(f"- … and {hidden} more (completed ones are not listed; show_task gives any task in full)")
         return lines
@@ -461,16 +449,7 @@ class KlaussTools:
         lines = [f"{len(jobs)} newest job{'s' if len(jobs) != 1 else ''}:"]
         now = time.time()
         for j in jobs:
-            s = j["stats"]
-            progress = task_report.job_progress(s)
-            parts = [progress if progress == "cancelled" else f"{progress} done" + task_report.job_denied_note(s)]
-            if s["in_progress"]:
-                parts.append(f"{s['in_progress']} running")
-            if s["failed"]:
-                parts.append(f"{s['failed']} failed")
-            parts.append(_money(s["cost_usd"]))
-            parts.append(task_report.fmt_ago(j["created_at"], now))
-            lines.append(f"- `{j['id']}` — {_title(j['description'], 80)} — " + " · ".join(parts))
+            lines.append(task_report.job_markdown_line(j, now))
         return "\n".join(lines)
 
     def tool_show_task(self, args, ctx):

@@ -198,6 +198,34 @@ def job_status_line(status, pool_text=None):
     return " · ".join(parts)
 
 
+def task_markdown_line(task):
+    """A task as one markdown list item (MCP job_status and wait_job): its state, what it is doing
+    or waiting for, its prompt's first line and, unless it completed, its error's first line."""
+    state = status_label(task)
+    if task.status == "in_progress":
+        state += f" on {task.worker_id}" + (f" ({task.activity})" if task.activity else "")
+    elif task.status == "pending" and task.deps_remaining:
+        state += " (waiting for " + ", ".join(f"#{d}" for d in task.depends_on or []) + ")"
+    line = f"- #{task.id} {state}: {shorten(task.prompt, 60, first_line=True)}"
+    if task.error and task.status != "completed":
+        line += f" — {task.error.strip().splitlines()[0][:200]}"
+    return line
+
+
+def job_markdown_line(job, now):
+    """A job as one markdown list item (MCP list_jobs): progress, what runs or failed, cost, age."""
+    s = job["stats"]
+    progress = job_progress(s)
+    parts = [progress if progress == "cancelled" else f"{progress} done" + job_denied_note(s)]
+    if s["in_progress"]:
+        parts.append(f"{s['in_progress']} running")
+    if s["failed"]:
+        parts.append(f"{s['failed']} failed")
+    parts.append(fmt_cost(s["cost_usd"] or 0))
+    parts.append(fmt_ago(job["created_at"], now))
+    return f"- `{job['id']}` — {shorten(job['description'], 80, first_line=True)} — " + " · ".join(parts)
+
+
 def pool_state(queue, start=None, restart=None, now=None):
     """What the pool is doing, for whoever waits on it (`status`, the orchestrator's progress, MCP
     `wait_job` and `job_status`): {"state": "running" | "paused" | "config_error" | "stopped",

@@ -76,3 +76,20 @@ def test_a_bug_is_one_line_naming_where_it_happened():
         line = cli_args.internal_error("submit_task.py", exc)
     assert line.startswith("submit_task.py: internal error: KeyError: 'missing' (at test_presentation.py:")
     assert line.endswith("please report it") and "\n" not in line
+
+
+def test_mcp_task_and_job_lines_are_told_in_task_report():
+    import time
+
+    import claude_queue
+    import config
+    q = claude_queue.TaskQueue(":memory:", cfg=config.load_config(env={}))
+    job = q.create_job("Build  the thing\nwith detail")
+    ids = q.add_tasks([{"prompt": "first\nmore", "job_id": job}, {"prompt": "second", "job_id": job}])
+    q.claim_task("worker_1")
+    first = q.get_task(ids[0])
+    assert task_report.task_markdown_line(first) == f"- #{ids[0]} running on worker_1: first"
+    (listed,) = q.list_jobs()
+    line = task_report.job_markdown_line(listed, time.time())
+    assert line.startswith(f"- `{job}` — Build  the thing — 0/2 done · 1 running · ")
+    assert "def _task_lines" in open(klauss_mcp.__file__).read() and " on {t.worker_id}" not in open(klauss_mcp.__file__).read()
