@@ -20,10 +20,11 @@ import flags
 import hints
 import pool
 import processes
+import queues
 import task_report
 from exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE
-from pool import open_queue
 from processes import process_table
+from queues import open_queue
 from supervisor import LOG_NAME, PID_NAME, eprint, locked_coordinator
 
 HERE = Path(__file__).resolve().parent
@@ -264,7 +265,7 @@ def cmd_clean(args):
         queue = open_queue(cfg, create=False)
     except claude_queue.DatabaseBroken:
         # Unreadable: cleaning it away is the fix; the lock still tells whether a pool runs on it.
-        queue = pool.NoQueue()
+        queue = queues.empty_queue(cfg)
     try:
         running = pool.running(queue) or locked_coordinator(cfg.state_dir)
         live = pool.recorded_pool_processes(cfg, queue)

@@ -22,13 +22,14 @@ import sqlite3
 import sys
 import textwrap
 import time
-import unicodedata
 
 import claude_queue
+import cli_args
 import config
 import exits
 import flags
 import hints
+import queues
 import task_report
 from exits import EXIT_OK, EXIT_USAGE
 
@@ -46,40 +47,12 @@ ENTER_KEYS = (10, 13, curses.KEY_ENTER)
 
 # --- text that fits -----------------------------------------------------------------------------
 
-def char_width(ch):
-    if unicodedata.combining(ch):
-        return 0
-    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-
-
-def text_width(text):
-    return sum(char_width(ch) for ch in text)
-
-
+char_width, text_width, clip = task_report.char_width, task_report.text_width, task_report.clip
 clean = task_report.clean  # the one sanitizer, shared with `list` and `show`
 
 
-def clip(text, width):
-    """`text` cut to at most `width` terminal cells."""
-    if width <= 0:
-        return ""
-    if len(text) <= width and text.isascii():
-        return text
-    out, used = [], 0
-    for ch in text:
-        w = char_width(ch)
-        if used + w > width:
-            break
-        out.append(ch)
-        used += w
-    return "".join(out)
-
-
 def shorten(text, width):
-    text = " ".join(clean(text).split())
-    if text_width(text) <= width:
-        return text
-    return clip(text, max(0, width - 3)) + "..." if width > 3 else clip(text, width)
+    return task_report.shorten(clean(text), width, ellipsis="...", cells=True)
 
 
 def fmt_clock(ts, now):
@@ -509,44 +482,31 @@ def _positive(text):
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"{self.prog}: error: {message} (see {hints.command('dashboard', '--help')})", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-
-
 def open_queue(db):
-    """The queue. A database named explicitly must exist (a mistyped path says so); the project's
-    own is created empty, so a fresh project shows an empty queue that fills as tasks arrive."""
+    """The queue, by queues.open_queue's rule. A database named explicitly must exist (a mistyped
+    path says so); the project's own is created empty, so a fresh project shows an empty queue
+    that fills as tasks arrive."""
     cfg = config.load_config(db=db)
-    explicit = db or os.environ.get("KLAUSS_DB")
-    if not cfg.db_path.exists():
-        if explicit:
-            raise claude_queue.QueueError(f"no database at {cfg.db_path}; pass the right DB, or submit a task first")
-        cfg.ensure_state_dir()
-    return claude_queue.TaskQueue(str(cfg.db_path), cfg=cfg)
-
-
-def _status(text):
-    value = task_report.status_value(text, claude_queue.STATUSES)
-    if value is None:
-        known = ", ".join(map(task_report.status_word, claude_queue.STATUSES))
-        raise argparse.ArgumentTypeError(f"unknown status {text!r} (known: {known})")
-    return value
+    explicit = bool(db or os.environ.get("KLAUSS_DB"))
+    return queues.open_queue(cfg, create=not explicit, must_exist=explicit)
 
 
 def main(argv=None):
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+    parser = cli_args.Parser(prog=PROG, command=("dashboard",), description=__doc__.split("\n\n")[0],
                      epilog="Keys: j/k or arrows move, f filter, Enter details, q quit.")
     parser.add_argument("db", nargs="?", metavar="DB", help="the queue database (default: the project's)")
     parser.add_argument("--db", dest="db_option", metavar="PATH", help="same as DB")
     parser.add_argument("--interval", type=_positive, default=2.0, metavar="S", help="seconds between refreshes (2)")
-    parser.add_argument("--status", type=_status, metavar="S",
+    parser.add_argument("--status", type=cli_args.status_arg, metavar="S",
                         help="start with this status filter (pending, running, completed, failed, cancelled, skipped)")
     parser.add_argument("--once", action="store_true", help="print one plain-text snapshot and exit")
-    args = parser.parse_args(argv)
-    if args.db and args.db_option and args.db != args.db_option:
-        parser.error("give the database once, as DB or --db")
+    try:
+        args = parser.parse_args(argv)
+        if args.db and args.db_option and args.db != args.db_option:
+            parser.error("give the database once, as DB or --db")
+    except cli_args.CliError as exc:
+        print(exc, file=sys.stderr)
+        return exc.code
     try:
         q = open_queue(args.db or args.db_option)
         dash = Dashboard(q, status=args.status)
@@ -585,11 +545,7 @@ def main(argv=None):
     except BrokenPipeError:
         raise  # the reader went away: exits.run ends quietly
     except Exception as exc:  # a bug: still one line, with where it happened
-        tb = exc.__traceback__
-        while tb.tb_next is not None:
-            tb = tb.tb_next
-        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (at {os.path.basename(tb.tb_frame.f_code.co_filename)}:"
-              f"{tb.tb_lineno}); please report it", file=sys.stderr)
+        print(cli_args.internal_error(PROG, exc), file=sys.stderr)
         return 1
 
 

@@ -4,16 +4,11 @@
     python3 klauss_mcp.py [--db PATH] [--project DIR] [--trace FILE]     serve MCP over stdio
     python3 klauss_mcp.py register [--project DIR] [--absolute]          add it to <project>/.mcp.json
 
-Protocol: MCP over stdio, i.e. newline-delimited JSON-RPC 2.0, one message per line, UTF-8.
-Requests `initialize`, `ping`, `tools/list` and `tools/call` are answered; any other request
-gets -32601 (Claude Code 2.1.329 first probes with `server/discover`, for which -32601 is the
-expected answer; it then goes on with `initialize` as 2.1.197 does from the start).
-Notifications (no "id") never get a response; `notifications/cancelled` stops a running
-`wait_job`. A line that is not JSON gets -32700, a message that is not a JSON-RPC request
--32600, bad `tools/call` params (unknown tool, arguments not an object) -32602; the server never
-exits on bad input, only on end of input. Batches (a JSON array of messages, JSON-RPC 2.0 and
-MCP 2025-03-26) are handled: the answer is an array of the responses, in order, computed one
-after the other; an empty array is -32600.
+Protocol: MCP over stdio, i.e. newline-delimited JSON-RPC 2.0, handled by mcp_server.py (framing,
+error codes, batches, cancellation); this module holds Klauss's tools, their schemas and the
+entry point. Claude Code 2.1.329 first probes with `server/discover`, for which -32601 is the
+expected answer; it then goes on with `initialize` as 2.1.197 does from the start.
+`notifications/cancelled` stops a running `wait_job`.
 
 Tool calls run on their own threads, so `ping` and cancellation are answered while `wait_job`
 blocks. A tool that fails on bad input (a bad plan, an unknown job) returns a result with
@@ -29,20 +24,19 @@ database are found from the current directory, as for every Klauss program (`--p
 """
 
 import argparse
-import json
 import math
 import os
 import sqlite3
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 
 import claude_queue
 import config
 import exits
 import hints
+import mcp_server
 import orchestrator
 import task_report
 import worktrees
@@ -50,17 +44,12 @@ import worktrees
 HERE = Path(__file__).resolve().parent
 SERVER_NAME = orchestrator.MCP_SERVER_NAME
 SERVER_VERSION = "1.0.0"
-# Newest first; an `initialize` asking for another version is answered with the first one.
-PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
 DEFAULT_ORCHESTRATOR_ID = "mcp"
 WAIT_DEFAULT_SECONDS = 60
 WAIT_MAX_SECONDS = 600
 WAIT_POLL_SECONDS = 1.0  # how often a waiting wait_job looks for cancellation
 LIST_JOBS_DEFAULT = 20
 MAX_TASK_LINES = 40  # job_status and wait_job list at most this many tasks
-EXIT_JOIN_SECONDS = 10  # on end of input, how long running tool calls may finish
-
-PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 
 INSTRUCTIONS = (
     "Klauss runs parts of a large coding job on a pool of parallel Claude Code workers. Use it when "
@@ -70,19 +59,12 @@ INSTRUCTIONS = (
     "running), then check the produced files yourself.")
 
 
-class ToolError(Exception):
-    """A tool failure the caller can act on; the message is the tool result (isError: true)."""
+ToolError = mcp_server.ToolError
+CallContext = mcp_server.CallContext
 
 
 def _log(message):
-    try:
-        print(f"klauss-mcp: {message}", file=sys.stderr, flush=True)
-    except (OSError, ValueError):
-        pass
-
-
-def _reject_constant(name):
-    raise ValueError(f"{name} is not valid JSON")
+    mcp_server.log(message, "klauss-mcp")
 
 
 # --- the tools ----------------------------------------------------------------------------------
@@ -244,32 +226,7 @@ TOOLS[0]["inputSchema"]["properties"].update({
 
 
 def _title(prompt, width=80):
-    first = (prompt or "").strip().splitlines()[0] if (prompt or "").strip() else ""
-    return first if len(first) <= width else first[:width - 1] + "…"
-
-
-def _money(value):
-    return task_report.fmt_cost(value or 0)
-
-
-class CallContext:
-    """What a running tool call can ask: whether it should stop early; and a way to report progress
-    (sent as notifications/progress when the client gave a progressToken)."""
-
-    def __init__(self, stop_event=None, cancel_event=None, send_progress=None):
-        self._events = [e for e in (stop_event, cancel_event) if e is not None]
-        self._send_progress = send_progress
-        self._last = None
-
-    def cancelled(self):
-        return any(e.is_set() for e in self._events)
-
-    def progress(self, done, total, message):
-        # MCP: the progress value must increase with each notification.
-        if self._send_progress is None or (self._last is not None and done <= self._last):
-            return
-        self._last = done
-        self._send_progress(done, total, message)
+    return task_report.shorten(prompt, width, first_line=True)
 
 
 class KlaussTools:
@@ -414,33 +371,15 @@ class KlaussTools:
             tasks = shown
         lines = []
         for t in tasks:
-            state = task_report.status_label(t)
-            if t.status == "in_progress":
-                state += f" on {t.worker_id}" + (f" ({t.activity})" if t.activity else "")
-            elif t.status == "pending" and t.deps_remaining:
-                state += " (waiting for " + ", ".join(f"#{d}" for d in t.depends_on or []) + ")"
-            line = f"- #{t.id} {state}: {_title(t.prompt, 60)}"
-            if t.error and t.status != "completed":
-                line += f" — {t.error.strip().splitlines()[0][:200]}"
-            lines.append(line)
+            lines.append(task_report.task_markdown_line(t))
         if hidden:
             lines.append(f"- … and {hidden} more (completed ones are not listed; show_task gives any task in full)")
         return lines
 
     def _progress(self, job_id):
         status = self.orch.get_job_status(job_id)
-        s = status["stats"]
-        parts = [f"{status['done']}/{status['total']} done"]
-        for key in ("in_progress", "pending", "completed", "failed", "skipped", "cancelled"):
-            if s[key]:
-                parts.append(f"{s[key]} {'running' if key == 'in_progress' else key}")
-        cost = f"cost {_money(status['cost_usd'])}"
-        if status["max_budget_usd"]:
-            cost += f" of {_money(status['max_budget_usd'])} budget"
-        parts.append(cost)
-        if not status["finished"]:
-            parts.append(self._pool_state()["text"])
-        return status, " · ".join(parts)
+        pool_text = None if status["finished"] else self._pool_state()["text"]
+        return status, task_report.job_status_line(status, pool_text)
 
     def _pool_state(self):
         return task_report.pool_state(self.orch.queue, start="call the start_workers tool",
@@ -510,16 +449,7 @@ class KlaussTools:
         lines = [f"{len(jobs)} newest job{'s' if len(jobs) != 1 else ''}:"]
         now = time.time()
         for j in jobs:
-            s = j["stats"]
-            progress = task_report.job_progress(s)
-            parts = [progress if progress == "cancelled" else f"{progress} done" + task_report.job_denied_note(s)]
-            if s["in_progress"]:
-                parts.append(f"{s['in_progress']} running")
-            if s["failed"]:
-                parts.append(f"{s['failed']} failed")
-            parts.append(_money(s["cost_usd"]))
-            parts.append(task_report.fmt_ago(j["created_at"], now))
-            lines.append(f"- `{j['id']}` — {_title(j['description'], 80)} — " + " · ".join(parts))
+            lines.append(task_report.job_markdown_line(j, now))
         return "\n".join(lines)
 
     def tool_show_task(self, args, ctx):
@@ -615,239 +545,23 @@ class KlaussTools:
 
 # --- the protocol -------------------------------------------------------------------------------
 
-def _error(msg_id, code, message):
-    return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
+class MCPServer(mcp_server.MCPServer):
+    """The MCP session serving Klauss's tools."""
 
+    tool_list = TOOLS
+    server_info = {"name": SERVER_NAME, "title": "Klauss", "version": SERVER_VERSION}
+    instructions = INSTRUCTIONS
+    log_name = "klauss-mcp"
 
-def _result(msg_id, result):
-    return {"jsonrpc": "2.0", "id": msg_id, "result": result}
-
-
-def _valid_id(value):
-    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
-
-
-def _id_key(value):
-    return json.dumps(value)
-
-
-def _where(exc):
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}" if tb else "?"
-
-
-class MCPServer:
-    """One MCP session over a pair of binary streams: read a line, dispatch, write one line."""
-
-    def __init__(self, tools, instream, outstream, trace=None):
-        self.tools = tools
-        self.instream = instream
-        self.outstream = outstream
-        self.trace = trace
-        self.initialized = False
-        self.client = None
-        self.protocol_version = None
-        self.closing = threading.Event()
-        self._write_lock = threading.Lock()
-        self._calls = {}  # id key -> (thread, cancel event)
-        self._calls_lock = threading.Lock()
-
-    # --- I/O ---
-
-    def _trace(self, direction, payload):
-        if not self.trace:
-            return
-        try:
-            with open(self.trace, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"t": round(time.time(), 3), "dir": direction, "msg": payload}) + "\n")
-        except (OSError, TypeError, ValueError):
-            pass
-
-    def send(self, message):
-        data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-        with self._write_lock:
-            self._trace("out", message)
-            try:
-                self.outstream.write(data)
-                self.outstream.flush()
-            except (OSError, ValueError):  # the client went away
-                self.closing.set()
-
-    def serve(self):
-        """Answer messages until end of input; then let running tool calls finish (briefly)."""
-        while not self.closing.is_set():
-            try:
-                line = self.instream.readline()
-            except (OSError, ValueError):
-                break
-            if not line:
-                break
-            if not line.strip():
-                continue
-            try:
-                response = self.handle_line(line)
-            except Exception as exc:  # never die on input; say what happened
-                _log(f"internal error handling a message: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-                response = _error(None, INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")
-            if response is not None:
-                self.send(response)
-        self.closing.set()
-        deadline = time.monotonic() + EXIT_JOIN_SECONDS
-        with self._calls_lock:
-            threads = [t for t, _ in self._calls.values()]
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-    def handle_line(self, line):
-        """The response to one line (a dict, a list for a batch, or None)."""
-        try:
-            text = line.decode("utf-8") if isinstance(line, bytes) else line
-            message = json.loads(text, parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError) as exc:
-            self._trace("in", {"unparsable": repr(line[:200])})
-            return _error(None, PARSE_ERROR, f"Parse error: {exc}")
-        self._trace("in", message)
-        if isinstance(message, list):
-            if not message:
-                return _error(None, INVALID_REQUEST, "Invalid Request: empty batch")
-            responses = [r for r in (self.handle_message(m, batch=True) for m in message) if r is not None]
-            return responses or None
-        return self.handle_message(message)
-
-    # --- dispatch ---
-
-    def handle_message(self, message, batch=False):
-        if not isinstance(message, dict):
-            return _error(None, INVALID_REQUEST, "Invalid Request: expected a JSON-RPC object")
-        if "method" not in message:
-            if "id" in message and ("result" in message or "error" in message):
-                return None  # a response; this server sends no requests, so nothing waits for it
-            return _error(message.get("id") if _valid_id(message.get("id")) else None, INVALID_REQUEST,
-                          "Invalid Request: no method")
-        is_request = "id" in message
-        msg_id = message.get("id")
-        if is_request and not _valid_id(msg_id):
-            return _error(None, INVALID_REQUEST, "Invalid Request: id must be a string or a number")
-        method = message["method"]
-        if message.get("jsonrpc") != "2.0":
-            return _error(msg_id, INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"')
-        if not isinstance(method, str):
-            return _error(msg_id, INVALID_REQUEST, "Invalid Request: method must be a string")
-        params = message.get("params")
-        if params is None:
-            params = {}
-        if not isinstance(params, dict):
-            if not is_request:
-                return None
-            return _error(msg_id, INVALID_PARAMS, "Invalid params: params must be an object")
-        if not is_request:
-            self.handle_notification(method, params)
-            return None
-        if method == "initialize":
-            return _result(msg_id, self.initialize(params))
-        if method == "ping":
-            return _result(msg_id, {})
-        if method == "tools/list":
-            return _result(msg_id, {"tools": TOOLS})
-        if method == "tools/call":
-            return self.tools_call(msg_id, params, batch)
-        return _error(msg_id, METHOD_NOT_FOUND, f"Method not found: {method}")
-
-    def handle_notification(self, method, params):
-        if method == "notifications/initialized":
-            self.initialized = True
-        elif method == "notifications/cancelled":
-            key = _id_key(params.get("requestId"))
-            with self._calls_lock:
-                call = self._calls.get(key)
-            if call is not None:
-                _log(f"request {params.get('requestId')} cancelled by the client: {params.get('reason') or ''}")
-                call[1].set()
-
-    def initialize(self, params):
-        requested = params.get("protocolVersion")
-        self.protocol_version = requested if requested in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
-        info = params.get("clientInfo")
-        self.client = info if isinstance(info, dict) else None
-        _log(f"initialize from {(self.client or {}).get('name', 'a client')} "
-             f"{(self.client or {}).get('version', '')}, protocol {requested!r} -> {self.protocol_version}")
-        return {"protocolVersion": self.protocol_version,
-                "capabilities": {"tools": {}},
-                "serverInfo": {"name": SERVER_NAME, "title": "Klauss", "version": SERVER_VERSION},
-                "instructions": INSTRUCTIONS}
-
-    def tools_call(self, msg_id, params, batch=False):
-        name = params.get("name")
-        if not isinstance(name, str) or name not in TOOL_NAMES:
-            return _error(msg_id, INVALID_PARAMS, f"Unknown tool: {name!r} (known: {', '.join(sorted(TOOL_NAMES))})")
-        args = params.get("arguments")
-        if args is None:
-            args = {}
-        if not isinstance(args, dict):
-            return _error(msg_id, INVALID_PARAMS, "Invalid params: arguments must be an object")
-        cancel = threading.Event()
-        meta = params.get("_meta")
-        token = meta.get("progressToken") if isinstance(meta, dict) else None
-        send_progress = None
-        if _valid_id(token):
-            def send_progress(done, total, message):
-                self.send({"jsonrpc": "2.0", "method": "notifications/progress",
-                           "params": {"progressToken": token, "progress": done, "total": total, "message": message}})
-        ctx = CallContext(self.closing, cancel, send_progress)
-        if batch:
-            return _result(msg_id, self.run_tool(name, args, ctx))
-        key = _id_key(msg_id)
-
-        def run():
-            try:
-                result = self.run_tool(name, args, ctx)
-            finally:
-                with self._calls_lock:
-                    self._calls.pop(key, None)
-            if cancel.is_set():
-                return  # the client cancelled it: no response
-            self.send(_result(msg_id, result))
-
-        thread = threading.Thread(target=run, name=f"tool-{name}", daemon=True)
-        with self._calls_lock:
-            self._calls[key] = (thread, cancel)
-        thread.start()
-        return None
-
-    def run_tool(self, name, args, ctx):
-        """The tools/call result for one call; never raises."""
-        started = time.monotonic()
-        try:
-            text, is_error = self.tools.call(name, args, ctx), False
-        except (ToolError, ValueError, orchestrator.OrchestratorError, claude_queue.QueueError) as exc:
-            text, is_error = str(exc) or type(exc).__name__, True
-        except sqlite3.DatabaseError as exc:
-            text, is_error = f"database error: {exc}", True
-        except OSError as exc:
-            text, is_error = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), True
-        except Exception as exc:  # a bug: still one line for the model, the traceback for the log
-            text, is_error = f"internal error: {type(exc).__name__}: {exc} (at {_where(exc)}); please report it", True
-            _log(traceback.format_exc().rstrip())
-        _log(f"{name} -> {'error: ' + text.splitlines()[0] if is_error else 'ok'} ({time.monotonic() - started:.2f}s)")
-        return {"content": [{"type": "text", "text": text}], "isError": is_error}
+    def error_text(self, exc):
+        if isinstance(exc, (orchestrator.OrchestratorError, claude_queue.QueueError)):
+            return str(exc) or type(exc).__name__
+        if isinstance(exc, sqlite3.DatabaseError):
+            return f"database error: {exc}"
+        return super().error_text(exc)
 
 
 # --- the command line ---------------------------------------------------------------------------
-
-def _protocol_streams():
-    """(in, out) binary streams for the protocol; fds 0 and 1 then point at /dev/null and stderr,
-    so a stray print or a child process cannot read our input or write into our output."""
-    proto_in = os.fdopen(os.dup(0), "rb")
-    proto_out = os.fdopen(os.dup(1), "wb")
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return proto_in, proto_out
-
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="klauss_mcp.py", description="Klauss as an MCP server (stdio).")
@@ -866,18 +580,18 @@ def main(argv=None):
             path, what = orchestrator.register_mcp(root, absolute=args.absolute)
         except (ValueError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return exits.EXIT_USAGE
         print(f"{what}: {path}")
-        return 0
+        return exits.EXIT_OK
     if args.project:
         try:
             os.chdir(args.project)
         except OSError as exc:
             print(f"error: --project {args.project}: {exc.strerror}", file=sys.stderr)
-            return 2
+            return exits.EXIT_USAGE
     db = str(Path(args.db).resolve()) if args.db else None
     trace = str(Path(args.trace).resolve()) if args.trace else None
-    instream, outstream = _protocol_streams()
+    instream, outstream = mcp_server.protocol_streams()
     server = MCPServer(KlaussTools(db_path=db), instream, outstream, trace=trace)
     _log(f"serving MCP on stdio (pid {os.getpid()}, project {Path.cwd()})")
     try:
@@ -885,7 +599,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         pass
     _log("end of input; exiting")
-    return 0
+    return exits.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -259,7 +259,7 @@ class ClaudeOrchestrator:
         try:
             while True:
                 status = self.get_job_status(job_id)
-                line = self._progress_line(status, time.monotonic() - start)
+                line = task_report.progress_line(status, time.monotonic() - start)
                 if line != last_line:
                     if on_progress:
                         on_progress(status)
@@ -312,19 +312,6 @@ class ClaudeOrchestrator:
             raise OrchestratorError(pool["text"])
         if pool["state"] == "stopped":
             self._ensure_pool_for_wait(job_id)
-
-    @staticmethod
-    def _progress_line(status, elapsed):
-        s = status["stats"]
-        parts = [f"{status['done']}/{status['total']} done", f"{s['in_progress']} running"]
-        if s["failed"]:
-            parts.append(f"{s['failed']} failed")
-        if s["skipped"] or s["cancelled"]:
-            parts.append(f"{s['skipped'] + s['cancelled']} skipped/cancelled")
-        parts.append(task_report.fmt_cost(status["cost_usd"] or 0))
-        if status.get("pool") and status["pool"]["state"] != "running" and not status["finished"]:
-            parts.append(status["pool"]["text"])
-        return f"[{status['job_id']}] " + " · ".join(parts) + f" · {elapsed:.0f}s"
 
     def collect(self, job_id):
         """The job's tasks as result dicts, in id order (no waiting)."""
@@ -503,13 +490,7 @@ class ClaudeOrchestrator:
 
 def _title(prompt, width=100):
     """The prompt's first line, cut at a word boundary (never mid-word) when longer than `width`."""
-    first = prompt.strip().splitlines()[0] if prompt and prompt.strip() else ""
-    if len(first) <= width:
-        return first
-    cut = first[:width - 1]
-    if first[width - 1] != " " and " " in cut:
-        cut = cut.rsplit(" ", 1)[0]
-    return cut.rstrip(" ,;:.-") + "…"
+    return task_report.shorten(prompt, width, first_line=True, at_word=True)
 
 
 # --- Claude Code integration --------------------------------------------------------------------
@@ -757,7 +738,7 @@ def cli(argv=None):
                 raise _still_queued(exc, args.job) from None
         if args.command == "status":
             data = orch.get_job_status(args.job)
-            print(json.dumps(data, indent=2) if args.json else orch._progress_line(data, 0).rsplit(" · ", 1)[0])
+            print(json.dumps(data, indent=2) if args.json else task_report.progress_line(data))
             return exits.EXIT_OK
         if args.command == "collect":
             results = JobResults(args.job, orch.collect(args.job))

@@ -21,6 +21,7 @@ import claude_queue
 import flags
 import hints
 import processes
+import queues
 import supervisor
 import task_report
 from exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE
@@ -39,7 +40,7 @@ COORDINATOR_SCRIPT = Path(__file__).resolve().parent / processes.COORDINATOR_SCR
 START_TIMEOUT_SECONDS = 60.0  # `start` gives up waiting for the pool after this long
 BORROW_TTL_SECONDS = 120      # a borrowed slot expires unless re-asserted within this long
 
-__all__ = ["EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "PoolError", "open_queue", "NoQueue", "running",
+__all__ = ["EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "PoolError", "open_queue", "running",
            "start", "stop", "kill", "resize", "restart", "status", "borrow", "give_back", "check_size"]
 
 
@@ -71,45 +72,7 @@ def _reap_started():
 
 # --- the queue and who is running -----------------------------------------------------------------
 
-def open_queue(cfg, create=True):
-    """The project's queue; with create=False and no database yet, an empty stand-in, so that
-    looking (status, ps, stop...) never creates a state directory or a database."""
-    if not create and not cfg.db_path.exists():
-        return NoQueue()
-    try:
-        cfg.ensure_state_dir()
-    except OSError:
-        if create:
-            raise
-        # A read-only state directory: looking still works (the queue opens the database read-only).
-    return claude_queue.TaskQueue(str(cfg.db_path), cfg=cfg)
-
-
-class NoQueue:
-    """A database that does not exist yet: no flags, no workers, no tasks."""
-
-    db_path = None
-
-    def get_flag(self, key):
-        return None
-
-    def running_coordinator(self):
-        return None
-
-    def list_workers(self):
-        return []
-
-    def list_tasks(self, **kw):
-        return []
-
-    def get_task(self, task_id):
-        return None
-
-    def get_stats(self):
-        return {**{s: 0 for s in claude_queue.STATUSES}, "total": 0, "cost_usd": 0.0, "denied": 0}
-
-    def close(self):
-        pass
+open_queue = queues.open_queue
 
 
 def running(queue):

@@ -25,10 +25,12 @@ import time
 from pathlib import Path
 
 import claude_queue
+import cli_args
 import config
 import exits
 import hints
 import pool
+import queues
 import submission
 import task_report
 import worktrees
@@ -37,7 +39,7 @@ from exits import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 PROG = hints.prog("submit_task.py")
 WAIT_POLL_SECONDS = 0.25
 POOL_CHECK_POLLS = 8  # --wait looks at the pool every this many polls
-INT64_MAX = 2 ** 63 - 1
+INT64_MAX = cli_args.INT64_MAX
 
 FILE_HELP = """\
 FILE (or "-" for stdin) holds one JSON object (one task) or a list of them. Fields:
@@ -53,71 +55,19 @@ Every entry is checked before anything is inserted: one bad entry inserts nothin
 names the entry ("task 3: priority: ...")."""
 
 
-class CliError(Exception):
-    """A one-line error for stderr, and the exit code it means."""
-
-    def __init__(self, message, code=EXIT_USAGE):
-        super().__init__(message)
-        self.code = code
-
-
-class _Parser(argparse.ArgumentParser):
-    # argparse prints the whole usage before its error; one line naming the problem is clearer.
-    def error(self, message):
-        raise CliError(f"{self.prog}: error: {message} (see {hints.command(*self.prog.split()[1:], '--help')})")
-
-
-def _int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if abs(value) > INT64_MAX:
-        raise argparse.ArgumentTypeError(f"{text} is too large")
-    return value
-
-
-def _number(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _statuses(text):
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [s for s in names if task_report.status_value(s, claude_queue.STATUSES) is None]
-    if bad or not names:
-        known = ", ".join(map(task_report.status_word, claude_queue.STATUSES))
-        raise argparse.ArgumentTypeError(f"unknown status {bad[0] if bad else text!r} (known: {known})")
-    return [task_report.status_value(s, claude_queue.STATUSES) for s in names]
-
-
-def _task_id(text):
-    value = _int(text.lstrip("#"))
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a task id (a positive integer), got {text!r}")
-    return value
+CliError = cli_args.CliError
+_Parser = cli_args.Parser
+_int, _number, _statuses, _task_id = cli_args.int_arg, cli_args.number_arg, cli_args.statuses_arg, cli_args.task_id_arg
 
 
 # --- opening the queue -------------------------------------------------------------------------
 
 def open_queue(args, create=True, empty_ok=False):
-    """The project's queue (or --db's). Read-only commands pass create=False so a mistyped --db
-    is an error rather than a new empty database; with empty_ok, a fresh project's missing
-    database reads as an empty queue (in memory: looking writes nothing into the project)."""
+    """The project's queue (or --db's), by queues.open_queue's rule. Read-only commands pass
+    create=False; with empty_ok, a fresh project's missing database reads as an empty queue."""
     cfg = config.load_config(db=args.db)
     explicit = args.db or os.environ.get("KLAUSS_DB")
-    if not create and not cfg.db_path.exists():
-        if empty_ok and not explicit:
-            return claude_queue.TaskQueue(":memory:", cfg=cfg)
-        raise CliError(f"no database at {cfg.db_path}; pass the right --db, or submit a task first")
-    # An explicitly named database must be in an existing directory; only the default state
-    # directory is created on demand.
-    return claude_queue.TaskQueue(str(cfg.db_path) if explicit else None, cfg=cfg)
+    return queues.open_queue(cfg, create=create, must_exist=bool(explicit) or not empty_ok)
 
 
 def coordinator_up(q):
@@ -131,10 +81,7 @@ def emit_json(data):
 
 
 def one_line(text, width):
-    text = " ".join((text or "").split())
-    if width <= 0:
-        return ""
-    return text if len(text) <= width else text[:max(0, width - 3)] + "..."
+    return task_report.shorten(text, width, ellipsis="...")
 
 
 def table(headers, rows, last_width=None):
@@ -782,12 +729,7 @@ def main(argv=None):
     except BrokenPipeError:
         raise  # the reader went away: exits.run ends quietly
     except Exception as exc:  # a bug: still one line, with where it happened
-        tb = exc.__traceback__
-        while tb.tb_next is not None:
-            tb = tb.tb_next
-        where = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
-        print(f"{PROG}: internal error: {type(exc).__name__}: {exc} (at {where}); please report it",
-              file=sys.stderr)
+        print(cli_args.internal_error(PROG, exc), file=sys.stderr)
         return EXIT_FAIL
 
 

@@ -1,9 +1,12 @@
-"""How a task is told to people: the text of `show` and the time and money formats, shared by
-submit_task.py, the dashboard and the MCP server so they all say the same thing."""
+"""How tasks, jobs and progress are told to people: the text of `show`, the progress lines of a
+waiting job, the pool's state in a sentence, status words, and the time, money and text-shortening
+formats, shared by submit_task.py, the dashboard, the orchestrator and the MCP server so they all
+say the same thing. (The dashboard's detail view still lays out its own fields.)"""
 
 import json
 import re
 import time
+import unicodedata
 
 import flags
 import hints
@@ -33,6 +36,56 @@ def clean(text):
     """One line of printable text: prompts and results may hold tabs, newlines or escape codes
     that would drive the reader's terminal (the --json outputs stay exact)."""
     return "".join(ch if ch.isprintable() else " " for ch in ANSI_ESCAPE.sub("", str(text)))
+
+
+def char_width(ch):
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def text_width(text):
+    return sum(char_width(ch) for ch in text)
+
+
+def clip(text, width):
+    """`text` cut to at most `width` terminal cells."""
+    if width <= 0:
+        return ""
+    if len(text) <= width and text.isascii():
+        return text
+    out, used = [], 0
+    for ch in text:
+        w = char_width(ch)
+        if used + w > width:
+            break
+        out.append(ch)
+        used += w
+    return "".join(out)
+
+
+def shorten(text, width, ellipsis="…", first_line=False, at_word=False, cells=False):
+    """The one text shortener: `text` in at most `width`, ending in `ellipsis` when cut.
+    Whitespace runs become one space, or with `first_line` only the first non-blank line is kept
+    (as written). `at_word` never cuts mid-word (and drops trailing punctuation); `cells` measures
+    terminal cells (wide characters count two) instead of characters."""
+    text = "" if text is None else str(text)
+    if first_line:
+        text = text.strip().splitlines()[0] if text.strip() else ""
+    else:
+        text = " ".join(text.split())
+    size, cut = (text_width, clip) if cells else (len, lambda s, n: s[:max(0, n)])
+    if size(text) <= width:
+        return text
+    if width <= len(ellipsis):
+        return cut(text, width)
+    room = width - len(ellipsis)
+    head = cut(text, room)
+    if at_word:
+        if text[len(head):len(head) + 1] != " " and " " in head:
+            head = head.rsplit(" ", 1)[0]
+        head = head.rstrip(" ,;:.-")
+    return head + ellipsis
 
 
 def fmt_time(ts):
@@ -111,6 +164,66 @@ def job_progress(stats):
         return "cancelled"
     done = sum(stats[s] for s in ("completed", "failed", "cancelled", "skipped"))
     return f"{done}/{total}"
+
+
+def progress_line(status, elapsed=None):
+    """One line of a waiting job's progress for a terminal (`wait`, `run`, `status JOB`), from
+    ClaudeOrchestrator.get_job_status(): "[job] 2/5 done · 1 running · $0.12 · 40s"."""
+    s = status["stats"]
+    parts = [f"{status['done']}/{status['total']} done", f"{s['in_progress']} running"]
+    if s["failed"]:
+        parts.append(f"{s['failed']} failed")
+    if s["skipped"] or s["cancelled"]:
+        parts.append(f"{s['skipped'] + s['cancelled']} skipped/cancelled")
+    parts.append(fmt_cost(status["cost_usd"] or 0))
+    if status.get("pool") and status["pool"]["state"] != "running" and not status["finished"]:
+        parts.append(status["pool"]["text"])
+    return f"[{status['job_id']}] " + " · ".join(parts) + ("" if elapsed is None else f" · {elapsed:.0f}s")
+
+
+def job_status_line(status, pool_text=None):
+    """A job's progress as the MCP tools tell it: every non-zero count, the cost against the
+    budget, and what the pool is doing (`pool_text`) while the job runs."""
+    s = status["stats"]
+    parts = [f"{status['done']}/{status['total']} done"]
+    for key in ("in_progress", "pending", "completed", "failed", "skipped", "cancelled"):
+        if s[key]:
+            parts.append(f"{s[key]} {status_word(key)}")
+    cost = f"cost {fmt_cost(status['cost_usd'] or 0)}"
+    if status["max_budget_usd"]:
+        cost += f" of {fmt_cost(status['max_budget_usd'] or 0)} budget"
+    parts.append(cost)
+    if pool_text:
+        parts.append(pool_text)
+    return " · ".join(parts)
+
+
+def task_markdown_line(task):
+    """A task as one markdown list item (MCP job_status and wait_job): its state, what it is doing
+    or waiting for, its prompt's first line and, unless it completed, its error's first line."""
+    state = status_label(task)
+    if task.status == "in_progress":
+        state += f" on {task.worker_id}" + (f" ({task.activity})" if task.activity else "")
+    elif task.status == "pending" and task.deps_remaining:
+        state += " (waiting for " + ", ".join(f"#{d}" for d in task.depends_on or []) + ")"
+    line = f"- #{task.id} {state}: {shorten(task.prompt, 60, first_line=True)}"
+    if task.error and task.status != "completed":
+        line += f" — {task.error.strip().splitlines()[0][:200]}"
+    return line
+
+
+def job_markdown_line(job, now):
+    """A job as one markdown list item (MCP list_jobs): progress, what runs or failed, cost, age."""
+    s = job["stats"]
+    progress = job_progress(s)
+    parts = [progress if progress == "cancelled" else f"{progress} done" + job_denied_note(s)]
+    if s["in_progress"]:
+        parts.append(f"{s['in_progress']} running")
+    if s["failed"]:
+        parts.append(f"{s['failed']} failed")
+    parts.append(fmt_cost(s["cost_usd"] or 0))
+    parts.append(fmt_ago(job["created_at"], now))
+    return f"- `{job['id']}` — {shorten(job['description'], 80, first_line=True)} — " + " · ".join(parts)
 
 
 def pool_state(queue, start=None, restart=None, now=None):

@@ -18,6 +18,7 @@ import pytest
 import claude_queue
 import config
 import klauss_mcp
+import mcp_server
 import orchestrator
 from conftest import fake
 
@@ -589,8 +590,8 @@ def test_an_unexpected_exception_in_a_tool_is_a_one_line_tool_error(monkeypatch)
 def test_the_real_stdout_and_stdin_are_kept_for_the_protocol():
     """Anything else that writes to fd 1 (a print, a child process) lands on stderr instead, and
     nothing else can read the protocol's input from fd 0."""
-    script = ("import os, subprocess, sys, klauss_mcp\n"
-              "i, o = klauss_mcp._protocol_streams()\n"
+    script = ("import os, subprocess, sys, mcp_server\n"
+              "i, o = mcp_server.protocol_streams()\n"
               "os.write(1, b'stray write\\n'); print('stray print', flush=True)\n"
               "subprocess.run([sys.executable, '-c', 'import sys; print(\"child\"); print(repr(sys.stdin.read()))'])\n"
               "assert os.read(0, 100) == b''\n"
@@ -741,7 +742,7 @@ def test_real_claude_code_submits_a_job_through_mcp_config(real_claude, project,
     assert job_id in answers[-1]["result"]["content"][0]["text"] and answers[-1]["result"]["isError"] is False
     init = next(m["msg"] for m in messages if m["dir"] == "in" and m["msg"].get("method") == "initialize")
     assert init["params"]["clientInfo"]["name"] == "claude-code"
-    assert init["params"]["protocolVersion"] in klauss_mcp.PROTOCOL_VERSIONS
+    assert init["params"]["protocolVersion"] in mcp_server.PROTOCOL_VERSIONS
 
 
 def test_real_claude_code_finds_the_server_registered_in_mcp_json(real_claude, project, tmp_path):
