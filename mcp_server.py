@@ -24,7 +24,7 @@ from pathlib import Path
 
 # Newest first; an `initialize` asking for another version is answered with the first one.
 PROTOCOL_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")
-EXIT_JOIN_SECONDS = 10  # on end of input, how long running tool calls may finish
+DRAIN_SECONDS = 10  # on end of input, how long running tool calls may finish
 
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, INTERNAL_ERROR = -32700, -32600, -32601, -32602, -32603
 
@@ -153,7 +153,7 @@ class MCPServer:
             if response is not None:
                 self.send(response)
         self.closing.set()
-        deadline = time.monotonic() + EXIT_JOIN_SECONDS
+        deadline = time.monotonic() + DRAIN_SECONDS
         with self._calls_lock:
             threads = [t for t, _ in self._calls.values()]
         for thread in threads:
