@@ -9,8 +9,8 @@ import os
 import claude_queue
 import hints
 import task_report
+from exits import EXIT_USAGE
 
-EXIT_USAGE = 2
 INT64_MAX = 2 ** 63 - 1  # what SQLite stores; a larger number would fail later, less clearly
 
 
