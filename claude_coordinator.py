@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """The Klauss pool's command line: argument parsing, dispatch, and one error handler.
 
-    python claude_coordinator.py [N] [DB] [--workers N] [--db PATH] [--detach]   run a pool
-    python claude_coordinator.py start|stop|kill|restart|resize|status|ps|logs|init-config|clean|doctor ...
+    klauss/manage.sh start|stop|kill|restart|resize|status|ps|logs|init-config|clean|doctor ...
+    (this file's `run [N] [--db PATH] [--detach]` is the pool itself, which `start` launches)
 
-`manage.sh` is a thin front end to the subcommands; `python claude_coordinator.py help` lists them.
+`manage.sh` is the front end to these subcommands; `klauss/manage.sh help` lists them.
 `run` is the supervisor itself (supervisor.py: how the pool is kept healthy, its states and data
 flow); start/stop/kill/resize/restart go through pool.py, the pool-control API the orchestrator
 and the MCP server use too; status/ps/logs/clean/doctor/init-config are admin.py's views.

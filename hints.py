@@ -2,8 +2,8 @@
 
 Every command Klauss prints (errors, notes, progress, synthesis, MCP text) must run exactly as
 printed from where the reader stands: usually a project root with Klauss in ``klauss/``, where
-``./manage.sh`` and ``python orchestrator.py`` do not exist. Claude Code acts on these texts, so a
-wrong path misleads an agent as well as a person. ``manage.sh`` is the one front door (it dispatches
+neither a manage.sh in the current directory nor the programs' own file names exist. Claude Code
+acts on these texts, so a wrong path misleads an agent as well as a person. ``manage.sh`` is the one front door (it dispatches
 to every program), so every hint is a ``manage.sh`` command, with the path built from where this
 checkout of Klauss lies relative to the current directory.
 """
@@ -23,8 +23,8 @@ def prog(script):
 
 
 def manage_path(cwd=None):
-    """``klauss/manage.sh`` from a project root, ``./manage.sh`` inside Klauss, else an absolute
-    path (a relative path out of the current directory breaks as soon as the reader moves)."""
+    """``klauss/manage.sh`` from a project root, manage.sh with a ``./`` prefix inside Klauss, else an
+    absolute path (a relative path out of the current directory breaks as soon as the reader moves)."""
     script = os.path.join(KLAUSS_DIR, "manage.sh")
     here = os.path.abspath(cwd or os.getcwd())
     try:

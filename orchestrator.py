@@ -8,11 +8,12 @@
     results = orch.wait_and_collect(job)
     print(orch.synthesize_results(results))
 
-And the same without Python, for Claude Code's Bash tool:
+And the same without Python, for Claude Code's Bash tool (from a project root with Klauss in
+klauss/; manage.sh runs this file for `run` and `wait`):
 
-    python orchestrator.py run PLAN.json [--workers N] [--yes] [--timeout S] [--json]
-    python orchestrator.py wait JOB|TASK [--timeout S] [--json]   wait again, then print the synthesis (a task: its result)
-    python orchestrator.py status JOB | collect JOB | cancel JOB | merge JOB
+    klauss/manage.sh run PLAN.json [--workers N] [--yes] [--timeout S] [--json]
+    klauss/manage.sh wait JOB|TASK [--timeout S] [--json]   wait again, then print the synthesis (a task: its result)
+    klauss/orchestrator.py status JOB | collect JOB | cancel JOB | merge JOB   (run with python3)
 
 The orchestrator reads tasks and jobs through the database and controls the pool only through
 pool.py (start, resize, stop, borrowing a slot while a task waits on its own sub-job).
