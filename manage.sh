@@ -41,7 +41,8 @@ usage: manage.sh COMMAND [ARGS]          (every command takes --db PATH; COMMAND
   purge                     delete old finished tasks
   merge JOB                 bring a worktree job's merged branch into your current branch
   worktrees                 list task worktrees (isolation = "worktree")
-  clean-worktrees           remove finished tasks' worktrees (--branches: also merged branches)
+  clean-worktrees           remove finished tasks' worktrees, saving uncommitted changes (--branches:
+                            also merged branches; --force: unmerged ones too, archived first)
   logs [worker N | task ID] [-f]   the coordinator's log, a worker's log, or a task's history
   ps                        our processes and their claude children
   init-config               write a commented .klauss.toml at the project root (never overwrites)

@@ -573,12 +573,18 @@ def cmd_clean_worktrees(args):
     if args.json:
         emit_json(report)
         return EXIT_OK
+    for item in report["saved"]:
+        print(f"saved the uncommitted changes in {item['path']} ({len(item['files'])} file(s)) as commit "
+              f"{item['commit'][:12]} on {item['branch'] or item['ref']}")
     for path in report["removed"]:
         print(f"removed {path}")
     for item in report["kept"]:
         print(f"kept {item['path']}: {item['reason']}", file=sys.stderr)
+    archived = {a["branch"]: a for a in report["branches_archived"]}
     for name in report["branches_deleted"]:
-        print(f"deleted branch {name}")
+        a = archived.get(name)
+        print(f"deleted branch {name}" + (f" (not merged: archived as {a['archive']}; `git branch {name} "
+                                          f"{a['archive']}` brings it back)" if a else ""))
     for item in report["branches_kept"]:
         print(f"kept branch {item['branch']}: {item['reason']}", file=sys.stderr)
     if not any(report.values()):
@@ -695,12 +701,15 @@ def build_parser():
     p.set_defaults(func=cmd_worktrees)
 
     p = sub.add_parser("clean-worktrees", parents=[common], help="remove the worktrees of finished tasks",
-                       description="Remove the worktrees of finished tasks and finished jobs. Branches are kept "
-                                   "unless --branches: then those whose work is in your current branch are deleted "
-                                   "too (--force: all of them).")
+                       description="Remove the worktrees of finished tasks and finished jobs; uncommitted changes "
+                                   "in one are first committed on its branch. Branches are kept unless --branches: "
+                                   "then those whose work is in your current branch or in their job branch are "
+                                   "deleted too (--force: all of them, the unmerged ones archived first under "
+                                   "refs/klauss/archive/, so no commit is lost).")
     p.add_argument("--job", metavar="ID", help="only this job's")
     p.add_argument("--branches", action="store_true", help="also delete the task and job branches")
-    p.add_argument("--force", action="store_true", help="with --branches: delete branches whose work is not merged")
+    p.add_argument("--force", action="store_true",
+                   help="with --branches: delete branches whose work is not merged (archived first)")
     p.set_defaults(func=cmd_clean_worktrees)
     return parser
 

@@ -50,6 +50,11 @@ GIT_TIMEOUT = 600
 KEEPALIVE_SECONDS = 5.0
 MAX_LISTED = 10
 TAIL_CHARS = 1500
+# Where a branch goes when it is deleted with its work unmerged, and a removed worktree's uncommitted
+# changes when they cannot go on a branch: kept refs, so no Klauss command makes a commit unreachable.
+ARCHIVE = f"refs/{PREFIX}/archive"
+# In a task worktree's own git dir: what copy_files and the setup command made (never the task's work).
+EXCLUDE_FILE = "klauss-exclude"
 # A git repository location inherited from a hook or a wrapper would point every call elsewhere.
 _GIT_ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
                  "GIT_PREFIX", "GIT_NAMESPACE", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
@@ -403,6 +408,73 @@ def _remove_worktree(repo, path):
     git(repo, "worktree", "prune", check=False, timeout=120)
 
 
+def archive_ref(job_id, name):
+    """A new, unique ref under refs/klauss/archive/<job>/ for `name` (a branch's name without its
+    klauss/<job>/ prefix)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"{ARCHIVE}/{job_id or 'no-job'}/{name}-{stamp}-{os.urandom(3).hex()}"
+
+
+def _short_name(branch, job_id):
+    for prefix in ((f"{PREFIX}/{job_id}/",) if job_id else ()) + (f"{PREFIX}/",):
+        if branch.startswith(prefix):
+            return branch[len(prefix):]
+    return branch
+
+
+def save_uncommitted(cfg, repo, path, job_id, onto_branch=True, why="clean-up"):
+    """Commit what the worktree at `path` has not committed (tracked and untracked files, .gitignore
+    respected, what copy_files and the setup command made left out) before it is removed, so that
+    removing it loses nothing. The commit goes on the worktree's branch (`onto_branch`), else (or on
+    a detached HEAD) under a new ref in refs/klauss/archive/. Neither the worktree nor its index is
+    touched. Returns None when there is nothing to save, else {"path", "commit", "branch", "ref"}.
+    WorktreeError when the changes are there and cannot be saved: the worktree must then be kept."""
+    path = Path(path)
+    entry = _registered(repo).get(str(path.resolve()))
+    # Unregistered, gone, or still being made by `git worktree add` (it locks it meanwhile): there is
+    # no checkout whose changes are the task's (a half-checked-out tree would look like deletions).
+    if entry is None or entry.get("prunable") or entry.get("locked") or not (path / ".git").exists():
+        return None
+    head = _rev(path, "HEAD")
+    if head is None:
+        return None
+    gitdir = Path(git(path, "rev-parse", "--absolute-git-dir").stdout.strip())
+    excludes = [n for n in cfg["isolation"]["copy_files"] if not os.path.isabs(n)]
+    try:
+        excludes += _z((gitdir / EXCLUDE_FILE).read_text())
+    except OSError:
+        pass
+    # A private index: the worktree's own (and whatever a git running there holds) stays as it is.
+    index = gitdir / f"klauss-save-{os.getpid()}.index"
+    env = {**_git_env(), "GIT_INDEX_FILE": str(index)}
+    try:
+        if (gitdir / "index").exists():
+            shutil.copyfile(gitdir / "index", index)
+        else:
+            git(path, "read-tree", head, env=env)
+        git(path, "add", "-A", "--", ".", *(f":(exclude,literal){p}" for p in excludes), env=env, timeout=300)
+        tree = git(path, "write-tree", env=env).stdout.strip()
+    except OSError as exc:
+        raise WorktreeError(f"cannot read the changes in {path}: {exc}") from None
+    finally:
+        index.unlink(missing_ok=True)
+    if tree == git(path, "rev-parse", f"{head}^{{tree}}").stdout.strip():
+        return None
+    branch = git(path, "symbolic-ref", "-q", "HEAD", check=False).stdout.strip() or None
+    files = _z(git(path, "diff", "--name-only", "-z", "--no-renames", head, tree).stdout)
+    commit = git(path, *IDENTITY, *QUIET, "commit-tree", tree, "-p", head,
+                 "-m", f"klauss: uncommitted changes saved at {why}",
+                 "-m", f"Worktree: {path}\nFiles: {_listed(files)}").stdout.strip()
+    if onto_branch and branch:
+        git(repo, "update-ref", "-m", f"klauss: uncommitted changes saved at {why}", branch, commit, head)
+        return {"path": str(path), "commit": commit, "branch": branch[len("refs/heads/"):], "ref": branch,
+                "files": files}
+    name = _short_name(branch[len("refs/heads/"):], job_id) if branch else f"{path.name}-uncommitted"
+    ref = archive_ref(job_id, name)
+    git(repo, "update-ref", "-m", f"klauss: uncommitted changes saved at {why}", ref, commit, "")
+    return {"path": str(path), "commit": commit, "branch": None, "ref": ref, "files": files}
+
+
 def _unmerged(cwd):
     return _z(git(cwd, "diff", "--name-only", "-z", "--diff-filter=U", check=False).stdout)
 
@@ -485,7 +557,13 @@ class TaskTree:
             raise WorktreeError(f"working dir {working_dir} is outside the git repository {repo}; give the task "
                                 "a working dir inside it, or metadata isolation \"none\"")
         worktrees_dir(self.cfg, create=True)
-        # A crashed attempt may have left its worktree (or half of one): start clean.
+        # A crashed attempt may have left its worktree (or half of one): start clean, its uncommitted
+        # edits kept under refs/klauss/archive/ (this attempt starts from the branch, as before).
+        saved = save_uncommitted(self.cfg, repo, self.path, self.task.job_id, onto_branch=False,
+                                 why=f"the start of attempt {self.task.attempt} of task {tid}")
+        if saved:
+            _warn(f"task {tid}: the previous attempt's uncommitted changes in {self.path} are saved as "
+                  f"{saved['ref']} ({_listed(saved['files'])})")
         _remove_worktree(repo, self.path)
         existing = _rev(repo, f"refs/heads/{self.branch}")
         deps = self._dependency_commits()
@@ -508,6 +586,8 @@ class TaskTree:
         self._copy_files()
         self._setup()
         self.exclude = sorted(set(self.exclude) | set(_status_paths(self.path)))
+        gitdir = Path(self._git(self.path, "rev-parse", "--absolute-git-dir").stdout.strip())
+        (gitdir / EXCLUDE_FILE).write_text("".join(f"{p}\0" for p in self.exclude))  # for save_uncommitted
         return self
 
     def _add(self, repo, *args):
@@ -545,6 +625,7 @@ class TaskTree:
         files = _unmerged(self.path)
         git(self.path, "merge", "--abort", check=False)
         _remove_worktree(self.repo, self.path)
+        # Safe: the branch was made just now, from commits its dependencies' branches still reach.
         git(self.repo, "branch", "-D", self.branch, check=False)
         names = " and ".join(f"#{d} ({task_branch(d, self.task.job_id)})" for d, _ in deps)
         if not files:
@@ -915,12 +996,23 @@ def _branch_owner_finished(queue, name, job_id):
     return None
 
 
+def _branch_job(name):
+    for pattern in _BRANCHES:
+        m = pattern.fullmatch(name)
+        if m:
+            return m.groupdict().get("job")
+    return None
+
+
 def clean_worktrees(cfg, queue, job_id=None, branches=False, force=False):
-    """Remove the worktrees of finished tasks (and the merge worktrees of finished jobs); with
-    `branches`, also delete their branches once their work is in the current branch (`force`:
-    even when it is not). Returns {"removed", "kept", "branches_deleted", "branches_kept"}."""
+    """Remove the worktrees of finished tasks (and the merge worktrees of finished jobs), their
+    uncommitted changes first committed on their branch; with `branches`, also delete the branches
+    whose work is in the current branch or in their job branch. An unmerged branch is kept, or with
+    `force` archived under refs/klauss/archive/ and then deleted: no commit is lost either way.
+    Returns {"removed", "kept", "saved", "branches_deleted", "branches_archived", "branches_kept"}."""
     repo = _project_repo(cfg)
-    report = {"removed": [], "kept": [], "branches_deleted": [], "branches_kept": []}
+    report = {"removed": [], "kept": [], "saved": [], "branches_deleted": [], "branches_archived": [],
+              "branches_kept": []}
     for row in list_worktrees(cfg, queue, job_id):
         status = row["status"].replace(" (stale)", "")
         done = status in (*claude_queue.FINISHED, "unknown", "finished")
@@ -928,6 +1020,14 @@ def clean_worktrees(cfg, queue, job_id=None, branches=False, force=False):
             owner = f"task #{row['task_id']}" if row["task_id"] else f"job {row['job_id']}"
             report["kept"].append({"path": row["path"], "reason": f"{owner} is {status}"})
             continue
+        try:
+            saved = save_uncommitted(cfg, repo, row["path"], row["job_id"], onto_branch=row["kind"] == "task")
+        except WorktreeError as exc:
+            report["kept"].append({"path": row["path"], "reason": f"its uncommitted changes could not be saved "
+                                   f"({exc}); commit or copy them, then clean again"})
+            continue
+        if saved:
+            report["saved"].append(saved)
         _remove_worktree(repo, row["path"])
         report["removed"].append(row["path"])
     git(repo, "worktree", "prune", check=False)
@@ -948,15 +1048,41 @@ def clean_worktrees(cfg, queue, job_id=None, branches=False, force=False):
         if ref in checked_out:
             report["branches_kept"].append({"branch": name, "reason": "checked out in a worktree"})
             continue
-        merged = head is not None and git(repo, "merge-base", "--is-ancestor", ref, head,
-                                          check=False).returncode == 0
-        if not merged and not force:
-            report["branches_kept"].append({"branch": name, "reason": "its work is not in your current branch "
-                                            "(merge it, or add --force to delete it anyway)"})
+        tip = _rev(repo, ref)
+        if tip is None:
             continue
-        cp = git(repo, "branch", "-D", name, check=False)
+        job = _branch_job(name)
+        # Merged = reached by the user's branch, or by the job branch (kept, or archived below when
+        # it is not merged itself), so deleting the name loses no commit.
+        keepers = [(head, "your current branch")]
+        jb = job_branch(job) if job else None
+        if jb and jb != name:
+            keepers.append((_rev(repo, f"refs/heads/{jb}"), jb))
+        merged = any(k is not None and git(repo, "merge-base", "--is-ancestor", tip, k, check=False).returncode == 0
+                     for k, _ in keepers)
+        archived = None
+        if not merged:
+            if not force:
+                where = " nor in ".join(w for k, w in keepers if k is not None) or "any kept branch"
+                cmd = hints.command("clean-worktrees", *(("--job", job) if job else ()), "--branches", "--force",
+                                    cwd=cfg.root)
+                report["branches_kept"].append({
+                    "branch": name, "reason": f"its work is not in {where}; merge it, or delete it anyway with "
+                    f"`{cmd}` (it is archived under {ARCHIVE}/ first)", "command": cmd})
+                continue
+            archived = archive_ref(job, _short_name(name, job))
+            cp = git(repo, "update-ref", "-m", f"klauss: archived {name} before deleting it", archived, tip, "",
+                     check=False)
+            if cp.returncode != 0:
+                report["branches_kept"].append({"branch": name, "reason": "could not archive it: "
+                                                + _tail(cp.stderr, 200)})
+                continue
+        # Deleted only if it still points where it was checked (a branch that moved meanwhile stays).
+        cp = git(repo, "update-ref", "-m", "klauss: clean-worktrees", "-d", ref, tip, check=False)
         if cp.returncode == 0:
             report["branches_deleted"].append(name)
+            if archived:
+                report["branches_archived"].append({"branch": name, "commit": tip, "archive": archived})
         else:
             report["branches_kept"].append({"branch": name, "reason": _tail(cp.stderr, 200)})
     return report

@@ -1,0 +1,135 @@
+"""Never lose work: cleaning worktrees and branches keeps every commit reachable from a kept ref, and
+commits a worktree's uncommitted edits before removing it. Real git repositories, the real worker
+and the fake `claude` (the `repo` fixture of tests/test_worktrees.py)."""
+
+import json
+import sys
+
+from test_worktrees import SETTINGS, git, repo  # noqa: F401  (repo is a fixture)
+
+import worktrees
+from conftest import fake
+from orchestrator import ClaudeOrchestrator
+
+
+def reachable(root):
+    return set(git(root, "rev-list", "--all").split())
+
+
+def test_clean_commits_uncommitted_edits_to_the_task_branch_first(repo):  # noqa: F811
+    (repo.root / ".klauss.toml").write_text(
+        SETTINGS + f"[isolation]\nsetup_command = [{json.dumps(sys.executable)}, \"-c\", "
+        "\"open('built.txt', 'w').write('setup')\"]\n")
+    orch = ClaudeOrchestrator("t")
+    job, (tid,) = orch.submit_plan("edits", [{"prompt": fake("write", "a.txt", content="a\n")}],
+                                   isolation="worktree", merge="branch")
+    repo.run_worker()
+    branch = f"klauss/{job}/task-{tid}"
+    done = git(repo.root, "rev-parse", branch)
+    wt = repo.cfg.state_dir / "worktrees" / f"task-{tid}"
+    # Edits made after the task finished (by the user, or a process it left): tracked, untracked, ignored.
+    (wt / "a.txt").write_text("edited\n")
+    (wt / "notes").mkdir()
+    (wt / "notes" / "new.txt").write_text("new\n")
+    (wt / ".klauss").mkdir()
+    (wt / ".klauss" / "ignored.txt").write_text("ignored\n")
+
+    out = repo.cli("clean-worktrees", "--job", job)
+    assert out.returncode == 0, out.stderr
+    assert f"saved the uncommitted changes in {wt.resolve()}" in out.stdout and branch in out.stdout
+    assert not wt.exists()
+    saved = git(repo.root, "rev-parse", branch)
+    assert saved != done and git(repo.root, "rev-parse", f"{saved}^") == done
+    assert repo.show(branch, "a.txt") == "edited" and repo.show(branch, "notes/new.txt") == "new"
+    assert git(repo.root, "log", "-1", "--format=%an <%ae>", saved) == "Klauss <klauss@localhost>"
+    files = git(repo.root, "show", "--name-only", "--format=", saved).split()
+    # .gitignore is respected, and what the setup command made is not the task's work.
+    assert sorted(files) == ["a.txt", "notes/new.txt"]
+    # The user's checkout is untouched.
+    assert repo.status() == "M .klauss.toml" and not (repo.root / "a.txt").exists()
+
+
+def test_unmerged_branch_is_kept_without_force_and_archived_with_it(repo):  # noqa: F811
+    orch = ClaudeOrchestrator("t")
+    job, (tid,) = orch.submit_plan("unmerged", [{"prompt": fake("write", "b.txt", content="b\n")}],
+                                   isolation="worktree", merge="branch")
+    repo.run_worker()
+    branch = f"klauss/{job}/task-{tid}"
+    commit = git(repo.root, "rev-parse", branch)
+    before = reachable(repo.root)
+
+    out = repo.cli("clean-worktrees", "--branches")
+    assert out.returncode == 0
+    assert branch in repo.branches()
+    line = next(x for x in out.stderr.splitlines() if x.startswith(f"kept branch {branch}"))
+    assert "not in your current branch" in line
+    assert f"manage.sh clean-worktrees --job {job} --branches --force" in line
+    report = json.loads(repo.cli("clean-worktrees", "--branches", "--json").stdout)
+    kept = {k["branch"]: k for k in report["branches_kept"]}
+    assert kept[branch]["command"].endswith(f"manage.sh clean-worktrees --job {job} --branches --force")
+    assert report["branches_deleted"] == [] and report["branches_archived"] == []
+
+    out = repo.cli("clean-worktrees", "--job", job, "--branches", "--force", "--json")
+    report = json.loads(out.stdout)
+    assert report["branches_deleted"] == [branch]
+    (archived,) = report["branches_archived"]
+    assert archived["branch"] == branch and archived["commit"] == commit
+    assert archived["archive"].startswith(f"refs/klauss/archive/{job}/task-{tid}-")
+    assert branch not in repo.branches()
+    # The archive ref reaches the commit, and no commit of the repository became unreachable.
+    assert git(repo.root, "rev-parse", archived["archive"]) == commit
+    assert repo.show(archived["archive"], "b.txt") == "b"
+    assert before <= reachable(repo.root)
+
+
+def test_force_says_where_the_archive_is(repo):  # noqa: F811
+    orch = ClaudeOrchestrator("t")
+    job, (tid,) = orch.submit_plan("say", [{"prompt": fake("write", "c.txt", content="c\n")}],
+                                   isolation="worktree", merge="branch")
+    repo.run_worker()
+    branch = f"klauss/{job}/task-{tid}"
+    out = repo.cli("clean-worktrees", "--branches", "--force")
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith(f"deleted branch {branch}"))
+    ref = line.split("archived as ", 1)[1].split(";", 1)[0]
+    assert ref.startswith(f"refs/klauss/archive/{job}/") and f"git branch {branch} {ref}" in line
+    git(repo.root, "branch", branch, ref)  # the printed way back works
+    assert repo.show(branch, "c.txt") == "c"
+
+
+def test_merged_branches_are_deleted_without_an_archive(repo):  # noqa: F811
+    orch = ClaudeOrchestrator("t")
+    job, ids = orch.submit_plan("merged", [{"prompt": fake("write", f"m{i}.txt", content=f"{i}\n")}
+                                           for i in range(2)], isolation="worktree")
+    repo.run_worker()
+    before = reachable(repo.root)
+    # The task branches are in the job branch: they go without --force; the job branch is kept.
+    report = json.loads(repo.cli("clean-worktrees", "--branches", "--json").stdout)
+    assert sorted(report["branches_deleted"]) == sorted(f"klauss/{job}/task-{t}" for t in ids)
+    assert report["branches_archived"] == []
+    assert [k["branch"] for k in report["branches_kept"]] == [f"klauss/{job}/merged"]
+    assert before <= reachable(repo.root)
+    # Once the job branch is in the user's branch, it goes too.
+    assert repo.cli("merge", job).returncode == 0
+    report = json.loads(repo.cli("clean-worktrees", "--branches", "--json").stdout)
+    assert report["branches_deleted"] == [f"klauss/{job}/merged"] and report["branches_archived"] == []
+    assert repo.branches() == ["main"]
+    assert git(repo.root, "for-each-ref", "refs/klauss/") == ""
+
+
+def test_a_crashed_attempts_edits_are_archived_before_its_worktree_is_replaced(repo):  # noqa: F811
+    orch = ClaudeOrchestrator("t")
+    job, (tid,) = orch.submit_plan("crash", [{"prompt": fake("write", "d.txt", content="d\n")}],
+                                   isolation="worktree", merge="branch")
+    repo.run_worker()
+    branch = f"klauss/{job}/task-{tid}"
+    tip = git(repo.root, "rev-parse", branch)
+    wt = repo.cfg.state_dir / "worktrees" / f"task-{tid}"
+    (wt / "half.txt").write_text("half done\n")  # as a worker killed mid-run leaves it
+    saved = worktrees.save_uncommitted(repo.cfg, repo.root, wt, job, onto_branch=False, why="a test")
+    # The branch does not move (the next attempt starts where it was); the edits are kept elsewhere.
+    assert git(repo.root, "rev-parse", branch) == tip
+    assert saved["ref"].startswith(f"refs/klauss/archive/{job}/task-{tid}-") and saved["files"] == ["half.txt"]
+    assert repo.show(saved["ref"], "half.txt") == "half done"
+    assert (wt / "half.txt").exists() and git(wt, "status", "--porcelain") == "?? half.txt"
+    assert worktrees.save_uncommitted(repo.cfg, repo.root, repo.root / "nowhere", job) is None
