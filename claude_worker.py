@@ -233,7 +233,7 @@ def _note(kind, **fields):
 class Run:
     """One `claude` process for one task: its stream, its transcript, and how it ended."""
 
-    def __init__(self, worker, task, argv, prompt, working_dir, env, timeout, transcript_path):
+    def __init__(self, worker, task, argv, prompt, working_dir, env, timeout, transcript_path, marker=None):
         self.worker = worker
         self.task = task
         self.argv = argv
@@ -244,7 +244,7 @@ class Run:
         self.transcript_path = transcript_path
         # Carried in the environment of everything the run starts: what is found with it after
         # the run is killed (a Bash tool runs in a session of its own, out of reach of the group).
-        self.marker = f"{task.id}:{task.attempt}:{uuid.uuid4().hex}"
+        self.marker = marker or f"{task.id}:{task.attempt}:{uuid.uuid4().hex}"
         self.state = claude_cli.StreamState()
         self.stderr_tail = deque(maxlen=200)
         self.stop = threading.Event()     # set when the run must be ended early
@@ -520,6 +520,8 @@ class Worker:
         """Record a task's end; in the same commit, set this worker's row and, when the worker
         will go on, claim its next task (kept in self._next for the loop)."""
         go_on = not (self.stopping or self.parent_gone() or self._disk_full or self.queue.db_replaced())
+        if go_on:
+            self._arm_run_marker()
         done, self._next = self.queue.finish_and_claim(action, task.id, self.worker_id, attempt=task.attempt,
                                                        claim_next=go_on, lease_seconds=self.lease,
                                                        worker_info=self._info, **details)
@@ -528,6 +530,12 @@ class Worker:
         # added since wakes the wait at once).
         self._queue_empty = go_on and self._next is None
         return done
+
+    def _arm_run_marker(self):
+        # Chosen before a claim and recorded by the claim's own commit: everything the claimed task
+        # starts (its worktree's setup command, then claude) carries it, so the sweep after a dead
+        # worker (the coordinator reads it from this row) finds all of it, from the first moment.
+        self._info = {**self._info, "run_marker": f"{self.worker_id}:{uuid.uuid4().hex}"}
 
     def note_claude(self, pid, run_marker=None):
         # Recorded so the coordinator can kill claude's group, and sweep what carries the run's
@@ -633,6 +641,7 @@ class Worker:
             if empty:
                 task = None
             else:
+                self._arm_run_marker()
                 task = self.queue.claim_task(self.worker_id, lease_seconds=self.lease, worker_info=self._info)
             if self._disk_full:
                 self._disk_full = False
@@ -695,10 +704,14 @@ class Worker:
             return None
         working_dir = checked["working_dir"]
         job = q.get_job(task.job_id) if task.job_id else None
+        marker = self._info.get("run_marker") or f"{task.id}:{task.attempt}:{uuid.uuid4().hex}"
         try:
             # With worktree isolation the task runs in its own worktree, at the same path inside it.
-            tree = worktrees.prepare_task(self.cfg, q, task, job, working_dir, keepalive=lambda: self._keepalive(task))
+            tree = worktrees.prepare_task(self.cfg, q, task, job, working_dir, keepalive=lambda: self._keepalive(task),
+                                          setup_env={processes.RUN_MARKER_VAR: marker})
         except worktrees.WorktreeError as exc:
+            for left in processes.kill_run_processes(marker):
+                log(f"task {task.id}: killed process {left} its setup command left behind")
             q.fail_task(task.id, self.worker_id, f"worktree: {exc}", retryable=exc.retryable, attempt=task.attempt)
             log(f"task {task.id}: worktree not ready: {exc}")
             return None
@@ -717,7 +730,7 @@ class Worker:
             env["KLAUSS_JOB_ID"] = task.job_id
         timeout = task.timeout or self.cfg["claude"]["timeout"]
         transcript = self.cfg.logs_dir / "tasks" / f"task-{task.id}-attempt-{task.attempt}.jsonl"
-        self.run = Run(self, task, argv, prompt, working_dir, env, timeout, transcript)
+        self.run = Run(self, task, argv, prompt, working_dir, env, timeout, transcript, marker=marker)
         beat = threading.Thread(target=self._heartbeat, args=(self.run,), daemon=True)
         beat.start()
         try:

@@ -479,9 +479,10 @@ def _unmerged(cwd):
     return _z(git(cwd, "diff", "--name-only", "-z", "--diff-filter=U", check=False).stdout)
 
 
-def prepare_task(cfg, queue, task, job, working_dir, keepalive=None):
+def prepare_task(cfg, queue, task, job, working_dir, keepalive=None, setup_env=None):
     """Set up the task's worktree when it runs isolated: returns a TaskTree whose `working_dir` is
-    where Claude runs, or None when the task edits the working tree directly."""
+    where Claude runs, or None when the task edits the working tree directly. `setup_env` goes into
+    the setup command's environment (the worker's run marker)."""
     meta = task.metadata or {}
     jmeta = (job or {}).get("metadata") or {}
     mode = effective_isolation(cfg, meta, jmeta)
@@ -516,6 +517,7 @@ def prepare_task(cfg, queue, task, job, working_dir, keepalive=None):
             raise WorktreeError(f"{where}.base_commit: expected a commit id (hex), got {base!r}; submit the task "
                                 "again from the project")
     tree = TaskTree(cfg, queue, task, Path(repo), base, merge, jbranch, keepalive)
+    tree.setup_env = dict(setup_env or {})
     try:
         return tree.create(working_dir)
     except OSError as exc:
@@ -537,6 +539,7 @@ class TaskTree:
         self.starts = [base]  # the task's own work is what its branch has beyond these commits
         self.exclude = []     # what copy_files and the setup command made: never committed
         self.working_dir = None
+        self.setup_env = {}
         self.error = None
         self.commit = None
 
@@ -664,7 +667,7 @@ class TaskTree:
         argv = list(self.cfg["isolation"]["setup_command"])
         if not argv:
             return
-        env = {**os.environ, "KLAUSS_TASK_ID": str(self.task.id), "KLAUSS_WORKTREE": str(self.path)}
+        env = {**os.environ, **self.setup_env, "KLAUSS_TASK_ID": str(self.task.id), "KLAUSS_WORKTREE": str(self.path)}
         timeout = self.task.timeout or self.cfg["claude"]["timeout"]
         shown = " ".join(argv)
         try:

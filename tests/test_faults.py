@@ -18,6 +18,7 @@ from test_worktrees import describe
 
 import claude_queue
 import config
+import processes
 from conftest import fake, wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the tests read /proc (Linux)")
@@ -158,17 +159,30 @@ def test_a_setup_command_longer_than_two_leases_keeps_its_worker_alive(repo):
 
 
 def test_a_worker_dying_in_setup_names_the_setup_command(repo):
-    started, _go = _slow_setup(repo, 10)
+    started, go = _slow_setup(repo, 10)
     q = repo.queue
     tid = q.add_task(fake("write", "o.txt", content="x\n"), expected_outputs=["o.txt"], max_attempts=1)
     worker = subprocess.Popen([sys.executable, str(test_worktrees.WORKER), "w1"], cwd=repo.root,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for(started.exists, what="the setup command to start")
+        try:
+            wait_for(started.exists, what="the setup command to start")
+            # Found by what only the setup command's environment has (its worktree), not by name.
+            setup = processes.env_processes("KLAUSS_WORKTREE", str(repo.cfg.state_dir / "worktrees" / f"task-{tid}"))
+        finally:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        assert setup, "the setup command runs"
+        # What the coordinator does when a worker dies: sweep the run marker its row recorded (the
+        # setup command, in a session of its own, outlives the worker's group), return the task.
+        marker = q.list_workers()[0]["info"]["run_marker"]
+        assert marker and all(processes.env_value(p, processes.RUN_MARKER_VAR) == marker for p in setup)
+        assert set(setup) <= set(processes.kill_run_processes(marker))
+        wait_for(lambda: not any(processes.pid_alive(p) for p in setup), what=f"the setup processes {setup} to end")
+        assert processes.env_processes(processes.RUN_MARKER_VAR, marker) == []
+        assert q.recover_stale(worker_id="w1") == [tid]
     finally:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
-    assert q.recover_stale(worker_id="w1") == [tid]  # what the coordinator does when a worker dies
+        go.touch()  # whatever happened above, no setup.py is left waiting
     t = q.get_task(tid)
     assert t.status == "failed" and "setup_command" in t.error and "setup.py" in t.error, t.error
 
