@@ -64,8 +64,10 @@ class JobResults(dict):
     @property
     def needs_attention(self):
         """Something was not done as asked: a task did not complete, or completed although some of
-        its tool calls were denied (with no expected outputs to miss, a denied Write looks clean)."""
-        return not self.all_completed or any(r.get("denied") for r in self.values())
+        its tool calls were denied (with no expected outputs to miss, a denied Write looks clean), or
+        its work did not make it into the job branch (a merge conflict or error)."""
+        return not self.all_completed or any(r.get("denied") or r.get("merge") in ("conflict", "error")
+                                             for r in self.values())
 
 
 def _is_tty():
@@ -869,8 +871,25 @@ def _wait_and_report(orch, job, args):
         print(json.dumps({"job_id": job, "timed_out": results.timed_out, "tasks": results}, indent=2))
     else:
         print(orch.synthesize_results(results), end="")
+    for line in _not_merged(job, results):
+        print(line, file=sys.stderr, flush=True)
     _say_pool_stays(orch)
     return exits.EXIT_FAIL if results.needs_attention else exits.EXIT_OK
+
+
+def _not_merged(job, results):
+    """Error lines for the completed tasks whose work is not on the job branch, and what to do."""
+    left = [(tid, r) for tid, r in sorted(results.items())
+            if r.get("status") == "completed" and r.get("merge") in ("conflict", "error")]
+    lines = []
+    for tid, r in left:
+        why = (f"conflicts with the job branch in {', '.join(r.get('conflicts') or [])}" if r["merge"] == "conflict"
+               else "could not be merged into the job branch")
+        lines.append(f"error: task #{tid} {why}; its work is safe on branch {r.get('branch')}")
+    if left:
+        lines.append(f"to finish job {job}: bring the job branch into yours (`{hints.command('merge', job)}`), "
+                     "then merge each branch above by hand (`git merge BRANCH`), resolve the conflicts and commit")
+    return lines
 
 
 def _say_pool_stays(orch):

@@ -5,7 +5,7 @@ and the fake `claude` (the `repo` fixture of tests/test_worktrees.py)."""
 import json
 import sys
 
-from test_worktrees import SETTINGS, git, repo  # noqa: F401  (repo is a fixture)
+from test_worktrees import ORCH, SETTINGS, git, repo  # noqa: F401  (repo is a fixture)
 
 import worktrees
 from conftest import fake
@@ -133,3 +133,24 @@ def test_a_crashed_attempts_edits_are_archived_before_its_worktree_is_replaced(r
     assert repo.show(saved["ref"], "half.txt") == "half done"
     assert (wt / "half.txt").exists() and git(wt, "status", "--porcelain") == "?? half.txt"
     assert worktrees.save_uncommitted(repo.cfg, repo.root, repo.root / "nowhere", job) is None
+
+
+def test_run_of_a_job_whose_merge_conflicted_exits_1_and_says_what_to_do(repo):  # noqa: F811
+    # Both tasks change the same line from the same base: whichever merges second conflicts.
+    plan = {"description": "conflict", "isolation": "worktree", "tasks": [
+        {"prompt": "Say A\n" + fake("edit", "shared.txt", old="hello", new="from A")},
+        {"prompt": "Say B\n" + fake("edit", "shared.txt", old="hello", new="from B")}]}
+    (repo.root / "plan.json").write_text(json.dumps(plan))
+    out = repo.cli("run", "plan.json", "--yes", script=ORCH)
+    assert out.returncode == 1, out.stdout + out.stderr
+    q = repo.queue
+    (job,) = [j["id"] for j in q.list_jobs()]
+    tasks = q.list_tasks(job_id=job)
+    assert all(t.status == "completed" for t in tasks)
+    (bad,) = [t for t in tasks if t.outcome["merge"] == "conflict"]
+    assert f"error: task #{bad.id} conflicts with the job branch in shared.txt; its work is safe on branch " \
+           f"klauss/{job}/task-{bad.id}" in out.stderr
+    assert f"manage.sh merge {job}`), then merge each branch above by hand" in out.stderr
+    # `wait` says the same, with the same exit code.
+    again = repo.cli("wait", job, script=ORCH)
+    assert again.returncode == 1 and f"error: task #{bad.id} conflicts" in again.stderr
