@@ -431,9 +431,13 @@ def save_uncommitted(cfg, repo, path, job_id, onto_branch=True, why="clean-up"):
     WorktreeError when the changes are there and cannot be saved: the worktree must then be kept."""
     path = Path(path)
     entry = _registered(repo).get(str(path.resolve()))
-    # Unregistered, gone, or still being made by `git worktree add` (it locks it meanwhile): there is
+    locked = (entry or {}).get("locked")
+    if locked and locked != "initializing":
+        raise WorktreeError(f"{path} is locked ({'`git worktree lock`' if locked is True else locked}); "
+                            f"unlock it (`git worktree unlock {path}`) to let Klauss remove it")
+    # Unregistered, gone, or still being made by `git worktree add` (locked "initializing"): there is
     # no checkout whose changes are the task's (a half-checked-out tree would look like deletions).
-    if entry is None or entry.get("prunable") or entry.get("locked") or not (path / ".git").exists():
+    if entry is None or entry.get("prunable") or locked or not (path / ".git").exists():
         return None
     head = _rev(path, "HEAD")
     if head is None:

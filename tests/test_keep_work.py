@@ -154,3 +154,19 @@ def test_run_of_a_job_whose_merge_conflicted_exits_1_and_says_what_to_do(repo): 
     # `wait` says the same, with the same exit code.
     again = repo.cli("wait", job, script=ORCH)
     assert again.returncode == 1 and f"error: task #{bad.id} conflicts" in again.stderr
+
+
+def test_a_worktree_the_user_locked_is_kept(repo):  # noqa: F811
+    orch = ClaudeOrchestrator("t")
+    job, (tid,) = orch.submit_plan("locked", [{"prompt": fake("write", "e.txt", content="e\n")}],
+                                   isolation="worktree", merge="branch")
+    repo.run_worker()
+    wt = repo.cfg.state_dir / "worktrees" / f"task-{tid}"
+    (wt / "mine.txt").write_text("mine\n")
+    git(repo.root, "worktree", "lock", "--reason", "mine", str(wt))
+    out = repo.cli("clean-worktrees", "--job", job)
+    assert out.returncode == 0 and wt.exists() and (wt / "mine.txt").read_text() == "mine\n"
+    assert f"kept {wt.resolve()}" in out.stderr and f"git worktree unlock {wt.resolve()}" in out.stderr
+    git(repo.root, "worktree", "unlock", str(wt))
+    out = repo.cli("clean-worktrees", "--job", job)
+    assert not wt.exists() and repo.show(f"klauss/{job}/task-{tid}", "mine.txt") == "mine"
