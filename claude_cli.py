@@ -160,17 +160,12 @@ def describe_tool_use(name, tool_input):
         if tool_input.get(key):
             return f"{name} {tool_input[key]}"
     if tool_input.get("command"):
-        return f"{name}: {_shorten(str(tool_input['command']), 60)}"
+        return f"{name}: {task_report.shorten(str(tool_input['command']), 60)}"
     if tool_input.get("pattern"):
-        return f"{name} {_shorten(str(tool_input['pattern']), 60)}"
+        return f"{name} {task_report.shorten(str(tool_input['pattern']), 60)}"
     if tool_input.get("description"):
-        return f"{name}: {_shorten(str(tool_input['description']), 60)}"
+        return f"{name}: {task_report.shorten(str(tool_input['description']), 60)}"
     return name
-
-
-def _shorten(text, limit):
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 @dataclass

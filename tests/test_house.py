@@ -1,0 +1,49 @@
+"""One house (issue 14): each concern in one place. Presentation is told by task_report alone."""
+
+import re
+from pathlib import Path
+
+import claude_cli
+import claude_dashboard
+import task_report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _dashboard_text(rows):
+    return "\n".join("".join(part for part, _ in row) for row in rows)
+
+
+def test_the_dashboard_details_tell_what_show_tells(make_queue, clock):
+    q = make_queue(clock=clock)
+    first = q.add_task("first")
+    tid = q.add_task("Refactor the parser\nwith care", depends_on=[first], metadata={"team": "core"})
+    dependent = q.add_task("after", depends_on=[tid])
+    q.claim_task("w")
+    q.complete_task(first, "w", {"result": "ok"}, attempt=1)
+    t = q.claim_task("w")
+    q.complete_task(t.id, "w", {"result": "Done.", "session_id": "sess-1", "num_turns": 4, "exit_code": 0,
+                                "total_cost_usd": 0.5, "usage": {"input_tokens": 10, "output_tokens": 2}},
+                    attempt=t.attempt)
+    task, events = q.get_task(tid), q.get_events(tid)
+    shown = task_report.describe_task(task, events, [dependent], "/logs/x.jsonl", clock.now)
+    board = _dashboard_text(claude_dashboard.Dashboard._describe(task, events, clock.now, 200, [dependent],
+                                                                 "/logs/x.jsonl"))
+    # Every field of `show` is in the dashboard's details, laid out the same way (its own details
+    # once left out the session, turns, exit code, dependents, metadata and the transcript it found).
+    fields = [line.strip() for line in shown if re.match(r"  [A-Z][\w ]*: ", line)]
+    assert any(f.startswith("Session:") for f in fields) and any(f.startswith("Dependents:") for f in fields)
+    for line in fields:
+        assert line in board, line
+    assert "Status:      completed" in board and "Refactor the parser" in board and "Done." in board
+
+
+def test_shortening_lives_in_task_report():
+    assert claude_cli.describe_tool_use("Bash", {"command": "x" * 100}) == "Bash: " + "x" * 59 + "…"
+    assert not hasattr(claude_cli, "_shorten")
+    sources = {name: (ROOT / name).read_text() for name in ("worktrees.py", "admin.py", "claude_cli.py")}
+    assert "[:72]" not in sources["worktrees.py"] and "[:100]" not in sources["admin.py"]
+    assert "def _describe" in (ROOT / "claude_dashboard.py").read_text()  # a layout, not a describer:
+    assert "field(\"Job\"" not in (ROOT / "claude_dashboard.py").read_text()
+    assert task_report.opening_line("\n\n  Fix   it\nmore") == "Fix   it"
+    assert task_report.shorten(task_report.opening_line("a" * 80), 72) == "a" * 71 + "…"
