@@ -21,6 +21,7 @@ import hints
 import pool
 import processes
 import queues
+import states
 import task_report
 from exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from processes import process_table
@@ -80,7 +81,7 @@ def cmd_status(args):
     print(f"database: {st['db']}")
     if st["disk_full"]:
         print(f"{st['disk_full']}: the pool pauses claiming until writes work again; free some space")
-    if st["pool_state"]["state"] in ("config_error", "paused"):
+    if st["pool_state"]["state"] in (states.POOL_CONFIG_ERROR, states.POOL_PAUSED):
         print(st["pool_state"]["text"])
     if st["workers"]:
         print(f"{'WORKER':<12} {'PID':>7} {'STATE':<12} {'TASK':>6} {'CPU%':>6} {'MEM':>6} {'BEAT':>6}  CLAUDE")

@@ -30,6 +30,7 @@ import exits
 import flags
 import hints
 import queues
+import states
 import task_report
 from exits import EXIT_OK, EXIT_USAGE
 
@@ -273,7 +274,7 @@ class Dashboard:
         return lines
 
     def _pool_line(self, coordinator, workers, now):
-        busy = sum(1 for w in workers if w["state"] == "busy")
+        busy = sum(1 for w in workers if w["state"] == states.BUSY)
         summary = f"  {len(workers)} worker{'s' if len(workers) != 1 else ''}, {busy} busy"
         value = coordinator["value"] if coordinator else None
         pid = value.get("pid") if isinstance(value, dict) else None
@@ -286,7 +287,7 @@ class Dashboard:
 
     def _worker_line(self, w, task, now, lease, width):
         state = w["state"]
-        style = {"busy": "in_progress", "paused": "skipped", "config_error": "failed", "stopping": "dim"}.get(state, "")
+        style = {states.BUSY: "in_progress", states.PAUSED: "skipped", states.CONFIG_ERROR: "failed"}.get(state, "")
         silent = now - (w["last_heartbeat"] or now)
         cells = [f"  {w['worker_id']:<12} ", f"{state:<12} "]
         if task is not None:

@@ -91,6 +91,7 @@ import config
 import flags
 import hints
 import processes
+import states
 import task_report
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "skipped")
@@ -844,7 +845,7 @@ class TaskQueue:
             conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
             row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
         if worker_info is not None:
-            self._beat_worker(conn, worker_id, "busy", row["id"], worker_info, now)
+            self._beat_worker(conn, worker_id, states.BUSY, row["id"], worker_info, now)
         return Task.from_row(row)
 
     def finish_and_claim(self, action, task_id, worker_id, attempt=None, claim_next=False, lease_seconds=None,
@@ -861,7 +862,7 @@ class TaskQueue:
             if claim_next:
                 task = self._claim(conn, worker_id, lease_seconds, worker_info, pick_sql=SQL_PICK_UNLESS_PAUSED)
             if task is None and worker_info is not None:
-                self._beat_worker(conn, worker_id, "idle", None, worker_info, self.clock())
+                self._beat_worker(conn, worker_id, states.IDLE, None, worker_info, self.clock())
             return done, task
 
     def _beat_worker(self, conn, worker_id, state, current_task, info, now):
@@ -897,7 +898,7 @@ class TaskQueue:
             if row is None:
                 return None
             if worker_info is not None:
-                self._beat_worker(conn, worker_id, "busy", task_id, worker_info, now)
+                self._beat_worker(conn, worker_id, states.BUSY, task_id, worker_info, now)
             return bool(row[0])
 
     def cancel_requested(self, task_id):
@@ -1329,7 +1330,7 @@ class TaskQueue:
 
     # --- workers and pool-wide flags ---
 
-    def register_worker(self, worker_id, pid=None, state="starting", info=None):
+    def register_worker(self, worker_id, pid=None, state=states.STARTING, info=None):
         now = self.clock()
         with self._write() as conn:
             conn.execute(SQL_REGISTER_WORKER,

@@ -35,6 +35,7 @@ import exits
 import flags
 import hints
 import processes
+import states
 import submission
 import task_report
 import worktrees
@@ -450,7 +451,7 @@ class Worker:
         self.shutdown_deadline = None
         self.run = None
         self.executable = None
-        self.state = "starting"
+        self.state = states.STARTING
         self.waker = None
         self._last_recover = 0.0
         self._last_worker_beat = 0.0
@@ -523,7 +524,7 @@ class Worker:
         done, self._next = self.queue.finish_and_claim(action, task.id, self.worker_id, attempt=task.attempt,
                                                        claim_next=go_on, lease_seconds=self.lease,
                                                        worker_info=self._info, **details)
-        self._row_written("busy" if self._next is not None else "idle")
+        self._row_written(states.BUSY if self._next is not None else states.IDLE)
         # That commit found nothing to claim: the loop need not ask again before it waits (a task
         # added since wakes the wait at once).
         self._queue_empty = go_on and self._next is None
@@ -557,7 +558,7 @@ class Worker:
             return EXIT_CONFIG
         self.subreaper = processes.become_subreaper()
         self.waker = claude_queue.Waker(self.queue, self.worker_id)
-        self.queue.register_worker(self.worker_id, pid=os.getpid(), state="idle", info=self._info)
+        self.queue.register_worker(self.worker_id, pid=os.getpid(), state=states.IDLE, info=self._info)
         # Starting a worker is the user's way of saying a configuration problem is fixed.
         self.queue.clear_flag(flags.CONFIG_ERROR)
         log(f"worker {self.worker_id} (pid {os.getpid()}) ready: {self.executable} {version}; "
@@ -604,13 +605,13 @@ class Worker:
                 continue
             problem = self.queue.get_flag(flags.CONFIG_ERROR)
             if problem:
-                self.set_state("config_error", force=True)
+                self.set_state(states.CONFIG_ERROR, force=True)
                 value = problem["value"]
                 print(f"error: {value.get('message')}. To fix: {value.get('fix')}", file=sys.stderr, flush=True)
                 return EXIT_CONFIG
             pause = self.queue.get_flag(flags.PAUSED)
             if pause:
-                self.set_state("paused")
+                self.set_state(states.PAUSED)
                 if self.exit_when_idle:
                     return EXIT_OK
                 self.idle_wait(pause["until"] - time.time())
@@ -641,13 +642,13 @@ class Worker:
                 next_at = self.queue.next_claimable_at()
                 if self.exit_when_idle and next_at is None:
                     return EXIT_OK
-                self.set_state("idle")
+                self.set_state(states.IDLE)
                 wait = self.cfg["workers"]["poll_seconds"]
                 if next_at is not None:
                     wait = min(wait, max(0.0, next_at - time.time()))
                 self.idle_wait(wait)
                 continue
-            self._row_written("busy")
+            self._row_written(states.BUSY)
             self._process_claimed(task)
 
     def _process_claimed(self, task):
@@ -655,7 +656,7 @@ class Worker:
         self._row_stale = True  # until a task transaction sets the row again
         self.process(task)
         if self._row_stale:
-            self.set_state("idle", force=True)
+            self.set_state(states.IDLE, force=True)
         # After a configuration error the loop top reads the flag, says what to do, and exits.
 
     def maybe_recover(self):

@@ -35,6 +35,7 @@ import flags
 import hints
 import pool
 import processes
+import states
 import task_report
 import worktrees
 
@@ -309,9 +310,9 @@ class ClaudeOrchestrator:
 
     def _check_pool_alive(self, job_id):
         pool = task_report.pool_state(self.queue)
-        if pool["state"] == "config_error":
+        if pool["state"] == states.POOL_CONFIG_ERROR:
             raise OrchestratorError(pool["text"])
-        if pool["state"] == "stopped":
+        if pool["state"] == states.POOL_STOPPED:
             self._ensure_pool_for_wait(job_id)
 
     def collect(self, job_id):
@@ -840,9 +841,9 @@ def _wait_task(orch, task_id, args):
             if now - checked >= 2.0:  # the pool, as wait_and_collect looks at it
                 checked = now
                 state = task_report.pool_state(q)
-                if state["state"] == "config_error":
+                if state["state"] == states.POOL_CONFIG_ERROR:
                     return _fail(f"{state['text']}; task {task_id} stays queued", exits.EXIT_FAIL)
-                if state["state"] == "stopped" and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
+                if state["state"] == states.POOL_STOPPED and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
                     return _fail(f"{state['text']}; task {task_id} stays queued", exits.EXIT_FAIL)
             waker.wait(1.0 if deadline is None else max(0.0, min(1.0, deadline - now)))
     except KeyboardInterrupt:

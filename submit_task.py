@@ -31,6 +31,7 @@ import exits
 import hints
 import pool
 import queues
+import states
 import submission
 import task_report
 import worktrees
@@ -292,10 +293,10 @@ def check_pool(q, task_id):
     """While --wait waits: workers stopped by a configuration error end the wait (waiting cannot
     help); a pool that went away is started again as at the start."""
     pool = task_report.pool_state(q)
-    if pool["state"] == "config_error":
+    if pool["state"] == states.POOL_CONFIG_ERROR:
         raise CliError(f"{pool['text']}; task {task_id} stays queued (`{hints.command('cancel', task_id)}` "
                        "cancels it)", EXIT_FAIL)
-    if pool["state"] == "stopped" and q.cfg["workers"]["auto_start"]:
+    if pool["state"] == states.POOL_STOPPED and q.cfg["workers"]["auto_start"]:
         start_pool_for(q, task_id)
 
 

@@ -11,6 +11,7 @@ import unicodedata
 
 import flags
 import hints
+import states
 
 # The stored status `in_progress` is shown and typed as "running", the word every view uses;
 # JSON output and the Python API keep the stored value.
@@ -183,7 +184,7 @@ def progress_line(status, elapsed=None):
     if s["skipped"] or s["cancelled"]:
         parts.append(f"{s['skipped'] + s['cancelled']} skipped/cancelled")
     parts.append(fmt_cost(status["cost_usd"] or 0))
-    if status.get("pool") and status["pool"]["state"] != "running" and not status["finished"]:
+    if status.get("pool") and status["pool"]["state"] != states.POOL_RUNNING and not status["finished"]:
         parts.append(status["pool"]["text"])
     return f"[{status['job_id']}] " + " · ".join(parts) + ("" if elapsed is None else f" · {elapsed:.0f}s")
 
@@ -235,19 +236,19 @@ def job_markdown_line(job, now):
 
 def pool_state(queue, start=None, restart=None, now=None):
     """What the pool is doing, for whoever waits on it (`status`, the orchestrator's progress, MCP
-    `wait_job` and `job_status`): {"state": "running" | "paused" | "config_error" | "stopped",
+    `wait_job` and `job_status`): {"state": one of states.POOL_STATES,
     "text": one sentence}. `start` and `restart` say how to act (default: the manage.sh commands)."""
     now = time.time() if now is None else now
     problem = queue.get_flag(flags.CONFIG_ERROR)
     if problem:
         value = problem["value"] if isinstance(problem["value"], dict) else {}
         fix = str(value.get("fix") or "see the worker logs").rstrip(". ")
-        return {"state": "config_error",
+        return {"state": states.POOL_CONFIG_ERROR,
                 "text": f"workers stopped by a configuration error: {value.get('message') or 'see the worker logs'}. "
                         f"To fix: {fix}. {restart or 'Restart them with `' + hints.command('restart') + '`'}"}
     running = queue.running_coordinator()
     if running is None:
-        return {"state": "stopped",
+        return {"state": states.POOL_STOPPED,
                 "text": f"no pool running: {start or 'start one with `' + hints.command('start') + '`'}"}
     paused = queue.get_flag(flags.PAUSED)
     if paused:
@@ -256,9 +257,9 @@ def pool_state(queue, start=None, restart=None, now=None):
         when = f"until {time.strftime('%H:%M:%S', time.localtime(until))} ({fmt_ago(until, now)})" if until else \
             "until further notice"
         why = value.get("message") or value.get("reason") or "usage limit"
-        return {"state": "paused", "text": f"paused {when}: {why}; workers resume by themselves"}
+        return {"state": states.POOL_PAUSED, "text": f"paused {when}: {why}; workers resume by themselves"}
     workers = running.get("workers")
-    return {"state": "running", "text": f"pool running: {workers} worker(s)" if workers else "pool running"}
+    return {"state": states.POOL_RUNNING, "text": f"pool running: {workers} worker(s)" if workers else "pool running"}
 
 
 def find_transcript(cfg, task):
