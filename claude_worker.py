@@ -36,8 +36,8 @@ import flags
 import hints
 import processes
 import states
-import submission
 import task_report
+import validation
 import worktrees
 from exits import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
 
@@ -684,9 +684,9 @@ class Worker:
         q = self.queue
         log(f"task {task.id}: claimed (attempt {task.attempts_used}/{task.max_attempts})")
         try:
-            # Validated once, at submit (submission.py). The boundary is checked again here because
+            # Validated once, at submit (validation.py). The boundary is checked again here because
             # the config may have changed since, and build_argv refuses metadata it cannot pass on.
-            checked = submission.check_task_paths({"working_dir": task.working_dir, "context_files": task.context_files,
+            checked = validation.check_task_paths({"working_dir": task.working_dir, "context_files": task.context_files,
                                                    "expected_outputs": task.expected_outputs}, self.cfg)
             # Bad data in one task (say, metadata queued past the submit checks) fails that task only.
             argv = claude_cli.build_argv(self.cfg["claude"], task.metadata, executable=self.executable)
@@ -706,7 +706,7 @@ class Worker:
         if tree is not None:
             working_dir = str(tree.working_dir)
             log(f"task {task.id}: worktree {tree.path} on branch {tree.branch}")
-        boundary = submission.PathPolicy(self.cfg).inside
+        boundary = validation.PathPolicy(self.cfg).inside
         own_tree = tree.path.resolve() if tree is not None else None
         prompt = build_prompt(task, job, working_dir, self.cfg["claude"]["context_inline_bytes"],
                               branch=tree.branch if tree is not None else None,

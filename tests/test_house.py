@@ -47,3 +47,25 @@ def test_shortening_lives_in_task_report():
     assert "field(\"Job\"" not in (ROOT / "claude_dashboard.py").read_text()
     assert task_report.opening_line("\n\n  Fix   it\nmore") == "Fix   it"
     assert task_report.shorten(task_report.opening_line("a" * 80), 72) == "a" * 71 + "…"
+
+
+def test_the_queue_checks_every_submission_without_importing_the_submit_path(make_queue, tmp_path):
+    import claude_queue
+    source = Path(claude_queue.__file__).read_text()
+    assert "import submission" not in source and "import worktrees" not in source
+    q = make_queue()
+    # What reaches claude's flags is checked by the bare TaskQueue API too (validation.py).
+    for bad in ({"allowed_tools": "Edit"}, {"repo": str(tmp_path)}):
+        try:
+            q.add_task("x", metadata=bad)
+        except ValueError as exc:
+            assert "metadata" in str(exc), exc
+        else:
+            raise AssertionError(f"accepted {bad}")
+        try:
+            q.submit_job("j", [{"prompt": "x", "metadata": bad}])
+        except ValueError:
+            pass
+        else:
+            raise AssertionError(f"submit_job accepted {bad}")
+    assert q.list_tasks() == [] and q.list_jobs() == []
