@@ -1,7 +1,9 @@
 """Everything Klauss knows about the `claude` CLI: how to call it, how to read what it prints, and
 what its failures mean. The facts behind this are in shared/claude-cli-reference.md (CLI 2.1.x).
 
-The worker is the only user; keeping the CLI's quirks here means one file changes when the CLI does.
+The worker runs the CLI through it, and validation.py refuses at submit the task metadata its argv
+could not carry (check_task_metadata); keeping the CLI's quirks here means one file changes when
+the CLI does.
 """
 
 import os

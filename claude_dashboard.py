@@ -29,6 +29,7 @@ import config
 import exits
 import flags
 import hints
+import processes
 import queues
 import states
 import task_report
@@ -278,7 +279,7 @@ class Dashboard:
         summary = f"  {len(workers)} worker{'s' if len(workers) != 1 else ''}, {busy} busy"
         value = coordinator["value"] if coordinator else None
         pid = value.get("pid") if isinstance(value, dict) else None
-        if isinstance(pid, int) and claude_queue.pid_alive(pid):
+        if isinstance(pid, int) and processes.pid_alive(pid):
             since = value.get("started_at")
             since = f", up {task_report.fmt_duration(now - since)}" if isinstance(since, (int, float)) else ""
             return [("Pool: ", "heading"), (f"coordinator up (pid {pid}{since})", "completed"), (summary, "")]

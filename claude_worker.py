@@ -4,8 +4,9 @@
     python claude_worker.py WORKER_ID [DB] [--db PATH] [--exit-when-idle] [--coordinator-pid PID]
 
 Each task runs as `claude -p --output-format stream-json --verbose ...` in the task's working
-directory, with the prompt on stdin, in its own process group. A heartbeat thread renews the lease
-and watches for cancel requests; the stream is written to a per-task transcript and summarised
+directory (or its own git worktree, worktrees.py), in its own process group, with the prompt on
+stdin (build_prompt adds the job's shared context and inlines small context files). A heartbeat
+thread renews the lease and watches for cancel requests; the stream is written to a per-task transcript and summarised
 into the task's live activity. The outcome is decided from the CLI's structured fields and the
 expected outputs on disk (see claude_cli.classify).
 

@@ -69,3 +69,20 @@ def test_the_queue_checks_every_submission_without_importing_the_submit_path(mak
         else:
             raise AssertionError(f"submit_job accepted {bad}")
     assert q.list_tasks() == [] and q.list_jobs() == []
+
+
+def test_each_module_asks_process_identity_of_processes_py():
+    # claude_queue keeps the old names for existing callers; the modules use processes.py, its home.
+    for path in ROOT.glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"claude_queue\.(pid_alive|process_args|is_our_process|running_coordinator)\b", text), \
+            path.name
+
+
+def test_module_docstrings_say_what_the_modules_hold():
+    import claude_cli
+    import orchestrator
+    for command in ("status", "collect", "cancel", "retry", "merge", "install-claude"):
+        assert command in orchestrator.__doc__, command
+    assert "only user" not in claude_cli.__doc__ and "validation.py" in claude_cli.__doc__
+    assert "internal_error" in __import__("cli_args").__doc__
