@@ -21,6 +21,7 @@ import hints
 import pool
 import processes
 import queues
+import states
 import task_report
 from exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from processes import process_table
@@ -38,14 +39,7 @@ def load(args):
 # --- status and ps ---
 
 def _fmt_age(seconds):
-    if seconds is None:
-        return "-"
-    seconds = int(max(0, seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return "-" if seconds is None else task_report.fmt_duration(seconds)
 
 
 def _fmt_mem(kb):
@@ -87,7 +81,7 @@ def cmd_status(args):
     print(f"database: {st['db']}")
     if st["disk_full"]:
         print(f"{st['disk_full']}: the pool pauses claiming until writes work again; free some space")
-    if st["pool_state"]["state"] in ("config_error", "paused"):
+    if st["pool_state"]["state"] in (states.POOL_CONFIG_ERROR, states.POOL_PAUSED):
         print(st["pool_state"]["text"])
     if st["workers"]:
         print(f"{'WORKER':<12} {'PID':>7} {'STATE':<12} {'TASK':>6} {'CPU%':>6} {'MEM':>6} {'BEAT':>6}  CLAUDE")
@@ -142,7 +136,8 @@ def cmd_ps(args):
     print(f"{'PID':>7} {'PPID':>7} {'PGID':>7} {'CPU%':>6} {'MEM':>6} {'AGE':>7}  {'ROLE':<28} COMMAND")
     for role, p in found:
         print(f"{p['pid']:>7} {p['ppid']:>7} {p['pgid']:>7} {p['cpu_percent']:>6.1f} {_fmt_mem(p['rss_kb']):>6} "
-              f"{_fmt_age(p['elapsed']):>7}  {role:<28} {' '.join(p['args'])[:100]}")
+              f"{_fmt_age(p['elapsed']):>7}  {task_report.clean(role):<28} "
+              f"{task_report.shorten(task_report.clean(' '.join(p['args'])), 100)}")
     return EXIT_OK
 
 

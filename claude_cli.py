@@ -1,7 +1,9 @@
 """Everything Klauss knows about the `claude` CLI: how to call it, how to read what it prints, and
 what its failures mean. The facts behind this are in shared/claude-cli-reference.md (CLI 2.1.x).
 
-The worker is the only user; keeping the CLI's quirks here means one file changes when the CLI does.
+The worker runs the CLI through it, and validation.py refuses at submit the task metadata its argv
+could not carry (check_task_metadata); keeping the CLI's quirks here means one file changes when
+the CLI does.
 """
 
 import os
@@ -160,17 +162,12 @@ def describe_tool_use(name, tool_input):
         if tool_input.get(key):
             return f"{name} {tool_input[key]}"
     if tool_input.get("command"):
-        return f"{name}: {_shorten(str(tool_input['command']), 60)}"
+        return f"{name}: {task_report.shorten(str(tool_input['command']), 60)}"
     if tool_input.get("pattern"):
-        return f"{name} {_shorten(str(tool_input['pattern']), 60)}"
+        return f"{name} {task_report.shorten(str(tool_input['pattern']), 60)}"
     if tool_input.get("description"):
-        return f"{name}: {_shorten(str(tool_input['description']), 60)}"
+        return f"{name}: {task_report.shorten(str(tool_input['description']), 60)}"
     return name
-
-
-def _shorten(text, limit):
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 @dataclass

@@ -29,15 +29,16 @@ import config
 import exits
 import flags
 import hints
+import processes
 import queues
+import states
 import task_report
 from exits import EXIT_OK, EXIT_USAGE
 
 PROG = hints.prog("claude_dashboard.py")
 MIN_WIDTH, MIN_HEIGHT = 40, 10
 FILTERS = (None, *claude_queue.STATUSES)
-STATUS_LABELS = {"pending": "pending", "in_progress": "running", "completed": "completed",
-                 "failed": "failed", "cancelled": "cancelled", "skipped": "skipped"}
+STATUS_LABELS = {status: task_report.status_word(status) for status in claude_queue.STATUSES}
 ONCE_TASKS, ONCE_JOBS = 20, 10
 KEY_ESC = 27
 QUIT_KEYS = (ord("q"), ord("Q"))
@@ -274,11 +275,11 @@ class Dashboard:
         return lines
 
     def _pool_line(self, coordinator, workers, now):
-        busy = sum(1 for w in workers if w["state"] == "busy")
+        busy = sum(1 for w in workers if w["state"] == states.BUSY)
         summary = f"  {len(workers)} worker{'s' if len(workers) != 1 else ''}, {busy} busy"
         value = coordinator["value"] if coordinator else None
         pid = value.get("pid") if isinstance(value, dict) else None
-        if isinstance(pid, int) and claude_queue.pid_alive(pid):
+        if isinstance(pid, int) and processes.pid_alive(pid):
             since = value.get("started_at")
             since = f", up {task_report.fmt_duration(now - since)}" if isinstance(since, (int, float)) else ""
             return [("Pool: ", "heading"), (f"coordinator up (pid {pid}{since})", "completed"), (summary, "")]
@@ -287,7 +288,7 @@ class Dashboard:
 
     def _worker_line(self, w, task, now, lease, width):
         state = w["state"]
-        style = {"busy": "in_progress", "paused": "skipped", "config_error": "failed", "stopping": "dim"}.get(state, "")
+        style = {states.BUSY: "in_progress", states.PAUSED: "skipped", states.CONFIG_ERROR: "failed"}.get(state, "")
         silent = now - (w["last_heartbeat"] or now)
         cells = [f"  {w['worker_id']:<12} ", f"{state:<12} "]
         if task is not None:
@@ -332,8 +333,8 @@ class Dashboard:
         if task is None:
             self.detail = None
             return self._main_frame(width, height, now)
-        events = self.q.get_events(task.id)
-        body = self._describe(task, events, now, width)
+        body = self._describe(task, self.q.get_events(task.id), now, width, self.q.get_dependents(task.id),
+                              task_report.find_transcript(self.q.cfg, task))
         header = [[(shorten(f"Task #{task.id}  {STATUS_LABELS.get(task.status, task.status)}", width), "title")]]
         if height is None:
             return header + body
@@ -346,52 +347,19 @@ class Dashboard:
         return header + visible + [[("Esc/q back  j/k scroll" + more, "dim")]]
 
     @staticmethod
-    def _describe(task, events, now, width):
-        outcome = task.outcome if isinstance(task.outcome, dict) else {}
+    def _describe(task, events, now, width, dependents=(), transcript=None):
+        """task_report's details of a task (the same as `show`), coloured and wrapped to the screen."""
+        status, rows = task_report.task_details(task, events, dependents, transcript, now)
         lines = []
-
-        def field(name, value, style=""):
-            if value not in (None, "", [], {}):
-                lines.append([(f"{name + ':':<13}", "heading"), (shorten(str(value), width - 13), style)])
-
-        def block(name, text, style=""):
-            if text:
-                lines.append([(name, "heading")])
-                for paragraph in str(text).splitlines():
-                    for part in textwrap.wrap(clean(paragraph), max(10, width - 2)) or [""]:
-                        lines.append([("  " + part, style)])
-
-        field("Status", task_report.status_label(task) + (" (cancel requested)" if task_report.show_cancel_requested(task) else ""),
-              task.status)
-        field("Job", task.job_id)
-        field("Priority", task.priority)
-        field("Attempts", task_report.attempts_text(task))
-        field("Worker", task.worker_id)
-        field("Working dir", task.working_dir)
-        field("Depends on", ", ".join(f"#{d}" for d in task.depends_on or []))
-        field("Outputs", ", ".join(task.expected_outputs))
-        if outcome.get("outputs_verified") is not None:
-            field("Verified", ", ".join(outcome["outputs_verified"]) or "none")
-        field("Missing", ", ".join(outcome.get("outputs_missing") or []), "failed")
-        field("Created", f"{fmt_clock(task.created_at, now)} ({task_report.fmt_ago(task.created_at, now)})")
-        if task.started_at and task.status != "pending":
-            field("Running for" if task.status == "in_progress" else "Took",
-                  task_report.fmt_duration((task.finished_at or now) - task.started_at))
-        field("Cost", task.cost_usd is not None and task_report.fmt_cost(task.cost_usd) or None)
-        usage = outcome.get("usage") if isinstance(outcome.get("usage"), dict) else {}
-        if usage:
-            field("Tokens", f"{usage.get('input_tokens') or 0:,} in, {usage.get('output_tokens') or 0:,} out, "
-                            f"{usage.get('cache_read_input_tokens') or 0:,} cache read")
-        field("Activity", task.activity, "in_progress")
-        field("Error", task.error, "failed")
-        field("Transcript", outcome.get("transcript"))
-        block("Prompt", task.prompt)
-        block("Result", task.result)
-        lines.append([("History", "heading")])
-        for e in events:
-            cost = task_report.fmt_cost(e["cost_usd"]) if e.get("cost_usd") is not None else ""
-            detail = " ".join(x for x in (e["worker_id"] or "", cost, e["detail"] or "") if x)
-            lines.append([(clean(f"  {fmt_clock(e['at'], now)}  {e['event']:<16} {detail}"), "")])
+        for kind, name, value, style in [("field", "Status", status, task.status), *rows]:
+            if kind == "field":
+                lines.append([(f"{name + ':':<{task_report.FIELD_WIDTH}}", "heading"),
+                              (shorten(str(value), width - task_report.FIELD_WIDTH), style)])
+                continue
+            lines.append([(name, "heading")])
+            for paragraph in value:
+                for part in textwrap.wrap(clean(paragraph), max(10, width - 2)) or [""]:
+                    lines.append([("  " + part, style)])
         return lines
 
 

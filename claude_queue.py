@@ -91,14 +91,14 @@ import config
 import flags
 import hints
 import processes
+import states
 import task_report
+import validation
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled", "skipped")
 FINISHED = ("completed", "failed", "cancelled", "skipped")
 
-# Keys `add_task` accepts (and `add_tasks` entries may carry, plus `ref`).
-TASK_FIELDS = ("prompt", "working_dir", "context_files", "expected_outputs", "metadata", "priority",
-               "job_id", "parent_id", "depends_on", "max_attempts", "timeout")
+TASK_FIELDS = validation.TASK_FIELDS  # the keys `add_task` accepts
 
 BUSY_RETRY_SECONDS = 300  # after this long waiting for the lock, give up with a clear error
 
@@ -454,21 +454,7 @@ class Task:
         return asdict(self)
 
 
-MAX_INT = 2 ** 63 - 1  # SQLite's INTEGER
-
-
-def _require_int(name, value, minimum=None, allow_none=True):
-    if value is None:
-        if allow_none:
-            return None
-        raise ValueError(f"{name}: required")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}: expected an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    if value > MAX_INT:
-        raise ValueError(f"{name}: {value} is too large (at most {MAX_INT})")
-    return value
+_require_int = validation.require_int
 
 
 _WARNED_STRAY = set()
@@ -759,12 +745,13 @@ class TaskQueue:
     def add_tasks(self, entries):
         """Insert all entries or none. An entry's `depends_on` may name existing task ids (int) or
         the `ref` of another entry in the same batch (str); cycles are rejected. Checked on the way
-        in by submission.py, the one submission path."""
-        import submission  # it sits above the queue (it annotates through worktrees, which uses us)
-        return submission.add_tasks(self, entries)
+        in (validation.py), whoever calls; the front ends come through submission.py, which first
+        annotates worktree isolation."""
+        return self.insert_prepared(validation.prepare(self.cfg, entries))
 
     def insert_prepared(self, prepared):
-        """Insert a batch submission.prepare checked; its ids in entry order."""
+        """Insert a batch validation.prepare checked; its ids in entry order. The storage verb: it
+        checks only what the database knows (existing dependencies, jobs, parents)."""
         tasks, order = prepared
         with self._write(notify=True) as conn:
             return self._insert(conn, tasks, order)
@@ -844,7 +831,7 @@ class TaskQueue:
             conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
             row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
         if worker_info is not None:
-            self._beat_worker(conn, worker_id, "busy", row["id"], worker_info, now)
+            self._beat_worker(conn, worker_id, states.BUSY, row["id"], worker_info, now)
         return Task.from_row(row)
 
     def finish_and_claim(self, action, task_id, worker_id, attempt=None, claim_next=False, lease_seconds=None,
@@ -861,7 +848,7 @@ class TaskQueue:
             if claim_next:
                 task = self._claim(conn, worker_id, lease_seconds, worker_info, pick_sql=SQL_PICK_UNLESS_PAUSED)
             if task is None and worker_info is not None:
-                self._beat_worker(conn, worker_id, "idle", None, worker_info, self.clock())
+                self._beat_worker(conn, worker_id, states.IDLE, None, worker_info, self.clock())
             return done, task
 
     def _beat_worker(self, conn, worker_id, state, current_task, info, now):
@@ -897,7 +884,7 @@ class TaskQueue:
             if row is None:
                 return None
             if worker_info is not None:
-                self._beat_worker(conn, worker_id, "busy", task_id, worker_info, now)
+                self._beat_worker(conn, worker_id, states.BUSY, task_id, worker_info, now)
             return bool(row[0])
 
     def cancel_requested(self, task_id):
@@ -1256,24 +1243,27 @@ class TaskQueue:
     # --- jobs ---
 
     def create_job(self, description, orchestrator_id=None, metadata=None, max_budget_usd=None):
-        import submission
-        return submission.create_job(self, description, orchestrator_id=orchestrator_id, metadata=metadata,
-                                     max_budget_usd=max_budget_usd)
+        """A new job without tasks yet; its id."""
+        validation.check_job(description, orchestrator_id, metadata, max_budget_usd)
+        return self.insert_job(description, orchestrator_id, metadata, max_budget_usd)
 
     def submit_job(self, description, tasks, orchestrator_id=None, metadata=None, max_budget_usd=None,
                    plan_hash=None):
         """Create a job and its tasks in one transaction: both or neither. Returns (job_id, task ids).
         `plan_hash` identifies the plan it came from (see unfinished_job)."""
-        import submission
-        return submission.submit_job(self, description, tasks, orchestrator_id=orchestrator_id, metadata=metadata,
-                                     max_budget_usd=max_budget_usd, plan_hash=plan_hash)
+        validation.check_job(description, orchestrator_id, metadata, max_budget_usd)
+        job_id = self.new_job_id()
+        if isinstance(tasks, (list, tuple)):
+            tasks = [{**t, "job_id": job_id} if isinstance(t, dict) else t for t in tasks]
+        return self.insert_job(description, orchestrator_id, metadata, max_budget_usd, job_id=job_id,
+                               prepared=validation.prepare(self.cfg, tasks), plan_hash=plan_hash)
 
     def new_job_id(self):
         return "job-" + time.strftime("%Y%m%d", time.gmtime(self.clock())) + "-" + os.urandom(3).hex()
 
     def insert_job(self, description, orchestrator_id, metadata, max_budget_usd, job_id=None, prepared=None,
                    plan_hash=None):
-        """Write a job (checked by submission.check_job) and, with `prepared`, its tasks in the same
+        """Write a job (checked by validation.check_job) and, with `prepared`, its tasks in the same
         transaction. The job id, or (job id, task ids) with `prepared`."""
         job = (job_id or self.new_job_id(), description, orchestrator_id, _dumps(metadata or {}), max_budget_usd,
                self.clock())
@@ -1329,7 +1319,7 @@ class TaskQueue:
 
     # --- workers and pool-wide flags ---
 
-    def register_worker(self, worker_id, pid=None, state="starting", info=None):
+    def register_worker(self, worker_id, pid=None, state=states.STARTING, info=None):
         now = self.clock()
         with self._write() as conn:
             conn.execute(SQL_REGISTER_WORKER,

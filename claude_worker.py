@@ -4,8 +4,9 @@
     python claude_worker.py WORKER_ID [DB] [--db PATH] [--exit-when-idle] [--coordinator-pid PID]
 
 Each task runs as `claude -p --output-format stream-json --verbose ...` in the task's working
-directory, with the prompt on stdin, in its own process group. A heartbeat thread renews the lease
-and watches for cancel requests; the stream is written to a per-task transcript and summarised
+directory (or its own git worktree, worktrees.py), in its own process group, with the prompt on
+stdin (build_prompt adds the job's shared context and inlines small context files). A heartbeat
+thread renews the lease and watches for cancel requests; the stream is written to a per-task transcript and summarised
 into the task's live activity. The outcome is decided from the CLI's structured fields and the
 expected outputs on disk (see claude_cli.classify).
 
@@ -35,8 +36,9 @@ import exits
 import flags
 import hints
 import processes
-import submission
+import states
 import task_report
+import validation
 import worktrees
 from exits import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
 
@@ -450,7 +452,7 @@ class Worker:
         self.shutdown_deadline = None
         self.run = None
         self.executable = None
-        self.state = "starting"
+        self.state = states.STARTING
         self.waker = None
         self._last_recover = 0.0
         self._last_worker_beat = 0.0
@@ -525,7 +527,7 @@ class Worker:
         done, self._next = self.queue.finish_and_claim(action, task.id, self.worker_id, attempt=task.attempt,
                                                        claim_next=go_on, lease_seconds=self.lease,
                                                        worker_info=self._info, **details)
-        self._row_written("busy" if self._next is not None else "idle")
+        self._row_written(states.BUSY if self._next is not None else states.IDLE)
         # That commit found nothing to claim: the loop need not ask again before it waits (a task
         # added since wakes the wait at once).
         self._queue_empty = go_on and self._next is None
@@ -565,7 +567,7 @@ class Worker:
             return EXIT_CONFIG
         self.subreaper = processes.become_subreaper()
         self.waker = claude_queue.Waker(self.queue, self.worker_id)
-        self.queue.register_worker(self.worker_id, pid=os.getpid(), state="idle", info=self._info)
+        self.queue.register_worker(self.worker_id, pid=os.getpid(), state=states.IDLE, info=self._info)
         # Starting a worker is the user's way of saying a configuration problem is fixed.
         self.queue.clear_flag(flags.CONFIG_ERROR)
         log(f"worker {self.worker_id} (pid {os.getpid()}) ready: {self.executable} {version}; "
@@ -612,13 +614,13 @@ class Worker:
                 continue
             problem = self.queue.get_flag(flags.CONFIG_ERROR)
             if problem:
-                self.set_state("config_error", force=True)
+                self.set_state(states.CONFIG_ERROR, force=True)
                 value = problem["value"]
                 print(f"error: {value.get('message')}. To fix: {value.get('fix')}", file=sys.stderr, flush=True)
                 return EXIT_CONFIG
             pause = self.queue.get_flag(flags.PAUSED)
             if pause:
-                self.set_state("paused")
+                self.set_state(states.PAUSED)
                 if self.exit_when_idle:
                     return EXIT_OK
                 self.idle_wait(pause["until"] - time.time())
@@ -650,13 +652,13 @@ class Worker:
                 next_at = self.queue.next_claimable_at()
                 if self.exit_when_idle and next_at is None:
                     return EXIT_OK
-                self.set_state("idle")
+                self.set_state(states.IDLE)
                 wait = self.cfg["workers"]["poll_seconds"]
                 if next_at is not None:
                     wait = min(wait, max(0.0, next_at - time.time()))
                 self.idle_wait(wait)
                 continue
-            self._row_written("busy")
+            self._row_written(states.BUSY)
             self._process_claimed(task)
 
     def _process_claimed(self, task):
@@ -664,7 +666,7 @@ class Worker:
         self._row_stale = True  # until a task transaction sets the row again
         self.process(task)
         if self._row_stale:
-            self.set_state("idle", force=True)
+            self.set_state(states.IDLE, force=True)
         # After a configuration error the loop top reads the flag, says what to do, and exits.
 
     def maybe_recover(self):
@@ -692,9 +694,9 @@ class Worker:
         q = self.queue
         log(f"task {task.id}: claimed (attempt {task.attempts_used}/{task.max_attempts})")
         try:
-            # Validated once, at submit (submission.py). The boundary is checked again here because
+            # Validated once, at submit (validation.py). The boundary is checked again here because
             # the config may have changed since, and build_argv refuses metadata it cannot pass on.
-            checked = submission.check_task_paths({"working_dir": task.working_dir, "context_files": task.context_files,
+            checked = validation.check_task_paths({"working_dir": task.working_dir, "context_files": task.context_files,
                                                    "expected_outputs": task.expected_outputs}, self.cfg)
             # Bad data in one task (say, metadata queued past the submit checks) fails that task only.
             argv = claude_cli.build_argv(self.cfg["claude"], task.metadata, executable=self.executable)
@@ -718,7 +720,7 @@ class Worker:
         if tree is not None:
             working_dir = str(tree.working_dir)
             log(f"task {task.id}: worktree {tree.path} on branch {tree.branch}")
-        boundary = submission.PathPolicy(self.cfg).inside
+        boundary = validation.PathPolicy(self.cfg).inside
         own_tree = tree.path.resolve() if tree is not None else None
         prompt = build_prompt(task, job, working_dir, self.cfg["claude"]["context_inline_bytes"],
                               branch=tree.branch if tree is not None else None,

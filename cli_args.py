@@ -1,6 +1,7 @@
 """cli_args.py: the argparse pieces Klauss's command lines share, so a bad argument reads the
 same everywhere: one line naming the problem and the command's --help (argparse's default
-prints the whole usage first), and argument types whose messages say what was expected."""
+prints the whole usage first), argument types whose messages say what was expected, and the one
+line a command prints for a bug of ours (`internal_error`)."""
 
 import argparse
 import math

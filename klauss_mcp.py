@@ -38,6 +38,7 @@ import exits
 import hints
 import mcp_server
 import orchestrator
+import states
 import task_report
 import worktrees
 
@@ -413,7 +414,7 @@ class KlaussTools:
             # a pool if none ran: a starting worker clears an old flag.
             pool = self._pool_state() if looked else None
             looked.append(True)
-            if pool and pool["state"] == "config_error":
+            if pool and pool["state"] == states.POOL_CONFIG_ERROR:
                 raise ToolError(pool["text"])
 
         if not finished and not ctx.cancelled():

@@ -13,10 +13,13 @@ klauss/; manage.sh runs this file for `run` and `wait`):
 
     klauss/manage.sh run PLAN.json [--workers N] [--yes] [--timeout S] [--json]
     klauss/manage.sh wait JOB|TASK [--timeout S] [--json]   wait again, then print the synthesis (a task: its result)
-    klauss/orchestrator.py status JOB | collect JOB | cancel JOB | merge JOB   (run with python3)
+    klauss/orchestrator.py status JOB | collect JOB | cancel JOB | retry JOB | merge JOB   (run with python3)
+    klauss/orchestrator.py install-claude [--project DIR]
 
-The orchestrator reads tasks and jobs through the database and controls the pool only through
-pool.py (start, resize, stop, borrowing a slot while a task waits on its own sub-job).
+The orchestrator submits through submission.py, reads tasks and jobs through the database and
+controls the pool only through pool.py (start, resize, stop, borrowing a slot while a task waits on
+its own sub-job). `install-claude` (and klauss_mcp.py's `register`) set a project up for Claude
+Code: the MCP server entry in .mcp.json, the skill and the CLAUDE.md section.
 """
 
 import argparse
@@ -35,6 +38,8 @@ import flags
 import hints
 import pool
 import processes
+import states
+import submission
 import task_report
 import worktrees
 
@@ -97,14 +102,14 @@ class ClaudeOrchestrator:
         extra = worktrees.job_isolation(self.cfg, isolation, merge, metadata)
         if extra and (metadata is None or isinstance(metadata, dict)):
             metadata = {**(metadata or {}), **extra}
-        job = self.queue.create_job(description, orchestrator_id=self.orchestrator_id, metadata=metadata,
-                                    max_budget_usd=max_budget_usd)
+        job = submission.create_job(self.queue, description, orchestrator_id=self.orchestrator_id,
+                                    metadata=metadata, max_budget_usd=max_budget_usd)
         return job
 
     def add_subtask(self, job_id, prompt, priority=0, working_dir=None, context_files=None, expected_outputs=None,
                     depends_on=None, metadata=None, timeout=None, max_attempts=None):
         self._require_job(job_id)
-        return self.queue.add_task(prompt, working_dir=working_dir, context_files=context_files,
+        return submission.add_task(self.queue, prompt, working_dir=working_dir, context_files=context_files,
                                    expected_outputs=expected_outputs, metadata=metadata, priority=priority,
                                    job_id=job_id, parent_id=self._parent_if_present(), depends_on=depends_on,
                                    max_attempts=max_attempts, timeout=timeout)
@@ -114,7 +119,7 @@ class ClaudeOrchestrator:
         may name refs of the same batch as well as existing task ids."""
         self._require_job(job_id)
         parent = self._parent_if_present()
-        return self.queue.add_tasks([{**t, "job_id": job_id, "parent_id": parent} for t in tasks])
+        return submission.add_tasks(self.queue, [{**t, "job_id": job_id, "parent_id": parent} for t in tasks])
 
     def submit_plan(self, description, tasks, context=None, max_budget_usd=None, metadata=None, isolation=None,
                     merge=None, plan_hash=None):
@@ -129,7 +134,7 @@ class ClaudeOrchestrator:
         parent = self._parent_if_present()
         if isinstance(tasks, (list, tuple)):
             tasks = [{**t, "parent_id": parent} if isinstance(t, dict) else t for t in tasks]
-        job, ids = self.queue.submit_job(description, tasks, orchestrator_id=self.orchestrator_id,
+        job, ids = submission.submit_job(self.queue, description, tasks, orchestrator_id=self.orchestrator_id,
                                          metadata=metadata, max_budget_usd=max_budget_usd, plan_hash=plan_hash)
         return job, ids
 
@@ -311,9 +316,9 @@ class ClaudeOrchestrator:
 
     def _check_pool_alive(self, job_id):
         pool = task_report.pool_state(self.queue)
-        if pool["state"] == "config_error":
+        if pool["state"] == states.POOL_CONFIG_ERROR:
             raise OrchestratorError(pool["text"])
-        if pool["state"] == "stopped":
+        if pool["state"] == states.POOL_STOPPED:
             self._ensure_pool_for_wait(job_id)
 
     def collect(self, job_id):
@@ -842,9 +847,9 @@ def _wait_task(orch, task_id, args):
             if now - checked >= 2.0:  # the pool, as wait_and_collect looks at it
                 checked = now
                 state = task_report.pool_state(q)
-                if state["state"] == "config_error":
+                if state["state"] == states.POOL_CONFIG_ERROR:
                     return _fail(f"{state['text']}; task {task_id} stays queued", exits.EXIT_FAIL)
-                if state["state"] == "stopped" and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
+                if state["state"] == states.POOL_STOPPED and not orch.start_workers(1, confirm=orch.cfg["workers"]["auto_start"]):
                     return _fail(f"{state['text']}; task {task_id} stays queued", exits.EXIT_FAIL)
             waker.wait(1.0 if deadline is None else max(0.0, min(1.0, deadline - now)))
     except KeyboardInterrupt:

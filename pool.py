@@ -22,6 +22,7 @@ import flags
 import hints
 import processes
 import queues
+import states
 import supervisor
 import task_report
 from exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE
@@ -396,7 +397,7 @@ def status(cfg, queue):
         alive = proc is not None and any(Path(a).name == processes.WORKER_SCRIPT for a in proc["args"][:3])
         claude = table.get(w["info"].get("claude_pid")) if w["info"].get("claude_pid") else None
         workers.append({
-            "worker_id": w["worker_id"], "pid": w["pid"], "alive": alive, "state": w["state"] if alive else "dead",
+            "worker_id": w["worker_id"], "pid": w["pid"], "alive": alive, "state": w["state"] if alive else states.DEAD,
             "current_task": w["current_task"], "in_pool": ours.get(w["worker_id"]) == w["pid"],
             "heartbeat_age": round(clock - w["last_heartbeat"], 1), "started_at": w["started_at"],
             "cpu_percent": proc["cpu_percent"] if proc else None, "rss_kb": proc["rss_kb"] if proc else None,

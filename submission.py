@@ -1,303 +1,56 @@
-"""Submission: how a task gets into the queue, in one place.
+"""Submission: the front ends' one path into the queue (submit_task.py, the orchestrator's plan and
+run, MCP submit_job through the orchestrator):
 
-Every front end (submit_task.py, the orchestrator's plan and run, MCP submit_job) and the TaskQueue
-API itself (add_task, add_tasks, submit_job, create_job delegate here) go through `add_tasks` or
-`submit_job`, so a task is checked once, in one order, before anything is written:
+    entries ──annotate (worktree isolation: base commit, repo)──▶ TaskQueue.add_tasks / submit_job:
+    validation.py (fields, text, claude metadata, project boundary, refs and cycles) ──▶ one insert
 
-    entries ──annotate (worktree isolation: base commit, repo)──▶ validate_task (fields, text,
-    claude metadata) ──▶ PathPolicy (project boundary) ──▶ batch order (refs, cycles) ──▶ one insert
+Annotation needs git (worktrees.py), which sits above the queue, so it is done here; the checks live
+below the queue in validation.py, so TaskQueue's own methods run them for every caller and the
+imports go one way: front ends -> submission -> worktrees -> claude_queue -> validation.
 
 The worker does not validate again; it keeps only its defence-in-depth checks (the project boundary,
 which the config may have moved since submit, and claude_cli.build_argv's own argv check).
 """
 
-import os
-import re
-from pathlib import Path
-
-import claude_cli
-import claude_queue
-import config
+import validation
 import worktrees
 
 
+def annotate(queue, entries, job_metadata=None, cwd=None):
+    """The entries with worktree isolation filled in (see worktrees.annotate_tasks). `job_metadata`
+    is the job's when it is being created with the tasks."""
+    return worktrees.annotate_tasks(queue.cfg, entries, job_metadata=job_metadata, get_job=queue.get_job, cwd=cwd)
+
+
 def prepare(queue, entries, job_metadata=None, cwd=None):
-    """A batch checked completely before any write: (normalized tasks, insertion order) for
-    `queue.insert_prepared`. `job_metadata` is the job's when it is being created with the tasks.
-    ValueError names the task (in a batch) and the field."""
+    """A batch annotated and checked completely before any write: (normalized tasks, insertion
+    order) for `queue.insert_prepared`. ValueError names the task (in a batch) and the field."""
     if not isinstance(entries, (list, tuple)):
         raise ValueError(f"tasks: expected a list, got {type(entries).__name__}")
-    entries = worktrees.annotate_tasks(queue.cfg, entries, job_metadata=job_metadata, get_job=queue.get_job, cwd=cwd)
-    default_attempts = queue.cfg["queue"]["max_attempts"]
-    policy = PathPolicy(queue.cfg, cwd)
-    tasks = []
-    for index, entry in enumerate(entries):
-        try:
-            tasks.append(policy.check(validate_task(entry, default_attempts)))
-        except ValueError as exc:
-            raise ValueError(f"task {index}: {exc}" if len(entries) > 1 else str(exc)) from None
-    return tasks, _batch_order(tasks)
+    return validation.prepare(queue.cfg, annotate(queue, entries, job_metadata, cwd), cwd)
+
+
+def add_task(queue, prompt, **fields):
+    """Queue one task (fields as TaskQueue.add_task's); its id."""
+    return add_tasks(queue, [{"prompt": prompt, **fields}])[0]
 
 
 def add_tasks(queue, entries):
     """Queue all entries or none; their ids, in order."""
-    return queue.insert_prepared(prepare(queue, entries))
+    return queue.add_tasks(annotate(queue, entries))
 
 
 def create_job(queue, description, orchestrator_id=None, metadata=None, max_budget_usd=None):
-    """A new job without tasks yet; its id."""
-    check_job(description, orchestrator_id, metadata, max_budget_usd)
-    return queue.insert_job(description, orchestrator_id, metadata, max_budget_usd)
+    """A new job without tasks yet; its id. (Nothing to annotate: here so front ends have one door.)"""
+    return queue.create_job(description, orchestrator_id=orchestrator_id, metadata=metadata,
+                            max_budget_usd=max_budget_usd)
 
 
 def submit_job(queue, description, tasks, orchestrator_id=None, metadata=None, max_budget_usd=None,
                plan_hash=None):
     """A job and its tasks in one transaction: both or neither. Returns (job_id, task ids)."""
-    check_job(description, orchestrator_id, metadata, max_budget_usd)
-    job_id = queue.new_job_id()
-    if isinstance(tasks, (list, tuple)):
-        tasks = [{**t, "job_id": job_id} if isinstance(t, dict) else t for t in tasks]
-    prepared = prepare(queue, tasks, job_metadata=metadata or {})
-    return queue.insert_job(description, orchestrator_id, metadata, max_budget_usd, job_id=job_id,
-                            prepared=prepared, plan_hash=plan_hash)
-
-
-def check_job(description, orchestrator_id, metadata, max_budget_usd):
-    if not isinstance(description, str) or not description.strip():
-        raise ValueError("description: expected a non-empty string")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise ValueError(f"metadata: expected a JSON object, got {metadata!r}")
-    check_text({"description": description, "metadata": metadata, "orchestrator_id": orchestrator_id})
-    if max_budget_usd is not None and (isinstance(max_budget_usd, bool) or
-                                       not isinstance(max_budget_usd, (int, float)) or max_budget_usd <= 0):
-        raise ValueError(f"max_budget_usd: expected a number > 0, got {max_budget_usd!r}")
-
-
-def _require_str_list(name, value):
-    if value is None:
-        return []
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise ValueError(f"{name}: expected a list of strings, got {value!r}")
-    for item in value:
-        if not isinstance(item, str) or not item:
-            raise ValueError(f"{name}: expected a list of non-empty strings, got item {item!r}")
-    return list(value)
-
-
-_COMMIT = re.compile(r"[0-9a-f]{7,64}")
-
-
-def _check_repo_metadata(metadata):
-    """The shape of a worktree task's own `repo` and `base_commit` (where it lies is PathPolicy's
-    and the worktree code's to check): both reach git's command line."""
-    repo, base = metadata.get("repo"), metadata.get("base_commit")
-    if repo is not None and (not isinstance(repo, str) or not os.path.isabs(repo) or "\x00" in repo):
-        raise ValueError(f"metadata.repo: expected the absolute path of the project's git repository, got {repo!r}; "
-                         "leave it out and Klauss fills it in")
-    if base is not None and (not isinstance(base, str) or not _COMMIT.fullmatch(base)):
-        raise ValueError(f"metadata.base_commit: expected a commit id (hex), got {base!r}; leave it out and Klauss "
-                         "fills it in")
-
-
-def _shown(text):
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return ascii(text)
-
-
-def check_text(fields):
-    """Every string in `fields` (a dict of field name -> value, walked into lists and objects) must
-    be real text: a lone surrogate (a JSON "\\ud800" escape, or bytes that were not UTF-8 in argv)
-    can be neither stored nor sent to claude. ValueError names the field."""
-    stack = list(fields.items())[::-1]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise ValueError(f"{where}: character {exc.start + 1} is {ascii(value[exc.start])}, a lone surrogate "
-                                 "that is not text (a broken \\u escape or undecodable input); fix it and submit "
-                                 "again") from None
-        elif isinstance(value, dict):
-            for key, item in reversed(list(value.items())):
-                stack.append((f"{where}.{_shown(key)}", item))
-                stack.append((f"{where} (a key)", key))
-        elif isinstance(value, (list, tuple)):
-            stack.extend((f"{where}[{i}]", item) for i, item in reversed(list(enumerate(value))))
-
-
-def validate_task(entry, default_max_attempts):
-    """Check one task's fields; returns a normalized dict. Raises ValueError naming the field."""
-    if not isinstance(entry, dict):
-        raise ValueError(f"task: expected an object, got {type(entry).__name__}")
-    unknown = sorted(set(entry) - set(claude_queue.TASK_FIELDS) - {"ref"})
-    if unknown:
-        raise ValueError(f"unknown field(s): {', '.join(unknown)} (known: {', '.join(claude_queue.TASK_FIELDS)})")
-    check_text(entry)
-    prompt = entry.get("prompt")
-    if not isinstance(prompt, str):
-        raise ValueError("prompt: required, expected a non-empty string" if prompt is None
-                         else f"prompt: expected a string, got {type(prompt).__name__}")
-    if not prompt.strip():
-        raise ValueError("prompt: must not be empty")
-    if "\x00" in prompt:
-        raise ValueError("prompt: contains a NUL byte; remove it")
-    size = len(prompt.encode("utf-8", "surrogatepass"))
-    if size > config.MAX_PROMPT_BYTES:
-        raise ValueError(f"prompt: {size} bytes is over the limit of {config.MAX_PROMPT_BYTES} bytes; "
-                         "put the material in a context file instead")
-    working_dir = entry.get("working_dir")
-    if working_dir is not None and (not isinstance(working_dir, str) or not working_dir):
-        raise ValueError(f"working_dir: expected a non-empty string, got {working_dir!r}")
-    metadata = entry.get("metadata")
-    if metadata is None:
-        metadata = {}
-    if not isinstance(metadata, dict):
-        raise ValueError(f"metadata: expected a JSON object, got {metadata!r}")
-    try:
-        claude_queue._dumps(metadata)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"metadata: not JSON-serialisable: {exc}") from None
-    claude_cli.check_task_metadata(metadata)
-    _check_repo_metadata(metadata)
-    timeout = entry.get("timeout")
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
-            raise ValueError(f"timeout: expected a number of seconds > 0, got {timeout!r}")
-    job_id = entry.get("job_id")
-    if job_id is not None and not isinstance(job_id, str):
-        raise ValueError(f"job_id: expected a string, got {job_id!r}")
-    ref = entry.get("ref")
-    if ref is not None and not isinstance(ref, str):
-        raise ValueError(f"ref: expected a string, got {ref!r}")
-    depends_on = entry.get("depends_on") or []
-    if not isinstance(depends_on, (list, tuple)):
-        raise ValueError(f"depends_on: expected a list of task ids, got {depends_on!r}")
-    for dep in depends_on:
-        if isinstance(dep, bool) or not isinstance(dep, (int, str)):
-            raise ValueError(f"depends_on: expected task ids, got {dep!r}")
-    max_attempts = claude_queue._require_int("max_attempts", entry.get("max_attempts"), minimum=1)
-    return {
-        "prompt": prompt,
-        "working_dir": working_dir,
-        "context_files": _require_str_list("context_files", entry.get("context_files")),
-        "expected_outputs": _require_str_list("expected_outputs", entry.get("expected_outputs")),
-        "metadata": metadata,
-        "priority": claude_queue._require_int("priority", 0 if entry.get("priority") is None else entry.get("priority"), minimum=0),
-        "job_id": job_id,
-        "parent_id": claude_queue._require_int("parent_id", entry.get("parent_id"), minimum=1),
-        "depends_on": list(dict.fromkeys(depends_on)),
-        "max_attempts": max_attempts if max_attempts is not None else default_max_attempts,
-        "timeout": timeout,
-        "ref": ref,
-    }
-
-
-def _glob_base(pattern):
-    """The part of a glob pattern before its first wildcard (what the pattern can reach)."""
-    parts = []
-    for part in Path(pattern).parts:
-        if any(ch in part for ch in "*?["):
-            break
-        parts.append(part)
-    return Path(*parts) if parts else Path(".")
-
-
-class PathPolicy:
-    """The project boundary (`[safety]`): working dirs, context files and expected outputs must
-    resolve (symlinks and `..` included) inside the project root or an allowed directory. One
-    policy checks a whole batch, resolving each distinct directory once."""
-
-    HINT = "or set [safety] allow_external_dirs = true in .klauss.toml"
-
-    def __init__(self, cfg, cwd=None):
-        self.cfg = cfg
-        self.cwd = Path(cwd or os.getcwd())
-        self.root = Path(cfg.root).resolve()
-        self.allow_all = cfg["safety"]["allow_external_dirs"]
-        self.roots = [self.root] + [Path(d).expanduser().resolve() for d in cfg["safety"]["allowed_dirs"]]
-        self._dirs = {}
-
-    def inside(self, path):
-        return self.allow_all or any(path == r or r in path.parents for r in self.roots)
-
-    def _working_dir(self, working_dir):
-        if working_dir not in self._dirs:
-            if working_dir is None:
-                self._dirs[working_dir] = self.root
-            else:
-                wd = (self.cwd / Path(working_dir).expanduser()).resolve()
-                if not wd.exists():
-                    raise ValueError(f"working_dir: {working_dir} does not exist")
-                if not wd.is_dir():
-                    raise ValueError(f"working_dir: {working_dir} is not a directory")
-                if not self.inside(wd):
-                    raise ValueError(f"working_dir: {working_dir} is outside the project {self.cfg.root}; "
-                                     f"use a directory inside it, {self.HINT}")
-                self._dirs[working_dir] = wd
-        return self._dirs[working_dir]
-
-    def check(self, task):
-        """The task with `working_dir` made absolute; ValueError naming the field otherwise."""
-        wd = self._working_dir(task["working_dir"])
-        for field_name in ("context_files", "expected_outputs"):
-            for item in task[field_name]:
-                target = (wd / _glob_base(item)) if field_name == "context_files" else (wd / item)
-                if not self.inside(target.resolve()):
-                    raise ValueError(f"{field_name}: {item} resolves outside the project {self.cfg.root}; "
-                                     f"{self.HINT.replace('or ', '', 1)}")
-        return {**task, "working_dir": str(wd)}
-
-
-def check_task_paths(task, cfg, cwd=None):
-    """Check one task against the project boundary (see PathPolicy); returns it with an absolute
-    working dir."""
-    return PathPolicy(cfg, cwd).check(task)
-
-
-def _batch_order(tasks):
-    """Insertion order for a batch so every in-batch dependency is inserted first; ValueError on
-    unknown refs, duplicate refs and cycles."""
-    refs = {}
-    for index, t in enumerate(tasks):
-        if t["ref"] is not None:
-            if t["ref"] in refs:
-                raise ValueError(f"task {index}: ref {t['ref']!r} is used twice")
-            refs[t["ref"]] = index
-    for index, t in enumerate(tasks):
-        for dep in t["depends_on"]:
-            if isinstance(dep, str) and dep not in refs:
-                raise ValueError(f"task {index}: depends_on: unknown task {dep!r} (not an id, nor a ref in this batch)")
-            if isinstance(dep, str) and refs[dep] == index:
-                raise ValueError(f"task {index}: depends_on: a task cannot depend on itself ({dep!r})")
-    # A depth-first walk with its own stack: chains thousands deep must not hit the recursion limit.
-    order, state = [], {}  # state: 1 on the current path, 2 done
-
-    def deps(index):
-        return iter([refs[d] for d in tasks[index]["depends_on"] if isinstance(d, str)])
-
-    for start in range(len(tasks)):
-        if state.get(start):
-            continue
-        state[start] = 1
-        path, stack = [start], [deps(start)]
-        while stack:
-            dep = next(stack[-1], None)
-            if dep is None:
-                done = path.pop()
-                stack.pop()
-                state[done] = 2
-                order.append(done)
-            elif state.get(dep) == 1:
-                cycle = [str(tasks[i]["ref"]) for i in path[path.index(dep):] + [dep]]
-                if len(cycle) > 12:  # the error stays one readable line
-                    cycle = cycle[:5] + [f"… ({len(cycle) - 10} more)"] + cycle[-5:]
-                raise ValueError(f"depends_on: dependency cycle {' -> '.join(cycle)}")
-            elif not state.get(dep):
-                state[dep] = 1
-                path.append(dep)
-                stack.append(deps(dep))
-    return order
+    # The job first: its metadata steers the annotation.
+    validation.check_job(description, orchestrator_id, metadata, max_budget_usd)
+    tasks = annotate(queue, tasks, job_metadata=metadata or {})
+    return queue.submit_job(description, tasks, orchestrator_id=orchestrator_id, metadata=metadata,
+                            max_budget_usd=max_budget_usd, plan_hash=plan_hash)

@@ -30,7 +30,9 @@ import config
 import exits
 import hints
 import pool
+import processes
 import queues
+import states
 import submission
 import task_report
 import worktrees
@@ -185,7 +187,7 @@ def _json_type(value):
 
 
 def check_ranges(entry):
-    """What SQLite cannot store, named by field (submission.validate_task checks the types and minimums)."""
+    """What SQLite cannot store, named by field (validation.validate_task checks the types and minimums)."""
     for key in ("priority", "max_attempts", "parent_id"):
         value = entry.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT64_MAX:
@@ -243,7 +245,7 @@ def cmd_submit(args):
              "job_id": args.job, "depends_on": args.depends_on, "max_attempts": args.max_attempts,
              "timeout": args.timeout}
     q = open_queue(args)
-    [task_id] = q.add_tasks([entry])
+    [task_id] = submission.add_tasks(q, [entry])
     if args.wait:
         return wait_for(q, task_id, args.timeout_wait, args.json)
     if args.json:
@@ -259,7 +261,7 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
     try:
         print(f"task {task_id} queued; waiting for it to finish (Ctrl-C stops waiting, not the task)",
               file=sys.stderr, flush=True)
-        if not coordinator_up(q) and not any(claude_queue.pid_alive(w["pid"]) for w in q.list_workers()):
+        if not coordinator_up(q) and not any(processes.pid_alive(w["pid"]) for w in q.list_workers()):
             start_pool_for(q, task_id)
         deadline = None if timeout is None else clock() + timeout
         polls = 0
@@ -292,10 +294,10 @@ def check_pool(q, task_id):
     """While --wait waits: workers stopped by a configuration error end the wait (waiting cannot
     help); a pool that went away is started again as at the start."""
     pool = task_report.pool_state(q)
-    if pool["state"] == "config_error":
+    if pool["state"] == states.POOL_CONFIG_ERROR:
         raise CliError(f"{pool['text']}; task {task_id} stays queued (`{hints.command('cancel', task_id)}` "
                        "cancels it)", EXIT_FAIL)
-    if pool["state"] == "stopped" and q.cfg["workers"]["auto_start"]:
+    if pool["state"] == states.POOL_STOPPED and q.cfg["workers"]["auto_start"]:
         start_pool_for(q, task_id)
 
 

@@ -52,6 +52,7 @@ import claude_queue
 import flags
 import hints
 import processes
+import states
 from exits import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_USAGE
 from processes import (
     POOL_TOKEN_VAR,
@@ -76,7 +77,6 @@ PROBLEM_NAME = "coordinator.problem"
 LOG_NAME = "coordinator.log"
 NO_WORKER = "no worker can run:"  # `start` finds the reason after this in the coordinator's log
 
-READY_STATES = ("idle", "busy", "paused")
 FAST_CRASH_SECONDS = 10.0     # a worker that dies sooner than this counted as an immediate crash
 FIRST_BACKOFF_SECONDS = 0.5   # doubled per consecutive immediate crash, up to the configured max
 STOP_MARGIN_SECONDS = 5.0     # beyond the grace: time for a worker to release, unregister, exit
@@ -486,7 +486,7 @@ class Coordinator:
             self.publish()
 
     def _retire_surplus(self):
-        busy = {w["worker_id"] for w in self.queue.list_workers() if w["state"] == "busy"}
+        busy = {w["worker_id"] for w in self.queue.list_workers() if w["state"] == states.BUSY}
         for slot in [s for s in self.slots if s.n > self.n]:
             if slot.proc is None:
                 self._retire(slot)
@@ -640,7 +640,7 @@ class Coordinator:
         for slot in self.slots:
             row = rows.get(slot.worker_id)
             if slot.state == Slot.STARTING and slot.proc is not None and row and row["pid"] == slot.proc.pid \
-                    and row["state"] in READY_STATES:
+                    and row["state"] in states.READY:
                 slot.state = Slot.READY
         if all(s.state in (Slot.READY, Slot.FAILED) for s in self.slots if s.n <= self.n):
             ready = sum(s.state == Slot.READY for s in self.slots if s.n <= self.n)
@@ -709,7 +709,7 @@ class Coordinator:
             row = rows.get(slot.worker_id)
             if slot.proc is None or not row or row["pid"] != slot.proc.pid:
                 continue
-            if slot.state == Slot.STARTING and row["state"] in READY_STATES:
+            if slot.state == Slot.STARTING and row["state"] in states.READY:
                 slot.state = Slot.READY
             silent = time.time() - row["last_heartbeat"]
             if silent > self.cfg.hung_after:

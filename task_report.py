@@ -1,7 +1,8 @@
 """How tasks, jobs and progress are told to people: the text of `show`, the progress lines of a
 waiting job, the pool's state in a sentence, status words, and the time, money and text-shortening
-formats, shared by submit_task.py, the dashboard, the orchestrator and the MCP server so they all
-say the same thing. (The dashboard's detail view still lays out its own fields.)"""
+formats, shared by submit_task.py, the dashboard, the orchestrator, the MCP server, the admin
+tables, the worker's activity lines and the worktrees' commit subjects so they all say the same
+thing. A task's details are told once (`task_details`); `show` and the dashboard lay them out."""
 
 import json
 import re
@@ -10,6 +11,7 @@ import unicodedata
 
 import flags
 import hints
+import states
 
 # The stored status `in_progress` is shown and typed as "running", the word every view uses;
 # JSON output and the Python API keep the stored value.
@@ -64,6 +66,12 @@ def clip(text, width):
     return "".join(out)
 
 
+def opening_line(text):
+    """The first non-blank line of `text`, as written."""
+    text = "" if text is None else str(text)
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
 def shorten(text, width, ellipsis="…", first_line=False, at_word=False, cells=False):
     """The one text shortener: `text` in at most `width`, ending in `ellipsis` when cut.
     Whitespace runs become one space, or with `first_line` only the first non-blank line is kept
@@ -71,7 +79,7 @@ def shorten(text, width, ellipsis="…", first_line=False, at_word=False, cells=
     terminal cells (wide characters count two) instead of characters."""
     text = "" if text is None else str(text)
     if first_line:
-        text = text.strip().splitlines()[0] if text.strip() else ""
+        text = opening_line(text)
     else:
         text = " ".join(text.split())
     size, cut = (text_width, clip) if cells else (len, lambda s, n: s[:max(0, n)])
@@ -176,7 +184,7 @@ def progress_line(status, elapsed=None):
     if s["skipped"] or s["cancelled"]:
         parts.append(f"{s['skipped'] + s['cancelled']} skipped/cancelled")
     parts.append(fmt_cost(status["cost_usd"] or 0))
-    if status.get("pool") and status["pool"]["state"] != "running" and not status["finished"]:
+    if status.get("pool") and status["pool"]["state"] != states.POOL_RUNNING and not status["finished"]:
         parts.append(status["pool"]["text"])
     return f"[{status['job_id']}] " + " · ".join(parts) + ("" if elapsed is None else f" · {elapsed:.0f}s")
 
@@ -228,19 +236,19 @@ def job_markdown_line(job, now):
 
 def pool_state(queue, start=None, restart=None, now=None):
     """What the pool is doing, for whoever waits on it (`status`, the orchestrator's progress, MCP
-    `wait_job` and `job_status`): {"state": "running" | "paused" | "config_error" | "stopped",
+    `wait_job` and `job_status`): {"state": one of states.POOL_STATES,
     "text": one sentence}. `start` and `restart` say how to act (default: the manage.sh commands)."""
     now = time.time() if now is None else now
     problem = queue.get_flag(flags.CONFIG_ERROR)
     if problem:
         value = problem["value"] if isinstance(problem["value"], dict) else {}
         fix = str(value.get("fix") or "see the worker logs").rstrip(". ")
-        return {"state": "config_error",
+        return {"state": states.POOL_CONFIG_ERROR,
                 "text": f"workers stopped by a configuration error: {value.get('message') or 'see the worker logs'}. "
                         f"To fix: {fix}. {restart or 'Restart them with `' + hints.command('restart') + '`'}"}
     running = queue.running_coordinator()
     if running is None:
-        return {"state": "stopped",
+        return {"state": states.POOL_STOPPED,
                 "text": f"no pool running: {start or 'start one with `' + hints.command('start') + '`'}"}
     paused = queue.get_flag(flags.PAUSED)
     if paused:
@@ -249,9 +257,9 @@ def pool_state(queue, start=None, restart=None, now=None):
         when = f"until {time.strftime('%H:%M:%S', time.localtime(until))} ({fmt_ago(until, now)})" if until else \
             "until further notice"
         why = value.get("message") or value.get("reason") or "usage limit"
-        return {"state": "paused", "text": f"paused {when}: {why}; workers resume by themselves"}
+        return {"state": states.POOL_PAUSED, "text": f"paused {when}: {why}; workers resume by themselves"}
     workers = running.get("workers")
-    return {"state": "running", "text": f"pool running: {workers} worker(s)" if workers else "pool running"}
+    return {"state": states.POOL_RUNNING, "text": f"pool running: {workers} worker(s)" if workers else "pool running"}
 
 
 def find_transcript(cfg, task):
@@ -265,13 +273,21 @@ def find_transcript(cfg, task):
     return str(latest) if latest else None
 
 
-def describe_task(task, events, dependents, transcript, now):
+def task_details(task, events, dependents, transcript, now):
+    """Everything there is to tell about one task, for `show`, MCP `show_task` and the dashboard's
+    details, each laying it out its own way: (status text, rows). A row is ("field", name, value,
+    style) for a one-line value, or ("block", name, lines, style) for text told line by line (the
+    prompt, the result, the history). `style` is a status whose colour suits the value, or ""."""
     outcome = task.outcome if isinstance(task.outcome, dict) else {}
-    lines = [f"Task #{task.id}: {status_label(task)}" + (" (cancel requested)" if show_cancel_requested(task) else "")]
+    status = status_label(task) + (" (cancel requested)" if show_cancel_requested(task) else "")
+    rows = []
 
-    def field(name, value):
+    def field(name, value, style=""):
         if value not in (None, "", [], {}):
-            lines.append(f"  {name + ':':<12} {value}")  # a space even after the longest name
+            rows.append(("field", name, value, style))
+
+    def block(name, lines, style=""):
+        rows.append(("block", name, lines, style))
 
     field("Job", task.job_id)
     field("Parent", task.parent_id and f"#{task.parent_id}")
@@ -283,7 +299,7 @@ def describe_task(task, events, dependents, transcript, now):
     field("Outputs", ", ".join(task.expected_outputs))
     if outcome.get("outputs_verified") is not None:
         field("Verified", ", ".join(outcome["outputs_verified"]) or "none")
-    field("Missing", ", ".join(outcome.get("outputs_missing") or []))
+    field("Missing", ", ".join(outcome.get("outputs_missing") or []), "failed")
     if not outcome.get("branch"):
         field("Changed", ", ".join(outcome.get("files_changed") or []))
     if outcome.get("branch"):
@@ -296,8 +312,8 @@ def describe_task(task, events, dependents, transcript, now):
             merge += f" into {outcome['merged_into']}"
         elif merge == "conflict":
             merge += f" in {', '.join(outcome.get('conflicts') or [])} (the work stays on {outcome['branch']})"
-        field("Merge", merge)
-        field("Worktree err", outcome.get("worktree_error"))
+        field("Merge", merge, "failed" if outcome.get("merge") == "conflict" else "")
+        field("Worktree err", outcome.get("worktree_error"), "failed")
     field("Depends on", ", ".join(f"#{d}" for d in task.depends_on or []))
     field("Dependents", ", ".join(f"#{d}" for d in dependents))
     field("Metadata", json.dumps(task.metadata, sort_keys=True) if task.metadata else None)
@@ -319,32 +335,46 @@ def describe_task(task, events, dependents, transcript, now):
         parts = [f"{usage.get(k) or 0:,} {label}" for k, label in (
             ("input_tokens", "in"), ("output_tokens", "out"),
             ("cache_read_input_tokens", "cache read"), ("cache_creation_input_tokens", "cache write"))]
-        field("Tokens", " / ".join(parts))
+        field("Tokens", ", ".join(parts))
     field("Turns", outcome.get("num_turns"))
     field("Session", outcome.get("session_id"))
     field("Exit code", outcome.get("exit_code"))
-    field("Activity", task.activity)
-    field("Error", task.error)
-    field("Error class", outcome.get("error_class"))
+    field("Activity", task.activity, "in_progress")
+    field("Error", task.error, "failed")
+    field("Error class", outcome.get("error_class"), "failed")
     denials = outcome.get("permission_denials") or []
     if denials:
         field("Denied tools", ", ".join(sorted({str(d.get("tool_name", d)) if isinstance(d, dict) else str(d)
-                                                for d in denials})))
+                                                for d in denials})), "failed")
     for warning in outcome.get("warnings") or []:
-        field("Warning", warning)
+        field("Warning", warning, "skipped")
     field("Transcript", transcript)
-    lines.append("Prompt:")
-    lines.extend("  " + line for line in task.prompt.splitlines() or [""])
+    block("Prompt", task.prompt.splitlines() or [""])
     if task.result:
-        lines.append("Result:")
-        lines.extend("  " + line for line in task.result.splitlines())
+        block("Result", task.result.splitlines())
     if outcome.get("stderr_tail") and task.status != "completed":
-        lines.append("Stderr (tail):")
-        lines.extend("  " + line for line in str(outcome["stderr_tail"]).splitlines())
-    lines.append("History:")
+        block("Stderr (tail)", str(outcome["stderr_tail"]).splitlines(), "failed")
+    history = []
     for e in events:
         extra = " ".join(x for x in (e["worker_id"] or "", f"attempt {e['attempt']}" if e["attempt"] else "",
                                      fmt_cost(e["cost_usd"]) if e.get("cost_usd") is not None else "",
                                      e["detail"] or "") if x)
-        lines.append(f"  {fmt_time(e['at'])}  {e['event']:<16} {extra}".rstrip())
+        history.append(f"{fmt_time(e['at'])}  {e['event']:<16} {extra}".rstrip())
+    block("History", history)
+    return status, rows
+
+
+FIELD_WIDTH = 13  # "Denied tools:" and a space: every field's value starts in one column
+
+
+def describe_task(task, events, dependents, transcript, now):
+    """The text of `show` (and MCP `show_task`): one line per field, then the indented blocks."""
+    status, rows = task_details(task, events, dependents, transcript, now)
+    lines = [f"Task #{task.id}: {status}"]
+    for kind, name, value, _ in rows:
+        if kind == "field":
+            lines.append(f"  {name + ':':<{FIELD_WIDTH - 1}} {value}")
+        else:
+            lines.append(f"{name}:")
+            lines.extend(f"  {line}" for line in value)
     return lines

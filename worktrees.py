@@ -37,6 +37,7 @@ from pathlib import Path
 import claude_queue
 import config
 import hints
+import task_report
 
 MODES = ("none", "worktree")
 MERGE_MODES = ("auto", "branch")
@@ -705,7 +706,7 @@ class TaskTree:
                 lock.unlink()
             self._git(self.path, "add", "-A", "--", ".", *(f":(exclude,literal){p}" for p in self.exclude))
             if self._git(self.path, "diff", "--cached", "--quiet", check=False).returncode == 1:
-                title = " ".join((self.task.prompt.strip().splitlines() or [""])[0].split())[:72]
+                title = task_report.shorten(task_report.opening_line(self.task.prompt), 72)
                 body = (f"Job: {self.task.job_id}\n" if self.task.job_id else "") + f"Attempt: {self.task.attempt}"
                 self._git(self.path, *IDENTITY, *QUIET, "commit", "-q", "--no-verify",
                           "-m", f"klauss: task {self.task.id}: {title}", "-m", body)
@@ -728,7 +729,7 @@ class TaskTree:
         if self.merge_mode != "auto" or not self.job_branch:
             outcome["merge"] = "branch"
             return None
-        title = " ".join((self.task.prompt.strip().splitlines() or [""])[0].split())[:72]
+        title = task_report.shorten(task_report.opening_line(self.task.prompt), 72)
         try:
             with _locked(self.dir / ".merge.lock", keepalive=self.keepalive, every=self.every):
                 try:
@@ -861,7 +862,7 @@ def merge_job(cfg, queue, job_id, force=False):
         raise WorktreeError(f"the merge would overwrite untracked files in {repo}: {_listed(in_the_way)}; "
                             "move them away (or commit them) first, then merge again")
     identity = _user_identity(repo)
-    title = " ".join((job["description"].strip().splitlines() or [""])[0].split())[:72]
+    title = task_report.shorten(task_report.opening_line(job["description"]), 72)
     report = {"job_id": job_id, "repo": str(repo), "into": into, "status": "nothing", "merged": [],
               "conflict_branch": None, "conflicts": [], "not_merged": not_merged}
     for ref, tid in sources:

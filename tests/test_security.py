@@ -14,7 +14,7 @@ import pytest
 import claude_cli
 import claude_queue
 import config
-import submission
+import validation
 from conftest import FAKE_CLAUDE, fake
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,13 +268,13 @@ def test_a_task_cannot_point_klauss_at_another_repository(nested):
     assert out.returncode == 2 and "metadata.base_commit" in out.stderr
     assert task_count(p) == 0
 
-    # The TaskQueue API goes through the same submission checks.
+    # The TaskQueue API goes through the same submission checks (validation.py).
     q = p.queue
     with pytest.raises(ValueError, match="metadata.repo"):
         q.add_task(fake("write", "evil.txt", content="x"), metadata=metadata)
     # Written straight into storage, past those checks: the worker refuses it, and only it.
-    task = submission.validate_task({"prompt": fake("write", "evil.txt", content="x"), "metadata": metadata}, 3)
-    [bad] = q.insert_prepared(([submission.check_task_paths(task, q.cfg)], [0]))
+    task = validation.validate_task({"prompt": fake("write", "evil.txt", content="x"), "metadata": metadata}, 3)
+    [bad] = q.insert_prepared(([validation.check_task_paths(task, q.cfg)], [0]))
     good = q.add_task("fine")
     assert p.worker().returncode == 0
     t = q.get_task(bad)

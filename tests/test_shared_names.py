@@ -1,5 +1,5 @@
 """The data every part shares is named once: exit codes in exits.py, pool flag names in flags.py,
-timings derived from lease_seconds in config."""
+worker and pool states in states.py, timings derived from lease_seconds in config."""
 
 import os
 import re
@@ -10,6 +10,7 @@ import claude_queue
 import claude_worker
 import config
 import exits
+import states
 from conftest import install_fake_claude
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,19 @@ def test_flags_are_named_not_spelled():
     for path in ROOT.glob("*.py"):
         literal = re.findall(r"_flag\(\s*[\"'][a-z_]+[\"']", path.read_text())
         assert not literal, f"{path.name} spells a pool flag's name: {literal}; use flags.py"
+
+
+def test_states_are_named_not_spelled():
+    words = "|".join(sorted(set(states.WORKER_STATES + states.POOL_STATES + (states.DEAD,))))
+    # A state word set, compared or returned as a state: `state="idle"`, `w["state"] == "busy"`,
+    # `set_state("paused")`, `{"state": "stopped", ...}`.
+    spelled = re.compile(r"(?:\bstate\b[\"']?\]?\s*(?:==|!=|=|:|\bin\b)|set_state\(|_row_written\(|"
+                         r"_beat_worker\(conn, worker_id,)[^#\n]*?[\"'](?:" + words + r")[\"']")
+    for path in ROOT.glob("*.py"):
+        if path.name == "states.py":
+            continue
+        literal = [line.strip() for line in path.read_text().splitlines() if spelled.search(line)]
+        assert not literal, f"{path.name} spells a worker or pool state: {literal}; use states.py"
 
 
 def test_the_worker_takes_its_timings_from_config():

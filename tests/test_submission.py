@@ -24,17 +24,20 @@ def git_project(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_the_queue_api_annotates_worktree_tasks_like_every_front_end(git_project, make_queue):
-    # Before, only the front ends called annotate_tasks: a task queued through TaskQueue itself
-    # reached the worker without a base commit, and the worker had to guess.
+def test_every_front_end_door_annotates_worktree_tasks(git_project, make_queue):
+    # Before, only some front ends called annotate_tasks themselves. Now submission.py does it for
+    # all of them; the bare TaskQueue API checks (validation.py) but does not annotate: it sits
+    # below git, and a worker starts such a task from HEAD when it runs.
     q = make_queue(**{"isolation.mode": "worktree"})
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=git_project, capture_output=True, text=True,
                           check=True).stdout.strip()
-    [tid] = q.add_tasks([{"prompt": "p"}])
+    [tid] = submission.add_tasks(q, [{"prompt": "p"}])
     meta = q.get_task(tid).metadata
     assert meta["isolation"] == "worktree" and meta["base_commit"] == head
-    job, [jtid] = q.submit_job("j", [{"prompt": "p"}], metadata={"note": 1})
+    job, [jtid] = submission.submit_job(q, "j", [{"prompt": "p"}], metadata={"note": 1})
     assert q.get_task(jtid).metadata["base_commit"] == head
+    assert q.get_task(submission.add_task(q, "one")).metadata["base_commit"] == head
+    assert "base_commit" not in q.get_task(q.add_task("bare")).metadata
 
 
 def test_a_worktree_job_stores_no_branch_name_every_reader_derives(git_project, make_queue):
