@@ -8,8 +8,8 @@ import re
 import time
 import unicodedata
 
-import flags
 import hints
+import hosts
 
 # The stored status `in_progress` is shown and typed as "running", the word every view uses;
 # JSON output and the Python API keep the stored value.
@@ -231,7 +231,7 @@ def pool_state(queue, start=None, restart=None, now=None):
     `wait_job` and `job_status`): {"state": "running" | "paused" | "config_error" | "stopped",
     "text": one sentence}. `start` and `restart` say how to act (default: the manage.sh commands)."""
     now = time.time() if now is None else now
-    problem = queue.get_flag(flags.CONFIG_ERROR)
+    problem = hosts.config_error_flag(queue, queue.cfg.host)
     if problem:
         value = problem["value"] if isinstance(problem["value"], dict) else {}
         fix = str(value.get("fix") or "see the worker logs").rstrip(". ")
@@ -242,7 +242,7 @@ def pool_state(queue, start=None, restart=None, now=None):
     if running is None:
         return {"state": "stopped",
                 "text": f"no pool running: {start or 'start one with `' + hints.command('start') + '`'}"}
-    paused = queue.get_flag(flags.PAUSED)
+    paused = hosts.pause_flag(queue, queue.cfg.host, hosts.login_key(queue.cfg))
     if paused:
         value = paused["value"] if isinstance(paused["value"], dict) else {}
         until = paused["until"]
@@ -265,8 +265,18 @@ def find_transcript(cfg, task):
     return str(latest) if latest else None
 
 
-def describe_task(task, events, dependents, transcript, now):
+def ran_on(task, events):
+    """The host that ran the task's latest attempt (from its worker's id), or None."""
+    for worker_id in [task.worker_id] + [e["worker_id"] for e in reversed(events)]:
+        if hosts.host_of(worker_id):
+            return hosts.host_of(worker_id)
+    return None
+
+
+def describe_task(task, events, dependents, transcript, now, here=None):
+    """`here` is this host's id: a transcript written on another host is only there."""
     outcome = task.outcome if isinstance(task.outcome, dict) else {}
+    host = ran_on(task, events)
     lines = [f"Task #{task.id}: {status_label(task)}" + (" (cancel requested)" if show_cancel_requested(task) else "")]
 
     def field(name, value):
@@ -278,6 +288,7 @@ def describe_task(task, events, dependents, transcript, now):
     field("Priority", task.priority)
     field("Attempts", attempts_text(task))
     field("Worker", task.worker_id)
+    field("Host", host and (f"{host} (this host)" if host == here else host))
     field("Working dir", task.working_dir)
     field("Context", ", ".join(task.context_files))
     field("Outputs", ", ".join(task.expected_outputs))
@@ -332,6 +343,9 @@ def describe_task(task, events, dependents, transcript, now):
                                                 for d in denials})))
     for warning in outcome.get("warnings") or []:
         field("Warning", warning)
+    if transcript and host and here and host != here:
+        # Full transcripts stay on the host that ran the task; the database keeps the result and tails.
+        transcript = f"{transcript} (on host {host}; the result and stderr tail below are from the database)"
     field("Transcript", transcript)
     lines.append("Prompt:")
     lines.extend("  " + line for line in task.prompt.splitlines() or [""])

@@ -65,7 +65,7 @@ class Project:
 
     def kill_pool(self):
         """Stop whatever pool a test started here, by the pids its coordinator recorded."""
-        if self.queue.get_flag("coordinator"):
+        if self.queue.get_flag(f"coordinator@{self.queue.cfg.host}"):
             subprocess.run([sys.executable, str(ROOT / "claude_coordinator.py"), "kill"], cwd=self.root,
                            env=self.env, capture_output=True, timeout=60)
 
