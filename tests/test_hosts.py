@@ -41,7 +41,7 @@ class Host:
     def __init__(self, tmp_path, name, db, login=None, env=None):
         self.name = name
         self.root = tmp_path / name
-        self.root.mkdir(parents=True)
+        self.root.mkdir(parents=True, exist_ok=True)  # a clone may be there already
         self.bin = tmp_path / f"{name}-bin"
         install_fake_claude(self.bin)
         if "://" not in db:
@@ -336,3 +336,33 @@ def test_a_configuration_error_stops_only_that_host(tmp_path, make_host):
     status = json.loads(alpha.manage("status", "--json").stdout)
     assert status["config_error"] is None and "not logged in" in status["hosts"]["beta"]["config_error"]["message"].lower()
     assert json.loads(beta.manage("status", "--json").stdout)["pool_state"]["state"] == "config_error"
+
+
+# --- paths travel as paths inside the project --------------------------------------------------
+
+def test_a_task_runs_in_the_same_place_of_the_other_hosts_clone(tmp_path, make_host):
+    origin = tmp_path / "origin"
+    (origin / "src").mkdir(parents=True)
+    (origin / "src" / "keep.txt").write_text("tracked\n")
+    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
+        subprocess.run(["git", *argv], cwd=str(origin), env=git, check=True, capture_output=True)
+    for name in ("alpha", "beta"):
+        subprocess.run(["git", "clone", "-q", str(origin), str(tmp_path / name)], env=git, check=True,
+                       capture_output=True)
+    alpha, beta = make_host("alpha"), make_host("beta")
+    # Submitted on alpha, naming a directory of the project.
+    out = subprocess.run([sys.executable, str(ROOT / "submit_task.py"), "submit", fake("write", "made.txt", content="x"),
+                          "--dir", "src", "--outputs", "made.txt"], cwd=str(alpha.root), env=alpha.env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (tid,) = [t.id for t in alpha.queue.list_tasks()]
+    assert alpha.queue.get_task(tid).working_dir == str(alpha.root / "src")
+    assert beta.queue.get_task(tid).working_dir == str(beta.root / "src"), "each host reads it in its own clone"
+    beta.start(1)  # only beta runs workers
+    wait_for(lambda: beta.queue.get_task(tid).status in ("completed", "failed"), what="beta to run the task")
+    task = beta.queue.get_task(tid)
+    assert task.status == "completed", task.error
+    assert (beta.root / "src" / "made.txt").read_text() == "x"
+    assert not (alpha.root / "src" / "made.txt").exists(), "never in a directory of the host that submitted it"
