@@ -434,13 +434,13 @@ def status(cfg, queue):
     return {"running": now is not None or lost is not None, "unrecorded_coordinator": lost,
             "problem": problem, "disk_full": claude_queue.disk_full_note(cfg.state_dir, cfg.db_path.parent),
             "db": str(cfg.db_path), "state_dir": str(cfg.state_dir), "host": cfg.host,
-            "hosts": hosts_status(queue, pools, clock),
+            "hosts": hosts_status(queue, pools),
             "coordinator": coordinator, "workers": workers, "queue": queue.get_stats(),
             "config_error": config_error["value"] if config_error else None,
             "paused": paused or None, "pool_state": task_report.pool_state(queue)}
 
 
-def hosts_status(queue, pools=None, clock=None):
+def hosts_status(queue, pools=None):
     """{host: {"coordinator_pid", "state", "workers", "started_at", "config_error", "paused"}} for
     every host whose coordinator the database records, and every host a configuration error stops."""
     pools = hosts.coordinators(queue) if pools is None else pools
@@ -466,8 +466,8 @@ def hosts_status(queue, pools=None, clock=None):
 def stop_all_hosts(cfg, timeout=None, say=_quiet, warn=_quiet):
     """Ask every host's coordinator to stop gracefully (this host's by signal, the others through
     a `stop@<host>` flag naming the coordinator's token, which each coordinator reads every tick),
-    then wait for them to go. Returns {host: "stopped" | "not running" | "still running"}; raises
-    PoolError (exit 1) naming the hosts still running after `timeout`."""
+    then wait for them to go. Returns {host: "stopped" | "not running"}; raises PoolError (exit 1)
+    naming the hosts that did not answer within `timeout` (down, cut off, or still stopping)."""
     queue = open_queue(cfg, create=False)
     try:
         pools = hosts.coordinators(queue)
@@ -496,11 +496,11 @@ def stop_all_hosts(cfg, timeout=None, say=_quiet, warn=_quiet):
             if waiting:
                 time.sleep(0.05)
         for host in waiting:
-            result[host] = "still running"
+            result[host] = "no answer"
     finally:
         queue.close()
     if waiting:
-        raise PoolError(f"error: host(s) {', '.join(sorted(waiting))} still running after {timeout:g}s (down or cut "
-                        f"off? its tasks return to the queue once their leases expire); run "
+        raise PoolError(f"error: host(s) {', '.join(sorted(waiting))} did not stop within {timeout:g}s (down or cut "
+                        f"off? their tasks return to the queue once their leases expire); run "
                         f"{hints.command('stop')} there")
     return result

@@ -366,3 +366,13 @@ def test_a_task_runs_in_the_same_place_of_the_other_hosts_clone(tmp_path, make_h
     assert task.status == "completed", task.error
     assert (beta.root / "src" / "made.txt").read_text() == "x"
     assert not (alpha.root / "src" / "made.txt").exists(), "never in a directory of the host that submitted it"
+
+
+def test_stop_all_hosts_names_a_host_that_does_not_answer(make_host):
+    alpha = make_host("alpha")
+    # Host gamma's coordinator is recorded but gone (its machine died): nobody reads the request.
+    alpha.queue.set_flag(flags.coordinator("gamma"), {"pid": 4242, "token": "t-gamma", "state": "running", "workers": 1})
+    out = alpha.manage("stop", "--all-hosts", "--timeout", "0.2")
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "gamma did not stop" in out.stderr and "asked host gamma to stop" in out.stdout
+    assert alpha.queue.get_flag(flags.stop("gamma"))["value"]["token"] == "t-gamma", "it stops if it comes back"
