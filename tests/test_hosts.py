@@ -376,3 +376,20 @@ def test_stop_all_hosts_names_a_host_that_does_not_answer(make_host):
     assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "gamma did not stop" in out.stderr and "asked host gamma to stop" in out.stdout
     assert alpha.queue.get_flag(flags.stop("gamma"))["value"]["token"] == "t-gamma", "it stops if it comes back"
+
+
+def test_the_orchestrator_and_mcp_show_every_hosts_workers(make_host, monkeypatch):
+    import klauss_mcp
+
+    alpha = make_host("alpha")
+    tid = alpha.queue.add_task("gamma's task")
+    alpha.queue.register_worker("worker_1@gamma", pid=999999, state="busy")
+    alpha.queue.claim_task("worker_1@gamma", lease_seconds=3600, worker_info={"host": "gamma"})
+    alpha.queue.set_flag(flags.coordinator("gamma"), {"pid": 4242, "token": "t", "state": "running", "workers": 1})
+    monkeypatch.chdir(alpha.root)
+    tools = klauss_mcp.KlaussTools()
+    st = tools.orch.get_worker_status()
+    assert st["host"] == "alpha" and not st["running"] and st["hosts"]["gamma"]["coordinator_pid"] == 4242
+    assert st["other_workers"] == [{"worker_id": "worker_1@gamma", "host": "gamma", "state": "busy",
+                                    "current_task": tid, "last_heartbeat": st["other_workers"][0]["last_heartbeat"]}]
+    assert f"- worker_1@gamma (host gamma): busy, task #{tid}" in tools._status_text()
