@@ -378,7 +378,7 @@ def test_stop_all_hosts_names_a_host_that_does_not_answer(make_host):
     assert alpha.queue.get_flag(flags.stop("gamma"))["value"]["token"] == "t-gamma", "it stops if it comes back"
 
 
-def test_the_orchestrator_and_mcp_show_every_hosts_workers(make_host, monkeypatch):
+def test_the_orchestrator_mcp_and_dashboard_show_every_hosts_workers(make_host, monkeypatch):
     import klauss_mcp
 
     alpha = make_host("alpha")
@@ -393,3 +393,5 @@ def test_the_orchestrator_and_mcp_show_every_hosts_workers(make_host, monkeypatc
     assert st["other_workers"] == [{"worker_id": "worker_1@gamma", "host": "gamma", "state": "busy",
                                     "current_task": tid, "last_heartbeat": st["other_workers"][0]["last_heartbeat"]}]
     assert f"- worker_1@gamma (host gamma): busy, task #{tid}" in tools._status_text()
+    board = alpha.manage("dashboard", "--once")
+    assert board.returncode == 0 and "worker_1@gamma" in board.stdout, board.stdout + board.stderr
