@@ -287,10 +287,16 @@ def cmd_clean(args):
         running = pool.running(queue) or locked_coordinator(cfg.state_dir)
         live = pool.recorded_pool_processes(cfg, queue)
         stats = queue.get_stats()
+        # Other hosts' pools on this database cannot be checked by pid from here: their flags say.
+        others = sorted(h for h in hosts.coordinators(queue) if h != cfg.host) if not args.logs else []
     finally:
         queue.close()
     if running or live:
         eprint(f"error: a pool is running; stop it first ({hints.command('stop')}), then clean")
+        return EXIT_FAIL
+    if others:
+        eprint(f"error: the pool of host(s) {', '.join(others)} uses this database; stop them first "
+               f"({hints.command('stop', '--all-hosts')}), then clean")
         return EXIT_FAIL
     logs = [p for p in cfg.logs_dir.glob("*.log")] + list((cfg.logs_dir / "tasks").glob("*.jsonl"))
     targets = logs + [cfg.state_dir / PID_NAME]

@@ -395,3 +395,12 @@ def test_the_orchestrator_mcp_and_dashboard_show_every_hosts_workers(make_host, 
     assert f"- worker_1@gamma (host gamma): busy, task #{tid}" in tools._status_text()
     board = alpha.manage("dashboard", "--once")
     assert board.returncode == 0 and "worker_1@gamma" in board.stdout, board.stdout + board.stderr
+
+
+def test_clean_refuses_while_another_hosts_pool_uses_the_database(make_host):
+    alpha, beta = make_host("alpha"), make_host("beta")
+    beta.start(1)
+    out = alpha.manage("clean", "--yes")
+    assert out.returncode == 1 and "host(s) beta" in out.stderr and "stop --all-hosts" in out.stderr, out.stderr
+    assert Path(alpha.cfg.db_path).exists() and beta.queue.running_coordinator() is not None
+    assert alpha.manage("clean", "--logs", "--yes").returncode == 0, "this host's logs are its own"
