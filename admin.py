@@ -95,6 +95,8 @@ def cmd_status(args):
             continue
         what = f"coordinator pid {h['coordinator_pid']} there, {h['workers']} worker(s), {h['state']}" \
             if h["coordinator_pid"] else "no coordinator"
+        if h.get("silent_for"):
+            what += f", silent for {_fmt_age(h['silent_for'])} (down or cut off? its tasks return once their leases expire)"
         print(f"host {host}: {what}" + (f"; stopped by a configuration error: {h['config_error'].get('message')}"
                                         if isinstance(h.get("config_error"), dict) else ""))
     if st["workers"]:

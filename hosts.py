@@ -91,7 +91,8 @@ def config_error_flag(queue, host):
 
 def coordinators(queue):
     """{host: flag value} of every coordinator the database records (live or not: a pid on another
-    host cannot be checked from here)."""
+    host cannot be checked from here; a coordinator renews its flag once a lease, and "seen_at" is
+    when it last did)."""
     prefix = flags.coordinator("")
-    return {key[len(prefix):]: flag["value"] for key, flag in queue.list_flags(prefix).items()
-            if isinstance(flag["value"], dict)}
+    return {key[len(prefix):]: {**flag["value"], "seen_at": flag["updated_at"]}
+            for key, flag in queue.list_flags(prefix).items() if isinstance(flag["value"], dict)}

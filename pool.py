@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import claude_queue
+import config
 import flags
 import hints
 import hosts
@@ -441,18 +442,24 @@ def status(cfg, queue):
 
 
 def hosts_status(queue, pools=None):
-    """{host: {"coordinator_pid", "state", "workers", "started_at", "config_error", "paused"}} for
-    every host whose coordinator the database records, and every host a configuration error stops."""
+    """{host: {"coordinator_pid", "state", "workers", "started_at", "silent_for", "config_error",
+    "paused"}} for every host whose coordinator the database records, and every host a
+    configuration error stops. `silent_for` (seconds) is set once a coordinator has not renewed its
+    flag for two of its leases: that host is down, cut off, or was killed without cleaning up."""
     pools = hosts.coordinators(queue) if pools is None else pools
     found = {}
+    clock = time.time()
     for host, value in pools.items():
+        age = clock - (value.get("seen_at") or clock)
+        lease = value.get("lease_seconds") if isinstance(value.get("lease_seconds"), (int, float)) else 60
         found[host] = {"coordinator_pid": value.get("pid"), "state": value.get("state"),
                        "workers": value.get("workers"), "started_at": value.get("started_at"),
+                       "silent_for": round(age, 1) if age > config.HUNG_LEASES * lease else None,
                        "config_error": None, "paused": None}
     prefix = flags.config_error("")
     for key, flag in queue.list_flags(prefix).items():
         entry = found.setdefault(key[len(prefix):], {"coordinator_pid": None, "state": None, "workers": None,
-                                                     "started_at": None, "paused": None})
+                                                     "started_at": None, "silent_for": None, "paused": None})
         entry["config_error"] = flag["value"]
     prefix = flags.paused_host("")
     for key, flag in queue.list_flags(prefix).items():

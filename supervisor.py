@@ -302,6 +302,7 @@ class Coordinator:
         self.exit_code = EXIT_OK
         self.idle_since = None
         self.next_tick = 0.0
+        self.published_at = 0.0
         self.started_at = time.time()
         self.log_path = cfg.logs_dir / LOG_NAME
         self.log = None
@@ -335,6 +336,7 @@ class Coordinator:
     # --- the flag other programs read ---
 
     def publish(self):
+        self.published_at = time.monotonic()
         self.queue.set_flag(flags.coordinator(self.host), {
             "pid": os.getpid(), "host": self.host, "workers": self.n, "base_workers": self.base_n, "state": self.state,
             "started_at": self.started_at, "lease_seconds": self.lease,
@@ -707,6 +709,9 @@ class Coordinator:
             return
         self._check_resize()  # in case the signal that announces a request was missed
         self._check_stop_request()
+        if time.monotonic() - self.published_at >= self.lease:
+            # Other hosts cannot check our pid: the flag's age, renewed once a lease, says we live.
+            self.publish()
         # recover_stale() takes the write lock even when nothing expired; a read of the (few)
         # running tasks first keeps an idle pool from writing every tick.
         now = time.time()

@@ -286,6 +286,10 @@ def test_stop_stops_this_host_and_stop_all_hosts_stops_every_host(make_host):
     assert out.returncode == 0, out.stderr
     assert alpha.coordinator() is None and beta.coordinator() is not None
     assert beta.queue.running_coordinator() is not None and beta.workers()
+    # A running coordinator renews its flag once a lease: how other hosts tell it lives.
+    seen = beta.queue.get_flag(flags.coordinator("beta"))["updated_at"]
+    wait_for(lambda: beta.queue.get_flag(flags.coordinator("beta"))["updated_at"] > seen, timeout=4 * LEASE + 30,
+             what="beta's coordinator to renew its flag")
     alpha.start(1)
     beta_pid = beta.coordinator()["pid"]
     out = alpha.manage("stop", "--all-hosts")
@@ -370,8 +374,15 @@ def test_a_task_runs_in_the_same_place_of_the_other_hosts_clone(tmp_path, make_h
 
 def test_stop_all_hosts_names_a_host_that_does_not_answer(make_host):
     alpha = make_host("alpha")
-    # Host gamma's coordinator is recorded but gone (its machine died): nobody reads the request.
-    alpha.queue.set_flag(flags.coordinator("gamma"), {"pid": 4242, "token": "t-gamma", "state": "running", "workers": 1})
+    # Host gamma's coordinator is recorded but gone (its machine died ten minutes ago): nobody reads
+    # the request, and its flag has not been renewed since.
+    past = claude_queue.TaskQueue(cfg=alpha.cfg, clock=lambda: time.time() - 600)
+    past.set_flag(flags.coordinator("gamma"), {"pid": 4242, "token": "t-gamma", "state": "running", "workers": 1,
+                                               "lease_seconds": LEASE})
+    past.close()
+    status = json.loads(alpha.manage("status", "--json").stdout)
+    assert status["hosts"]["gamma"]["silent_for"] >= 600
+    assert "host gamma: coordinator pid 4242 there, 1 worker(s), running, silent for" in alpha.manage("status").stdout
     out = alpha.manage("stop", "--all-hosts", "--timeout", "0.2")
     assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert "gamma did not stop" in out.stderr and "asked host gamma to stop" in out.stdout
@@ -390,6 +401,7 @@ def test_the_orchestrator_mcp_and_dashboard_show_every_hosts_workers(make_host, 
     tools = klauss_mcp.KlaussTools()
     st = tools.orch.get_worker_status()
     assert st["host"] == "alpha" and not st["running"] and st["hosts"]["gamma"]["coordinator_pid"] == 4242
+    assert st["hosts"]["gamma"]["silent_for"] is None, "just renewed"
     assert st["other_workers"] == [{"worker_id": "worker_1@gamma", "host": "gamma", "state": "busy",
                                     "current_task": tid, "last_heartbeat": st["other_workers"][0]["last_heartbeat"]}]
     assert f"- worker_1@gamma (host gamma): busy, task #{tid}" in tools._status_text()
