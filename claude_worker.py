@@ -564,6 +564,7 @@ class Worker:
         self.queue.register_worker(self.worker_id, pid=os.getpid(), state="idle", info=self._info)
         # Starting a worker is the user's way of saying a configuration problem is fixed.
         self.queue.clear_flag(flags.config_error(self.host))
+        self.queue.clear_flag(flags.CONFIG_ERROR)  # as an older Klauss wrote it, for every host
         log(f"worker {self.worker_id} (pid {os.getpid()}) ready: {self.executable} {version}; "
             f"database {self.queue.db_path}")
         try:
