@@ -18,6 +18,7 @@ import claude_queue
 import config
 import flags
 import hints
+import hosts
 import pool
 import processes
 import queues
@@ -83,14 +84,24 @@ def cmd_status(args):
         print(f"{st['disk_full']}: the pool pauses claiming until writes work again; free some space")
     if st["pool_state"]["state"] in (states.POOL_CONFIG_ERROR, states.POOL_PAUSED):
         print(st["pool_state"]["text"])
+    for host, h in sorted(st["hosts"].items()):
+        if host == st["host"]:
+            continue
+        what = f"coordinator pid {h['coordinator_pid']} there, {h['workers']} worker(s), {h['state']}" \
+            if h["coordinator_pid"] else "no coordinator"
+        if h.get("silent_for"):
+            what += f", silent for {_fmt_age(h['silent_for'])} (down or cut off? its tasks return once their leases expire)"
+        print(f"host {host}: {what}" + (f"; stopped by a configuration error: {h['config_error'].get('message')}"
+                                        if isinstance(h.get("config_error"), dict) else ""))
     if st["workers"]:
-        print(f"{'WORKER':<12} {'PID':>7} {'STATE':<12} {'TASK':>6} {'CPU%':>6} {'MEM':>6} {'BEAT':>6}  CLAUDE")
+        print(f"{'WORKER':<12} {'HOST':<16} {'PID':>7} {'STATE':<12} {'TASK':>6} {'CPU%':>6} {'MEM':>6} {'BEAT':>6}  CLAUDE")
         for w in st["workers"]:
             claude = (f"pid {w['claude_pid']} {w['claude_cpu_percent']:.1f}% {_fmt_mem(w['claude_rss_kb'])}"
                       if w["claude_pid"] else "-")
             task = f"#{w['current_task']}" if w["current_task"] else "-"
             cpu = f"{w['cpu_percent']:.1f}" if w["cpu_percent"] is not None else "-"
-            print(f"{w['worker_id']:<12} {w['pid']:>7} {w['state']:<12} {task:>6} {cpu:>6} "
+            name = w["worker_id"].rsplit("@", 1)[0] if w["host"] else w["worker_id"]
+            print(f"{name:<12} {w['host']:<16} {w['pid']:>7} {w['state']:<12} {task:>6} {cpu:>6} "
                   f"{_fmt_mem(w['rss_kb']):>6} {_fmt_age(w['heartbeat_age']):>6}  {claude}")
     q = st["queue"]
     print(f"queue: {q['pending']} pending, {q['in_progress']} running, {q['completed']} completed, "
@@ -102,7 +113,7 @@ def pool_processes(cfg, queue):
     """Our processes: the coordinator, each recorded worker, and every member of each recorded
     claude process group."""
     running = pool.running(queue)
-    rows = queue.list_workers()
+    rows = pool.own_workers(cfg, queue)
     table = process_table()
     found = []
     if running and running["pid"] in table:
@@ -125,13 +136,21 @@ def cmd_ps(args):
     queue = open_queue(cfg, create=False)
     try:
         found = pool_processes(cfg, queue)
+        # Other hosts' processes cannot be listed from here: their worker rows are what we know.
+        remote = [w for w in queue.list_workers() if not hosts.is_local(w, cfg.host)]
     finally:
         queue.close()
     if args.json:
-        print(json.dumps([{"role": role, **proc} for role, proc in found], indent=2))
+        print(json.dumps([{"role": role, "host": cfg.host, **proc} for role, proc in found]
+                         + [{"role": w["worker_id"], "host": hosts.host_of(w["worker_id"]), "pid": w["pid"],
+                             "state": w["state"], "current_task": w["current_task"], "remote": True}
+                            for w in remote], indent=2))
         return EXIT_OK
+    for w in remote:
+        task = f", task #{w['current_task']}" if w["current_task"] else ""
+        print(f"on host {hosts.host_of(w['worker_id'])}: {w['worker_id']} (pid {w['pid']} there): {w['state']}{task}")
     if not found:
-        print("no Klauss processes running for this project")
+        print("no Klauss processes running for this project" + (" on this host" if remote else ""))
         return EXIT_OK
     print(f"{'PID':>7} {'PPID':>7} {'PGID':>7} {'CPU%':>6} {'MEM':>6} {'AGE':>7}  {'ROLE':<28} COMMAND")
     for role, p in found:
@@ -265,10 +284,16 @@ def cmd_clean(args):
         running = pool.running(queue) or locked_coordinator(cfg.state_dir)
         live = pool.recorded_pool_processes(cfg, queue)
         stats = queue.get_stats()
+        # Other hosts' pools on this database cannot be checked by pid from here: their flags say.
+        others = sorted(h for h in hosts.coordinators(queue) if h != cfg.host) if not args.logs else []
     finally:
         queue.close()
     if running or live:
         eprint(f"error: a pool is running; stop it first ({hints.command('stop')}), then clean")
+        return EXIT_FAIL
+    if others:
+        eprint(f"error: the pool of host(s) {', '.join(others)} uses this database; stop them first "
+               f"({hints.command('stop', '--all-hosts')}), then clean")
         return EXIT_FAIL
     logs = [p for p in cfg.logs_dir.glob("*.log")] + list((cfg.logs_dir / "tasks").glob("*.jsonl"))
     targets = logs + [cfg.state_dir / PID_NAME]
@@ -335,11 +360,12 @@ def doctor_checks(args):
             checks.append((True, "database", f"{cfg.db_path} is writable", None))
             running = pool.running(queue)
             if running:
-                live = sum(1 for w in queue.list_workers() if processes.is_our_process(w["pid"], processes.WORKER_SCRIPT))
+                live = sum(1 for w in pool.own_workers(cfg, queue)
+                           if processes.is_our_process(w["pid"], processes.WORKER_SCRIPT))
                 checks.append((True, "pool", f"running: coordinator pid {running['pid']}, {live} worker(s) alive", None))
             else:
                 checks.append((True, "pool", "not running", None))
-            problem = queue.get_flag(flags.CONFIG_ERROR)
+            problem = hosts.config_error_flag(queue, cfg.host)
             if problem:
                 checks.append((False, "workers", f"stopped on a configuration error: {problem['value'].get('message')}",
                                problem["value"].get("fix")))

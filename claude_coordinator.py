@@ -66,6 +66,9 @@ def cmd_start(args):
 
 
 def cmd_stop(args):
+    if args.all_hosts:
+        pool.stop_all_hosts(_load(args), timeout=args.timeout, say=_say, warn=eprint)
+        return EXIT_OK
     pool.stop(_load(args), timeout=args.timeout, say=_say, warn=eprint)
     return EXIT_OK
 
@@ -87,7 +90,7 @@ def cmd_restart(args):
 
 COMMANDS = {
     "start": "start [N]          start a pool of N workers in the background (default: [workers] count)",
-    "stop": "stop               stop the pool gracefully (running tasks are released)",
+    "stop": "stop [--all-hosts] stop this host's pool gracefully (running tasks are released); --all-hosts: every host's",
     "kill": "kill               kill the pool now (only this project's recorded processes)",
     "restart": "restart [N]        stop, then start N workers (default: as many as before)",
     "resize": "resize N [--force] grow or shrink the running pool to N workers (--force: past max_workers)",
@@ -128,6 +131,8 @@ def build_parser():
         _common(p)
     p = sub.add_parser("stop", help=COMMANDS["stop"])
     p.add_argument("--timeout", type=float, help="longest wait for the pool to stop")
+    p.add_argument("--all-hosts", action="store_true",
+                   help="ask every host sharing the database to stop its pool gracefully, and wait for them")
     _common(p)
     p = sub.add_parser("kill", help=COMMANDS["kill"])
     _common(p)

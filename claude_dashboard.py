@@ -29,6 +29,7 @@ import config
 import exits
 import flags
 import hints
+import hosts
 import processes
 import queues
 import states
@@ -177,9 +178,9 @@ class Dashboard:
     def _main_frame(self, width, height, now):
         q = self.q
         stats = q.get_stats()
-        paused = q.get_flag(flags.PAUSED)
-        config_error = q.get_flag(flags.CONFIG_ERROR)
-        coordinator = q.get_flag(flags.COORDINATOR)
+        paused = hosts.pause_flag(q, q.cfg.host, hosts.login_key(q.cfg))
+        config_error = hosts.config_error_flag(q, q.cfg.host)
+        coordinator = q.get_flag(flags.coordinator(q.cfg.host)) or q.get_flag(flags.COORDINATOR)
         workers = q.list_workers()
         running = {t.id: t for t in q.recent_tasks("in_progress", limit=max(50, len(workers)))}
         jobs = q.list_jobs(limit=ONCE_JOBS if height is None else max(1, height // 6))

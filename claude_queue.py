@@ -435,9 +435,13 @@ class Task:
     depends_on: list = None
 
     @classmethod
-    def from_row(cls, row, depends_on=None):
+    def from_row(cls, row, depends_on=None, root=None):
+        """`root`: the reader's project root, against which a working dir stored relative to the
+        project (as submission stores it) is resolved, so each host sees its own clone."""
         # Not dict(row): sqlite3.Row looks each name up by a linear scan, quadratic in the columns.
         data = dict(zip(row.keys(), row))
+        if root is not None and data.get("working_dir") is not None:
+            data["working_dir"] = os.path.normpath(os.path.join(root, data["working_dir"]))
         for key in ("context_files", "expected_outputs", "metadata", "outcome"):
             value = data.get(key)
             if value is not None:
@@ -814,11 +818,14 @@ class TaskQueue:
         with self._write() as conn:
             return self._claim(conn, worker_id, lease_seconds, worker_info)
 
-    def _claim(self, conn, worker_id, lease_seconds, worker_info=None, pick_sql=None):
+    def _claim(self, conn, worker_id, lease_seconds, worker_info=None, holds=None):
         lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
         now = self.clock()
         while True:
-            pick = conn.execute(pick_sql or SQL_PICK, (now,)).fetchone()
+            if holds is None:
+                pick = conn.execute(SQL_PICK, (now,)).fetchone()
+            else:
+                pick = conn.execute(SQL_PICK_UNLESS_PAUSED, (now, *holds)).fetchone()
             if pick is None:
                 return None
             # The job's budget is checked on its true total before any of its tasks starts;
@@ -832,13 +839,15 @@ class TaskQueue:
             row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
         if worker_info is not None:
             self._beat_worker(conn, worker_id, states.BUSY, row["id"], worker_info, now)
-        return Task.from_row(row)
+        return Task.from_row(row, root=self.cfg.root)
 
     def finish_and_claim(self, action, task_id, worker_id, attempt=None, claim_next=False, lease_seconds=None,
-                         worker_info=None, **details):
+                         worker_info=None, holds=None, **details):
         """A worker's step in one commit: record a task's end (`action` is "complete", "fail",
         "release" or "cancel", with that method's own keyword arguments in `details`), set the
-        worker's row, and, with `claim_next` and no pool-wide pause, claim its next task.
+        worker's row, and, with `claim_next` and none of the flags `holds` set (default: the
+        pool-wide pause and configuration error; a worker passes flags.holds(host, login)), claim
+        its next task.
         Returns (recorded, next task or None); `recorded` is what the single method returns."""
         finish = {"complete": self._complete, "fail": self._fail, "release": self._release,
                   "cancel": self._acknowledge_cancel}[action]
@@ -846,7 +855,9 @@ class TaskQueue:
             done = finish(conn, task_id, worker_id, attempt=attempt, **details)
             task = None
             if claim_next:
-                task = self._claim(conn, worker_id, lease_seconds, worker_info, pick_sql=SQL_PICK_UNLESS_PAUSED)
+                keys = list(holds or (flags.PAUSED, flags.CONFIG_ERROR))
+                keys += [keys[-1]] * (5 - len(keys))
+                task = self._claim(conn, worker_id, lease_seconds, worker_info, holds=keys[:5])
             if task is None and worker_info is not None:
                 self._beat_worker(conn, worker_id, states.IDLE, None, worker_info, self.clock())
             return done, task
@@ -1135,7 +1146,7 @@ class TaskQueue:
         if not rows:
             return None
         deps = [r[0] for r in self._read(SQL_DEPENDENCIES, (task_id,))]
-        return Task.from_row(rows[0], deps)
+        return Task.from_row(rows[0], deps, root=self.cfg.root)
 
     def get_dependents(self, task_id):
         return [r[0] for r in self._read(SQL_DEPENDENTS, (task_id,))]
@@ -1172,7 +1183,7 @@ class TaskQueue:
             part = [r["id"] for r in rows[chunk:chunk + 500]]
             for r in self._read(SQL_DEPENDENCIES_OF.format(marks=",".join("?" * len(part))), part):
                 deps.setdefault(r[0], []).append(r[1])
-        return [Task.from_row(r, deps.get(r["id"], [])) for r in rows]
+        return [Task.from_row(r, deps.get(r["id"], []), root=self.cfg.root) for r in rows]
 
     def get_events(self, task_id):
         """The task's history, oldest first: dicts of at, event, worker_id, attempt, detail, cost_usd."""
@@ -1595,8 +1606,9 @@ SQL_WORKER_BEAT = "UPDATE workers SET last_heartbeat = ?, state = ?, current_tas
 
 # A worker finishing a task claims no next one while a pool-wide flag that stops claims is live
 # (read in the same statement: one fewer per task).
+# Which flags hold a worker depends on its host and login (flags.holds: five keys).
 SQL_PICK_UNLESS_PAUSED = SQL_PICK.replace("ORDER BY", """AND NOT EXISTS (
-    SELECT 1 FROM pool_flags WHERE key IN ('paused', 'config_error') AND (until IS NULL OR until > ?1))
+    SELECT 1 FROM pool_flags WHERE key IN (?2, ?3, ?4, ?5, ?6) AND (until IS NULL OR until > ?1))
 ORDER BY""")
 
 SQL_ACTIVITY = f"UPDATE tasks SET activity = ? WHERE {_HOLDER}"

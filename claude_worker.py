@@ -35,6 +35,7 @@ import config
 import exits
 import flags
 import hints
+import hosts
 import processes
 import states
 import task_report
@@ -458,7 +459,10 @@ class Worker:
         self._last_worker_beat = 0.0
         self._db_lost_said = False
         self._disk_full = False
-        self._info = {"coordinator_pid": coordinator_pid}
+        self.host = cfg.host
+        self.login = hosts.login_key(cfg)
+        self.holds = flags.holds(self.host, self.login)
+        self._info = {"coordinator_pid": coordinator_pid, "host": self.host, "login": self.login}
         self._next = None  # a task claimed by the commit that recorded the previous one
         self._queue_empty = False  # ...or that commit found nothing to claim
         self._row_stale = False  # the worker row in the database lags behind state/_info
@@ -526,7 +530,7 @@ class Worker:
             self._arm_run_marker()
         done, self._next = self.queue.finish_and_claim(action, task.id, self.worker_id, attempt=task.attempt,
                                                        claim_next=go_on, lease_seconds=self.lease,
-                                                       worker_info=self._info, **details)
+                                                       worker_info=self._info, holds=self.holds, **details)
         self._row_written(states.BUSY if self._next is not None else states.IDLE)
         # That commit found nothing to claim: the loop need not ask again before it waits (a task
         # added since wakes the wait at once).
@@ -569,7 +573,8 @@ class Worker:
         self.waker = claude_queue.Waker(self.queue, self.worker_id)
         self.queue.register_worker(self.worker_id, pid=os.getpid(), state=states.IDLE, info=self._info)
         # Starting a worker is the user's way of saying a configuration problem is fixed.
-        self.queue.clear_flag(flags.CONFIG_ERROR)
+        self.queue.clear_flag(flags.config_error(self.host))
+        self.queue.clear_flag(flags.CONFIG_ERROR)  # as an older Klauss wrote it, for every host
         log(f"worker {self.worker_id} (pid {os.getpid()}) ready: {self.executable} {version}; "
             f"database {self.queue.db_path}")
         try:
@@ -612,13 +617,13 @@ class Worker:
                 task, self._next = self._next, None
                 self._process_claimed(task)
                 continue
-            problem = self.queue.get_flag(flags.CONFIG_ERROR)
+            problem = hosts.config_error_flag(self.queue, self.host)
             if problem:
                 self.set_state(states.CONFIG_ERROR, force=True)
                 value = problem["value"]
                 print(f"error: {value.get('message')}. To fix: {value.get('fix')}", file=sys.stderr, flush=True)
                 return EXIT_CONFIG
-            pause = self.queue.get_flag(flags.PAUSED)
+            pause = hosts.pause_flag(self.queue, self.host, self.login)
             if pause:
                 self.set_state(states.PAUSED)
                 if self.exit_when_idle:
@@ -697,7 +702,8 @@ class Worker:
             # Validated once, at submit (validation.py). The boundary is checked again here because
             # the config may have changed since, and build_argv refuses metadata it cannot pass on.
             checked = validation.check_task_paths({"working_dir": task.working_dir, "context_files": task.context_files,
-                                                   "expected_outputs": task.expected_outputs}, self.cfg)
+                                                   "expected_outputs": task.expected_outputs}, self.cfg,
+                                                  cwd=self.cfg.root)
             # Bad data in one task (say, metadata queued past the submit checks) fails that task only.
             argv = claude_cli.build_argv(self.cfg["claude"], task.metadata, executable=self.executable)
         except ValueError as exc:
@@ -862,12 +868,17 @@ class Worker:
                     + (f", {task_report.fmt_cost(outcome['total_cost_usd'])}" if outcome["total_cost_usd"] else ""))
         elif verdict.kind == claude_cli.USAGE_LIMIT:
             delay = max(0.0, verdict.resets_at - time.time())
-            q.set_flag(flags.PAUSED, {"reason": "usage_limit", "message": verdict.message}, until=verdict.resets_at)
+            # Every worker on this login pauses, whatever its host; other logins go on.
+            q.set_flag(flags.paused_login(self.login), {"reason": "usage_limit", "message": verdict.message,
+                                                        "login": self.login, "host": self.host},
+                       until=verdict.resets_at)
             self.finish("release", task, delay=delay, reason=verdict.message, cost=outcome["total_cost_usd"])
-            log(f"task {tid}: released; all workers pause until "
+            log(f"task {tid}: released; the workers on login {self.login} pause until "
                 f"{time.strftime('%H:%M:%S UTC', time.gmtime(verdict.resets_at))}: {verdict.message}")
         elif verdict.kind == claude_cli.CONFIG_ERROR:
-            q.set_flag(flags.CONFIG_ERROR, {"message": verdict.message, "fix": verdict.fix})
+            # Stops this host only: another host has its own claude and its own login.
+            q.set_flag(flags.config_error(self.host), {"message": verdict.message, "fix": verdict.fix,
+                                                        "host": self.host})
             self.finish("release", task, reason=verdict.message, cost=outcome["total_cost_usd"])
             log(f"task {tid}: released untouched: {verdict.message}")
         else:

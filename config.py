@@ -15,6 +15,8 @@ here only.
 import copy
 import math
 import os
+import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +49,11 @@ SCHEMA = {
     "paths": {
         "state_dir": (str, None, "where the database, logs and pid files live (default <project>/.klauss)"),
         "db": (str, None, "the SQLite database (default <state_dir>/claude_tasks.db)"),
+    },
+    "pool": {
+        "host": (str, None, "this machine's id among the hosts sharing one database (KLAUSS_HOST overrides; default: the hostname)"),
+        "login": (str, None, "a name for the Claude login this host's workers use: hosts with the same name pause "
+                             "together on a usage limit (KLAUSS_LOGIN overrides; default: derived from the credentials)"),
     },
     "queue": {
         "max_attempts": (int, 3, "how many times a task is tried before it fails for good"),
@@ -100,11 +107,16 @@ ENV_OVERRIDES = {
     "KLAUSS_WORKERS": ("workers", "count", int),
     "KLAUSS_CLAUDE": ("claude", "command", str),
     "KLAUSS_AUTO_START": ("workers", "auto_start", "bool"),
+    "KLAUSS_HOST": ("pool", "host", str),
+    "KLAUSS_LOGIN": ("pool", "login", str),
 }
 
 _TRUE = {"1", "true", "yes", "y", "on"}
 _FALSE = {"0", "false", "no", "n", "off"}
 
+
+# A host id (and a login name): safe in a flag key, a worker id and a file name.
+HOST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 HUNG_LEASES = 2  # a registered worker silent for this many leases is hung
 
@@ -197,6 +209,11 @@ def _check_values(data, source):
         ("isolation", "merge"): ("auto", "branch"),
         ("isolation", "dirty_policy"): ("warn", "refuse"),
     }
+    for key in ("host", "login"):
+        value = data.get("pool", {}).get(key)
+        if value is not None and not HOST_ID.match(value):
+            raise ConfigError(f"{source}: pool.{key}: expected letters, digits, '.', '_' or '-' (at most 64, "
+                              f"starting with a letter or digit), got {value!r}")
     for (section, key), allowed in choices.items():
         value = data.get(section, {}).get(key)
         if value is not None and value not in allowed:
@@ -268,6 +285,12 @@ class Config:
 
     def __getitem__(self, section):
         return self.data[section]
+
+    @property
+    def host(self):
+        """This host's id among the hosts sharing the database: KLAUSS_HOST, else [pool] host, else
+        the hostname (made safe: anything but letters, digits, '.', '_' and '-' becomes '-')."""
+        return self.data["pool"]["host"] or hostname_id()
 
     @property
     def logs_dir(self):
@@ -357,6 +380,9 @@ def load_config(db=None, cwd=None, overrides=None, env=None):
                     value = parser(env[var])
                 except ValueError:
                     raise ConfigError(f"{var}: expected {_type_name(parser)}, got {env[var]!r}") from None
+            if section == "pool" and not HOST_ID.match(value):
+                raise ConfigError(f"{var}: expected letters, digits, '.', '_' or '-' (at most 64, starting with "
+                                  f"a letter or digit), got {value!r}")
             from_env.setdefault(section, {})[key] = value
     _validate(from_env, "environment")
     _merge(data, from_env)
@@ -380,6 +406,11 @@ def load_config(db=None, cwd=None, overrides=None, env=None):
     if not db_path:
         db_path = state_dir / DB_FILENAME
     return Config(data, root, config_file, state_dir, db_path)
+
+
+def hostname_id():
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).lstrip("._-")[:64]
+    return name or "localhost"
 
 
 def db_state_dir(db_path):
@@ -407,6 +438,8 @@ def wake_dir(db_path):
 EXAMPLES = {
     ("paths", "state_dir"): ".klauss",
     ("paths", "db"): ".klauss/claude_tasks.db",
+    ("pool", "host"): "laptop",
+    ("pool", "login"): "team-account",
     ("claude", "model"): "sonnet",
     ("claude", "max_turns"): 50,
     ("claude", "max_budget_usd"): 5.0,
@@ -418,7 +451,8 @@ def render_default_config():
     """The commented `.klauss.toml` that `manage.sh init-config` writes."""
     lines = ["# Klauss configuration. Every key is optional; the values shown are the defaults. Keys that are",
              "# unset by default are commented out, with an example value: uncomment a line to use it.",
-             "# Environment overrides: KLAUSS_DB, KLAUSS_CONFIG, KLAUSS_WORKERS, KLAUSS_CLAUDE, KLAUSS_AUTO_START.", ""]
+             "# Environment overrides: KLAUSS_DB, KLAUSS_CONFIG, KLAUSS_WORKERS, KLAUSS_CLAUDE, KLAUSS_AUTO_START,",
+             "# KLAUSS_HOST, KLAUSS_LOGIN.", ""]
     for section, keys in SCHEMA.items():
         lines.append(f"[{section}]")
         for key, (_, default, comment) in keys.items():

@@ -528,9 +528,12 @@ class KlaussTools:
             lines.append(f"Pool running (coordinator pid {st['coordinator_pid']}): {st['process_count']} worker(s).")
             for w in st["workers"]:
                 task = f", task #{w['current_task']}" if w["current_task"] else ""
-                lines.append(f"- {w['worker_id']} (pid {w['pid']}): {w['state']}{task}")
+                lines.append(f"- {w['worker_id']} (pid {w['pid']}, host {w['host']}): {w['state']}{task}")
         else:
             lines.append("No pool running. Call start_workers (submit_job and wait_job start one when needed).")
+        for w in st.get("other_workers") or []:
+            task = f", task #{w['current_task']}" if w["current_task"] else ""
+            lines.append(f"- {w['worker_id']} (host {w['host']}): {w['state']}{task}")
         if st["paused"]:
             value, until = st["paused"]["value"], st["paused"]["until"]
             when = time.strftime("%H:%M:%S", time.localtime(until)) if until else "further notice"

@@ -20,7 +20,8 @@ usage() {
     cat <<'EOF'
 usage: manage.sh COMMAND [ARGS]          (every command takes --db PATH; COMMAND --help for more)
   start [N]                 start a pool of N workers in the background (default: [workers] count)
-  stop                      stop the pool gracefully: running tasks are released, then it exits
+  stop [--all-hosts]        stop this host's pool gracefully: running tasks are released, then it exits
+                            (--all-hosts: every host sharing the database, through the database)
   kill                      kill the pool now (only the processes this project's pool recorded)
   restart [N]               stop, then start N workers (default: as many as before)
   resize N [--force]        grow or shrink the running pool to N workers (--force: past max_workers)

@@ -34,8 +34,8 @@ from pathlib import Path
 import claude_queue
 import config
 import exits
-import flags
 import hints
+import hosts
 import pool
 import processes
 import states
@@ -184,15 +184,23 @@ class ClaudeOrchestrator:
         coordinator = pool.running(self.queue)
         running = coordinator is not None
         pid = coordinator["pid"] if running else None
-        workers = [w for w in self.queue.list_workers() if processes.pid_alive(w["pid"])] if running else []
+        workers = [w for w in self.queue.list_workers()
+                   if hosts.is_local(w, self.cfg.host) and processes.pid_alive(w["pid"])] if running else []
         return {
             "running": running,
             "coordinator_pid": pid if running else None,
             "process_count": len(workers),
-            "workers": [{"worker_id": w["worker_id"], "pid": w["pid"], "state": w["state"],
-                         "current_task": w["current_task"], "last_heartbeat": w["last_heartbeat"]} for w in workers],
-            "paused": self.queue.get_flag(flags.PAUSED),
-            "config_error": self.queue.get_flag(flags.CONFIG_ERROR),
+            "workers": [{"worker_id": w["worker_id"], "host": hosts.host_of(w["worker_id"]) or self.cfg.host,
+                         "pid": w["pid"], "state": w["state"], "current_task": w["current_task"],
+                         "last_heartbeat": w["last_heartbeat"]} for w in workers],
+            # Every host sharing the database: its coordinator, and any other host's workers.
+            "host": self.cfg.host,
+            "hosts": pool.hosts_status(self.queue),
+            "other_workers": [{"worker_id": w["worker_id"], "host": hosts.host_of(w["worker_id"]), "state": w["state"],
+                               "current_task": w["current_task"], "last_heartbeat": w["last_heartbeat"]}
+                              for w in self.queue.list_workers() if not hosts.is_local(w, self.cfg.host)],
+            "paused": hosts.pause_flag(self.queue, self.cfg.host, hosts.login_key(self.cfg)),
+            "config_error": hosts.config_error_flag(self.queue, self.cfg.host),
         }
 
     def start_workers(self, count, confirm=None):

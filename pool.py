@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 import claude_queue
+import config
 import flags
 import hints
+import hosts
 import processes
 import queues
 import states
@@ -42,7 +44,7 @@ START_TIMEOUT_SECONDS = 60.0  # `start` gives up waiting for the pool after this
 BORROW_TTL_SECONDS = 120      # a borrowed slot expires unless re-asserted within this long
 
 __all__ = ["EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "PoolError", "open_queue", "running",
-           "start", "stop", "kill", "resize", "restart", "status", "borrow", "give_back", "check_size"]
+           "start", "stop", "stop_all_hosts", "kill", "resize", "restart", "status", "borrow", "give_back", "check_size"]
 
 
 class PoolError(Exception):
@@ -93,15 +95,20 @@ def unrecorded(cfg, running_value):
 
 
 def recorded_pool_processes(cfg, queue):
-    """[(pid, claude_pgid, role)] of live workers our database records, verified to be workers
-    for this database (a recycled pid is not ours)."""
+    """[(pid, claude_pgid, role)] of live workers of this host our database records, verified to be
+    workers for this database (a recycled pid is not ours)."""
     found = []
-    for w in queue.list_workers():
+    for w in own_workers(cfg, queue):
         if processes.pid_alive(w["pid"]) and processes.is_our_process(w["pid"], processes.WORKER_SCRIPT, cfg.db_path):
             found.append((w["pid"], w["info"].get("claude_pgid"), w["worker_id"]))
         elif w["info"].get("claude_pgid") and owned_claude_group(w["info"]["claude_pgid"], cfg.db_path):
             found.append((None, w["info"]["claude_pgid"], w["worker_id"]))
     return found
+
+
+def own_workers(cfg, queue):
+    """This host's worker rows; another host's pids mean nothing here."""
+    return [w for w in queue.list_workers() if hosts.is_local(w, cfg.host)]
 
 
 def _wait_gone(pid, timeout):
@@ -180,7 +187,7 @@ def start(cfg, workers, timeout=START_TIMEOUT_SECONDS, say=_quiet, warn=_quiet):
                         return {"pid": now["pid"], "workers": now.get("workers"), "failed": {}, "started": False}
                 raise PoolError(_start_failure(rc, lines) + f" (log: {log_path})",
                                 rc if rc in (EXIT_FAIL, EXIT_USAGE) else EXIT_FAIL)
-            flag = queue.get_flag(flags.COORDINATOR)
+            flag = queue.get_flag(flags.coordinator(cfg.host))
             value = flag["value"] if flag else {}
             if value.get("pid") == child.pid and value.get("state") == supervisor.Coordinator.RUNNING:
                 failed = value.get("failed") or {}
@@ -241,7 +248,7 @@ def kill(cfg, say=_quiet, warn=_quiet):
     queue = open_queue(cfg, create=False)
     try:
         killed = []
-        flag = queue.get_flag(flags.COORDINATOR)
+        flag = queue.get_flag(flags.coordinator(cfg.host))
         value = flag["value"] if flag else {}
         pid = value.get("pid")
         if pid and processes.pid_alive(pid) and \
@@ -265,7 +272,7 @@ def kill(cfg, say=_quiet, warn=_quiet):
             _reap_started()
             time.sleep(0.02)
         returned = []
-        for w in queue.list_workers():
+        for w in own_workers(cfg, queue):
             if not processes.pid_alive(w["pid"]) or not processes.is_our_process(w["pid"], processes.WORKER_SCRIPT):
                 killed += [f"leftover {p}" for p in processes.kill_run_processes(w["info"].get("run_marker"))]
                 for task in queue.list_tasks(status="in_progress", worker_id=w["worker_id"]):
@@ -273,7 +280,7 @@ def kill(cfg, say=_quiet, warn=_quiet):
                         returned.append(task.id)
                 queue.unregister_worker(w["worker_id"])
         if flag and not processes.is_our_process(pid, processes.COORDINATOR_SCRIPT):
-            queue.clear_flag(flags.COORDINATOR)
+            queue.clear_flag(flags.coordinator(cfg.host))
         say(f"killed: {', '.join(killed)}" if killed else "nothing to kill")
         if returned:
             say(f"returned to the queue: {', '.join(f'#{t}' for t in returned)}")
@@ -319,16 +326,16 @@ def resize(cfg, workers, timeout=START_TIMEOUT_SECONDS, force=False, say=_quiet)
         if now is None:
             raise PoolError(f"error: no pool running; start one with {hints.command('start', workers)}")
         pid = now["pid"]
-        queue.set_flag(flags.RESIZE, {"workers": workers})
+        queue.set_flag(flags.resize(cfg.host), {"workers": workers})
         signal_pid(pid, signal.SIGUSR1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            flag = queue.get_flag(flags.COORDINATOR)
+            flag = queue.get_flag(flags.coordinator(cfg.host))
             value = flag["value"] if flag else {}
             if value.get("pid") != pid:
                 raise PoolError(f"error: the pool stopped while resizing; see {hints.command('logs')}")
             if value.get("base_workers", value.get("workers")) == workers \
-                    and value.get("state") == supervisor.Coordinator.RUNNING and not queue.get_flag(flags.RESIZE):
+                    and value.get("state") == supervisor.Coordinator.RUNNING and not queue.get_flag(flags.resize(cfg.host)):
                 say(f"pool resized to {workers} worker(s) (coordinator pid {pid})")
                 return
             time.sleep(0.02)
@@ -362,7 +369,8 @@ def borrow(queue, task_id, ttl=BORROW_TTL_SECONDS):
     wait (up to [workers] max_workers) so its children are not starved. The flag expires by
     itself after `ttl` if the borrower dies without giving it back; call again to re-assert it."""
     first = queue.get_flag(flags.borrow(task_id)) is None
-    queue.set_flag(flags.borrow(task_id), {"task": task_id}, until=time.time() + ttl)
+    # The slot is lent by the host the borrower runs on.
+    queue.set_flag(flags.borrow(task_id), {"task": task_id, "host": queue.cfg.host}, until=time.time() + ttl)
     if first:
         _nudge(queue)
 
@@ -385,19 +393,29 @@ def status(cfg, queue):
     """Everything `status` shows, as plain data (also its --json output)."""
     now = running(queue)
     rows = queue.list_workers()
-    pids = [w["pid"] for w in rows] + [w["info"].get("claude_pid") for w in rows if w["info"].get("claude_pid")]
+    local = [w for w in rows if hosts.is_local(w, cfg.host)]
+    pids = [w["pid"] for w in local] + [w["info"].get("claude_pid") for w in local if w["info"].get("claude_pid")]
     if now:
         pids.append(now["pid"])
     table = process_table([p for p in pids if p])
     clock = time.time()
-    ours = (now or {}).get("worker_pids", {})
+    pools = hosts.coordinators(queue)
     workers = []
     for w in rows:
-        proc = table.get(w["pid"])
-        alive = proc is not None and any(Path(a).name == processes.WORKER_SCRIPT for a in proc["args"][:3])
-        claude = table.get(w["info"].get("claude_pid")) if w["info"].get("claude_pid") else None
+        host = hosts.host_of(w["worker_id"]) or w["info"].get("host") or cfg.host
+        if host == cfg.host:
+            proc = table.get(w["pid"])
+            alive = proc is not None and any(Path(a).name == processes.WORKER_SCRIPT for a in proc["args"][:3])
+            claude = table.get(w["info"].get("claude_pid")) if w["info"].get("claude_pid") else None
+            ours = (now or {}).get("worker_pids", {})
+        else:
+            # Another host's pids cannot be looked at from here: its heartbeat is all we know.
+            proc = claude = None
+            alive = clock - w["last_heartbeat"] < cfg.hung_after
+            ours = (pools.get(host) or {}).get("worker_pids") or {}
         workers.append({
-            "worker_id": w["worker_id"], "pid": w["pid"], "alive": alive, "state": w["state"] if alive else states.DEAD,
+            "worker_id": w["worker_id"], "host": host, "pid": w["pid"], "alive": alive,
+            "state": w["state"] if alive else (states.DEAD if host == cfg.host else "silent"),
             "current_task": w["current_task"], "in_pool": ours.get(w["worker_id"]) == w["pid"],
             "heartbeat_age": round(clock - w["last_heartbeat"], 1), "started_at": w["started_at"],
             "cpu_percent": proc["cpu_percent"] if proc else None, "rss_kb": proc["rss_kb"] if proc else None,
@@ -411,12 +429,86 @@ def status(cfg, queue):
         coordinator = {**{k: v for k, v in now.items() if k != "token"},
                        "uptime": round(clock - now.get("started_at", clock), 1),
                        "cpu_percent": proc["cpu_percent"] if proc else None, "rss_kb": proc["rss_kb"] if proc else None}
-    set_flags = {key: queue.get_flag(key) for key in (flags.CONFIG_ERROR, flags.PAUSED)}
+    config_error = hosts.config_error_flag(queue, cfg.host)
+    paused = hosts.pause_flag(queue, cfg.host, hosts.login_key(cfg))
     lost = unrecorded(cfg, now)
     problem = (lost or locked_coordinator(cfg.state_dir) or {}).get("problem")
     return {"running": now is not None or lost is not None, "unrecorded_coordinator": lost,
             "problem": problem, "disk_full": claude_queue.disk_full_note(cfg.state_dir, cfg.db_path.parent),
-            "db": str(cfg.db_path), "state_dir": str(cfg.state_dir),
+            "db": str(cfg.db_path), "state_dir": str(cfg.state_dir), "host": cfg.host,
+            "hosts": hosts_status(queue, pools),
             "coordinator": coordinator, "workers": workers, "queue": queue.get_stats(),
-            "config_error": set_flags[flags.CONFIG_ERROR]["value"] if set_flags[flags.CONFIG_ERROR] else None,
-            "paused": set_flags[flags.PAUSED] if set_flags[flags.PAUSED] else None, "pool_state": task_report.pool_state(queue)}
+            "config_error": config_error["value"] if config_error else None,
+            "paused": paused or None, "pool_state": task_report.pool_state(queue)}
+
+
+def hosts_status(queue, pools=None):
+    """{host: {"coordinator_pid", "state", "workers", "started_at", "silent_for", "config_error",
+    "paused"}} for every host whose coordinator the database records, and every host a
+    configuration error stops. `silent_for` (seconds) is set once a coordinator has not renewed its
+    flag for two of its leases: that host is down, cut off, or was killed without cleaning up."""
+    pools = hosts.coordinators(queue) if pools is None else pools
+    found = {}
+    clock = time.time()
+    for host, value in pools.items():
+        age = clock - (value.get("seen_at") or clock)
+        lease = value.get("lease_seconds") if isinstance(value.get("lease_seconds"), (int, float)) else 60
+        found[host] = {"coordinator_pid": value.get("pid"), "state": value.get("state"),
+                       "workers": value.get("workers"), "started_at": value.get("started_at"),
+                       "silent_for": round(age, 1) if age > config.HUNG_LEASES * lease else None,
+                       "config_error": None, "paused": None}
+    prefix = flags.config_error("")
+    for key, flag in queue.list_flags(prefix).items():
+        entry = found.setdefault(key[len(prefix):], {"coordinator_pid": None, "state": None, "workers": None,
+                                                     "started_at": None, "silent_for": None, "paused": None})
+        entry["config_error"] = flag["value"]
+    prefix = flags.paused_host("")
+    for key, flag in queue.list_flags(prefix).items():
+        if key[len(prefix):] in found:
+            found[key[len(prefix):]]["paused"] = flag["value"]
+    return found
+
+
+# --- stopping every host --------------------------------------------------------------------------
+
+def stop_all_hosts(cfg, timeout=None, say=_quiet, warn=_quiet):
+    """Ask every host's coordinator to stop gracefully (this host's by signal, the others through
+    a `stop@<host>` flag naming the coordinator's token, which each coordinator reads every tick),
+    then wait for them to go. Returns {host: "stopped" | "not running"}; raises PoolError (exit 1)
+    naming the hosts that did not answer within `timeout` (down, cut off, or still stopping)."""
+    queue = open_queue(cfg, create=False)
+    try:
+        pools = hosts.coordinators(queue)
+        me = cfg.host
+        for host, value in sorted(pools.items()):
+            if host != me and value.get("token"):
+                queue.set_flag(flags.stop(host), {"token": value["token"], "from": me,
+                                                  "requested_at": time.time()})
+                say(f"asked host {host} to stop (coordinator pid {value.get('pid')} there)")
+    finally:
+        queue.close()
+    result = {me: "stopped" if stop(cfg, timeout=timeout, say=say, warn=warn) else "not running"}
+    grace = cfg["workers"]["shutdown_grace_seconds"]
+    timeout = timeout if timeout is not None else grace + STOP_MARGIN_SECONDS + 10
+    # A coordinator clears its own flag as it exits; its tick (at most 5 s) is when it reads ours.
+    deadline = time.monotonic() + timeout + 5.0
+    queue = open_queue(cfg, create=False)
+    try:
+        waiting = {h: v for h, v in pools.items() if h != me and v.get("token")}
+        while waiting and time.monotonic() < deadline:
+            now = hosts.coordinators(queue)
+            for host in [h for h, v in waiting.items() if (now.get(h) or {}).get("token") != v["token"]]:
+                result[host] = "stopped"
+                say(f"host {host}: stopped")
+                del waiting[host]
+            if waiting:
+                time.sleep(0.05)
+        for host in waiting:
+            result[host] = "no answer"
+    finally:
+        queue.close()
+    if waiting:
+        raise PoolError(f"error: host(s) {', '.join(sorted(waiting))} did not stop within {timeout:g}s (down or cut "
+                        f"off? their tasks return to the queue once their leases expire); run "
+                        f"{hints.command('stop')} there")
+    return result

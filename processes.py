@@ -269,10 +269,12 @@ def is_our_process(pid, script, db_path=None):
 
 
 def running_coordinator(queue):
-    """The live coordinator's flag value (with "pid") for this database, or None. A flag left by a
-    coordinator that died is not "running": its pid must be alive and still be our coordinator.
-    Shared by every program that shows or signals the pool, so "is the pool up" has one answer."""
-    flag = queue.get_flag(flags.COORDINATOR)
+    """This host's live coordinator's flag value (with "pid") for this database, or None. A flag
+    left by a coordinator that died is not "running": its pid must be alive and still be our
+    coordinator. Shared by every program that shows or signals the pool, so "is the pool up" has
+    one answer. Other hosts' coordinators are theirs to judge (a pid means nothing here)."""
+    # The bare key: a coordinator of an older Klauss, still running across an upgrade.
+    flag = queue.get_flag(flags.coordinator(queue.cfg.host)) or queue.get_flag(flags.COORDINATOR)
     value = flag["value"] if flag else None
     pid = value.get("pid") if isinstance(value, dict) else None
     if pid is None:

@@ -378,10 +378,11 @@ def cmd_show(args):
     dependents = q.get_dependents(task.id)
     transcript = task_report.find_transcript(q.cfg, task)
     if args.json:
-        emit_json({**task.to_dict(), "events": events, "dependents": dependents, "transcript": transcript})
+        emit_json({**task.to_dict(), "events": events, "dependents": dependents, "transcript": transcript,
+                   "host": task_report.ran_on(task, events)})
         return EXIT_OK
     print("\n".join(map(task_report.clean, task_report.describe_task(task, events, dependents, transcript,
-                                                                      time.time()))))
+                                                                      time.time(), here=q.cfg.host))))
     return EXIT_OK
 
 

@@ -31,7 +31,10 @@ dies, the claude process group it recorded is killed and its task returned at on
 (`recover_stale(worker_id=...)`), before a new worker takes the same id.
 
 One coordinator per state directory is guaranteed by an `flock` on `<state>/coordinator.lock`
-(PoolLock), held for the coordinator's lifetime (a crash releases it).
+(PoolLock), held for the coordinator's lifetime (a crash releases it); one per host per database by
+the `coordinator@<host>` flag. Several hosts may share the database (hosts.py): a coordinator
+manages, and judges by pid, only its own host's workers (`worker_<n>@<host>`); any host returns
+tasks whose leases expired, wherever they ran.
 """
 
 import errno
@@ -51,6 +54,7 @@ from pathlib import Path
 import claude_queue
 import flags
 import hints
+import hosts
 import processes
 import states
 from exits import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_USAGE
@@ -192,9 +196,9 @@ class Slot:
 
     STARTING, READY, BACKOFF, FAILED, STOPPED = "starting", "ready", "backoff", "failed", "stopped"
 
-    def __init__(self, n, log_path, on_error=None):
+    def __init__(self, n, log_path, on_error=None, host=None):
         self.n = n
-        self.worker_id = f"worker_{n}"
+        self.worker_id = hosts.worker_id(n, host) if host else f"worker_{n}"
         self.log_path = log_path
         self.on_error = on_error
         self.log = None
@@ -280,6 +284,7 @@ class Coordinator:
         self.backoff_max = w["restart_backoff_max_seconds"]
         self.max_fast_crashes = w["max_fast_crashes"]
         self.tick = cfg.supervisor_tick  # one timer for the periodic work
+        self.host = cfg.host
         self.state = None
         self.subreaper = False
         self.token = uuid.uuid4().hex
@@ -297,6 +302,7 @@ class Coordinator:
         self.exit_code = EXIT_OK
         self.idle_since = None
         self.next_tick = 0.0
+        self.published_at = 0.0
         self.started_at = time.time()
         self.log_path = cfg.logs_dir / LOG_NAME
         self.log = None
@@ -330,8 +336,9 @@ class Coordinator:
     # --- the flag other programs read ---
 
     def publish(self):
-        self.queue.set_flag(flags.COORDINATOR, {
-            "pid": os.getpid(), "workers": self.n, "base_workers": self.base_n, "state": self.state,
+        self.published_at = time.monotonic()
+        self.queue.set_flag(flags.coordinator(self.host), {
+            "pid": os.getpid(), "host": self.host, "workers": self.n, "base_workers": self.base_n, "state": self.state,
             "started_at": self.started_at, "lease_seconds": self.lease,
             "log": str(self.log_path), "db": str(self.cfg.db_path), "token": self.token,
             "worker_pids": {s.worker_id: s.proc.pid for s in self.slots if s.proc is not None},
@@ -348,12 +355,13 @@ class Coordinator:
             self.log = open(self.log_path, "ab", buffering=0)
             self.queue = claude_queue.TaskQueue(str(self.cfg.db_path), cfg=self.cfg)
             self.queue.pinned = True
-            other = self.queue.get_flag(flags.COORDINATOR)
+            other = self.queue.get_flag(flags.coordinator(self.host))
             other_pid = other and other["value"].get("pid")
             if other_pid and other_pid != os.getpid() and processes.pid_alive(other_pid) and \
                     processes.is_our_process(other_pid, processes.COORDINATOR_SCRIPT, self.cfg.db_path):
                 raise AlreadyRunning(other_pid, f"another coordinator (pid {other_pid}) is already running "
-                                                f"for {self.cfg.db_path}; stop it first ({hints.command('stop')})")
+                                                f"for {self.cfg.db_path} on host {self.host}; stop it first "
+                                                f"({hints.command('stop')})")
             return self._supervise(other["value"] if other else None)
         finally:
             # After an unexpected error the workers must not wait for a coordinator that is going:
@@ -453,7 +461,7 @@ class Coordinator:
         used = {s.n for s in self.slots}
         for n in range(1, self.n + 1):
             if n not in used:
-                slot = Slot(n, self.cfg.logs_dir / f"worker_{n}.log", on_error=self._write_failed)
+                slot = Slot(n, self.cfg.logs_dir / f"worker_{n}.log", on_error=self._write_failed, host=self.host)
                 self.slots.append(slot)
                 self._spawn(slot)
         self.slots.sort(key=lambda s: s.n)
@@ -464,13 +472,15 @@ class Coordinator:
         they are not busy (a busy one finishes its task first), releasing like at shutdown."""
         if self.state not in (Coordinator.STARTING, Coordinator.RUNNING):
             return
-        flag = self.queue.get_flag(flags.RESIZE)
+        flag = self.queue.get_flag(flags.resize(self.host))
         if flag:
-            self.queue.clear_flag(flags.RESIZE)
+            self.queue.clear_flag(flags.resize(self.host))
             n = flag["value"].get("workers")
             if isinstance(n, int) and n >= 1:
                 self.base_n = n
-        borrowed = len(self.queue.list_flags(flags.BORROW_PREFIX))
+        # A waiting task lends a slot to the host it runs on.
+        borrowed = sum(1 for f in self.queue.list_flags(flags.BORROW_PREFIX).values()
+                       if not isinstance(f["value"], dict) or f["value"].get("host", self.host) == self.host)
         n = min(self.base_n + borrowed, max(self.base_n, self.cfg["workers"]["max_workers"]))
         changed = bool(flag) or n != self.n
         if n != self.n:
@@ -503,7 +513,8 @@ class Coordinator:
     def _spawn(self, slot):
         argv = [*self.worker_cmd, slot.worker_id, "--db", str(self.cfg.db_path), "--coordinator-pid", str(os.getpid())]
         self._spawn_seq += 1
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", POOL_TOKEN_VAR: self._instance_token(slot.worker_id)}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", POOL_TOKEN_VAR: self._instance_token(slot.worker_id),
+               "KLAUSS_HOST": self.host}
         try:
             # A session of its own: a terminal's Ctrl-C reaches only the coordinator, which then
             # stops workers in order; and the worker's group can be killed without touching ours.
@@ -673,14 +684,14 @@ class Coordinator:
             self.publish()  # the database too: it may be the one on the full disk
             if self.log is not None:
                 self.log.write(line.encode())
-            flag = self.queue.get_flag(flags.PAUSED)
+            flag = self.queue.get_flag(flags.paused_host(self.host))
             if flag and flag["value"].get("reason") == "disk_full":
-                self.queue.clear_flag(flags.PAUSED)
+                self.queue.clear_flag(flags.paused_host(self.host))
         except (OSError, claude_queue.QueueError):
             try:
-                flag = self.queue.get_flag(flags.PAUSED)
+                flag = self.queue.get_flag(flags.paused_host(self.host))
                 if not flag or flag["value"].get("reason") == "disk_full":
-                    self.queue.set_flag(flags.PAUSED, {"reason": "disk_full", "message": self.disk_full + "; the pool "
+                    self.queue.set_flag(flags.paused_host(self.host), {"reason": "disk_full", "message": self.disk_full + "; the pool "
                                                    "pauses claiming until writes work again"},
                                         until=time.time() + max(2.0, 4 * self.tick))
             except claude_queue.QueueError:
@@ -697,6 +708,10 @@ class Coordinator:
         if self._check_disk() or self._check_db():
             return
         self._check_resize()  # in case the signal that announces a request was missed
+        self._check_stop_request()
+        if time.monotonic() - self.published_at >= self.lease:
+            # Other hosts cannot check our pid: the flag's age, renewed once a lease, says we live.
+            self.publish()
         # recover_stale() takes the write lock even when nothing expired; a read of the (few)
         # running tasks first keeps an idle pool from writing every tick.
         now = time.time()
@@ -717,6 +732,14 @@ class Coordinator:
                 signal_group(slot.proc.pid, signal.SIGKILL)
         self.queue.checkpoint()  # keeps WAL checkpoints off the workers' claim path
         self._check_idle()
+
+    def _check_stop_request(self):
+        """`stop --all-hosts` on any host asks this one through the database (a signal cannot
+        cross machines); the request names our token, so one left over never stops a later pool."""
+        flag = self.queue.get_flag(flags.stop(self.host))
+        if flag and isinstance(flag["value"], dict) and flag["value"].get("token") == self.token:
+            self.queue.clear_flag(flags.stop(self.host))
+            self.begin_stop(f"stop --all-hosts from {flag['value'].get('from') or 'another host'}")
 
     def _check_idle(self):
         if not self.idle_timeout or self.state != Coordinator.RUNNING:
@@ -773,11 +796,11 @@ class Coordinator:
     def _clean_up_previous(self, previous):
         """Make the database match reality before starting: workers of a dead pool are waited for
         (they release their tasks when they notice their coordinator is gone), then forgotten."""
-        ids = {f"worker_{n}" for n in range(1, self.n + 1)}
+        ids = {hosts.worker_id(n, self.host) for n in range(1, self.n + 1)}
         deadline = time.monotonic() + self.grace + STOP_MARGIN_SECONDS
         announced = killed = False
         while True:
-            rows = self.queue.list_workers()
+            rows = self._own_workers()
             lingering = [w for w in rows if processes.pid_alive(w["pid"]) and
                          processes.is_our_process(w["pid"], processes.WORKER_SCRIPT, self.cfg.db_path) and
                          (w["worker_id"] in ids or "--coordinator-pid" in (processes.process_args(w["pid"]) or []))]
@@ -795,7 +818,7 @@ class Coordinator:
                     kill_recorded_worker(w["pid"], w["info"].get("claude_pgid"), self.cfg.db_path)
                 killed, deadline = True, time.monotonic() + 2.0
             time.sleep(0.05)
-        for w in self.queue.list_workers():
+        for w in self._own_workers():
             if processes.pid_alive(w["pid"]) and processes.is_our_process(w["pid"], processes.WORKER_SCRIPT):
                 continue  # a live worker that is not ours to manage
             pgid = w["info"].get("claude_pgid")
@@ -809,6 +832,11 @@ class Coordinator:
         if previous and previous.get("token"):
             for pid in kill_token_processes(previous["token"]):
                 self.say(f"killed process {pid} left behind by the previous pool")
+
+    def _own_workers(self):
+        """This host's worker rows: another host's pids mean nothing here, and its workers' tasks
+        come back through their leases, never as "dead" workers of ours."""
+        return [w for w in self.queue.list_workers() if hosts.is_local(w, self.host)]
 
     def _drain_pipes(self, deadline, slot=None):
         """Copy what the workers (or one slot's workers) still have to say, until end of file or
@@ -828,9 +856,9 @@ class Coordinator:
     def _close(self):
         try:
             if self.queue is not None:
-                flag = self.queue.get_flag(flags.COORDINATOR)
+                flag = self.queue.get_flag(flags.coordinator(self.host))
                 if flag and flag["value"].get("pid") == os.getpid():
-                    self.queue.clear_flag(flags.COORDINATOR)
+                    self.queue.clear_flag(flags.coordinator(self.host))
         except claude_queue.QueueError as exc:
             self.say(f"could not clear the pool flag: {exc}")  # status checks the pid: it reads as stopped
         finally:

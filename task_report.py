@@ -9,8 +9,8 @@ import re
 import time
 import unicodedata
 
-import flags
 import hints
+import hosts
 import states
 
 # The stored status `in_progress` is shown and typed as "running", the word every view uses;
@@ -239,7 +239,7 @@ def pool_state(queue, start=None, restart=None, now=None):
     `wait_job` and `job_status`): {"state": one of states.POOL_STATES,
     "text": one sentence}. `start` and `restart` say how to act (default: the manage.sh commands)."""
     now = time.time() if now is None else now
-    problem = queue.get_flag(flags.CONFIG_ERROR)
+    problem = hosts.config_error_flag(queue, queue.cfg.host)
     if problem:
         value = problem["value"] if isinstance(problem["value"], dict) else {}
         fix = str(value.get("fix") or "see the worker logs").rstrip(". ")
@@ -250,7 +250,7 @@ def pool_state(queue, start=None, restart=None, now=None):
     if running is None:
         return {"state": states.POOL_STOPPED,
                 "text": f"no pool running: {start or 'start one with `' + hints.command('start') + '`'}"}
-    paused = queue.get_flag(flags.PAUSED)
+    paused = hosts.pause_flag(queue, queue.cfg.host, hosts.login_key(queue.cfg))
     if paused:
         value = paused["value"] if isinstance(paused["value"], dict) else {}
         until = paused["until"]
@@ -273,12 +273,22 @@ def find_transcript(cfg, task):
     return str(latest) if latest else None
 
 
-def task_details(task, events, dependents, transcript, now):
+def ran_on(task, events):
+    """The host that ran the task's latest attempt (from its worker's id), or None."""
+    for worker_id in [task.worker_id] + [e["worker_id"] for e in reversed(events)]:
+        if hosts.host_of(worker_id):
+            return hosts.host_of(worker_id)
+    return None
+
+
+def task_details(task, events, dependents, transcript, now, here=None):
     """Everything there is to tell about one task, for `show`, MCP `show_task` and the dashboard's
     details, each laying it out its own way: (status text, rows). A row is ("field", name, value,
     style) for a one-line value, or ("block", name, lines, style) for text told line by line (the
-    prompt, the result, the history). `style` is a status whose colour suits the value, or ""."""
+    prompt, the result, the history). `style` is a status whose colour suits the value, or "".
+    `here` is this host's id: a transcript written on another host is only there."""
     outcome = task.outcome if isinstance(task.outcome, dict) else {}
+    host = ran_on(task, events)
     status = status_label(task) + (" (cancel requested)" if show_cancel_requested(task) else "")
     rows = []
 
@@ -294,6 +304,7 @@ def task_details(task, events, dependents, transcript, now):
     field("Priority", task.priority)
     field("Attempts", attempts_text(task))
     field("Worker", task.worker_id)
+    field("Host", host and (f"{host} (this host)" if host == here else host))
     field("Working dir", task.working_dir)
     field("Context", ", ".join(task.context_files))
     field("Outputs", ", ".join(task.expected_outputs))
@@ -348,6 +359,9 @@ def task_details(task, events, dependents, transcript, now):
                                                 for d in denials})), "failed")
     for warning in outcome.get("warnings") or []:
         field("Warning", warning, "skipped")
+    if transcript and host and here and host != here:
+        # Full transcripts stay on the host that ran the task; the database keeps the result and tails.
+        transcript = f"{transcript} (on host {host}; the result and stderr tail below are from the database)"
     field("Transcript", transcript)
     block("Prompt", task.prompt.splitlines() or [""])
     if task.result:

@@ -33,7 +33,7 @@ def prepare(cfg, entries, cwd=None):
     tasks = []
     for index, entry in enumerate(entries):
         try:
-            tasks.append(policy.check_repo(policy.check(validate_task(entry, default_attempts))))
+            tasks.append(policy.portable(policy.check_repo(policy.check(validate_task(entry, default_attempts)))))
         except ValueError as exc:
             raise ValueError(f"task {index}: {exc}" if len(entries) > 1 else str(exc)) from None
     return tasks, _batch_order(tasks)
@@ -267,6 +267,25 @@ class PathPolicy:
                                  "a task works only in its project's repository: leave metadata.repo out and Klauss "
                                  "fills it in")
         return task
+
+    def portable(self, task):
+        """The task as stored: paths inside the project relative to its root (the working dir; a
+        context file or output given as an absolute path, relative to the working dir), so that
+        every host resolves them against its own clone (Task.from_row, with the reader's root).
+        Paths outside the project (allowed by [safety]) stay absolute."""
+        wd = Path(task["working_dir"])
+        if not (wd == self.root or self.root in wd.parents):
+            return task
+
+        def relative(item):
+            path = Path(item)
+            if path.is_absolute() and (path == self.root or self.root in path.parents):
+                return os.path.relpath(item, wd)
+            return item
+
+        return {**task, "working_dir": os.path.relpath(wd, self.root),
+                "context_files": [relative(i) for i in task["context_files"]],
+                "expected_outputs": [relative(i) for i in task["expected_outputs"]]}
 
 
 def check_task_paths(task, cfg, cwd=None):

@@ -98,7 +98,7 @@ def pool_project(tmp_path, monkeypatch):
         q = claude_queue.TaskQueue(cfg=config.load_config(cwd=root, env={}))
     except (config.ConfigError, claude_queue.QueueError):
         return
-    if q.get_flag("coordinator"):
+    if q.running_coordinator() or q.get_flag(f"coordinator@{q.cfg.host}"):
         subprocess.run([sys.executable, str(ROOT / "claude_coordinator.py"), "kill"], cwd=root,
                        capture_output=True, timeout=60)
     q.close()

@@ -119,7 +119,8 @@ class Project:
         return self._queue
 
     def flag(self):
-        flag = self.queue().get_flag("coordinator")
+        q = self.queue()
+        flag = q.get_flag(f"coordinator@{q.cfg.host}")
         return flag["value"] if flag else None
 
     def workers(self):
@@ -229,7 +230,7 @@ def test_pool_runs_a_batch_logs_line_by_line_and_stops_cleanly(project):
     assert flag["workers"] == 3 and flag["state"] == "running" and pid_alive(flag["pid"])
     assert (project.state / "coordinator.pid").read_text().strip() == str(flag["pid"])
     workers = project.workers()
-    assert sorted(workers) == ["worker_1", "worker_2", "worker_3"]
+    assert sorted(workers) == [f"worker_{n}@{project.queue().cfg.host}" for n in (1, 2, 3)]
     assert {w["pid"] for w in workers.values()} == set(flag["worker_pids"].values())
 
     # A task still running shows that its worker's log is written as it goes, not at exit.
@@ -274,7 +275,7 @@ def test_stop_releases_a_running_task_without_spending_an_attempt(project):
     prompt, started, _go = blocking_task(project, "held")
     tid = project.queue().add_task(prompt)
     wait_for(started.exists, what="the task to start")
-    claude_pid = wait_for(lambda: project.workers()["worker_1"]["info"].get("claude_pid"), what="claude's pid")
+    claude_pid = wait_for(lambda: project.workers()[f"worker_1@{project.queue().cfg.host}"]["info"].get("claude_pid"), what="claude's pid")
 
     out = project.manage("stop")
     assert out.returncode == 0, out.stderr
@@ -292,7 +293,7 @@ def test_ctrl_c_stops_gracefully_and_a_second_one_kills_at_once(project):
         prompt, started, _go = blocking_task(project, "interrupted")
         tid = project.queue().add_task(prompt)
         wait_for(started.exists, what="the task to start")
-        claude_pid = wait_for(lambda: project.workers()["worker_1"]["info"].get("claude_pid"), what="claude's pid")
+        claude_pid = wait_for(lambda: project.workers()[f"worker_1@{project.queue().cfg.host}"]["info"].get("claude_pid"), what="claude's pid")
         coordinator.send_signal(signal.SIGINT)
         wait_for(lambda: project.flag()["state"] == "stopping", what="the pool to start stopping")
         assert pid_alive(claude_pid), "a running task gets its grace period"
@@ -429,8 +430,9 @@ def test_a_worker_that_keeps_crashing_is_given_up_with_the_reason(project):
     finally:
         coordinator.kill()
         stderr = coordinator.communicate()[1]
-    assert "worker_1 not restarted: 3 immediate crashes in a row; last: exit code 1: cannot import foo" in stderr
-    assert stderr.count("worker_1 restarted") == 2
+    me = project.queue().cfg.host
+    assert f"worker_1@{me} not restarted: 3 immediate crashes in a row; last: exit code 1: cannot import foo" in stderr
+    assert stderr.count(f"worker_1@{me} restarted") == 2
     assert project.flag() is None
 
 
@@ -441,7 +443,7 @@ def test_claude_missing_the_pool_says_so_instead_of_looping(make_project):
     assert "claude CLI not found" in out.stderr
     log = (project.logs / "coordinator.log").read_text()
     assert "restarted (pid" not in log
-    assert "worker_1 not restarted: configuration error: claude CLI not found" in log
+    assert f"worker_1@{project.queue().cfg.host} not restarted: configuration error: claude CLI not found" in log
     assert project.flag() is None
     project.wait_no_processes(timeout=5)
 
@@ -495,7 +497,7 @@ def test_status_ps_logs_and_kill_see_only_our_processes(project):
         assert roles["coordinator"] == project.flag()["pid"] and roles["claude"] == claude_pid
         assert unrelated.pid not in roles.values()
 
-        assert f"task {tid}: claimed" in project.manage("logs", "worker", holder.split("_")[1]).stdout
+        assert f"task {tid}: claimed" in project.manage("logs", "worker", holder.split("_")[1].split("@")[0]).stdout
         history = project.manage("logs", "task", str(tid)).stdout
         assert "claimed" in history and f"task-{tid}-attempt-1.jsonl" in history
         assert "pool up: 2 of 2" in project.manage("logs").stdout
@@ -517,7 +519,8 @@ def test_resize_and_restart(project):
     assert out.returncode == 0, out.stderr
     project.wait_pool_up(3)
     assert project.coordinator("resize", "2").returncode == 0
-    wait_for(lambda: sorted(project.workers()) == ["worker_1", "worker_2"], what="the pool to shrink")
+    wait_for(lambda: sorted(project.workers()) == [f"worker_{n}@{project.queue().cfg.host}" for n in (1, 2)],
+             what="the pool to shrink")
     first = project.flag()["pid"]
     out = project.manage("restart")
     assert out.returncode == 0, out.stderr

@@ -266,7 +266,7 @@ def test_a_full_log_disk_pauses_the_pool_and_it_resumes(make_project, tiny_disk)
     filler = fill(tiny_disk)
     go.touch()  # the two running tasks finish; their workers' log lines no longer fit
     q = project.queue()
-    paused = wait_for(lambda: (q.get_flag("paused") or {}).get("value"), what=lambda: "the pool to pause: " + describe(q, ids))
+    paused = wait_for(lambda: (q.get_flag(f"paused@host:{q.cfg.host}") or {}).get("value"), what=lambda: "the pool to pause: " + describe(q, ids))
     assert paused["reason"] == "disk_full" and "disk full" in paused["message"], paused
     status = project.manage("status")
     assert "disk full" in status.stdout and status.returncode == 0, status.stdout + status.stderr
@@ -274,7 +274,7 @@ def test_a_full_log_disk_pauses_the_pool_and_it_resumes(make_project, tiny_disk)
     filler.unlink()
     wait_for(lambda: all(q.get_task(t).status == "completed" for t in ids), what=lambda: describe(q, ids))
     assert "writes work again" in (tiny_disk / "state" / "logs" / "coordinator.log").read_text()
-    assert q.get_flag("paused") is None
+    assert q.get_flag(f"paused@host:{q.cfg.host}") is None
 
 
 def test_a_full_disk_under_the_database_kills_nobody(make_project, tiny_disk):

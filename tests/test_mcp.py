@@ -307,7 +307,7 @@ def test_submit_job_queues_the_plan_as_one_job(client, project):
     assert (bye.timeout, bye.max_attempts, bye.metadata) == (120, 2, {"model": "haiku"})
     assert tests.depends_on == [greet.id, bye.id] and tests.context_files == ["*.py"]
     assert f"`tests` → task #{tests.id} (after #{greet.id}, #{bye.id})" in text
-    assert not q.get_flag("coordinator"), "start_workers: false starts nothing"
+    assert not q.get_flag(f"coordinator@{q.cfg.host}"), "start_workers: false starts nothing"
     assert "No pool running" in c.text("worker_status")
 
 
@@ -379,7 +379,7 @@ def test_a_bad_plan_is_a_tool_error_with_the_cli_message_and_queues_nothing(clie
     assert cli.returncode == 2 and cli.stderr.strip() == f"error: {text}", "the same message as the CLI"
     q = open_queue(project)
     assert (q.list_jobs(), q.get_stats()["total"]) == ([], 0)
-    assert not q.get_flag("coordinator")
+    assert not q.get_flag(f"coordinator@{q.cfg.host}")
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -513,7 +513,7 @@ def test_cancel_job_and_retry_failed(client, project):
     assert q.get_task(bad.id).status == "cancelled" and q.get_task(after.id).status in ("cancelled", "skipped")
     assert "nothing to cancel" in c.text("cancel_job", {"job_id": job_id})
     assert f"#{bad.id}" in c.text("retry_failed", {"job_id": job_id, "start_workers": False})
-    assert not q.get_flag("coordinator")
+    assert not q.get_flag(f"coordinator@{q.cfg.host}")
 
 
 def test_unknown_ids_and_bad_arguments_are_tool_errors_with_the_cli_messages(client, project):
@@ -716,7 +716,7 @@ def _check_real_run(run, main, project):
     greet, tests = q.list_tasks(job_id=job_id, order="asc")
     assert (greet.prompt, greet.priority, greet.expected_outputs) == ("Create greet.py", 5, ["greet.py"])
     assert tests.depends_on == [greet.id] and {greet.status, tests.status} == {"pending"}
-    assert not q.get_flag("coordinator"), "start_workers: false"
+    assert not q.get_flag(f"coordinator@{q.cfg.host}"), "start_workers: false"
     return job_id
 
 

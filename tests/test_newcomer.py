@@ -176,7 +176,7 @@ def test_more_workers_than_max_workers_needs_force(pool_project):
     out = run(pool_project, "start", "100")
     assert out.returncode == 2 and len(out.stderr.splitlines()) == 1 and "--force" in out.stderr
     assert "max_workers = 4" in out.stderr and not claude_queue.TaskQueue(
-        cfg=config.load_config(cwd=pool_project, env={})).get_flag("coordinator")
+        cfg=config.load_config(cwd=pool_project, env={})).running_coordinator()
     assert run(pool_project, "start", "1").returncode == 0
     out = run(pool_project, "resize", "100")
     assert out.returncode == 2 and "--force" in out.stderr and len(out.stderr.splitlines()) == 1

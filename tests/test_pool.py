@@ -120,9 +120,10 @@ def test_process_identity_lives_in_processes(monkeypatch):
 
     class Queue:
         db_path = "/nowhere.db"
+        cfg = type("Cfg", (), {"host": "h"})
 
         def get_flag(self, key):
-            assert key == flags.COORDINATOR
+            assert key == flags.coordinator("h")  # this host's coordinator, not another host's
             return {"value": {"pid": processes.os.getpid()}}
 
     assert processes.running_coordinator(Queue()) == {"pid": processes.os.getpid()}

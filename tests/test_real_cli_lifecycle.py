@@ -104,7 +104,7 @@ class Session:
                               timeout=timeout, stdin=subprocess.DEVNULL)
 
     def close(self):
-        if self.queue.get_flag("coordinator"):
+        if self.queue.get_flag(f"coordinator@{self.queue.cfg.host}"):
             self.pool("kill")
         for proc in self.procs:
             if proc.poll() is None:

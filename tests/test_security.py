@@ -65,7 +65,7 @@ class Project:
 
     def kill_pool(self):
         """Stop whatever pool a test started here, by the pids its coordinator recorded."""
-        if self.queue.get_flag("coordinator"):
+        if self.queue.get_flag(f"coordinator@{self.queue.cfg.host}"):
             subprocess.run([sys.executable, str(ROOT / "claude_coordinator.py"), "kill"], cwd=self.root,
                            env=self.env, capture_output=True, timeout=60)
 
@@ -181,7 +181,7 @@ def test_metadata_queued_past_the_checks_fails_that_task_only(project):
     t = q.get_task(bad)
     assert t.status == "failed" and "metadata.allowed_tools" in t.error and t.attempts_used == 1
     assert q.get_task(good).status == "completed"
-    assert q.get_flag("config_error") is None
+    assert not q.list_flags("config_error")  # for no host
     argvs = project.argvs()
     assert len(argvs) == 1 and "--allowedTools=Edit" in argvs[0]
     assert not any(word.startswith("--dangerously") for argv in argvs for word in argv)
@@ -341,7 +341,7 @@ def test_a_cli_refusal_of_one_tasks_own_option_fails_that_task_not_the_pool(proj
     assert t.status == "failed" and t.attempts_used == 1, (t.status, t.attempts_used, t.error)
     assert "metadata.max_budget_usd" in t.error and ".klauss.toml" not in t.error
     assert t.outcome["error_class"] == claude_cli.FATAL
-    assert q.get_flag("config_error") is None
+    assert not q.list_flags("config_error")  # for no host
     assert q.get_task(good).status == "completed"
 
 

@@ -81,7 +81,7 @@ class FakeQueue:
 @pytest.fixture
 def pool(tmp_path, monkeypatch):
     """make(n) -> a Coordinator of n slots, started (STARTING), each slot with a FakeProc."""
-    (tmp_path / ".klauss.toml").write_text("[workers]\nmax_fast_crashes = 3\nmax_workers = 4\n")
+    (tmp_path / ".klauss.toml").write_text("[workers]\nmax_fast_crashes = 3\nmax_workers = 4\n[pool]\nhost = \"h\"\n")
     cfg = config.load_config(cwd=tmp_path, env={})
     signals = []
     monkeypatch.setattr(supervisor, "signal_pid", lambda pid, sig: signals.append((pid, sig)) or True)
@@ -117,20 +117,20 @@ def ready_all(c):
 def test_slots_become_ready_and_the_pool_runs(pool):
     c = pool(2)
     assert [s.state for s in c.slots] == [Slot.STARTING, Slot.STARTING] and c.state == Coordinator.STARTING
-    c.queue.register("worker_1", c.slots[0].proc.pid)
+    c.queue.register("worker_1@h", c.slots[0].proc.pid)
     c._check_ready()
     assert [s.state for s in c.slots] == [Slot.READY, Slot.STARTING] and c.state == Coordinator.STARTING
-    c.queue.register("worker_2", c.slots[1].proc.pid, state="busy")
+    c.queue.register("worker_2@h", c.slots[1].proc.pid, state="busy")
     c._check_ready()
     assert c.state == Coordinator.RUNNING
-    published = c.queue.get_flag(flags.COORDINATOR)["value"]
+    published = c.queue.get_flag(flags.coordinator("h"))["value"]
     assert published["state"] == "running" and published["workers"] == 2
     assert published["lease_seconds"] == c.cfg["workers"]["lease_seconds"]
 
 
 def test_a_row_of_another_pid_does_not_make_a_slot_ready(pool):
     c = pool(1)
-    c.queue.register("worker_1", 1)  # a previous process under the same id
+    c.queue.register("worker_1@h", 1)  # a previous process under the same id
     c._check_ready()
     assert c.slots[0].state == Slot.STARTING and c.state == Coordinator.STARTING
 
@@ -142,7 +142,7 @@ def test_a_crashing_worker_backs_off_then_is_given_up(pool):
     slot.proc.exit(1)
     c._reap()
     assert slot.state == Slot.BACKOFF and slot.fast_crashes == 1 and slot.restart_at is not None
-    assert c.queue.recovered == ["worker_1"], "a dead worker's task is returned at once"
+    assert c.queue.recovered == ["worker_1@h"], "a dead worker's task is returned at once"
     c._spawn(slot)  # what _timers does once restart_at has come
     slot.proc.exit(1)
     c._reap()
@@ -181,21 +181,21 @@ def test_growing_goes_back_to_starting_and_shrinking_retires_the_highest(pool):
     c = pool(1)
     ready_all(c)
     assert c.state == Coordinator.RUNNING
-    c.queue.set_flag(flags.RESIZE, {"workers": 3})
+    c.queue.set_flag(flags.resize("h"), {"workers": 3})
     c._check_resize()
-    assert c.n == 3 and [s.worker_id for s in c.slots] == ["worker_1", "worker_2", "worker_3"]
+    assert c.n == 3 and [s.worker_id for s in c.slots] == ["worker_1@h", "worker_2@h", "worker_3@h"]
     assert c.state == Coordinator.STARTING, "the back-edge: RUNNING -> STARTING until the new workers are ready"
-    assert c.queue.get_flag(flags.RESIZE) is None
+    assert c.queue.get_flag(flags.resize("h")) is None
     ready_all(c)
     assert c.state == Coordinator.RUNNING
-    c.queue.workers["worker_3"]["state"] = "busy"
-    c.queue.set_flag(flags.RESIZE, {"workers": 1})
+    c.queue.workers["worker_3@h"]["state"] = "busy"
+    c.queue.set_flag(flags.resize("h"), {"workers": 1})
     c._check_resize()
     sigterms = [pid for pid, sig in c.signals_sent if sig == signal.SIGTERM]
     assert sigterms == [c.slots[1].proc.pid], "a busy surplus worker finishes its task first"
     c.slots[1].proc.exit(0)
     c._reap()
-    assert [s.worker_id for s in c.slots] == ["worker_1", "worker_3"]
+    assert [s.worker_id for s in c.slots] == ["worker_1@h", "worker_3@h"]
 
 
 def test_a_borrowed_slot_grows_the_pool_up_to_max_workers(pool):
@@ -222,7 +222,7 @@ def test_stopping_releases_tasks_without_spending_an_attempt_then_stops(pool):
     assert [pid for pid, sig in c.signals_sent if sig == signal.SIGTERM] == [c.slots[0].proc.pid]
 
     class Task:
-        id, worker_id, attempt = 7, "worker_1", 1
+        id, worker_id, attempt = 7, "worker_1@h", 1
 
     c.queue.in_progress.append(Task())
     c.slots[0].proc.exit(0)
@@ -236,10 +236,10 @@ def test_a_silent_worker_is_killed_after_the_configured_threshold(pool):
     c = pool(1)
     ready_all(c)
     pid = c.slots[0].proc.pid
-    c.queue.workers["worker_1"]["last_heartbeat"] = time.time() - c.cfg.hung_after + 30
+    c.queue.workers["worker_1@h"]["last_heartbeat"] = time.time() - c.cfg.hung_after + 30
     c._periodic()
     assert (pid, signal.SIGKILL) not in c.signals_sent
-    c.queue.workers["worker_1"]["last_heartbeat"] = time.time() - c.cfg.hung_after - 1
+    c.queue.workers["worker_1@h"]["last_heartbeat"] = time.time() - c.cfg.hung_after - 1
     c._periodic()
     assert (pid, signal.SIGKILL) in c.signals_sent
 

@@ -256,7 +256,7 @@ def test_configuration_errors_release_the_task_and_stop_the_worker(project, kind
         t = project.task(tid)
         assert t.status == "pending" and t.attempts_used == 0, "nothing burned"
     assert len(project.invocations()) == 1
-    flag = project.queue.get_flag("config_error")
+    flag = project.queue.get_flag(f"config_error@{project.queue.cfg.host}")  # this host's
     assert advice in flag["value"]["fix"]
     # A fresh start is the user's "fixed it": the flag clears and work resumes.
     (project.root / "fixed").touch()
@@ -274,7 +274,7 @@ def test_usage_limit_pauses_every_worker_until_the_reset(project):
     assert out.returncode == 0
     t = project.task(tid)
     assert t.status == "pending" and t.attempts_used == 0 and t.not_before == pytest.approx(resets, abs=1)
-    pause = project.queue.get_flag("paused")
+    (pause,) = project.queue.list_flags("paused@login:").values()  # every worker on this login
     assert pause["until"] == resets and pause["value"]["reason"] == "usage_limit"
     assert project.task(other).status == "pending", "no worker claims while paused"
     assert len(project.invocations()) == 1

@@ -56,7 +56,7 @@ def test_real_cli_401_is_a_configuration_error_and_the_task_is_untouched(real_cl
     assert out.returncode == 3
     assert "Invalid API key" in out.stderr and "/login" in out.stderr
     assert task.status == "pending" and task.attempts_used == 0
-    assert queue.get_flag("config_error") is not None
+    assert queue.get_flag(f"config_error@{queue.cfg.host}") is not None  # this host's
 
 
 def test_real_cli_429_is_retried_later(real_claude, tmp_path):
@@ -65,4 +65,4 @@ def test_real_cli_429_is_retried_later(real_claude, tmp_path):
     assert out.returncode == 0, out.stderr
     assert task.status == "failed" and task.attempts_used == 2
     assert "rate limited" in task.error and "429" in task.error
-    assert queue.get_flag("paused") is None, "a plain 429 is not a usage limit"
+    assert not queue.list_flags("paused"), "a plain 429 is not a usage limit"

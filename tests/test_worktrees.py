@@ -138,7 +138,7 @@ def repo(tmp_path, monkeypatch):
     r.commit("initial", **{".gitignore": ".klauss/\n", "README.md": "hello\n", "shared.txt": "hello\n"})
     yield r
     q = r.queue
-    if q.get_flag("coordinator"):
+    if q.get_flag(f"coordinator@{q.cfg.host}"):
         subprocess.run([sys.executable, str(ROOT / "claude_coordinator.py"), "kill"], cwd=root, capture_output=True,
                        timeout=60)
     log = fakelog / "invocations.jsonl"
