@@ -381,9 +381,9 @@ def task_details(task, events, dependents, transcript, now, here=None):
 FIELD_WIDTH = 13  # "Denied tools:" and a space: every field's value starts in one column
 
 
-def describe_task(task, events, dependents, transcript, now):
+def describe_task(task, events, dependents, transcript, now, here=None):
     """The text of `show` (and MCP `show_task`): one line per field, then the indented blocks."""
-    status, rows = task_details(task, events, dependents, transcript, now)
+    status, rows = task_details(task, events, dependents, transcript, now, here=here)
     lines = [f"Task #{task.id}: {status}"]
     for kind, name, value, _ in rows:
         if kind == "field":
