@@ -1,11 +1,11 @@
-"""A throwaway PostgreSQL server for the tests: initdb into a temporary directory, listen on a unix
-socket there and on 127.0.0.1 (a free port), fsync off (nothing in it outlives the run), stopped
-with `pg_ctl stop -m immediate` at the end. PostgreSQL refuses to run as root, so as root the server
+"""A throwaway PostgreSQL server for the tests: initdb into a temporary directory (on /dev/shm where
+there is one), listen on a unix socket there and on 127.0.0.1 (a free port), fsync off (nothing in
+it outlives the run), stopped with `pg_ctl stop -m immediate` at the end. PostgreSQL refuses to run as root, so as root the server
 runs as an unprivileged user (`nobody`). `.ci/run` installs the Debian `postgresql` package where
 the binaries are missing; where none can be started, PgUnavailable says why.
 
     server = PgServer.start()
-    url = server.new_database()   # postgresql://klauss@127.0.0.1:PORT/t1, a fresh empty database
+    url = server.new_database()   # postgresql://klauss@/t1?host=DIR&port=PORT, a fresh empty database
     server.stop()
 """
 
@@ -59,7 +59,9 @@ class PgServer:
         except ImportError:
             raise PgUnavailable("psycopg not installed (pip install -r requirements-postgres.txt)") from None
         user = None
-        base = Path(tempfile.mkdtemp(prefix="klauss-pg-"))
+        # In memory where there is a tmpfs: a fresh database is a few MB of files written and removed.
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        base = Path(tempfile.mkdtemp(prefix="klauss-pg-", dir=shm))
         if os.geteuid() == 0:
             try:
                 user = pwd.getpwnam("nobody")
@@ -92,17 +94,20 @@ class PgServer:
             raise PgUnavailable(f"pg_ctl start failed: {done.stderr.strip()[-300:]} {log}")
         return server
 
-    def url(self, database="postgres"):
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+    def url(self, database="postgres", tcp=False):
+        """Through the unix socket (faster), or with `tcp` through 127.0.0.1."""
+        if tcp:
+            return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{SUPERUSER}@/{database}?host={self.base}&port={self.port}"
 
-    def new_database(self):
+    def new_database(self, tcp=False):
         """The URL of a fresh, empty database on this server."""
         import psycopg
 
         name = f"t{next(self._names)}_{os.getpid()}"
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
+        return self.url(name, tcp=tcp)
 
     def stop(self):
         """Stop the server we started (by its data directory) and remove its files."""

@@ -1,7 +1,22 @@
 """The PostgreSQL backend (queue_postgres.py) beyond the shared contract of test_queue_contract.py:
 the test server itself, the URL rule, the driver error, wake-ups through LISTEN/NOTIFY, doctor."""
 
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
 import pg_server
+import pytest
+
+import claude_queue
+import config
+import queue_postgres
+import queues
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_test_server_gives_each_test_a_fresh_database(postgres_server, postgres_url):
@@ -18,3 +33,105 @@ def test_the_test_server_gives_each_test_a_fresh_database(postgres_server, postg
 
 def test_server_binaries_are_found_off_path():
     assert pg_server.find_bin("definitely-not-a-postgres-binary") is None
+
+
+def _cfg(url, **kw):
+    return config.load_config(db=url, env={}, **kw)
+
+
+@pytest.mark.parametrize("how", ["--db", "KLAUSS_DB", "[paths] db"])
+def test_a_postgresql_url_selects_the_postgresql_backend(postgres_url, tmp_path, how):
+    if how == "--db":
+        cfg = config.load_config(db=postgres_url, cwd=tmp_path, env={})
+    elif how == "KLAUSS_DB":
+        cfg = config.load_config(cwd=tmp_path, env={"KLAUSS_DB": postgres_url})
+    else:
+        (tmp_path / ".klauss.toml").write_text(f'[paths]\ndb = "{postgres_url}"\n')
+        cfg = config.load_config(cwd=tmp_path, env={})
+    assert cfg.db_url == postgres_url and str(cfg.db_path) == postgres_url
+    assert cfg.state_dir == tmp_path / ".klauss", "this host's logs and lock stay in its project"
+    q = queues.open_queue(cfg)
+    try:
+        assert isinstance(q, queue_postgres.PostgresTaskQueue)
+        tid = q.add_task("x")
+        assert claude_queue.TaskQueue(postgres_url, cfg=cfg).get_task(tid).prompt == "x"
+    finally:
+        q.close()
+
+
+def test_a_sqlite_path_stays_sqlite(tmp_path):
+    cfg = config.load_config(db=str(tmp_path / "q.db"), cwd=tmp_path, env={})
+    assert cfg.db_url is None
+    q = claude_queue.TaskQueue(str(tmp_path / "q.db"), cfg=cfg)
+    assert type(q) is claude_queue.TaskQueue
+    q.close()
+
+
+def test_a_url_without_the_driver_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg raises ImportError
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    with pytest.raises(claude_queue.QueueError) as err:
+        claude_queue.TaskQueue(url, cfg=config.load_config(db=url, cwd=tmp_path, env={}))
+    message = str(err.value)
+    assert "\n" not in message and "psycopg" in message and "pip install -r" in message
+    assert "requirements-postgres.txt" in message
+
+
+def test_the_cli_runs_on_a_postgresql_url(postgres_url, tmp_path):
+    env = {**os.environ, "KLAUSS_DB": postgres_url}
+    done = subprocess.run([sys.executable, str(ROOT / "submit_task.py"), "submit", "hello from the cli"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    listed = subprocess.run([sys.executable, str(ROOT / "submit_task.py"), "list", "--json"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert [t["prompt"] for t in json.loads(listed.stdout)] == ["hello from the cli"]
+
+
+def test_a_database_of_something_else_is_refused(postgres_url, tmp_path):
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE customers (id int)")
+    with pytest.raises(claude_queue.DatabaseBroken, match="not a Klauss database"):
+        claude_queue.TaskQueue(postgres_url, cfg=config.load_config(db=postgres_url, cwd=tmp_path, env={}))
+
+
+def test_migrations_record_the_version_and_refuse_a_newer_one(postgres_url, tmp_path):
+    import psycopg
+
+    cfg = config.load_config(db=postgres_url, cwd=tmp_path, env={})
+    q = claude_queue.TaskQueue(postgres_url, cfg=cfg)
+    assert q.schema_version() == queue_postgres.SCHEMA_VERSION
+    q.close()
+    # Opened again: nothing to do (it would fail creating the tables twice).
+    claude_queue.TaskQueue(postgres_url, cfg=cfg).close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE klauss_schema SET version = version + 1")
+    with pytest.raises(claude_queue.QueueError, match="newer than this Klauss"):
+        claude_queue.TaskQueue(postgres_url, cfg=cfg)
+
+
+def test_concurrent_first_opens_migrate_once(postgres_url, tmp_path):
+    cfg = config.load_config(db=postgres_url, cwd=tmp_path, env={})
+    errors, queues_ = [], []
+
+    def open_one():
+        try:
+            queues_.append(claude_queue.TaskQueue(postgres_url, cfg=cfg))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for q in queues_:
+        q.close()
+
+
+def test_the_password_stays_out_of_messages():
+    url = config.DatabaseUrl("postgresql://klauss:s3cret@db.example/klauss", "/tmp")
+    assert url.redacted() == "postgresql://klauss:***@db.example/klauss"
