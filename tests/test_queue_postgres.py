@@ -15,6 +15,7 @@ import claude_queue
 import config
 import queue_postgres
 import queues
+from conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -135,3 +136,83 @@ def test_concurrent_first_opens_migrate_once(postgres_url, tmp_path):
 def test_the_password_stays_out_of_messages():
     url = config.DatabaseUrl("postgresql://klauss:s3cret@db.example/klauss", "/tmp")
     assert url.redacted() == "postgresql://klauss:***@db.example/klauss"
+
+
+# --- wake-ups through LISTEN/NOTIFY --------------------------------------------------------------
+
+def _pg_queue(url, tmp_path):
+    return claude_queue.TaskQueue(url, cfg=config.load_config(db=url, cwd=tmp_path, env={}))
+
+
+def test_an_idle_waiter_is_woken_by_another_process_commit(postgres_url, tmp_path):
+    waiter_queue = _pg_queue(postgres_url, tmp_path)
+    waker = claude_queue.Waker(waiter_queue, "idle worker")
+    assert isinstance(waker, queue_postgres.PgWaker)
+    woken = []
+    waiting = threading.Thread(target=lambda: woken.append(waker.wait(60)))
+    waiting.start()
+    try:
+        # Another client (its own connection, as another host's would be) adds work.
+        done = subprocess.run([sys.executable, str(ROOT / "submit_task.py"), "submit", "wake up"], cwd=tmp_path,
+                              env={**os.environ, "KLAUSS_DB": postgres_url}, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        waiting.join(60)
+        assert woken == [True], "woken by the commit, not by the 60 s timeout"
+        assert not waker.wait(0), "one change, one wake-up"
+        waiter_queue.notify_waiters()
+        assert waker.wait(10), "notify_waiters wakes LISTENers too"
+    finally:
+        waiting.join(60)
+        waker.close()
+        waiter_queue.close()
+
+
+def test_an_idle_waiter_blocks_on_its_socket_without_polling(postgres_url, tmp_path, monkeypatch):
+    q = _pg_queue(postgres_url, tmp_path)
+    waker = claude_queue.Waker(q, "idle")
+    calls = []
+    real_select = queue_postgres.select.select
+
+    def counting_select(r, w, x, timeout):
+        calls.append(timeout)
+        return real_select(r, w, x, timeout)
+
+    monkeypatch.setattr(queue_postgres.select, "select", counting_select)
+    try:
+        assert not waker.wait(0.3)
+        assert len(calls) == 1 and calls[0] > 0.2, "one select for the whole wait: no polling loop"
+    finally:
+        waker.close()
+        q.close()
+
+
+def test_a_rolled_back_write_wakes_nobody(postgres_url, tmp_path):
+    q = _pg_queue(postgres_url, tmp_path)
+    waker = claude_queue.Waker(q, "idle")
+    try:
+        with pytest.raises(ValueError):
+            q.add_tasks([{"prompt": "a"}, {"prompt": "b", "depends_on": [999]}])
+        assert not waker.wait(0.2), "NOTIFY is sent with the commit, and nothing committed"
+    finally:
+        waker.close()
+        q.close()
+
+
+def test_a_waker_outlives_a_lost_connection(postgres_url, tmp_path):
+    import psycopg
+
+    q = _pg_queue(postgres_url, tmp_path)
+    waker = claude_queue.Waker(q, "idle")
+    try:
+        pid = waker._conn.info.backend_pid
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        assert waker.wait(10), "the loss wakes the waiter, which then looks at the queue itself"
+        wait_for(lambda: waker.wait(0) or waker._conn is not None and waker._conn.info.backend_pid != pid,
+                 what="a new LISTEN connection")
+        q.add_task("after the loss")
+        assert wait_for(lambda: waker.wait(1), what="a wake-up on the new connection")
+    finally:
+        waker.close()
+        q.close()
