@@ -216,3 +216,44 @@ def test_a_waker_outlives_a_lost_connection(postgres_url, tmp_path):
     finally:
         waker.close()
         q.close()
+
+
+# --- doctor --------------------------------------------------------------------------------------
+
+def _doctor(tmp_path, url, **env):
+    done = subprocess.run([sys.executable, str(ROOT / "claude_coordinator.py"), "doctor", "--json"], cwd=tmp_path,
+                          env={**os.environ, "KLAUSS_DB": url, **env}, capture_output=True, text=True, timeout=120)
+    return {c["check"]: c for c in json.loads(done.stdout)}
+
+
+def test_doctor_checks_the_connection_server_version_and_schema(postgres_url, tmp_path):
+    db = _doctor(tmp_path, postgres_url)["database"]
+    assert db["ok"] is True, db
+    assert "PostgreSQL 1" in db["detail"] and f"schema version {queue_postgres.SCHEMA_VERSION}" in db["detail"]
+
+
+def test_doctor_says_when_the_server_cannot_be_reached(postgres_server, tmp_path):
+    url = postgres_server.url("no_such_database")
+    db = _doctor(tmp_path, url)["database"]
+    assert db["ok"] is False and "cannot connect" in db["detail"] and "no_such_database" in db["detail"]
+    assert "pg_hba.conf" in db["fix"]
+
+
+def test_doctor_names_a_newer_schema(postgres_url, tmp_path):
+    import psycopg
+
+    _pg_queue(postgres_url, tmp_path).close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE klauss_schema SET version = 99")
+    db = _doctor(tmp_path, postgres_url)["database"]
+    assert db["ok"] is False and "schema version 99" in db["detail"] and "update Klauss" in db["detail"]
+
+
+def test_doctor_names_the_missing_driver(postgres_url, tmp_path):
+    # A sitecustomize that hides psycopg, as on a machine without requirements-postgres.txt.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nsys.modules['psycopg'] = None\n")
+    db = _doctor(tmp_path, postgres_url, PYTHONPATH=str(site))["database"]
+    assert db["ok"] is False and "psycopg" in db["detail"]
+    assert db["fix"].startswith("pip install -r ") and db["fix"].endswith("requirements-postgres.txt")
