@@ -42,11 +42,9 @@ WAKE_CHANNEL = "klauss_wake"
 # SQLite has built in).
 WRITE_LOCK = 0x6B6C61757373  # "klauss"
 CONNECT_TIMEOUT_SECONDS = 10
-# Sent as one string each (no parameters: the simple protocol takes several statements at once), so
-# a write transaction costs two round trips besides its own statements.
-SQL_BEGIN = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-SQL_BEGIN_SHARED = f"BEGIN; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})"
-SQL_NOTIFY_COMMIT = f"NOTIFY {WAKE_CHANNEL}; COMMIT"
+SQL_LOCK = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+SQL_LOCK_SHARED = f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})"
+SQL_NOTIFY = f"NOTIFY {WAKE_CHANNEL}"
 
 PG_MIGRATIONS = [
     # 1: the schema of claude_queue.MIGRATIONS 1-6, in PostgreSQL's dialect. Jobs carry a sequence
@@ -245,6 +243,8 @@ def _translate(sql):
     text = re.sub(r"\s+INDEXED BY \w+", "", text)
     text = re.sub(r"\bifnull\(", "coalesce(", text)
     text = text.replace("%", "%%")
+    # A NULL parameter has no type the server could infer from `? IS NULL` alone.
+    text = re.sub(r"(\?\d*) IS NULL", r"CAST(\1 AS TEXT) IS NULL", text)
     named = re.search(r"\?\d", text) is not None
     text = re.sub(r"\?(\d+)", r"%(p\1)s", text) if named else text.replace("?", "%s")
     hit = (text, named, returns_id)
@@ -305,18 +305,47 @@ class _Inserted:
         self.rowcount = cursor.rowcount
 
 
+class _Sent:
+    """The cursor of a statement sent in a write transaction's pipeline: its results (rows, the
+    count of rows it changed) are waited for only when read, so statements nobody reads (history
+    rows, dependents' counters) cost no round trip of their own."""
+
+    __slots__ = ("_cursor", "_pipeline")
+
+    def __init__(self, cursor, pipeline):
+        self._cursor = cursor
+        self._pipeline = pipeline
+
+    @property
+    def rowcount(self):
+        self._pipeline.sync()
+        return self._cursor.rowcount
+
+    def fetchone(self):
+        return self._cursor.fetchone()
+
+    def fetchall(self):
+        return self._cursor.fetchall()
+
+    def __iter__(self):
+        return iter(self._cursor.fetchall())
+
+
 class Connection:
     """A psycopg connection seen as the sqlite3 connection the queue's methods use: execute() and
     executemany() take claude_queue's statements, with SQLite's placeholders."""
 
     def __init__(self, raw):
         self.raw = raw
+        self.pipeline = None  # inside a write transaction (PostgresTaskQueue._write)
 
     def execute(self, sql, params=()):
         text, named, returns_id = _translate(sql)
         cursor = self.raw.cursor()
         cursor.execute(text, _params(params, named))
-        return _Inserted(cursor) if returns_id else cursor
+        if returns_id:
+            return _Inserted(cursor)
+        return cursor if self.pipeline is None else _Sent(cursor, self.pipeline)
 
     def executemany(self, sql, rows):
         text, named, _ = _translate(sql)
@@ -335,12 +364,11 @@ def _params(params, named):
 
 
 def connect(url):
-    """A connection to the database at `url`: autocommit (the queue opens its own transactions),
-    parameters bound on the client (no server-side type guessing for a NULL parameter)."""
+    """A connection to the database at `url`: autocommit (the queue opens its own transactions)."""
     psycopg = driver()
     try:
-        raw = psycopg.connect(url, autocommit=True, cursor_factory=psycopg.ClientCursor,
-                              row_factory=_row_factory, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        raw = psycopg.connect(url, autocommit=True, row_factory=_row_factory,
+                              connect_timeout=CONNECT_TIMEOUT_SECONDS)
     except psycopg.Error as exc:
         raise claude_queue.QueueError(f"cannot connect to {_redacted(url)}: {_first_line(exc)}") from None
     return raw
@@ -429,26 +457,34 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
         takes the lock `shared`: it writes only the rows it locked itself."""
         psycopg = driver()
         conn = self._connect()
+        raw = conn.raw
+        committing = False
         try:
-            conn.raw.execute(SQL_BEGIN_SHARED if shared else SQL_BEGIN)  # one round trip
-        except psycopg.OperationalError as exc:
-            raise self._lost(exc) from None
-        try:
-            yield conn
+            # Pipelined: the statements go out without waiting for each other's answers, and a
+            # transaction waits only where it reads a result (and once at its commit).
+            with raw.pipeline() as conn.pipeline:
+                raw.execute("BEGIN")
+                raw.execute(SQL_LOCK_SHARED if shared else SQL_LOCK)
+                yield conn
+                if notify:
+                    raw.execute(SQL_NOTIFY)
+                committing = True
+                raw.execute("COMMIT")
         except BaseException as exc:
-            try:
-                conn.raw.execute("ROLLBACK")
-            except psycopg.Error:
+            conn.pipeline = None
+            if isinstance(exc, psycopg.OperationalError) or raw.broken or raw.closed:
                 self.close()
-            if isinstance(exc, psycopg.OperationalError):
+                # After COMMIT was sent, whether it committed is unknown; every holder action is
+                # fenced, so a retry by the caller can never apply an outcome twice.
                 raise self._lost(exc) from None
+            if not committing or raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                try:
+                    raw.execute("ROLLBACK")
+                except psycopg.Error:
+                    self.close()
             raise
-        try:
-            conn.raw.execute(SQL_NOTIFY_COMMIT if notify else "COMMIT")
-        except psycopg.OperationalError as exc:
-            # Whether it committed is unknown; every holder action is fenced, so a retry by the
-            # caller can never apply an outcome twice.
-            raise self._lost(exc) from None
+        finally:
+            conn.pipeline = None
 
     def _read(self, sql, params=()):
         psycopg = driver()

@@ -22,9 +22,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
+import queue_bench  # noqa: E402
+
 import claude_queue  # noqa: E402
 import config  # noqa: E402
-import queue_bench  # noqa: E402
 
 
 def in_schema(url, schema):
