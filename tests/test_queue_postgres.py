@@ -257,3 +257,27 @@ def test_doctor_names_the_missing_driver(postgres_url, tmp_path):
     db = _doctor(tmp_path, postgres_url, PYTHONPATH=str(site))["database"]
     assert db["ok"] is False and "psycopg" in db["detail"]
     assert db["fix"].startswith("pip install -r ") and db["fix"].endswith("requirements-postgres.txt")
+
+
+# --- a pool on PostgreSQL ------------------------------------------------------------------------
+
+def test_a_pool_runs_tasks_from_a_postgresql_queue(pool_project, postgres_url):
+    with open(pool_project / ".klauss.toml", "a") as f:
+        f.write(f'[paths]\ndb = "{postgres_url}"\n')
+
+    def manage(*args):
+        return subprocess.run(["bash", str(ROOT / "manage.sh"), *args], cwd=pool_project, capture_output=True,
+                              text=True, timeout=120)
+
+    for i in range(4):
+        assert manage("submit", f"task {i}").returncode == 0
+    started = manage("start", "2")
+    assert started.returncode == 0, started.stderr
+    q = _pg_queue(postgres_url, pool_project)
+    try:
+        wait_for(lambda: q.get_stats()["completed"] == 4, what=lambda: q.get_stats())
+        assert {t.worker_id for t in q.list_tasks()} <= {"worker_1", "worker_2"}
+        assert manage("stop").returncode == 0
+        assert (pool_project / ".klauss" / "logs").is_dir(), "this host's logs stay in its project"
+    finally:
+        q.close()
