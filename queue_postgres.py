@@ -482,6 +482,11 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
                     raw.execute("ROLLBACK")
                 except psycopg.Error:
                     self.close()
+            if isinstance(exc, psycopg.DataError):
+                # Input PostgreSQL cannot store (a NUL character in a text): bad input, nothing written.
+                raise ValueError(f"the database refused a value: {_first_line(exc)}") from None
+            if isinstance(exc, psycopg.Error):
+                raise claude_queue.QueueError(f"database {self.db_path.redacted()}: {_first_line(exc)}") from exc
             raise
         finally:
             conn.pipeline = None

@@ -281,3 +281,14 @@ def test_a_pool_runs_tasks_from_a_postgresql_queue(pool_project, postgres_url):
         assert (pool_project / ".klauss" / "logs").is_dir(), "this host's logs stay in its project"
     finally:
         q.close()
+
+
+def test_a_value_postgresql_cannot_store_is_bad_input_and_writes_nothing(postgres_url, tmp_path):
+    q = _pg_queue(postgres_url, tmp_path)
+    try:
+        with pytest.raises(ValueError, match="NUL"):
+            q.add_tasks([{"prompt": "fine"}, {"prompt": "a\x00b"}])
+        assert q.get_stats()["total"] == 0
+        assert q.add_task("after") and q.get_stats()["total"] == 1, "the connection is still usable"
+    finally:
+        q.close()
