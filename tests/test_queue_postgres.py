@@ -292,3 +292,39 @@ def test_a_value_postgresql_cannot_store_is_bad_input_and_writes_nothing(postgre
         assert q.add_task("after") and q.get_stats()["total"] == 1, "the connection is still usable"
     finally:
         q.close()
+
+
+def test_the_postgresql_schema_mirrors_sqlites(postgres_url, tmp_path):
+    """A column added to claude_queue.MIGRATIONS needs its PG_MIGRATIONS entry too: this says which."""
+    import psycopg
+
+    lite = claude_queue.TaskQueue(str(tmp_path / "q.db"), cfg=config.load_config(db=str(tmp_path / "q.db"),
+                                                                                   cwd=tmp_path, env={}))
+    conn = lite._connect()
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    sqlite_columns = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in tables}
+    lite.close()
+    _pg_queue(postgres_url, tmp_path).close()
+    with psycopg.connect(postgres_url) as pg:
+        pg_columns = {}
+        for table, column in pg.execute("SELECT table_name, column_name FROM information_schema.columns "
+                                        "WHERE table_schema = current_schema()"):
+            pg_columns.setdefault(table, set()).add(column)
+    pg_columns.pop("klauss_schema")
+    pg_columns["jobs"].discard("seq")  # SQLite's rowid
+    assert pg_columns == sqlite_columns
+
+
+def test_a_claim_skips_a_task_another_transaction_holds(postgres_url, tmp_path):
+    import psycopg
+
+    q = _pg_queue(postgres_url, tmp_path)
+    try:
+        first, second = q.add_task("first", priority=5), q.add_task("second")
+        with psycopg.connect(postgres_url) as other:  # a transaction, as another claimer's
+            other.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (first,))
+            assert q.claim_task("w").id == second, "the held row is skipped, not waited for"
+            assert q.claim_task("w") is None
+        assert q.claim_task("w").id == first
+    finally:
+        q.close()
