@@ -357,7 +357,7 @@ def doctor_checks(args):
         try:
             queue.set_flag(flags.DOCTOR, {"pid": os.getpid()})
             queue.clear_flag(flags.DOCTOR)
-            checks.append((True, "database", f"{cfg.db_path} is writable", None))
+            checks.append((True, "database", _database_detail(cfg, queue), None))
             running = pool.running(queue)
             if running:
                 live = sum(1 for w in pool.own_workers(cfg, queue)
@@ -373,10 +373,29 @@ def doctor_checks(args):
             queue.close()
     except claude_queue.DatabaseBroken as exc:
         checks.append((False, "database", str(exc)[:-len(exc.fix) - 2], exc.fix))
-    except (claude_queue.QueueError, OSError, sqlite3.Error) as exc:
+    except claude_queue.QueueError as exc:
+        if cfg.db_url is None:
+            checks.append((False, "database", f"{cfg.db_path}: {exc}",
+                           "make the state directory writable, or pass --db / set KLAUSS_DB"))
+        elif "pip install" in str(exc):
+            checks.append((False, "database", *str(exc).split(": ", 1)))
+        else:
+            # The message names the server without the URL's password.
+            checks.append((False, "database", str(exc),
+                           "check the URL (--db, KLAUSS_DB or [paths] db), that the server is up, and that it "
+                           "lets this host and user in (pg_hba.conf)"))
+    except (OSError, sqlite3.Error) as exc:
         checks.append((False, "database", f"{cfg.db_path}: {exc}",
                        "make the state directory writable, or pass --db / set KLAUSS_DB"))
     return checks
+
+
+def _database_detail(cfg, queue):
+    if cfg.db_url is None:
+        return f"{cfg.db_path} is writable"
+    # A server: which one, its version, and the schema this Klauss found (or made) there.
+    return (f"{cfg.db_url.redacted()}: PostgreSQL {queue.server_version()}, schema version "
+            f"{queue.schema_version()}, writable")
 
 
 def _claude_checks(command, extra_env):

@@ -487,6 +487,16 @@ def warn_stray_database(given, resolved):
 class TaskQueue:
     """The task queue over one SQLite database. Safe to share between threads and processes."""
 
+    def __new__(cls, db_path=None, clock=None, cfg=None):
+        # A postgresql:// URL (given, or the configuration's) opens the PostgreSQL backend, which
+        # keeps this same contract (queue_postgres.py); psycopg is imported only then.
+        if cls is TaskQueue:
+            target = db_path if db_path is not None else (cfg or config.load_config()).db_path
+            if config.is_database_url(str(target)):
+                import queue_postgres
+                return super().__new__(queue_postgres.PostgresTaskQueue)
+        return super().__new__(cls)
+
     def __init__(self, db_path=None, clock=None, cfg=None):
         if cfg is None:
             cfg = config.load_config(db=db_path)
@@ -1466,6 +1476,11 @@ class Waker:
     """Block until the queue changes, without polling: a FIFO in the database's wake directory
     that `TaskQueue.notify_waiters` writes to after every state change. Opened read-write so it
     never reports end-of-file when no writer is connected."""
+
+    def __new__(cls, queue, name):
+        # Another backend wakes its waiters its own way (PostgreSQL: LISTEN/NOTIFY).
+        own = getattr(queue, "waker_class", Waker)
+        return super().__new__(own if cls is Waker else cls)
 
     def __init__(self, queue, name):
         wake_dir = config.ensure_private_dir(queue.wake_dir)

@@ -48,7 +48,7 @@ MAX_PROMPT_BYTES = 1_000_000
 SCHEMA = {
     "paths": {
         "state_dir": (str, None, "where the database, logs and pid files live (default <project>/.klauss)"),
-        "db": (str, None, "the SQLite database (default <state_dir>/claude_tasks.db)"),
+        "db": (str, None, "the SQLite database (default <state_dir>/claude_tasks.db), or a postgresql:// URL"),
     },
     "pool": {
         "host": (str, None, "this machine's id among the hosts sharing one database (KLAUSS_HOST overrides; default: the hostname)"),
@@ -283,6 +283,11 @@ class Config:
         self.state_dir = state_dir
         self.db_path = db_path
 
+    @property
+    def db_url(self):
+        """The PostgreSQL URL when the database is on a server, else None (a SQLite file)."""
+        return self.db_path if isinstance(self.db_path, DatabaseUrl) else None
+
     def __getitem__(self, section):
         return self.data[section]
 
@@ -394,6 +399,11 @@ def load_config(db=None, cwd=None, overrides=None, env=None):
     base = config_file.parent if config_file else root
     state_dir = data["paths"]["state_dir"]
     db_path = db or env.get("KLAUSS_DB") or data["paths"]["db"]
+    if is_database_url(db_path):
+        # A database server (several hosts share it): this host's logs, lock and wake-ups stay in
+        # its own state directory.
+        state_dir = Path(os.path.abspath(base / Path(state_dir).expanduser())) if state_dir else root / STATE_DIRNAME
+        return Config(data, root, config_file, state_dir, DatabaseUrl(str(db_path), state_dir))
     if db_path:
         db_path = (cwd / Path(db_path).expanduser()) if (db or env.get("KLAUSS_DB")) else (base / Path(db_path).expanduser())
         db_path = Path(os.path.abspath(db_path))
@@ -411,6 +421,42 @@ def load_config(db=None, cwd=None, overrides=None, env=None):
 def hostname_id():
     name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).lstrip("._-")[:64]
     return name or "localhost"
+
+
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_database_url(db):
+    """True when `db` (--db, KLAUSS_DB or [paths] db) names a PostgreSQL database rather than a file."""
+    return isinstance(db, str) and db.lower().startswith(DATABASE_URL_SCHEMES)
+
+
+class DatabaseUrl(str):
+    """A PostgreSQL database URL where callers expect the SQLite file's path: str() is the URL (so
+    `--db str(cfg.db_path)` hands it on to child processes), it always `exists()` (the server owns
+    it), and its `parent` is this host's state directory (where disk space matters)."""
+
+    def __new__(cls, url, state_dir):
+        self = super().__new__(cls, url)
+        self.parent = Path(state_dir)
+        self.name = "database"
+        return self
+
+    def exists(self):
+        return True
+
+    def is_file(self):
+        return False
+
+    def redacted(self):
+        """The URL without its password, for messages and logs."""
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(self)
+        if parts.password is None:
+            return str(self)
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def db_state_dir(db_path):

@@ -194,7 +194,13 @@ def main():
     ap.add_argument("--tasks", type=int, default=20_000)
     ap.add_argument("--workers", default="1,2,4,8")
     ap.add_argument("--sizes", default="2000,20000,100000")
+    ap.add_argument("--db", help="a postgresql:// URL, or `temp` for a throwaway server: bench the queue on "
+                                 "PostgreSQL beside a bare SKIP LOCKED loop instead (queue_bench_postgres.py)")
     args = ap.parse_args()
+    if args.db:
+        import queue_bench_postgres
+        queue_bench_postgres.main(args.db, args.tasks, [int(x) for x in args.workers.split(",")])
+        return
     tmp = tempfile.mkdtemp(prefix="klauss-bench-")
     n = args.tasks
     print(f"SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {n} tasks")

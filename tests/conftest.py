@@ -161,3 +161,23 @@ def real_claude():
         return real_cli.find_or_install_real_claude()
     except real_cli.RealCliUnavailable as exc:
         pytest.skip(f"real claude CLI unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server for the whole session (tests/pg_server.py); skipped, saying
+    why, where none can be started."""
+    import pg_server
+
+    try:
+        server = pg_server.PgServer.start()
+    except pg_server.PgUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a fresh, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()

@@ -1,7 +1,7 @@
 """The storage contract (see the docstring of claude_queue.py): what every queue backend must do.
 
-Each test takes a queue from the `backend` fixture, today "sqlite" only; a second backend (say
-PostgreSQL) adds its name to BACKENDS and an opener to _open, and must pass all of them. Tests
+Each test takes a queue from the `backend` fixture: "sqlite", and "postgres" on a fresh database of
+the session's throwaway server (tests/pg_server.py; skipped, saying why, where none can start). Tests
 here use only TaskQueue's public methods, never SQL, so they hold for any backend; what is
 particular to SQLite (the query plan, busy retries, PRAGMA user_version) is in test_queue.py.
 """
@@ -14,7 +14,7 @@ import pytest
 import claude_queue
 import config
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 
 
 def _open(spec, clock=None, overrides=None):
@@ -22,6 +22,9 @@ def _open(spec, clock=None, overrides=None):
     backend, location = spec
     if backend == "sqlite":
         cfg = config.load_config(db=location, cwd=os.path.dirname(location), overrides=overrides or {}, env={})
+        q = claude_queue.TaskQueue(location, clock=clock, cfg=cfg)
+    elif backend == "postgres":
+        cfg = config.load_config(db=location, cwd=os.getcwd(), overrides=overrides or {}, env={})
         q = claude_queue.TaskQueue(location, clock=clock, cfg=cfg)
     else:
         raise ValueError(f"unknown backend {backend!r}")
@@ -35,12 +38,14 @@ def backend(request):
 
 
 @pytest.fixture
-def open_backend(backend, tmp_path):
+def open_backend(backend, tmp_path, request):
     """open_backend(clock=None, **config overrides) -> a queue on a fresh store of `backend`."""
     made = []
+    # PostgreSQL: a fresh database on the session's server (conftest.postgres_url).
+    location = request.getfixturevalue("postgres_url") if backend == "postgres" else str(tmp_path / "q.db")
 
     def make(clock=None, **overrides):
-        q = _open((backend, str(tmp_path / "q.db")), clock=clock, overrides=overrides)
+        q = _open((backend, location), clock=clock, overrides=overrides)
         made.append(q)
         return q
 
@@ -320,7 +325,7 @@ def test_waker_is_woken_by_state_changes_not_by_claims(queue):
         assert waker.wait(0), "a process can wake its own wait (signal handlers do)"
     finally:
         waker.close()
-    assert not waker.path.exists()
+    assert waker.path is None or not waker.path.exists(), "a FIFO is removed; PostgreSQL has none"
 
 
 def test_many_processes_complete_every_task_exactly_once(open_backend, tmp_path):
