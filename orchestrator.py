@@ -33,6 +33,7 @@ import config
 import exits
 import flags
 import hints
+import integration
 import pool
 import processes
 import task_report
@@ -87,12 +88,14 @@ class ClaudeOrchestrator:
 
     # --- building a job ---
 
-    def create_job(self, description, metadata=None, max_budget_usd=None, isolation=None, merge=None):
+    def create_job(self, description, metadata=None, max_budget_usd=None, isolation=None, merge=None, verify=None):
         """A new job. `metadata["context"]` is shared text every subtask's prompt includes.
         `isolation="worktree"` (default: `[isolation] mode`) runs each task in its own git worktree
         and branch; `merge` ("auto": into branch klauss/<job>/merged, or "branch": one branch per
-        task) says how the work comes back. A worktree job outside git is a ValueError."""
+        task) says how the work comes back. A worktree job outside git is a ValueError. `verify` (an
+        argv, or a string split like a shell would) gates the job branch: see integration.py."""
         extra = worktrees.job_isolation(self.cfg, isolation, merge, metadata)
+        extra.update(integration.job_verify(verify, {**(metadata if isinstance(metadata, dict) else {}), **extra}))
         if extra and (metadata is None or isinstance(metadata, dict)):
             metadata = {**(metadata or {}), **extra}
         job = self.queue.create_job(description, orchestrator_id=self.orchestrator_id, metadata=metadata,
@@ -115,15 +118,16 @@ class ClaudeOrchestrator:
         return self.queue.add_tasks([{**t, "job_id": job_id, "parent_id": parent} for t in tasks])
 
     def submit_plan(self, description, tasks, context=None, max_budget_usd=None, metadata=None, isolation=None,
-                    merge=None, plan_hash=None):
+                    merge=None, plan_hash=None, verify=None):
         """Create a job with all its subtasks at once (nothing is written if any task is bad).
         Tasks may carry `ref` and refer to each other by it in `depends_on`. `isolation` and `merge`
-        are as for create_job. Returns (job_id, ids)."""
+        and `verify` are as for create_job. Returns (job_id, ids)."""
         metadata = dict(metadata or {})
         if context:
             metadata["context"] = context
         extra = worktrees.job_isolation(self.cfg, isolation, merge, metadata)
         metadata.update(extra)
+        metadata.update(integration.job_verify(verify, metadata))
         parent = self._parent_if_present()
         if isinstance(tasks, (list, tuple)):
             tasks = [{**t, "parent_id": parent} if isinstance(t, dict) else t for t in tasks]
@@ -620,7 +624,7 @@ PLAN_FIELDS = {"id", "prompt", "working_dir", "context_files", "expected_outputs
 
 def load_plan(path):
     """Read and check a plan file: {"description", "context"?, "max_budget_usd"?, "isolation"?, "merge"?,
-    "tasks": [...]}.
+    "verify"?, "tasks": [...]}.
     Task `id`s are local to the plan and are what `depends_on` refers to."""
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
@@ -643,7 +647,8 @@ def check_plan(plan):
     local id becomes its `ref`). Raises ValueError naming the field."""
     if not isinstance(plan, dict):
         raise ValueError("plan: expected a JSON object with \"description\" and \"tasks\"")
-    unknown = sorted(set(plan) - {"description", "context", "max_budget_usd", "metadata", "tasks", "isolation", "merge"})
+    unknown = sorted(set(plan) - {"description", "context", "max_budget_usd", "metadata", "tasks", "isolation", "merge",
+                                "verify"})
     if unknown:
         raise ValueError(f"plan: unknown field(s) {', '.join(unknown)}")
     if not isinstance(plan.get("description"), str) or not plan["description"].strip():
@@ -651,6 +656,8 @@ def check_plan(plan):
     for key, allowed in (("isolation", worktrees.MODES), ("merge", worktrees.MERGE_MODES)):
         if plan.get(key) is not None and plan[key] not in allowed:
             raise ValueError(f"plan.{key}: expected one of {', '.join(allowed)}, got {plan[key]!r}")
+    if plan.get("verify") is not None:
+        plan = {**plan, "verify": config.verify_argv(plan["verify"], "plan.verify")}
     tasks = plan.get("tasks")
     if not isinstance(tasks, list) or not tasks:
         raise ValueError("plan.tasks: required, a non-empty list of tasks")
@@ -784,7 +791,8 @@ def _run_plan(orch, args):
     else:
         job, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
                                     max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"),
-                                    isolation=plan.get("isolation"), merge=plan.get("merge"), plan_hash=digest)
+                                    isolation=plan.get("isolation"), merge=plan.get("merge"), plan_hash=digest,
+                                    verify=plan.get("verify"))
         print(f"job {job}: {len(ids)} task{'' if len(ids) == 1 else 's'} queued", file=sys.stderr)
     count = args.workers or orch.suggest_workers(job)
     try:

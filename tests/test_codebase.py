@@ -52,7 +52,8 @@ def test_imports_flow_one_way():
     """Programs depend on the shared modules, never on each other (the MCP server's use of the
     orchestrator API is the one exception: it is a front end to exactly that API)."""
     shared = {"claude_queue", "config", "claude_cli", "worktrees", "task_report", "processes", "hints", "exits",
-              "flags", "supervisor", "pool", "admin", "submission", "mcp_server", "cli_args", "queues"}
+              "flags", "supervisor", "pool", "admin", "submission", "mcp_server", "cli_args", "queues",
+              "integration"}
     programs = {"claude_worker", "claude_coordinator", "claude_dashboard", "submit_task", "orchestrator", "klauss_mcp"}
     allowed_extra = {"klauss_mcp": {"orchestrator"}}
     for name in shared | programs:
@@ -67,7 +68,8 @@ def test_imports_flow_one_way():
 def test_shared_modules_import_no_cycle():
     """A cycle among the shared modules would hide which one owns what (and breaks partial imports)."""
     shared = {"claude_queue", "config", "claude_cli", "worktrees", "task_report", "processes", "hints", "exits",
-              "flags", "supervisor", "pool", "admin", "submission", "mcp_server", "cli_args", "queues"}
+              "flags", "supervisor", "pool", "admin", "submission", "mcp_server", "cli_args", "queues",
+              "integration"}
     graph = {name: set(re.findall(r"^import (\w+)", (ROOT / f"{name}.py").read_text(), re.M)) & shared
              for name in shared}
     done, path = set(), []
