@@ -276,3 +276,19 @@ def test_without_a_verify_command_tasks_merge_as_before(repo):
     assert orch.queue.get_task(tid).outcome["merge"] == "merged"
     assert [t.id for t in orch.queue.list_tasks(job_id=job)] == [tid]
     assert integration.job_report(orch.queue, job)["verify_command"] == []
+
+
+def test_the_job_budget_stops_fix_ups_but_not_the_integration_of_paid_work(repo):
+    setup_verify(repo)
+    orch = ClaudeOrchestrator("t")
+    # One turn of the fake costs more than the whole budget.
+    job, (bad,) = orch.submit_plan("costly", [{"prompt": "bad\n" + write_once("b.txt", "BROKEN\n", "fixed\n")}],
+                                   isolation="worktree", max_budget_usd=0.001)
+    repo.run_worker()
+    report = integration.job_report(orch.queue, job)
+    row = next(r for r in report["tasks"] if r["task"] == bad)
+    assert row["state"] == "integration_failed" and "budget" in row["why"], report
+    fix = orch.queue.get_task(row["fix_task"])
+    assert fix.status == "skipped" and fix.job_id == job and "budget" in fix.error
+    assert [t.status for t in orch.queue.list_tasks(job_id=job) if integration.is_integration(t)] == ["completed"]
+    assert verify_runs(repo) == 1 and job_branch(repo, job) == orch.queue.get_job(job)["metadata"]["base_commit"]
