@@ -704,6 +704,10 @@ def cli(argv=None):
     run.add_argument("--yes", action="store_true", help="start workers without asking")
     run.add_argument("--timeout", type=float, help="stop waiting after S seconds (tasks keep running)")
     run.add_argument("--json", action="store_true", help="print the results as JSON")
+    run.add_argument("--verify", metavar="CMD",
+                     help="a command that must pass before each task's work enters the job branch, e.g. "
+                          "\"python3 -m pytest -q\" (split like a shell would, never run by one; needs worktree "
+                          "isolation; overrides the plan's \"verify\")")
     run.add_argument("--new", action="store_true",
                      help="queue a new job even if the same plan's job is still unfinished (default: resume that one)")
     wait = sub.add_parser("wait", help="wait for a job to finish, then print the synthesis (as run does); "
@@ -783,6 +787,8 @@ def plan_hash(plan):
 def _run_plan(orch, args):
     plan, entries = load_plan(args.plan)
     digest = plan_hash(plan)
+    if getattr(args, "verify", None) is not None:
+        plan = {**plan, "verify": config.verify_argv(args.verify, "--verify")}
     job = None if args.new else orch.queue.unfinished_job(digest)
     if job:
         status = orch.get_job_status(job)

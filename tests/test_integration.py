@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from test_worktrees import SETTINGS, WORKER, describe, git
+from test_worktrees import ORCH, SETTINGS, WORKER, describe, git
 from test_worktrees import repo as worktree_repo  # noqa: F401  (a fixture)
 
 import config
@@ -292,3 +292,11 @@ def test_the_job_budget_stops_fix_ups_but_not_the_integration_of_paid_work(repo)
     assert fix.status == "skipped" and fix.job_id == job and "budget" in fix.error
     assert [t.status for t in orch.queue.list_tasks(job_id=job) if integration.is_integration(t)] == ["completed"]
     assert verify_runs(repo) == 1 and job_branch(repo, job) == orch.queue.get_job(job)["metadata"]["base_commit"]
+
+
+def test_run_verify_option_is_checked_before_anything_is_queued(repo):
+    plan = repo.tmp / "plan.json"
+    plan.write_text(json.dumps({"description": "d", "isolation": "worktree", "tasks": [{"id": "a", "prompt": "x"}]}))
+    out = repo.cli("run", str(plan), "--verify", "make 'test", "--yes", script=ORCH)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--verify: cannot split" in out.stderr, out.stderr
+    assert repo.queue.list_jobs() == []
