@@ -32,6 +32,7 @@ import os
 import time
 from pathlib import Path
 
+import claude_queue
 import config
 import processes
 import worktrees
@@ -110,6 +111,12 @@ def run(worker, task):
         summary = Integrator(worker.cfg, q, job, lambda: worker._keepalive(task)).integrate(target)
     except worktrees.WorktreeError as exc:
         worker.finish("fail", task, error=f"integration: {exc}", retryable=exc.retryable)
+        return None
+    except OSError as exc:  # a verify log or the worktree could not be written: try again
+        if claude_queue.is_disk_full(exc):
+            q.release_task(task.id, worker.worker_id, reason="disk full", attempt=task.attempt)
+            raise claude_queue.DiskFull(f"disk full during the integration of task #{target}: {exc}") from None
+        worker.finish("fail", task, error=f"integration: {exc}", retryable=True)
         return None
     worker.finish("complete", task, result={"result": summary})
     return summary
