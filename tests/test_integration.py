@@ -62,6 +62,15 @@ def verify_runs(repo):
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
+def alive(pid):
+    """Running (a killed orphan may stay a zombie until whoever adopted it reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def states(report):
     return {r["task"]: r["state"] for r in report["tasks"]}
 
@@ -266,6 +275,8 @@ def test_a_worker_killed_mid_integration_leaves_the_job_branch_verified(repo, wh
     assert report["head"]["commit"] == job_branch(repo, job) != base
     assert repo.show(f"klauss/{job}/merged", "a.txt") == "a"
     assert orch.queue.get_task(inflight[0].id).status == "completed"
+    if where == "verify":  # the dead worker's verify run, in a session of its own, was stopped
+        assert not alive(int(started.read_text()))
 
 
 def test_without_a_verify_command_tasks_merge_as_before(repo):
@@ -300,3 +311,20 @@ def test_run_verify_option_is_checked_before_anything_is_queued(repo):
     out = repo.cli("run", str(plan), "--verify", "make 'test", "--yes", script=ORCH)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--verify: cannot split" in out.stderr, out.stderr
     assert repo.queue.list_jobs() == []
+
+
+def test_a_verify_command_that_times_out_fails_the_branch_and_is_stopped(repo):
+    hang = repo.tmp / "hang.py"
+    pidfile = repo.tmp / "verify.pid"
+    hang.write_text(f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    (repo.root / ".klauss.toml").write_text(
+        SETTINGS + f"[integration]\nverify_command = {json.dumps([sys.executable, str(hang)])}\nverify_timeout = 0.5\n"
+                   "fix_attempts = 0\n")
+    orch = ClaudeOrchestrator("t")
+    job, (tid,) = orch.submit_plan("one", [{"prompt": fake("write", "a.txt", content="a\n")}], isolation="worktree")
+    repo.run_worker()
+    row = integration.job_report(orch.queue, job)["tasks"][0]
+    assert row["state"] == "integration_failed" and "exit status None" in row["why"], row
+    assert "timed out after 0.5s" in open(row["log"]).read()
+    assert not alive(int(pidfile.read_text()))
+    assert job_branch(repo, job) == orch.queue.get_job(job)["metadata"]["base_commit"]
