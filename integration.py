@@ -88,6 +88,15 @@ def enqueue(cfg, queue, task, job, tree, outcome):
     deps = set((full.depends_on if full else None) or [])
     # Dependency order: a task's integration waits for its dependencies' integrations.
     after = [t.id for t in tasks if is_integration(t) and t.metadata[KIND].get("task") in deps]
+    try:
+        _add_integration(queue, task, tree, after)
+    except (ValueError, claude_queue.QueueError) as exc:
+        return True, f"could not queue the integration of its branch {tree.branch}: {exc}"
+    outcome.update(merge="queued", merged_into=None, conflicts=[])
+    return True, None
+
+
+def _add_integration(queue, task, tree, after):
     queue.add_tasks([{
         "prompt": f"integrate task #{task.id} into {tree.job_branch}",
         # The task's own priority: ready branches pile up while the job's other tasks run, and a
@@ -95,8 +104,6 @@ def enqueue(cfg, queue, task, job, tree, outcome):
         "job_id": task.job_id, "depends_on": [task.id, *after], "priority": task.priority,
         "metadata": {KIND: {"task": task.id}, "isolation": "none"},
     }])
-    outcome.update(merge="queued", merged_into=None, conflicts=[])
-    return True, None
 
 
 def run(worker, task):
@@ -476,7 +483,10 @@ def job_report(queue, job_id):
                       "conflict"           kept out, its branch kept: "files", "why",
                       "not_completed"      the task itself did not complete ("why" says how it ended),
                     "why": str or None, "log": path or None, "files": [str], "fix_task": id or None,
-                    "branch": the task's branch or None}, ...]}   (integration tasks themselves are left out)
+                    "fix_kind": "fix" | "resolution" | None, "branch": the task's branch or None}, ...]}
+
+    Integration tasks themselves are left out (tell them apart with `is_integration(task)`). In a job
+    without a verify command, "merged" and "conflict" come from the worker's own merge, as before.
     """
     job = queue.get_job(job_id)
     if job is None:
@@ -498,7 +508,11 @@ def job_report(queue, job_id):
                "why": e.get("why"), "log": e.get("log"), "files": list(e.get("files") or []),
                "fix_task": e.get("fix_task"), "fix_kind": e.get("fix_kind"),
                "branch": (t.outcome or {}).get("branch")}
-        if row["state"] == "pending" and t.status in _FAILED:
+        outcome = t.outcome or {}
+        if row["state"] == "pending" and t.status == "completed" and outcome.get("merge") in ("merged", "conflict"):
+            # Merged by its worker, without verification (no verify command when it finished).
+            row.update(state=outcome["merge"], files=list(outcome.get("conflicts") or []))
+        elif row["state"] == "pending" and t.status in _FAILED:
             row.update(state="not_completed", why=f"the task {t.status}" + (f": {t.error}" if t.error else ""))
         elif row["state"] in ("fixing", "resolving"):
             helper = by_id.get(row["fix_task"])

@@ -286,7 +286,8 @@ def test_without_a_verify_command_tasks_merge_as_before(repo):
     repo.run_worker()
     assert orch.queue.get_task(tid).outcome["merge"] == "merged"
     assert [t.id for t in orch.queue.list_tasks(job_id=job)] == [tid]
-    assert integration.job_report(orch.queue, job)["verify_command"] == []
+    report = integration.job_report(orch.queue, job)
+    assert report["verify_command"] == [] and states(report) == {tid: "merged"} and report["head"] is None
 
 
 def test_the_job_budget_stops_fix_ups_but_not_the_integration_of_paid_work(repo):
