@@ -329,3 +329,18 @@ def test_a_verify_command_that_times_out_fails_the_branch_and_is_stopped(repo):
     assert "timed out after 0.5s" in open(row["log"]).read()
     assert not alive(int(pidfile.read_text()))
     assert job_branch(repo, job) == orch.queue.get_job(job)["metadata"]["base_commit"]
+
+
+def test_integration_follows_dependency_order(repo):
+    setup_verify(repo)
+    orch = ClaudeOrchestrator("t")
+    job, (a, b) = orch.submit_plan("chain", [
+        {"ref": "a", "prompt": "a\n" + fake("write", "a.txt", content="a\n")},
+        {"ref": "b", "prompt": "b\n" + py("open('b.txt', 'w').write(open('a.txt').read())"), "depends_on": ["a"]},
+    ], isolation="worktree")
+    repo.run_worker()
+    merges = {t.metadata[integration.KIND]["task"]: t for t in orch.queue.list_tasks(job_id=job, order="asc")
+              if integration.is_integration(t)}
+    assert merges[a].depends_on == [a] and merges[b].depends_on == sorted([b, merges[a].id])
+    assert states(integration.job_report(orch.queue, job)) == {a: "merged", b: "merged"}
+    assert repo.show(f"klauss/{job}/merged", "b.txt") == "a"
