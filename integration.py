@@ -115,7 +115,13 @@ def run(worker, task):
         worker.finish("fail", task, error="integration: not an integration task of a job", retryable=False)
         return None
     try:
-        summary = Integrator(worker.cfg, q, job, lambda: worker._keepalive(task)).integrate(target)
+        def activity(text):
+            try:
+                q.set_activity(task.id, worker.worker_id, text, attempt=task.attempt)
+            except claude_queue.QueueError:
+                pass  # a courtesy for status and the dashboard
+
+        summary = Integrator(worker.cfg, q, job, lambda: worker._keepalive(task), activity).integrate(target)
     except worktrees.WorktreeError as exc:
         worker.finish("fail", task, error=f"integration: {exc}", retryable=exc.retryable)
         return None
@@ -134,8 +140,9 @@ def run(worker, task):
 class Integrator:
     """One job's merge queue, worked under its lock by whichever worker holds an integration task."""
 
-    def __init__(self, cfg, queue, job, keepalive=None):
+    def __init__(self, cfg, queue, job, keepalive=None, activity=None):
         self.cfg, self.queue, self.job = cfg, queue, job
+        self.activity = activity or (lambda text: None)
         self.job_id = job["id"]
         self.keepalive = keepalive
         self.every = max(0.05, cfg.heartbeat_interval)
@@ -258,6 +265,7 @@ class Integrator:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"verify-{n}.log"
         env = {**os.environ, VERIFY_MARK: self._mark(), "KLAUSS_JOB_ID": self.job_id}
+        self.activity(f"verifying {', '.join('#%d' % t for t in tids)} on {commit[:12]}: `{' '.join(self.argv)}`")
         started = time.monotonic()
         status, output = None, ""
         try:
