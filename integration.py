@@ -29,6 +29,7 @@ counts toward the job's budget and the budget stops them. Every verify run's log
 """
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -209,9 +210,13 @@ class Integrator:
             self._git(repo, "update-ref", "-m", "klauss: job branch", self.ref, self.base, "")
             self.head = self.base
         entry = worktrees._registered(repo).get(str(self.path.resolve()))
-        if entry is None or entry.get("prunable") or not (self.path / ".git").exists():
+        ready = self.dir / f".integrate-{self.job_id}.ready"  # made once copy_files and setup_command are done
+        if entry is None or entry.get("prunable") or not (self.path / ".git").exists() or not ready.exists():
+            ready.unlink(missing_ok=True)
             worktrees._remove_worktree(repo, self.path)
             self._git(repo, "worktree", "add", "--detach", str(self.path), self.head)
+            self._setup()
+            ready.touch()
         gitdir = Path(self._git(self.path, "rev-parse", "--absolute-git-dir").stdout.strip())
         common = self.path / self._git(self.path, "rev-parse", "--git-common-dir").stdout.strip()
         # Under the job's lock nothing else works here: a lock file is what a killed git left.
@@ -222,13 +227,42 @@ class Integrator:
                 pass
         self._reset(self.head)
 
+    def _setup(self):
+        """What a fresh checkout needs before the verify command can run: `[isolation] copy_files` and
+        `setup_command`, as for a task's worktree. What they make is ignored or cleaned, never merged."""
+        icfg = self.cfg["isolation"]
+        for name in icfg["copy_files"]:
+            src, dst = self.repo / name, self.path / name
+            if os.path.isabs(name) or not src.exists() or self.repo.resolve() not in src.resolve().parents:
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst, symlinks=True, dirs_exist_ok=True)
+            else:
+                shutil.copy2(src, dst)
+        argv = list(icfg["setup_command"])
+        if not argv:
+            return
+        self.activity(f"[isolation] setup_command `{' '.join(argv)}` in the merge worktree")
+        env = {**os.environ, VERIFY_MARK: self._mark(), "KLAUSS_WORKTREE": str(self.path)}
+        try:
+            cp = worktrees._run(argv, self.path, timeout=self.timeout, keepalive=self.keepalive, every=self.every,
+                                env=env, group=True)
+        except worktrees.WorktreeError as exc:
+            raise worktrees.WorktreeError(f"[isolation] setup_command in {self.path}: {exc}", retryable=True) from None
+        if cp.returncode != 0:
+            raise worktrees.WorktreeError(f"[isolation] setup_command `{' '.join(argv)}` exited with {cp.returncode} in "
+                                          f"{self.path}: {worktrees._tail((cp.stdout or '') + (cp.stderr or ''))}",
+                                          retryable=True)
+
     def _mark(self):
         return f"{self.queue.db_path}:{self.job_id}"
 
     def _reset(self, commit):
         self._git(self.path, "merge", "--abort", check=False)
         self._git(self.path, "reset", "-q", "--hard")
-        self._git(self.path, "clean", "-qfdx")
+        # Ignored files (what setup_command built) and copy_files stay for the next run.
+        self._git(self.path, "clean", "-qfd", *(f"--exclude=/{n}" for n in self.cfg["isolation"]["copy_files"]))
         self._git(self.path, "checkout", "-q", "--detach", commit)
 
     def _merge(self, cands):

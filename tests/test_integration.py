@@ -344,3 +344,23 @@ def test_integration_follows_dependency_order(repo):
     assert merges[a].depends_on == [a] and merges[b].depends_on == sorted([b, merges[a].id])
     assert states(integration.job_report(orch.queue, job)) == {a: "merged", b: "merged"}
     assert repo.show(f"klauss/{job}/merged", "b.txt") == "a"
+
+
+def test_the_merge_worktree_is_set_up_once_like_a_task_worktree(repo):
+    setups = repo.tmp / "setups.log"
+    setup = [sys.executable, "-c", f"import os; os.makedirs('built', exist_ok=True); open('built/ok', 'w').close(); "
+                                   f"open({str(setups)!r}, 'a').write('x')"]
+    check = [sys.executable, "-c", "import os, sys; sys.exit(0 if os.path.exists('built/ok') and "
+                                   "open('.env').read() == 'secret' else 1)"]
+    repo.commit("ignore the build", **{".gitignore": ".klauss/\nbuilt/\n"})
+    (repo.root / ".env").write_text("secret")
+    (repo.root / ".klauss.toml").write_text(
+        SETTINGS + f"[isolation]\ncopy_files = [\".env\"]\nsetup_command = {json.dumps(setup)}\n"
+                   f"[integration]\nverify_command = {json.dumps(check)}\n")
+    orch = ClaudeOrchestrator("t")
+    job, ids = orch.submit_plan("two", [{"prompt": f"t{i}\n" + fake("write", f"f{i}.txt", content="x\n")}
+                                        for i in range(2)], isolation="worktree")
+    repo.run_worker()
+    assert states(integration.job_report(orch.queue, job)) == {ids[0]: "merged", ids[1]: "merged"}
+    # Once per task worktree, once for the merge worktree: not once per verify run.
+    assert setups.read_text() == "xxx"
