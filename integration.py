@@ -309,6 +309,9 @@ class Integrator:
         except worktrees.WorktreeError as exc:
             if "no longer holds" in str(exc):
                 raise
+            if not exc.retryable:  # the command cannot start at all: Claude cannot fix that, the user can
+                raise worktrees.WorktreeError(f"[integration] verify_command: {exc}; fix the command (in .klauss.toml, "
+                                              "or the job's verify) and retry this task") from None
             output = str(exc)
         duration = round(time.monotonic() - started, 3)
         log.write_text(f"# verify run {n} of job {self.job_id}: {' '.join(self.argv)}\n# commit {commit}, tasks "

@@ -364,3 +364,14 @@ def test_the_merge_worktree_is_set_up_once_like_a_task_worktree(repo):
     assert states(integration.job_report(orch.queue, job)) == {ids[0]: "merged", ids[1]: "merged"}
     # Once per task worktree, once for the merge worktree: not once per verify run.
     assert setups.read_text() == "xxx"
+
+
+def test_a_verify_command_that_cannot_start_fails_the_integration_without_fix_ups(repo):
+    (repo.root / ".klauss.toml").write_text(
+        SETTINGS + f"[integration]\nverify_command = [{json.dumps(str(repo.tmp / 'no-such-tool'))}]\n")
+    orch = ClaudeOrchestrator("t")
+    job, (tid,) = orch.submit_plan("one", [{"prompt": fake("write", "a.txt", content="a\n")}], isolation="worktree")
+    repo.run_worker()
+    [row] = integration.job_report(orch.queue, job)["tasks"]
+    assert row["state"] == "integration_failed" and "[integration] verify_command: cannot run" in row["why"], row
+    assert [t.id for t in orch.queue.list_tasks(job_id=job) if not integration.is_integration(t)] == [tid]
