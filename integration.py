@@ -389,7 +389,7 @@ class Integrator:
         self._save()
         if not merged:
             return
-        if known_bad is not None and len(merged) == 1:
+        if known_bad is not None and merged == cands and len(cands) == 1:
             self._failed(merged[0], known_bad)  # the rest of a failed batch passed: this one broke it
             return
         run = self._verify(top, merged)
