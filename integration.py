@@ -75,6 +75,10 @@ def is_integration(task):
     return isinstance(task.metadata, dict) and isinstance(task.metadata.get(KIND), dict)
 
 
+class CannotVerify(worktrees.WorktreeError):
+    """The verify command cannot start at all: a configuration problem, not a failing branch."""
+
+
 # --- in the worker that ran a task ---------------------------------------------------------------
 
 def enqueue(cfg, queue, task, job, tree, outcome):
@@ -124,7 +128,9 @@ def run(worker, task):
 
         summary = Integrator(worker.cfg, q, job, lambda: worker._keepalive(task), activity).integrate(target)
     except worktrees.WorktreeError as exc:
-        worker.finish("fail", task, error=f"integration: {exc}", retryable=exc.retryable)
+        # A git failure here may be passing (another worker pruning worktrees, a lock): the queue's
+        # attempts bound the retries. A verify command that cannot start needs the user.
+        worker.finish("fail", task, error=f"integration: {exc}", retryable=not isinstance(exc, CannotVerify))
         return None
     except OSError as exc:  # a verify log or the worktree could not be written: try again
         if claude_queue.is_disk_full(exc):
@@ -310,8 +316,8 @@ class Integrator:
             if "no longer holds" in str(exc):
                 raise
             if not exc.retryable:  # the command cannot start at all: Claude cannot fix that, the user can
-                raise worktrees.WorktreeError(f"[integration] verify_command: {exc}; fix the command (in .klauss.toml, "
-                                              "or the job's verify) and retry this task") from None
+                raise CannotVerify(f"[integration] verify_command: {exc}; fix the command (in .klauss.toml, or the "
+                                   "job's verify) and retry this task") from None
             output = str(exc)
         duration = round(time.monotonic() - started, 3)
         log.write_text(f"# verify run {n} of job {self.job_id}: {' '.join(self.argv)}\n# commit {commit}, tasks "
@@ -354,7 +360,14 @@ class Integrator:
                 self._set(tid, state="integration_failed", why="the task has no committed work to integrate")
                 self._save()
                 return f"task #{tid}: nothing to integrate"
-            self._prepare()
+            try:
+                self._prepare()
+            except worktrees.WorktreeError:
+                # Once more from a fresh merge worktree: whatever an interrupted git left in the old
+                # one must not fail every later integration of the job.
+                (self.dir / f".integrate-{self.job_id}.ready").unlink(missing_ok=True)
+                worktrees._remove_worktree(self.repo, self.path)
+                self._prepare()
             cands = [tid]
             if self.batch > 1:
                 for other in self.queue.list_tasks(job_id=self.job_id, status="completed", order="asc"):
