@@ -300,6 +300,8 @@ class Integrator:
 
     def _verify(self, commit, tids):
         """Run the verify command on the merge worktree: {"passed", "exit_status", "duration", "log", ...}."""
+        if not self.argv:  # the verify command was removed since the task was queued: merge as without one
+            return {"passed": True, "exit_status": None, "duration": 0.0, "log": None, "commit": commit, "tail": ""}
         self.state["verify_runs"] += 1
         n = self.state["verify_runs"]
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -308,8 +310,6 @@ class Integrator:
         self.activity(f"verifying {', '.join('#%d' % t for t in tids)} on {commit[:12]}: `{' '.join(self.argv)}`")
         started = time.monotonic()
         status, output = None, ""
-        if not self.argv:  # the verify command was removed since the task was queued: merge as without one
-            return {"passed": True, "exit_status": None, "duration": 0.0, "log": None, "commit": commit, "tail": ""}
         try:
             cp = worktrees._run(self.argv, self.path, timeout=self.timeout, keepalive=self.keepalive, every=self.every,
                                 env=env, group=True)
