@@ -505,8 +505,12 @@ class Integrator:
     def _queue_resolution(self, tid, files):
         task = self._task(tid)
         merged = [self._task(int(t)) for t, e in self.state["tasks"].items() if e.get("state") == "merged"]
+        merged = [t for t in merged if t is not None]
+        # The other side: the merged tasks that changed the conflicting files (all of them, if none says so).
+        touching = [t for t in merged if set((t.outcome or {}).get("files_changed") or []) & set(files)]
+        merged = touching or merged
         others = "\n".join(f"- #{t.id}: {' '.join(t.prompt.strip().splitlines()[0].split())[:200]}"
-                           for t in merged if t is not None) or "- (the job's base commit)"
+                           for t in merged) or "- (the job's base commit)"
         prompt = (f"Resolve a merge conflict for task #{tid} of job {self.job_id}.\n\n"
                   f"Your worktree holds the merge of that task's branch into the job branch {self.branch}, "
                   f"stopped with conflicts in: {', '.join(files)}. Resolve them so both sides' intent is kept, and "
