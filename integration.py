@@ -53,7 +53,10 @@ def verify_command(cfg, job):
     if meta.get("isolation") != "worktree" or (meta.get("merge") or "auto") != "auto":
         return []
     if "verify" in meta:
-        return list(meta["verify"] or [])
+        try:
+            return config.verify_argv(meta["verify"] or [], "verify")
+        except ValueError:
+            return []  # refused at submit (submission.check_job); whatever else got stored gates nothing
     return list(cfg["integration"]["verify_command"])
 
 

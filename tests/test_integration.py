@@ -375,3 +375,12 @@ def test_a_verify_command_that_cannot_start_fails_the_integration_without_fix_up
     [row] = integration.job_report(orch.queue, job)["tasks"]
     assert row["state"] == "integration_failed" and "[integration] verify_command: cannot run" in row["why"], row
     assert [t.id for t in orch.queue.list_tasks(job_id=job) if not integration.is_integration(t)] == [tid]
+
+
+def test_a_bad_verify_in_job_metadata_is_refused_at_submit(repo):
+    queue = repo.queue
+    with pytest.raises(ValueError, match="^metadata.verify: expected a command"):
+        queue.submit_job("d", [{"prompt": "x"}], metadata={"verify": [1]})
+    with pytest.raises(ValueError, match="^metadata.verify: cannot split"):
+        queue.create_job("d", metadata={"verify": "a 'b"})
+    assert queue.list_jobs() == []
