@@ -398,7 +398,10 @@ class Integrator:
             self._reset(self.head)
             return "; ".join(f"task #{c}: {self._get(c).get('state', 'pending')}" for c in sorted({tid, *cands}))
 
-    def _integrate(self, cands, known_bad=None):
+    def _integrate(self, cands):
+        """Merge the candidates onto the head and verify them at once. On a failure, bisect for the
+        first branch that breaks it (the longest passing prefix is merged, that branch is kept out),
+        then integrate the rest together again."""
         if not cands:
             return
         top, merged, conflicts = self._merge(cands)
@@ -407,23 +410,26 @@ class Integrator:
         self._save()
         if not merged:
             return
-        if known_bad is not None and merged == cands and len(cands) == 1:
-            self._failed(merged[0], known_bad)  # the rest of a failed batch passed: this one broke it
-            return
         run = self._verify(top, merged)
         if run["passed"]:
             self._advance(top, merged, run)
             self._save()
             return
-        if len(merged) == 1:
-            self._failed(merged[0], run)
-            self._save()
-            return
-        half = len(merged) // 2
-        first, second = merged[:half], merged[half:]
-        self._integrate(first)
-        clean = all(self._get(c).get("state") == "merged" for c in first)
-        self._integrate(second, known_bad=run if clean else None)
+        # merged[:good] passed (good_top, good_run), merged[:bad] failed (bad_run).
+        good, bad, good_top, good_run, bad_run = 0, len(merged), None, None, run
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            prefix_top, prefix, _ = self._merge(merged[:mid])  # merged together before: merges again
+            prefix_run = self._verify(prefix_top, prefix)
+            if prefix_run["passed"]:
+                good, good_top, good_run = mid, prefix_top, prefix_run
+            else:
+                bad, bad_run = mid, prefix_run
+        if good:
+            self._advance(good_top, merged[:good], good_run)
+        self._failed(merged[bad - 1], bad_run)
+        self._save()
+        self._integrate(merged[bad:])
 
     def _failed(self, tid, run):
         """Verification failed with this branch: keep it out, queue a fix-up or give up."""
