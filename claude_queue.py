@@ -36,7 +36,8 @@ something else.
 
 Jobs and budgets. A job groups tasks (`submit_job` writes a job and its tasks in one transaction).
 With `max_budget_usd`, once the job's spend (every attempt's cost, released runs included) reaches
-it, its pending tasks are skipped and none of them is claimed.
+it, its pending tasks are skipped and none of them is claimed (except merge-queue integration tasks,
+which run no claude and cost nothing).
 
 Events. Every transition is in a task's history (`get_events`): created, claimed, completed,
 failed, released, recovered, cancel_requested, cancelled, skipped, retried, with worker, attempt,
@@ -840,7 +841,8 @@ class TaskQueue:
                 return None
             # The job's budget is checked on its true total before any of its tasks starts;
             # a spent job has its pending tasks skipped, and the next best task is picked.
-            if pick[1] is None or not self._enforce_budget(conn, pick[1]):
+            if pick[1] is None or not self._enforce_budget(conn, pick[1]) \
+                    or conn.execute(SQL_COSTS_NOTHING, (pick[0],)).fetchone():
                 break
         if HAS_RETURNING:
             row = conn.execute(SQL_CLAIM_ID + " RETURNING *", (worker_id, now + lease, now, now, pick[0])).fetchone()
@@ -1730,7 +1732,10 @@ SQL_EVENT_SKIPPED_AT_ONCE = "INSERT INTO task_events (task_id, seq, at, event, d
 
 SQL_JOB_BUDGET = "SELECT max_budget_usd FROM jobs WHERE id = ?"
 SQL_JOB_SPENT = "SELECT ifnull(sum(cost), 0) FROM task_counts WHERE job_id = ?"
-SQL_JOB_PENDING = "SELECT id FROM tasks WHERE job_id = ? AND status = 'pending'"
+# Merge-queue work (integration.py) runs no claude and costs nothing: a spent budget does not stop it.
+_COSTS_NOTHING = """metadata LIKE '%"klauss_integration":{%'"""
+SQL_COSTS_NOTHING = f"SELECT 1 FROM tasks WHERE id = ? AND {_COSTS_NOTHING}"
+SQL_JOB_PENDING = f"SELECT id FROM tasks WHERE job_id = ? AND status = 'pending' AND NOT {_COSTS_NOTHING}"
 SQL_TASK_STATUS = "SELECT status FROM tasks WHERE id = ?"
 SQL_REQUEST_CANCEL = "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?"
 SQL_JOB_UNFINISHED = "SELECT id FROM tasks WHERE job_id = ? AND status IN ('pending', 'in_progress') ORDER BY id"

@@ -36,6 +36,7 @@ import exits
 import flags
 import hints
 import hosts
+import integration
 import processes
 import states
 import task_report
@@ -698,6 +699,10 @@ class Worker:
         """Run one claimed task to a recorded outcome. Returns the verdict (None if not ours anymore)."""
         q = self.queue
         log(f"task {task.id}: claimed (attempt {task.attempts_used}/{task.max_attempts})")
+        if integration.is_integration(task):  # merge queue work: git and the verify command, no claude
+            summary = integration.run(self, task)
+            log(f"task {task.id}: integration: {summary or 'not done'}")
+            return summary
         try:
             # Validated once, at submit (validation.py). The boundary is checked again here because
             # the config may have changed since, and build_argv refuses metadata it cannot pass on.
@@ -854,7 +859,10 @@ class Worker:
                                                    self.cfg["claude"]["disallowed_tools"])
             outcome["warnings"] = [f"tool calls were denied: {names}; {fix}", *outcome.get("warnings", [])]
         if verdict.kind == claude_cli.SUCCESS and tree is not None:
-            problem = tree.merge(outcome)  # a conflict still completes: the work is safe on its branch
+            queued, problem = integration.enqueue(self.cfg, q, task, q.get_job(task.job_id) if task.job_id else None,
+                                                  tree, outcome)
+            if not queued:
+                problem = tree.merge(outcome)  # a conflict still completes: the work is safe on its branch
             if problem:
                 verdict = claude_cli.Verdict(claude_cli.RETRYABLE, problem)
             log(f"task {tid}: branch {tree.branch}: merge {outcome['merge']}"

@@ -16,6 +16,7 @@ import copy
 import math
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -100,6 +101,15 @@ SCHEMA = {
         "setup_command": (list, [], "argv run in a fresh worktree before Claude starts, e.g. [\"npm\", \"ci\"] "
                                     "(what it creates is never committed)"),
     },
+    "integration": {
+        "verify_command": (list, [], "argv that must pass before a worktree job's task enters klauss/<job>/merged, e.g. "
+                                     "[\"python3\", \"-m\", \"pytest\", \"-q\"] (a string is split like a shell "
+                                     "would, never run by one); empty: merge without verifying"),
+        "verify_timeout": ((int, float), 1800, "seconds the verify command may run before it counts as failed"),
+        "fix_attempts": (int, 2, "fix-up tasks queued for a task whose merge fails verification, before it is "
+                                 "integration_failed"),
+        "batch": (int, 1, "merge up to this many ready branches and verify them once (a failure is bisected)"),
+    },
 }
 
 ENV_OVERRIDES = {
@@ -161,8 +171,25 @@ def _check_type(value, expected, where):
         raise ConfigError(f"{where}: expected {_type_name(expected)}, got {value!r}")
 
 
+def verify_argv(value, where):
+    """A verify command as an argv list: a list of non-empty strings, or a string split with shlex
+    (never given to a shell). ConfigError (a ValueError) names `where`."""
+    if isinstance(value, str):
+        try:
+            value = shlex.split(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: cannot split {value!r} into words: {exc}") from None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(a, str) and a for a in value):
+        raise ConfigError(f"{where}: expected a command as a list of strings, e.g. [\"python3\", \"-m\", "
+                          f"\"pytest\"], got {value!r}")
+    return list(value)
+
+
 def _validate(data, source):
     """Check a {section: {key: value}} mapping against SCHEMA; `source` names where it came from."""
+    if isinstance(data.get("integration"), dict) and "verify_command" in data["integration"]:
+        data["integration"]["verify_command"] = verify_argv(data["integration"]["verify_command"],
+                                                            f"{source}: integration.verify_command")
     for section, values in data.items():
         if section not in SCHEMA:
             known = ", ".join(sorted(SCHEMA))
@@ -197,6 +224,9 @@ def _check_values(data, source):
     positive("claude", "max_turns")
     positive("claude", "max_budget_usd")
     positive("claude", "context_inline_bytes", allow_zero=True)
+    positive("integration", "verify_timeout")
+    positive("integration", "fix_attempts", allow_zero=True)
+    positive("integration", "batch")
     # Every number, including ones with no range of their own, must be finite: nan and inf
     # make timers spin or never fire.
     for section, values in data.items():

@@ -223,6 +223,11 @@ TOOLS[0]["inputSchema"]["properties"].update({
     "merge": {"type": "string", "enum": list(worktrees.MERGE_MODES),
               "description": "With worktree isolation: \"auto\" merges finished tasks into one job "
                              "branch, \"branch\" leaves one branch per task."},
+    "verify": {"type": "array", "items": {"type": "string"},
+               "description": "With worktree isolation and merge \"auto\": a command (argv, no shell) that must "
+                              "pass before a task's work enters the job branch, e.g. [\"python3\", \"-m\", "
+                              "\"pytest\", \"-q\"]; a failure queues fix-up tasks (default: [integration] "
+                              "verify_command)."},
 })
 
 
@@ -333,7 +338,7 @@ class KlaussTools:
         plan = {k: v for k, v in args.items() if k not in ("start_workers", "workers")}
         plan, entries = orchestrator.check_plan(plan)
         orch = self.orch
-        options = {k: plan[k] for k in ("isolation", "merge") if plan.get(k) is not None}
+        options = {k: plan[k] for k in ("isolation", "merge", "verify") if plan.get(k) is not None}
         job_id, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
                                        max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"),
                                        **options)

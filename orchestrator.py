@@ -36,6 +36,7 @@ import config
 import exits
 import hints
 import hosts
+import integration
 import pool
 import processes
 import states
@@ -94,12 +95,14 @@ class ClaudeOrchestrator:
 
     # --- building a job ---
 
-    def create_job(self, description, metadata=None, max_budget_usd=None, isolation=None, merge=None):
+    def create_job(self, description, metadata=None, max_budget_usd=None, isolation=None, merge=None, verify=None):
         """A new job. `metadata["context"]` is shared text every subtask's prompt includes.
         `isolation="worktree"` (default: `[isolation] mode`) runs each task in its own git worktree
         and branch; `merge` ("auto": into branch klauss/<job>/merged, or "branch": one branch per
-        task) says how the work comes back. A worktree job outside git is a ValueError."""
+        task) says how the work comes back. A worktree job outside git is a ValueError. `verify` (an
+        argv, or a string split like a shell would) gates the job branch: see integration.py."""
         extra = worktrees.job_isolation(self.cfg, isolation, merge, metadata)
+        extra.update(integration.job_verify(verify, {**(metadata if isinstance(metadata, dict) else {}), **extra}))
         if extra and (metadata is None or isinstance(metadata, dict)):
             metadata = {**(metadata or {}), **extra}
         job = submission.create_job(self.queue, description, orchestrator_id=self.orchestrator_id,
@@ -122,15 +125,16 @@ class ClaudeOrchestrator:
         return submission.add_tasks(self.queue, [{**t, "job_id": job_id, "parent_id": parent} for t in tasks])
 
     def submit_plan(self, description, tasks, context=None, max_budget_usd=None, metadata=None, isolation=None,
-                    merge=None, plan_hash=None):
+                    merge=None, plan_hash=None, verify=None):
         """Create a job with all its subtasks at once (nothing is written if any task is bad).
         Tasks may carry `ref` and refer to each other by it in `depends_on`. `isolation` and `merge`
-        are as for create_job. Returns (job_id, ids)."""
+        and `verify` are as for create_job. Returns (job_id, ids)."""
         metadata = dict(metadata or {})
         if context:
             metadata["context"] = context
         extra = worktrees.job_isolation(self.cfg, isolation, merge, metadata)
         metadata.update(extra)
+        metadata.update(integration.job_verify(verify, metadata))
         parent = self._parent_if_present()
         if isinstance(tasks, (list, tuple)):
             tasks = [{**t, "parent_id": parent} if isinstance(t, dict) else t for t in tasks]
@@ -635,7 +639,7 @@ PLAN_FIELDS = {"id", "prompt", "working_dir", "context_files", "expected_outputs
 
 def load_plan(path):
     """Read and check a plan file: {"description", "context"?, "max_budget_usd"?, "isolation"?, "merge"?,
-    "tasks": [...]}.
+    "verify"?, "tasks": [...]}.
     Task `id`s are local to the plan and are what `depends_on` refers to."""
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
@@ -658,7 +662,8 @@ def check_plan(plan):
     local id becomes its `ref`). Raises ValueError naming the field."""
     if not isinstance(plan, dict):
         raise ValueError("plan: expected a JSON object with \"description\" and \"tasks\"")
-    unknown = sorted(set(plan) - {"description", "context", "max_budget_usd", "metadata", "tasks", "isolation", "merge"})
+    unknown = sorted(set(plan) - {"description", "context", "max_budget_usd", "metadata", "tasks", "isolation", "merge",
+                                "verify"})
     if unknown:
         raise ValueError(f"plan: unknown field(s) {', '.join(unknown)}")
     if not isinstance(plan.get("description"), str) or not plan["description"].strip():
@@ -666,6 +671,8 @@ def check_plan(plan):
     for key, allowed in (("isolation", worktrees.MODES), ("merge", worktrees.MERGE_MODES)):
         if plan.get(key) is not None and plan[key] not in allowed:
             raise ValueError(f"plan.{key}: expected one of {', '.join(allowed)}, got {plan[key]!r}")
+    if plan.get("verify") is not None:
+        plan = {**plan, "verify": config.verify_argv(plan["verify"], "plan.verify")}
     tasks = plan.get("tasks")
     if not isinstance(tasks, list) or not tasks:
         raise ValueError("plan.tasks: required, a non-empty list of tasks")
@@ -712,6 +719,10 @@ def cli(argv=None):
     run.add_argument("--yes", action="store_true", help="start workers without asking")
     run.add_argument("--timeout", type=float, help="stop waiting after S seconds (tasks keep running)")
     run.add_argument("--json", action="store_true", help="print the results as JSON")
+    run.add_argument("--verify", metavar="CMD",
+                     help="a command that must pass before each task's work enters the job branch, e.g. "
+                          "\"python3 -m pytest -q\" (split like a shell would, never run by one; needs worktree "
+                          "isolation; overrides the plan's \"verify\")")
     run.add_argument("--new", action="store_true",
                      help="queue a new job even if the same plan's job is still unfinished (default: resume that one)")
     wait = sub.add_parser("wait", help="wait for a job to finish, then print the synthesis (as run does); "
@@ -791,6 +802,8 @@ def plan_hash(plan):
 def _run_plan(orch, args):
     plan, entries = load_plan(args.plan)
     digest = plan_hash(plan)
+    if getattr(args, "verify", None) is not None:
+        plan = {**plan, "verify": config.verify_argv(args.verify, "--verify")}
     job = None if args.new else orch.queue.unfinished_job(digest)
     if job:
         status = orch.get_job_status(job)
@@ -799,7 +812,8 @@ def _run_plan(orch, args):
     else:
         job, ids = orch.submit_plan(plan["description"], entries, context=plan.get("context"),
                                     max_budget_usd=plan.get("max_budget_usd"), metadata=plan.get("metadata"),
-                                    isolation=plan.get("isolation"), merge=plan.get("merge"), plan_hash=digest)
+                                    isolation=plan.get("isolation"), merge=plan.get("merge"), plan_hash=digest,
+                                    verify=plan.get("verify"))
         print(f"job {job}: {len(ids)} task{'' if len(ids) == 1 else 's'} queued", file=sys.stderr)
     count = args.workers or orch.suggest_workers(job)
     try:

@@ -59,6 +59,8 @@ def check_job(description, orchestrator_id, metadata, max_budget_usd):
     if metadata is not None and not isinstance(metadata, dict):
         raise ValueError(f"metadata: expected a JSON object, got {metadata!r}")
     check_text({"description": description, "metadata": metadata, "orchestrator_id": orchestrator_id})
+    if metadata is not None and metadata.get("verify") is not None:
+        config.verify_argv(metadata["verify"], "metadata.verify")  # the merge queue's gate (integration.py)
     if max_budget_usd is not None and (isinstance(max_budget_usd, bool) or
                                        not isinstance(max_budget_usd, (int, float)) or max_budget_usd <= 0):
         raise ValueError(f"max_budget_usd: expected a number > 0, got {max_budget_usd!r}")

@@ -575,6 +575,9 @@ class TaskTree:
         _remove_worktree(repo, self.path)
         existing = _rev(repo, f"refs/heads/{self.branch}")
         deps = self._dependency_commits()
+        start = self._integration_start()
+        if start is not None:  # a fix-up or resolution task of the merge queue (integration.py)
+            deps = [(None, start["commit"])]
         self.starts += [c for _, c in deps]
         if existing is not None:
             if self.task.attempt <= 1:
@@ -596,7 +599,22 @@ class TaskTree:
         self.exclude = sorted(set(self.exclude) | set(_status_paths(self.path)))
         gitdir = Path(self._git(self.path, "rev-parse", "--absolute-git-dir").stdout.strip())
         (gitdir / EXCLUDE_FILE).write_text("".join(f"{p}\0" for p in self.exclude))  # for save_uncommitted
+        if start is not None and start.get("merge") and existing is None:
+            # A resolution task works in the conflicted merge: `finish` commits it as the merge commit.
+            self._git(self.path, *IDENTITY, *QUIET, "merge", "--no-ff", "--no-commit", start["merge"], check=False)
         return self
+
+    def _integration_start(self):
+        """{"commit", "merge"} where the merge queue starts a fix-up or resolution task, or None."""
+        start = (self.task.metadata or {}).get("klauss_start")
+        if not isinstance(start, dict):
+            return None
+        for key in ("commit", "merge"):
+            value = start.get(key)
+            if value is not None and (not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{7,64}", value)
+                                      or _rev(self.repo, value) is None):
+                raise WorktreeError(f"metadata.klauss_start.{key}: {value!r} is not a commit of {self.repo}")
+        return start if start.get("commit") else None
 
     def _add(self, repo, *args):
         try:

@@ -273,6 +273,8 @@ def test_tools_list_has_a_schema_and_description_for_every_tool(client):
     plan_fields = {"description", "context", "max_budget_usd", "metadata", "tasks"}
     if hasattr(orchestrator, "worktrees"):
         plan_fields |= {"isolation", "merge"}
+        if hasattr(orchestrator, "integration"):
+            plan_fields |= {"verify"}
         assert submit["properties"]["isolation"]["enum"] == list(orchestrator.worktrees.MODES)
     assert set(submit["properties"]) == plan_fields | {"start_workers", "workers"}
 
