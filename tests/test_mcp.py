@@ -21,6 +21,7 @@ import klauss_mcp
 import mcp_server
 import orchestrator
 from conftest import fake
+from conftest import wait_for as wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "fake_claude.py"
@@ -38,15 +39,6 @@ def project(pool_project):
 
 def open_queue(root):
     return claude_queue.TaskQueue(cfg=config.load_config(cwd=root, env={}))
-
-
-def wait_until(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class McpClient:

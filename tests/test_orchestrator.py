@@ -11,6 +11,7 @@ import pytest
 import claude_queue
 import config
 from conftest import fake, wait_for
+from conftest import pid_alive as _alive
 from orchestrator import ClaudeOrchestrator, OrchestratorError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,14 +196,6 @@ def test_stop_workers_leaves_no_process_behind(project, tmp_path):
     wait_for(lambda: not any(_alive(pid) for pid in ours), timeout=5,
              what=lambda: f"our processes to end: {[p for p in ours if _alive(p)]} still alive")
     assert orch.queue.get_task(tid).status == "pending", "released for a later pool"
-
-
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 # --- the CLI -------------------------------------------------------------------------------------
