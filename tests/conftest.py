@@ -107,6 +107,12 @@ def all_dead(pids, within=5.0):
     return True
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject.toml): most tests wait on processes they started (pools, workers,
+    claude, git) rather than use the CPU, so two test processes per core, at most eight."""
+    return min(8, 2 * (os.cpu_count() or 1))
+
+
 @pytest.fixture
 def pool_project(tmp_path, monkeypatch):
     """A temp project with the fake claude on PATH, short timings, and cwd inside it; whatever pool
