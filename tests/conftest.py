@@ -3,10 +3,13 @@ developer's own environment and `.klauss.toml`."""
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,9 @@ import config  # noqa: E402
 import real_cli  # noqa: E402
 
 FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
+MANAGE = ROOT / "manage.sh"
+COORDINATOR = ROOT / "claude_coordinator.py"
+MARKER_VAR = "KLAUSS_TEST_MARKER"
 
 
 def install_fake_claude(bindir):
@@ -70,14 +76,42 @@ def fake(action, *args, **kwargs):
 
 
 def wait_for(predicate, timeout=60, what="condition"):
-    """Poll until predicate() is truthy: the tests' synchronization, bounded by a deadline."""
+    """Poll until predicate() is truthy and return its value: the tests' one synchronization,
+    bounded by a deadline that only a hang reaches. `what` (text or a callable giving text) says
+    what never happened."""
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    while True:
         value = predicate()
         if value:
             return value
+        if time.monotonic() >= end:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+
+
+def pid_alive(pid):
+    """Running: a zombie counts as dead (in a container nothing may ever reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def all_dead(pids, within=5.0):
+    """True once none of `pids` runs (a SIGKILLed process takes a moment to go), False if one
+    still does after `within` seconds."""
+    try:
+        wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=within)
+    except AssertionError:
+        return False
+    return True
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject.toml): most tests wait on processes they started (pools, workers,
+    claude, git) rather than use the CPU, so two test processes per core, at most eight."""
+    return min(8, 2 * (os.cpu_count() or 1))
 
 
 @pytest.fixture
@@ -161,6 +195,228 @@ def real_claude():
         return real_cli.find_or_install_real_claude()
     except real_cli.RealCliUnavailable as exc:
         pytest.skip(f"real claude CLI unavailable: {exc}")
+
+
+# --- a project driven through the real scripts ---------------------------------------------------
+
+# Short enough that the whole file stays fast; the lease is long unless a test needs otherwise,
+# so recovery that happens quickly proves the coordinator returned the task, not the lease.
+POOL_SETTINGS = {
+    "lease_seconds": 30,
+    "heartbeat_seconds": 0.2,
+    "poll_seconds": 0.2,
+    "idle_timeout": 0,
+    "shutdown_grace_seconds": 0.5,
+    "restart_backoff_max_seconds": 0.2,
+    "max_fast_crashes": 3,
+}
+
+
+class Project:
+    """A project run through the real scripts (manage.sh, claude_coordinator.py) with the fake
+    `claude` on PATH. Every process started with `env` carries a marker (inherited by the
+    coordinator, its workers and their claude children), so cleanup() finds and kills every one
+    of them even when a test fails half-way, and a test can prove nothing was left behind."""
+
+    def __init__(self, tmp_path, claude=True, **settings):
+        self.tmp = tmp_path
+        self.root = tmp_path / "proj"
+        self.root.mkdir(parents=True)
+        self.marker = uuid.uuid4().hex
+        self.bin = tmp_path / "bin"
+        self.bin.mkdir(parents=True)
+        if claude:
+            install_fake_claude(self.bin)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
+        env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"
+        env[MARKER_VAR] = self.marker
+        env["KLAUSS_PYTHON"] = sys.executable  # manage.sh runs the programs on the Python under test
+        self.env = env
+        self.write_settings(**settings)
+        self._queue = None
+
+    def write_settings(self, **settings):
+        values = {**POOL_SETTINGS, **settings}
+        lines = ["[workers]"] + [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        (self.root / ".klauss.toml").write_text("\n".join(lines) + "\n")
+
+    @property
+    def state(self):
+        return self.root / ".klauss"
+
+    @property
+    def logs(self):
+        return self.state / "logs"
+
+    # --- running the scripts ---
+
+    def run(self, argv, timeout=60, cwd=None, env=None, input=None):
+        out = subprocess.run([str(a) for a in argv], cwd=str(cwd or self.root), env={**self.env, **(env or {})},
+                             capture_output=True, text=True, timeout=timeout, input=input,
+                             stdin=None if input is not None else subprocess.DEVNULL)
+        assert "Traceback" not in out.stderr, out.stderr
+        return out
+
+    def manage(self, *args, **kw):
+        return self.run([MANAGE, *args], **kw)
+
+    def coordinator(self, *args, **kw):
+        return self.run([sys.executable, COORDINATOR, *args], **kw)
+
+    def popen_coordinator(self, *args):
+        """A coordinator in the foreground (a child of the test), its stderr captured."""
+        return subprocess.Popen([sys.executable, str(COORDINATOR), *map(str, args)], cwd=str(self.root), env=self.env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    # --- the database ---
+
+    def queue(self):
+        if self._queue is None:
+            cfg = config.load_config(cwd=self.root, env={})
+            cfg.ensure_state_dir()
+            self._queue = claude_queue.TaskQueue(None, cfg=cfg)
+        return self._queue
+
+    def flag(self):
+        q = self.queue()
+        flag = q.get_flag(f"coordinator@{q.cfg.host}")
+        return flag["value"] if flag else None
+
+    def workers(self):
+        return {w["worker_id"]: w for w in self.queue().list_workers()}
+
+    def task(self, task_id):
+        return self.queue().get_task(task_id)
+
+    def events(self, task_id):
+        return [e["event"] for e in self.queue().get_events(task_id)]
+
+    def wait_status(self, task_id, status, timeout=30):
+        return wait_for(lambda: self.task(task_id).status == status, timeout, f"task {task_id} to be {status}")
+
+    def wait_pool_up(self, n, timeout=30):
+        def up():
+            value = self.flag()
+            ws = self.workers()
+            return value and value.get("state") == "running" and len(ws) == n and \
+                all(w["state"] in ("idle", "busy") for w in ws.values())
+        return wait_for(up, timeout, f"a pool of {n} ready workers")
+
+    # --- processes ---
+
+    def processes(self):
+        """Live (non-zombie) pids whose environment carries this project's marker."""
+        found = []
+        needle = f"{MARKER_VAR}={self.marker}".encode()
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/environ", "rb") as fh:
+                    env = fh.read()
+                with open(f"/proc/{name}/stat", "rb") as fh:
+                    state = fh.read().rsplit(b")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if needle in env and state != b"Z":
+                found.append(int(name))
+        return found
+
+    def wait_no_processes(self, timeout=20):
+        wait_for(lambda: not self.processes(), timeout, "every process of the pool to exit")
+
+    def cleanup(self):
+        for pid in self.processes():
+            try:
+                if os.getpgid(pid) == pid:
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if self._queue is not None:
+            self._queue.close()
+
+
+@pytest.fixture
+def make_project(tmp_path):
+    """make_project(claude=True, **settings) -> a Project (see there); every process it started is
+    killed afterwards."""
+    made = []
+
+    def make(**kw):
+        project = Project(tmp_path / f"p{len(made)}", **kw)
+        made.append(project)
+        return project
+
+    yield make
+    for project in made:
+        project.cleanup()
+
+
+def blocking_task(project, name):
+    """A prompt that touches <name>.started, then waits for <name>.go before it succeeds."""
+    started, go = project.tmp / f"{name}.started", project.tmp / f"{name}.go"
+    prompt = "\n".join([fake("touch_file", str(started)), fake("wait_for_file", str(go)), f"task {name}"])
+    return prompt, started, go
+
+
+# --- a git project with Klauss in klauss/, driven as a user would ------------------------------------
+
+GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
+SUBMODULE_SETTINGS = ("[workers]\nlease_seconds = 10\nheartbeat_seconds = 0.2\nshutdown_grace_seconds = 1\nmax_workers = 2\n"
+                      "idle_timeout = 0\n[queue]\nretry_backoff_seconds = 0\nmax_attempts = 1\n")
+# A printed command: the manage.sh path as the project root sees it, up to the end of its quote.
+HINT = re.compile(r"klauss/manage\.sh(?: [^`)\n;,]*)?")
+BROKEN = ("can't open file", "No such file", "command not found", "not found", "unknown command",
+          "invalid choice", "unrecognized arguments", "Traceback")
+
+
+class SubmoduleProject:
+    """A git project with Klauss copied into klauss/ and the fake claude on PATH."""
+
+    def __init__(self, tmp_path):
+        self.root = tmp_path / "proj"
+        self.root.mkdir()
+        copy_klauss(self.root / "klauss")
+        (self.root / ".klauss.toml").write_text(SUBMODULE_SETTINGS)
+        (self.root / "README").write_text("a project\n")
+        bindir = tmp_path / "bin"
+        install_fake_claude(bindir)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
+        self.env.update(PATH=f"{bindir}:{os.environ['PATH']}", KLAUSS_PYTHON=sys.executable)
+        self.run("git", "init", "-q")
+        self.run(*GIT, "add", "-A")
+        self.run(*GIT, "commit", "-qm", "start")
+
+    def run(self, *argv, check=True, **kw):
+        out = subprocess.run(list(argv), cwd=str(self.root), env=self.env, capture_output=True, text=True,
+                             timeout=180, stdin=subprocess.DEVNULL, **kw)
+        if check:
+            assert out.returncode == 0, (argv, out.stdout, out.stderr)
+        return out
+
+    def manage(self, *args, check=False):
+        return self.run("klauss/manage.sh", *args, check=check)
+
+    def plan(self, name, plan):
+        (self.root / name).write_text(json.dumps(plan))
+        return name
+
+    def hinted(self, *outputs):
+        found = []
+        for text in outputs:
+            for match in HINT.finditer(text):
+                command = re.sub(r"\s*\[[A-Z]+\]", "", match.group(0)).strip()  # "[N]": an optional argument
+                if command not in found:
+                    found.append(command)
+        return found
+
+    def run_hint(self, command):
+        out = self.run("bash", "-c", command, check=False)
+        said = out.stdout + out.stderr
+        assert out.returncode not in (2, 126, 127) and not any(b in said for b in BROKEN), (command, said)
+        return out
 
 
 @pytest.fixture(scope="session")

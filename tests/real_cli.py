@@ -173,6 +173,10 @@ def real_claude_env(server_url, tmp_home, extra=None, oauth=False):
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
         "CLAUDE_CODE_DISABLE_TERMINAL_TITLE": "1",
+        # Connect MCP servers before the first turn: in print mode the CLI otherwise connects
+        # them in the background, and a server slower to start than the CLI is still "pending"
+        # when the model is asked (a race that a loaded machine loses).
+        "MCP_CONNECTION_NONBLOCKING": "0",
         # the local server must not go through a proxy
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",

@@ -14,207 +14,25 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
-import claude_queue
-import config
-
-ROOT = Path(__file__).resolve().parent.parent
-MANAGE = ROOT / "manage.sh"
-COORDINATOR = ROOT / "claude_coordinator.py"
-FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
-MARKER_VAR = "KLAUSS_TEST_MARKER"
-
-# Short enough that the whole file stays fast; the lease is long unless a test needs otherwise,
-# so recovery that happens quickly proves the coordinator returned the task, not the lease.
-SETTINGS = {
-    "lease_seconds": 30,
-    "heartbeat_seconds": 0.2,
-    "poll_seconds": 0.2,
-    "idle_timeout": 0,
-    "shutdown_grace_seconds": 0.5,
-    "restart_backoff_max_seconds": 0.2,
-    "max_fast_crashes": 3,
-}
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def fake(action, **params):
-    """One scenario line for the fake claude."""
-    return "@fake " + json.dumps({"action": action, **params})
-
-
-class Project:
-    def __init__(self, tmp_path, claude=True, **settings):
-        self.tmp = tmp_path
-        self.root = tmp_path / "proj"
-        self.root.mkdir(parents=True)
-        self.marker = uuid.uuid4().hex
-        self.bin = tmp_path / "bin"
-        self.bin.mkdir()
-        if claude:
-            (self.bin / "claude").symlink_to(FAKE_CLAUDE)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
-        env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"
-        env[MARKER_VAR] = self.marker
-        env["KLAUSS_PYTHON"] = sys.executable  # manage.sh runs the programs on the Python under test
-        self.env = env
-        self.write_settings(**settings)
-        self._queue = None
-
-    def write_settings(self, **settings):
-        values = {**SETTINGS, **settings}
-        lines = ["[workers]"] + [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-        (self.root / ".klauss.toml").write_text("\n".join(lines) + "\n")
-
-    @property
-    def state(self):
-        return self.root / ".klauss"
-
-    @property
-    def logs(self):
-        return self.state / "logs"
-
-    # --- running the scripts ---
-
-    def run(self, argv, timeout=60, cwd=None, env=None, input=None):
-        out = subprocess.run([str(a) for a in argv], cwd=str(cwd or self.root), env={**self.env, **(env or {})},
-                             capture_output=True, text=True, timeout=timeout, input=input,
-                             stdin=None if input is not None else subprocess.DEVNULL)
-        assert "Traceback" not in out.stderr, out.stderr
-        return out
-
-    def manage(self, *args, **kw):
-        return self.run([MANAGE, *args], **kw)
-
-    def coordinator(self, *args, **kw):
-        return self.run([sys.executable, COORDINATOR, *args], **kw)
-
-    def popen_coordinator(self, *args):
-        """A coordinator in the foreground (a child of the test), its stderr captured."""
-        return subprocess.Popen([sys.executable, str(COORDINATOR), *map(str, args)], cwd=str(self.root), env=self.env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    # --- the database ---
-
-    def queue(self):
-        if self._queue is None:
-            cfg = config.load_config(cwd=self.root, env={})
-            cfg.ensure_state_dir()
-            self._queue = claude_queue.TaskQueue(None, cfg=cfg)
-        return self._queue
-
-    def flag(self):
-        q = self.queue()
-        flag = q.get_flag(f"coordinator@{q.cfg.host}")
-        return flag["value"] if flag else None
-
-    def workers(self):
-        return {w["worker_id"]: w for w in self.queue().list_workers()}
-
-    def task(self, task_id):
-        return self.queue().get_task(task_id)
-
-    def events(self, task_id):
-        return [e["event"] for e in self.queue().get_events(task_id)]
-
-    def wait_status(self, task_id, status, timeout=30):
-        return wait_for(lambda: self.task(task_id).status == status, timeout, f"task {task_id} to be {status}")
-
-    def wait_pool_up(self, n, timeout=30):
-        def up():
-            value = self.flag()
-            ws = self.workers()
-            return value and value.get("state") == "running" and len(ws) == n and \
-                all(w["state"] in ("idle", "busy") for w in ws.values())
-        return wait_for(up, timeout, f"a pool of {n} ready workers")
-
-    # --- processes ---
-
-    def processes(self):
-        """Live (non-zombie) pids whose environment carries this project's marker."""
-        found = []
-        needle = f"{MARKER_VAR}={self.marker}".encode()
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{name}/environ", "rb") as fh:
-                    env = fh.read()
-                with open(f"/proc/{name}/stat", "rb") as fh:
-                    state = fh.read().rsplit(b")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if needle in env and state != b"Z":
-                found.append(int(name))
-        return found
-
-    def wait_no_processes(self, timeout=20):
-        wait_for(lambda: not self.processes(), timeout, "every process of the pool to exit")
-
-    def cleanup(self):
-        for pid in self.processes():
-            try:
-                if os.getpgid(pid) == pid:
-                    os.killpg(pid, signal.SIGKILL)
-                else:
-                    os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        if self._queue is not None:
-            self._queue.close()
-
-
-def pid_alive(pid):
-    """Alive and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
-
+from conftest import (  # noqa: F401 - Project, MANAGE and ROOT are imported from here by other test files
+    MANAGE,
+    ROOT,
+    Project,
+    blocking_task,
+    fake,
+    pid_alive,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the tests read /proc (Linux)")
 
 
 @pytest.fixture
-def make_project(tmp_path):
-    made = []
-
-    def make(**kw):
-        project = Project(tmp_path / f"p{len(made)}", **kw)
-        made.append(project)
-        return project
-
-    yield make
-    for project in made:
-        project.cleanup()
-
-
-@pytest.fixture
 def project(make_project):
     return make_project()
-
-
-def blocking_task(project, name):
-    """A prompt that touches <name>.started, then waits for <name>.go before it succeeds."""
-    started, go = project.tmp / f"{name}.started", project.tmp / f"{name}.go"
-    prompt = "\n".join([fake("touch_file", path=str(started)), fake("wait_for_file", path=str(go)), f"task {name}"])
-    return prompt, started, go
 
 
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} ")
@@ -451,7 +269,7 @@ def test_claude_missing_the_pool_says_so_instead_of_looping(make_project):
 def test_not_logged_in_stops_the_pool_with_the_fix_and_keeps_the_task(project):
     assert project.manage("start", "2").returncode == 0
     coordinator = project.flag()["pid"]
-    tid = project.queue().add_task(fake("error", kind="not_logged_in"))
+    tid = project.queue().add_task(fake("error", "not_logged_in"))
     wait_for(lambda: not pid_alive(coordinator), what="the pool to stop by itself")
     project.wait_no_processes(timeout=5)
     log = (project.logs / "coordinator.log").read_text()

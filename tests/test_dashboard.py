@@ -16,6 +16,7 @@ import pytest
 
 import claude_dashboard
 from claude_dashboard import Dashboard, paint, run_screen
+from conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = str(ROOT / "claude_dashboard.py")
@@ -454,13 +455,10 @@ class Tmux:
         return self("capture-pane", "-p", *(["-e"] if colours else []), "-t", "dash").stdout
 
     def wait_for(self, needle, colours=False, deadline=20):
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
+        def shown():
             text = self.screen(colours)
-            if re.search(needle, text):
-                return text
-            time.sleep(0.05)
-        raise AssertionError(f"{needle!r} never appeared:\n{self.screen()}")
+            return text if re.search(needle, text) else None
+        return wait_for(shown, timeout=deadline, what=lambda: f"{needle!r} to appear:\n{self.screen()}")
 
 
 @pytest.fixture

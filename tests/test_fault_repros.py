@@ -5,11 +5,11 @@ covered by test_faults.py, test_security.py and the other issue-13 tests."""
 import os
 
 import pytest
-from test_coordinator import Project
 from test_faults import fill, tiny_disk  # noqa: F401 (tiny_disk is a fixture)
 
 import claude_queue
 import config
+from conftest import Project
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the tests read /proc (Linux)")
 

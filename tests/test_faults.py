@@ -13,29 +13,14 @@ import time
 
 import pytest
 import test_worktrees
-from test_coordinator import Project, blocking_task
 from test_worktrees import describe
 
 import claude_queue
 import config
 import processes
-from conftest import fake, wait_for
+from conftest import blocking_task, fake, wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the tests read /proc (Linux)")
-
-
-@pytest.fixture
-def make_project(tmp_path):
-    made = []
-
-    def make(**kw):
-        project = Project(tmp_path / f"p{len(made)}", **kw)
-        made.append(project)
-        return project
-
-    yield make
-    for project in made:
-        project.cleanup()
 
 
 def coordinator_log(project):

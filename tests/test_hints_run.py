@@ -2,72 +2,14 @@
 what a failing job, a stopped pool and a worktree job print is run there, and none of it says
 "can't open file", "not found" or "unknown command"."""
 
-import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from conftest import copy_klauss, fake, install_fake_claude
+from conftest import GIT, SubmoduleProject, fake  # noqa: F401 - SubmoduleProject is imported from here by other test files
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the pool reads /proc (Linux)")
-
-GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com"]
-SETTINGS = ("[workers]\nlease_seconds = 10\nheartbeat_seconds = 0.2\nshutdown_grace_seconds = 1\nmax_workers = 2\n"
-            "idle_timeout = 0\n[queue]\nretry_backoff_seconds = 0\nmax_attempts = 1\n")
-# A printed command: the manage.sh path as the project root sees it, up to the end of its quote.
-HINT = re.compile(r"klauss/manage\.sh(?: [^`)\n;,]*)?")
-BROKEN = ("can't open file", "No such file", "command not found", "not found", "unknown command",
-          "invalid choice", "unrecognized arguments", "Traceback")
-
-
-class SubmoduleProject:
-    """A git project with Klauss copied into klauss/ and the fake claude on PATH."""
-
-    def __init__(self, tmp_path):
-        self.root = tmp_path / "proj"
-        self.root.mkdir()
-        copy_klauss(self.root / "klauss")
-        (self.root / ".klauss.toml").write_text(SETTINGS)
-        (self.root / "README").write_text("a project\n")
-        bindir = tmp_path / "bin"
-        install_fake_claude(bindir)
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
-        self.env.update(PATH=f"{bindir}:{os.environ['PATH']}", KLAUSS_PYTHON=sys.executable)
-        self.run("git", "init", "-q")
-        self.run(*GIT, "add", "-A")
-        self.run(*GIT, "commit", "-qm", "start")
-
-    def run(self, *argv, check=True, **kw):
-        out = subprocess.run(list(argv), cwd=str(self.root), env=self.env, capture_output=True, text=True,
-                             timeout=180, stdin=subprocess.DEVNULL, **kw)
-        if check:
-            assert out.returncode == 0, (argv, out.stdout, out.stderr)
-        return out
-
-    def manage(self, *args, check=False):
-        return self.run("klauss/manage.sh", *args, check=check)
-
-    def plan(self, name, plan):
-        (self.root / name).write_text(json.dumps(plan))
-        return name
-
-    def hinted(self, *outputs):
-        found = []
-        for text in outputs:
-            for match in HINT.finditer(text):
-                command = re.sub(r"\s*\[[A-Z]+\]", "", match.group(0)).strip()  # "[N]": an optional argument
-                if command not in found:
-                    found.append(command)
-        return found
-
-    def run_hint(self, command):
-        out = self.run("bash", "-c", command, check=False)
-        said = out.stdout + out.stderr
-        assert out.returncode not in (2, 126, 127) and not any(b in said for b in BROKEN), (command, said)
-        return out
 
 
 @pytest.fixture

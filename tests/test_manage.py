@@ -9,9 +9,9 @@ import subprocess
 import threading
 
 import pytest
-from test_coordinator import MANAGE, ROOT, Project
 
 import config
+from conftest import MANAGE, ROOT, Project
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the tests read /proc (Linux)")
 

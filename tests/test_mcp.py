@@ -21,6 +21,7 @@ import klauss_mcp
 import mcp_server
 import orchestrator
 from conftest import fake
+from conftest import wait_for as wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = ROOT / "tests" / "fake_claude.py"
@@ -38,15 +39,6 @@ def project(pool_project):
 
 def open_queue(root):
     return claude_queue.TaskQueue(cfg=config.load_config(cwd=root, env={}))
-
-
-def wait_until(predicate, timeout=30, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class McpClient:
@@ -437,9 +429,7 @@ def test_wait_job_returns_progress_on_timeout_and_cancels_nothing(client, projec
         {"id": "slow", "prompt": "\n".join(["slow", fake("wait_for_file", str(go), timeout=120)])},
         {"id": "quick", "prompt": "quick"}]})
     job_id = JOB_RE.search(text).group(0)
-    started = time.monotonic()
     progress = c.text("wait_job", {"job_id": job_id, "timeout_seconds": 1.5}, meta={"progressToken": "tok"})
-    assert time.monotonic() - started < 30
     assert progress.startswith(f"Job `{job_id}` is still running after waiting")
     assert "still running; call wait_job again" in progress.lower() and "nothing was cancelled" in progress
     assert re.search(r"#\d+ (pending|running)", progress)
@@ -471,8 +461,7 @@ def test_requests_are_answered_while_wait_job_blocks_and_a_cancelled_wait_is_not
     c.send({"jsonrpc": "2.0", "id": "w2", "method": "tools/call",
             "params": {"name": "wait_job", "arguments": {"job_id": job_id, "timeout_seconds": 300}}})
     assert c.request("ping")["result"] == {}
-    started = time.monotonic()
-    assert c.close(timeout=30) == 0 and time.monotonic() - started < 20
+    assert c.close(timeout=30) == 0, "the server stops the 300 s wait when its input ends"
     rest = c.rest()
     assert "w1" not in {m.get("id") for m in rest} | set(c._pending), "a cancelled request gets no response"
     [w2] = [m for m in rest if m.get("id") == "w2"]
@@ -544,18 +533,17 @@ def test_wait_job_without_workers_and_auto_start_off_says_what_to_do(client, pro
     text = c.text("submit_job", {"description": "d", "tasks": [{"prompt": "x"}]})
     job_id = JOB_RE.search(text).group(0)
     assert "[workers] auto_start is off" in text and "call start_workers" in text
-    started = time.monotonic()
-    error = c.text("wait_job", {"job_id": job_id, "timeout_seconds": 60}, error=True)
-    assert "auto_start is off" in error and "start_workers tool" in error and time.monotonic() - started < 10
+    # Allowed an hour, the wait answers within the request's own timeout: it failed at once.
+    error = c.text("wait_job", {"job_id": job_id, "timeout_seconds": 3600}, error=True)
+    assert "auto_start is off" in error and "start_workers tool" in error
 
 
 def test_wait_job_reports_workers_stopped_by_a_login_problem(client, project):
     c = client()
     text = c.text("submit_job", {"description": "d", "tasks": [{"prompt": fake("error", "not_logged_in")}]})
     job_id = JOB_RE.search(text).group(0)
-    started = time.monotonic()
-    error = c.text("wait_job", {"job_id": job_id, "timeout_seconds": 120}, timeout=180, error=True)
-    assert time.monotonic() - started < 60
+    # Allowed an hour, the wait answers within the request's own timeout: it stopped on the error.
+    error = c.text("wait_job", {"job_id": job_id, "timeout_seconds": 3600}, timeout=120, error=True)
     assert error.startswith("workers stopped by a configuration error: ") and "/login" in error and "call start_workers" in error, error
     assert open_queue(project).list_tasks(job_id=job_id)[0].status == "pending", "the task is left for later"
     assert "Configuration error" in c.text("worker_status")

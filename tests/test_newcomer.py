@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import test_worktrees
@@ -52,6 +53,8 @@ def running_task(tmp_path):
 
 def test_a_running_task_is_called_running_everywhere_a_person_reads(capsys, monkeypatch, running_task):
     cwd, tid = running_task
+    now = time.time()
+    monkeypatch.setattr(time, "time", lambda: now)  # the listings compared below show "0.2s ago"
     rc, out, _ = cli(capsys, monkeypatch, cwd, "list", "--db", "q.db")
     assert rc == 0 and "running" in out and "in_progress" not in out
     rc, out, err = cli(capsys, monkeypatch, cwd, "list", "--status", "running", "--db", "q.db")

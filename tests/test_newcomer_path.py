@@ -11,7 +11,6 @@ import types
 from pathlib import Path
 
 import pytest
-from test_hints_run import SubmoduleProject
 
 import claude_coordinator
 import hints
@@ -19,7 +18,7 @@ import messages_server as ms
 import orchestrator
 import real_cli
 import task_report
-from conftest import FAKE_CLAUDE, copy_klauss, install_writer_claude
+from conftest import FAKE_CLAUDE, SubmoduleProject, copy_klauss, install_writer_claude
 
 ROOT = Path(__file__).resolve().parent.parent
 

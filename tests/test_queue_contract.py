@@ -330,7 +330,7 @@ def test_waker_is_woken_by_state_changes_not_by_claims(queue):
 
 def test_many_processes_complete_every_task_exactly_once(open_backend, tmp_path):
     q = open_backend(**{"queue.retry_backoff_seconds": 0})
-    n = 3000
+    n = 1000
     q.add_tasks([{"prompt": f"task {i}"} for i in range(n)])
     ctx = mp.get_context("spawn")
     out = ctx.Queue()

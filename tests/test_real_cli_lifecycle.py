@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import claude_queue
 import config
 import messages_server as ms
 import real_cli
-from conftest import wait_for
+from conftest import all_dead, wait_for
+from conftest import pid_alive as alive
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "claude_worker.py"
@@ -35,12 +35,6 @@ def _read(path):
             return fh.read()
     except OSError:
         return b""
-
-
-def alive(pid):
-    """Running: a zombie is dead (in a container nothing may ever reap it)."""
-    stat = _read(f"/proc/{pid}/stat")
-    return bool(stat) and stat.rsplit(b")", 1)[1].split()[0] != b"Z"
 
 
 def is_sleep_tool(argv):
@@ -122,16 +116,6 @@ def session(real_claude, tmp_path):
     s = Session(real_claude, tmp_path)
     yield s
     s.close()
-
-
-def all_dead(pids, within=5.0):
-    """True once none of `pids` runs, polling /proc up to `within` seconds."""
-    deadline = time.monotonic() + within
-    while any(alive(p) for p in pids):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_after_a_timeout_nothing_of_the_run_is_alive(session):

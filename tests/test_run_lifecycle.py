@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +17,8 @@ import claude_queue
 import claude_worker
 import config
 import processes
-from conftest import wait_for
+from conftest import all_dead, wait_for
+from conftest import pid_alive as alive
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "claude_worker.py"
@@ -82,15 +82,6 @@ emit(RESULT)
 '''
 
 
-def alive(pid):
-    """Running: a zombie is dead (in a container nothing may ever reap it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
 def write_evil(tmp_path, mode):
     path = tmp_path / f"evil_{mode}"
     pids = tmp_path / f"pids_{mode}"
@@ -140,16 +131,6 @@ def run_worker(root, timeout=90):
         out, _ = proc.communicate()
         raise AssertionError(f"the worker was still running after {timeout}s:\n{out}") from None
     return proc.returncode, out
-
-
-def all_dead(pids, within=5.0):
-    """True once none of `pids` is running, polling /proc up to `within` seconds."""
-    deadline = time.monotonic() + within
-    while any(alive(p) for p in pids):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # --- C: a claude that never reads stdin -----------------------------------------------------------

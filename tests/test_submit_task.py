@@ -9,7 +9,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 import claude_queue
 import config
 import submit_task
+from conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = str(ROOT / "submit_task.py")
@@ -499,12 +499,8 @@ def test_wait_end_to_end_prints_the_result(project):
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         q = open_queue_when_ready(project)
-        deadline = time.monotonic() + 30
-        task = None
-        while task is None and time.monotonic() < deadline and proc.poll() is None:
-            task = q.claim_task("w1")
-            time.sleep(0.02)
-        assert task is not None, "the CLI never queued its task"
+        task = wait_for(lambda: q.claim_task("w1") or proc.poll() is not None, what="the CLI to queue its task")
+        assert task is not True, "the CLI exited without queueing its task"
         q.complete_task(task.id, "w1", {"result": "All done.", "total_cost_usd": 0.01})
         out, err = proc.communicate(timeout=30)
     finally:
@@ -515,10 +511,7 @@ def test_wait_end_to_end_prints_the_result(project):
 
 
 def open_queue_when_ready(project):
-    deadline = time.monotonic() + 30
-    while not (project / "q.db").exists():
-        assert time.monotonic() < deadline, "the CLI never created its database"
-        time.sleep(0.02)
+    wait_for((project / "q.db").exists, what="the CLI to create its database")
     return open_queue(project)
 
 

@@ -10,13 +10,12 @@ import subprocess
 import time
 
 import pytest
-from test_hints_run import SubmoduleProject
 
 import claude_coordinator
 import hints
 import klauss_mcp
 import orchestrator
-from conftest import fake
+from conftest import SubmoduleProject, fake
 
 STOPPED = re.compile(r"^stopped waiting; (job|task) (\S+) keeps running: `([^`]+)`, `([^`]+)`$")
 

@@ -15,18 +15,10 @@ import pytest
 import claude_queue
 import config
 from conftest import fake, install_fake_claude, wait_for
+from conftest import pid_alive as alive
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "claude_worker.py"
-
-
-def alive(pid):
-    """Running (a zombie whose parent died is not: nothing may reap it in a container)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def gone(pgid):
