@@ -288,7 +288,10 @@ class ClaudeOrchestrator:
                     # pause's countdown aside: they change every second).
                     content = COUNTDOWN.sub("", line.rsplit(" · ", 1)[0])
                     if show and (tty or content != last_shown or time.monotonic() - shown_at >= LOG_PROGRESS_SECONDS):
-                        print(line, file=sys.stderr, flush=True)
+                        # One write with its newline: a Ctrl-C between the text and the newline
+                        # would glue "stopped waiting" onto the progress line.
+                        sys.stderr.write(line + "\n")
+                        sys.stderr.flush()
                         last_shown, shown_at = content, time.monotonic()
                 if status["finished"]:
                     return JobResults(job_id, self.collect(job_id), False, time.monotonic() - start)
