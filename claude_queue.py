@@ -332,6 +332,9 @@ MIGRATIONS = [
     # 7: the index of unsuccessful tasks names its statuses with OR. SQLite evaluates a partial
     # index's `status IN (three values)` by building a temporary table, twice (old and new row) in
     # every UPDATE that changes a status: a claim and a completion each paid for two.
+    # From this version on a completion writes no history row: the completed task's row holds its
+    # last attempt, and get_events shows it from there (no DDL; older Klauss refuses the database
+    # rather than show histories without their completions).
     """
     DROP INDEX tasks_unsuccessful;
     CREATE INDEX tasks_unsuccessful ON tasks(status, id)
@@ -837,9 +840,12 @@ class TaskQueue:
         """Atomically take the best runnable task, or None when nothing can run now. With
         `worker_info` (a worker's own claim), the worker's row says busy on it in the same commit."""
         with self._write() as conn:
-            return self._claim(conn, worker_id, lease_seconds, worker_info)
+            row = self._claim(conn, worker_id, lease_seconds, worker_info)
+        # Built once the lock is released: other processes wait for it while we hold it.
+        return None if row is None else Task.from_row(row)
 
     def _claim(self, conn, worker_id, lease_seconds, worker_info=None, pick_sql=None):
+        """The claimed task's row (for Task.from_row), or None."""
         lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
         now = self.clock()
         while True:
@@ -850,14 +856,12 @@ class TaskQueue:
             # a spent job has its pending tasks skipped, and the next best task is picked.
             if pick[1] is None or not self._enforce_budget(conn, pick[1]):
                 break
-        if HAS_RETURNING:
-            row = conn.execute(SQL_CLAIM_ID + " RETURNING *", (worker_id, now + lease, now, now, pick[0])).fetchone()
-        else:
-            conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
-            row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
+        # UPDATE, then SELECT: UPDATE ... RETURNING gathers its rows in a temporary B-tree first.
+        conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
+        row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
         if worker_info is not None:
-            self._beat_worker(conn, worker_id, "busy", row["id"], worker_info, now)
-        return Task.from_row(row)
+            self._beat_worker(conn, worker_id, "busy", pick[0], worker_info, now)
+        return row
 
     def finish_and_claim(self, action, task_id, worker_id, attempt=None, claim_next=False, lease_seconds=None,
                          worker_info=None, **details):
@@ -874,7 +878,7 @@ class TaskQueue:
                 task = self._claim(conn, worker_id, lease_seconds, worker_info, pick_sql=SQL_PICK_UNLESS_PAUSED)
             if task is None and worker_info is not None:
                 self._beat_worker(conn, worker_id, "idle", None, worker_info, self.clock())
-            return done, task
+        return done, None if task is None else Task.from_row(task)
 
     def _beat_worker(self, conn, worker_id, state, current_task, info, now):
         conn.execute(SQL_WORKER_BEAT, (now, state, current_task, _dumps(info), worker_id))
@@ -947,11 +951,18 @@ class TaskQueue:
 
     def _complete(self, conn, task_id, worker_id, result=None, attempt=None):
         text, outcome, cost = _split_result(result)
-        row = self._finish(conn, task_id, worker_id, attempt, "completed", text, None, outcome, cost, "completed")
+        # Read first (a SELECT, where UPDATE ... RETURNING would build a temporary B-tree): whether
+        # we hold it, its job, and whether any task waits for it.
+        row = conn.execute(SQL_HOLDER_JOB_WAITED_ON, (task_id, worker_id, attempt, attempt)).fetchone()
         if row is None:
             return False
-        conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
-        self._enforce_budget(conn, row["job_id"])
+        now = self.clock()
+        conn.execute(SQL_FINISH, ("completed", now, now, text, None, _outcome_json(outcome), _denied(outcome),
+                                  cost, cost, task_id, worker_id, attempt, attempt))
+        # No history row: the completed task's row keeps its last attempt (see get_events).
+        if row[1]:
+            conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
+        self._enforce_budget(conn, row[0])
         return True
 
     def fail_task(self, task_id, worker_id, error, retryable=True, attempt=None, outcome=None):
@@ -1210,8 +1221,17 @@ class TaskQueue:
                 self._claimed_entry(events, started, event["worker_id"], event["attempt"])
             events.append(event)
         task = self._read(SQL_TASK_ATTEMPT, (task_id,))
-        if task and task[0]["status"] == "in_progress" and not _has_claim(events, task[0]["attempt"]):
-            self._claimed_entry(events, task[0]["started_at"], task[0]["worker_id"], task[0]["attempt"])
+        if not task or task[0]["status"] not in ("in_progress", "completed"):
+            return events
+        # The running attempt, and the one that completed the task, are kept by the task row.
+        task = task[0]
+        if task["started_at"] is not None and not _has_claim(events, task["attempt"]):
+            self._claimed_entry(events, task["started_at"], task["worker_id"], task["attempt"])
+        # (A database from before schema 7 stored the completion too: not shown twice.)
+        if task["status"] == "completed" and not any(e["event"] == "completed" for e in events):
+            outcome = json.loads(task["outcome"]) if task["outcome"] else None
+            events.append({"at": task["finished_at"], "event": "completed", "worker_id": task["worker_id"],
+                           "attempt": task["attempt"], "detail": None, "cost_usd": _split_result(outcome)[2]})
         return events
 
     @staticmethod
@@ -1600,6 +1620,10 @@ _HOLDER = "id = ? AND worker_id = ? AND status = 'in_progress' AND (? IS NULL OR
 
 SQL_HOLDER = f"SELECT * FROM tasks WHERE {_HOLDER}"
 
+SQL_HOLDER_JOB_WAITED_ON = f"""
+SELECT job_id, EXISTS (SELECT 1 FROM task_deps WHERE depends_on = tasks.id) FROM tasks WHERE {_HOLDER}
+"""
+
 SQL_HEARTBEAT = f"UPDATE tasks SET lease_expires_at = ?, updated_at = ? WHERE {_HOLDER}"
 
 SQL_TASK = "SELECT * FROM tasks WHERE id = ?"
@@ -1743,7 +1767,7 @@ SQL_DEPENDENCIES_OF = "SELECT task_id, depends_on FROM task_deps WHERE task_id I
 SQL_EVENTS = """
 SELECT at, event, worker_id, attempt, detail, cost_usd, started_at FROM task_events WHERE task_id = ? ORDER BY seq
 """
-SQL_TASK_ATTEMPT = "SELECT status, worker_id, attempt, started_at FROM tasks WHERE id = ?"
+SQL_TASK_ATTEMPT = "SELECT status, worker_id, attempt, started_at, finished_at, outcome FROM tasks WHERE id = ?"
 SQL_PURGE = """
 DELETE FROM tasks WHERE finished_at < ? AND status IN ({marks})
 AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.task_id

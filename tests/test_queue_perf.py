@@ -48,3 +48,46 @@ def test_a_schema_6_database_upgrades_and_lists_its_unsuccessful_tasks(tmp_path,
     assert q.claim_task("w").id == tid
     q.fail_task(tid, "w", "boom", retryable=False)
     assert [t.id for t in q.recent_tasks("failed")] == [tid, 1]
+
+
+def test_a_completion_writes_no_history_row_yet_its_history_shows_it(queue, clock):
+    tid = queue.add_task("x", max_attempts=3)
+    first = queue.claim_task("w1")
+    clock.advance(2)
+    queue.fail_task(tid, "w1", "boom", attempt=first.attempt, outcome={"result": "r", "total_cost_usd": 0.25})
+    clock.advance(100)
+    t = queue.claim_task("w2")
+    clock.advance(1)
+    queue.cancel_task(tid)  # a cancel asked for while it ran, then it completed all the same
+    clock.advance(3)
+    assert queue.complete_task(tid, "w2", {"result": "done", "total_cost_usd": 0.5}, attempt=t.attempt)
+    stored = [r[0] for r in queue._read("SELECT event FROM task_events WHERE task_id = ? ORDER BY seq", (tid,))]
+    assert stored == ["created", "failed", "cancel_requested"]
+    events = queue.get_events(tid)
+    assert [(e["event"], e["worker_id"], e["attempt"], e["cost_usd"]) for e in events] == [
+        ("created", None, None, None), ("claimed", "w1", 1, None), ("failed", "w1", 1, 0.25),
+        ("claimed", "w2", 2, None), ("cancel_requested", None, None, None), ("completed", "w2", 2, 0.5)]
+    assert events[-1]["at"] == clock() and events[-3]["at"] == clock() - 4
+    assert events[-1]["detail"] is None and set(events[-1]) == set(events[0])
+    assert queue.get_task(tid).cost_usd == 0.75
+    # A text result has no cost; a task not yet finished shows no completion.
+    other = queue.add_task("y")
+    queue.claim_task("w3")
+    assert "completed" not in [e["event"] for e in queue.get_events(other)]
+    queue.complete_task(other, "w3", "plain text")
+    assert queue.get_events(other)[-1]["event"] == "completed" and queue.get_events(other)[-1]["cost_usd"] is None
+
+
+def test_a_completion_stored_by_an_older_version_is_shown_once(tmp_path, make_queue):
+    db = tmp_path / "v6.db"
+    conn = _database_at(db, 6)
+    conn.execute("INSERT INTO tasks (prompt, max_attempts, created_at, updated_at, status, worker_id, attempt, "
+                 "started_at, finished_at, outcome) VALUES ('p', 3, 1, 1, 'completed', 'w', 1, 2, 5, "
+                 "'{\"total_cost_usd\":0.5}')")
+    conn.executemany("INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt, cost_usd, started_at) "
+                     "VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                     [(1, 1, "created", None, None, None, None), (2, 5, "completed", "w", 1, 0.5, 2)])
+    conn.commit()
+    conn.close()
+    q = make_queue(db=db)
+    assert [(e["event"], e["at"]) for e in q.get_events(1)] == [("created", 1), ("claimed", 2), ("completed", 5)]
