@@ -339,6 +339,22 @@ MIGRATIONS = [
     DROP INDEX tasks_unsuccessful;
     CREATE INDEX tasks_unsuccessful ON tasks(status, id)
         WHERE status = 'failed' OR status = 'cancelled' OR status = 'skipped';
+    -- The counts' trigger is named for finished_at, not status: every statement that moves a task
+    -- into or out of a finished status sets finished_at, and a claim (status only) then runs no
+    -- trigger at all. Its body is unchanged.
+    DROP TRIGGER task_counts_update;
+    CREATE TRIGGER task_counts_update AFTER UPDATE OF finished_at, cost_usd, job_id, denied ON tasks
+    WHEN (old.status IS NOT new.status
+          AND NOT (old.status IN ('pending', 'in_progress') AND new.status IN ('pending', 'in_progress')))
+         OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id OR old.denied IS NOT new.denied
+    BEGIN
+        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0), denied = denied - (old.denied > 0)
+        WHERE job_id = ifnull(old.job_id, '') AND status = CASE old.status WHEN 'in_progress' THEN 'pending' ELSE old.status END;
+        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), CASE new.status WHEN 'in_progress' THEN 'pending' ELSE new.status END,
+                                        1, ifnull(new.cost_usd, 0), new.denied > 0)
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0),
+                                                   denied = denied + (new.denied > 0);
+    END;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -91,3 +91,19 @@ def test_a_completion_stored_by_an_older_version_is_shown_once(tmp_path, make_qu
     conn.close()
     q = make_queue(db=db)
     assert [(e["event"], e["at"]) for e in q.get_events(1)] == [("created", 1), ("claimed", 2), ("completed", 5)]
+
+
+def test_a_claim_runs_no_trigger_and_counts_still_follow_finishes(queue):
+    """The counts' trigger fires on finished_at (set by every move into or out of a finished
+    status), so the claim's UPDATE, which sets status only, carries no trigger program."""
+    assert "Program" not in _ops(queue, claude_queue.SQL_CLAIM_ID, 5)
+    assert "Program" in _ops(queue, claude_queue.SQL_FINISH, 13)
+    a, b = queue.add_task("a"), queue.add_task("b")
+    t = queue.claim_task("w")
+    assert (queue.get_stats()["pending"], queue.get_stats()["in_progress"]) == (1, 1)
+    queue.fail_task(a, "w", "x", retryable=False, attempt=t.attempt)
+    queue.cancel_task(b)
+    stats = queue.get_stats()
+    assert (stats["pending"], stats["in_progress"], stats["failed"], stats["cancelled"]) == (0, 0, 1, 1)
+    queue.retry_task(a)
+    assert (queue.get_stats()["pending"], queue.get_stats()["failed"]) == (1, 0)
