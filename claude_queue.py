@@ -478,7 +478,7 @@ class Task:
         # Not cls(**data): matching 31 keyword names against the parameters costs more than the
         # claim's own UPDATE. The row holds every field (a field it lacks reads its class default).
         task = object.__new__(cls)
-        task.__dict__.update(data)
+        task.__dict__ = data
         return task
 
     def to_dict(self):
