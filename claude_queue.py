@@ -41,7 +41,9 @@ it, its pending tasks are skipped and none of them is claimed.
 Events. Every transition is in a task's history (`get_events`): created, claimed, completed,
 failed, released, recovered, cancel_requested, cancelled, skipped, retried, with worker, attempt,
 detail and the attempt's cost. An attempt is stored as one row, written when it ends and carrying
-when it started; its "claimed" entry is shown from that (or from the task row while it runs).
+when it started; its "claimed" entry is shown from that (or from the task row while it runs). The
+attempt that completes a task writes no row: the completed task's row keeps it (worker, attempt,
+started and finished times, the outcome's total_cost_usd) and its entries are shown from there.
 
 Counts. `get_stats` gives per-status counts, cost and denials without scanning finished tasks:
 triggers keep `task_counts` per job, for finished statuses plus one bucket of unfinished tasks (a
