@@ -42,7 +42,9 @@ which run no claude and cost nothing).
 Events. Every transition is in a task's history (`get_events`): created, claimed, completed,
 failed, released, recovered, cancel_requested, cancelled, skipped, retried, with worker, attempt,
 detail and the attempt's cost. An attempt is stored as one row, written when it ends and carrying
-when it started; its "claimed" entry is shown from that (or from the task row while it runs).
+when it started; its "claimed" entry is shown from that (or from the task row while it runs). The
+attempt that completes a task writes no row: the completed task's row keeps it (worker, attempt,
+started and finished times, the outcome's total_cost_usd) and its entries are shown from there.
 
 Counts. `get_stats` gives per-status counts, cost and denials without scanning finished tasks:
 triggers keep `task_counts` per job, for finished statuses plus one bucket of unfinished tasks (a
@@ -330,6 +332,33 @@ MIGRATIONS = [
     """
     ALTER TABLE task_events ADD COLUMN started_at REAL;
     """,
+    # 7: the index of unsuccessful tasks names its statuses with OR. SQLite evaluates a partial
+    # index's `status IN (three values)` by building a temporary table, twice (old and new row) in
+    # every UPDATE that changes a status: a claim and a completion each paid for two.
+    # From this version on a completion writes no history row: the completed task's row holds its
+    # last attempt, and get_events shows it from there (no DDL; older Klauss refuses the database
+    # rather than show histories without their completions).
+    """
+    DROP INDEX tasks_unsuccessful;
+    CREATE INDEX tasks_unsuccessful ON tasks(status, id)
+        WHERE status = 'failed' OR status = 'cancelled' OR status = 'skipped';
+    -- The counts' trigger is named for finished_at, not status: every statement that moves a task
+    -- into or out of a finished status sets finished_at, and a claim (status only) then runs no
+    -- trigger at all. Its body is unchanged.
+    DROP TRIGGER task_counts_update;
+    CREATE TRIGGER task_counts_update AFTER UPDATE OF finished_at, cost_usd, job_id, denied ON tasks
+    WHEN (old.status IS NOT new.status
+          AND NOT (old.status IN ('pending', 'in_progress') AND new.status IN ('pending', 'in_progress')))
+         OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id OR old.denied IS NOT new.denied
+    BEGIN
+        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0), denied = denied - (old.denied > 0)
+        WHERE job_id = ifnull(old.job_id, '') AND status = CASE old.status WHEN 'in_progress' THEN 'pending' ELSE old.status END;
+        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), CASE new.status WHEN 'in_progress' THEN 'pending' ELSE new.status END,
+                                        1, ifnull(new.cost_usd, 0), new.denied > 0)
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0),
+                                                   denied = denied + (new.denied > 0);
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -453,7 +482,11 @@ class Task:
         data["cancel_requested"] = bool(data["cancel_requested"])
         data["attempts_used"] = data["attempt"] - data.pop("attempt_base")
         data["depends_on"] = depends_on
-        return cls(**data)
+        # Not cls(**data): matching 31 keyword names against the parameters costs more than the
+        # claim's own UPDATE. The row holds every field (a field it lacks reads its class default).
+        task = object.__new__(cls)
+        task.__dict__ = data
+        return task
 
     def to_dict(self):
         return asdict(self)
@@ -827,9 +860,12 @@ class TaskQueue:
         """Atomically take the best runnable task, or None when nothing can run now. With
         `worker_info` (a worker's own claim), the worker's row says busy on it in the same commit."""
         with self._write() as conn:
-            return self._claim(conn, worker_id, lease_seconds, worker_info)
+            row = self._claim(conn, worker_id, lease_seconds, worker_info)
+        # Built once the lock is released: other processes wait for it while we hold it.
+        return None if row is None else Task.from_row(row, root=self.cfg.root)
 
     def _claim(self, conn, worker_id, lease_seconds, worker_info=None, holds=None):
+        """The claimed task's row (for Task.from_row), or None."""
         lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
         now = self.clock()
         while True:
@@ -844,14 +880,12 @@ class TaskQueue:
             if pick[1] is None or not self._enforce_budget(conn, pick[1]) \
                     or conn.execute(SQL_COSTS_NOTHING, (pick[0],)).fetchone():
                 break
-        if HAS_RETURNING:
-            row = conn.execute(SQL_CLAIM_ID + " RETURNING *", (worker_id, now + lease, now, now, pick[0])).fetchone()
-        else:
-            conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
-            row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
+        # UPDATE, then SELECT: UPDATE ... RETURNING gathers its rows in a temporary B-tree first.
+        conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
+        row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
         if worker_info is not None:
-            self._beat_worker(conn, worker_id, states.BUSY, row["id"], worker_info, now)
-        return Task.from_row(row, root=self.cfg.root)
+            self._beat_worker(conn, worker_id, states.BUSY, pick[0], worker_info, now)
+        return row
 
     def finish_and_claim(self, action, task_id, worker_id, attempt=None, claim_next=False, lease_seconds=None,
                          worker_info=None, holds=None, **details):
@@ -872,7 +906,7 @@ class TaskQueue:
                 task = self._claim(conn, worker_id, lease_seconds, worker_info, holds=keys[:5])
             if task is None and worker_info is not None:
                 self._beat_worker(conn, worker_id, states.IDLE, None, worker_info, self.clock())
-            return done, task
+        return done, None if task is None else Task.from_row(task, root=self.cfg.root)
 
     def _beat_worker(self, conn, worker_id, state, current_task, info, now):
         conn.execute(SQL_WORKER_BEAT, (now, state, current_task, _dumps(info), worker_id))
@@ -945,11 +979,18 @@ class TaskQueue:
 
     def _complete(self, conn, task_id, worker_id, result=None, attempt=None):
         text, outcome, cost = _split_result(result)
-        row = self._finish(conn, task_id, worker_id, attempt, "completed", text, None, outcome, cost, "completed")
+        # Read first (a SELECT, where UPDATE ... RETURNING would build a temporary B-tree): whether
+        # we hold it, its job, and whether any task waits for it.
+        row = conn.execute(SQL_HOLDER_JOB_WAITED_ON, (task_id, worker_id, attempt, attempt)).fetchone()
         if row is None:
             return False
-        conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
-        self._enforce_budget(conn, row["job_id"])
+        now = self.clock()
+        conn.execute(SQL_FINISH, ("completed", now, now, text, None, _outcome_json(outcome), _denied(outcome),
+                                  cost, cost, task_id, worker_id, attempt, attempt))
+        # No history row: the completed task's row keeps its last attempt (see get_events).
+        if row[1]:
+            conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
+        self._enforce_budget(conn, row[0])
         return True
 
     def fail_task(self, task_id, worker_id, error, retryable=True, attempt=None, outcome=None):
@@ -1208,8 +1249,17 @@ class TaskQueue:
                 self._claimed_entry(events, started, event["worker_id"], event["attempt"])
             events.append(event)
         task = self._read(SQL_TASK_ATTEMPT, (task_id,))
-        if task and task[0]["status"] == "in_progress" and not _has_claim(events, task[0]["attempt"]):
-            self._claimed_entry(events, task[0]["started_at"], task[0]["worker_id"], task[0]["attempt"])
+        if not task or task[0]["status"] not in ("in_progress", "completed"):
+            return events
+        # The running attempt, and the one that completed the task, are kept by the task row.
+        task = task[0]
+        if task["started_at"] is not None and not _has_claim(events, task["attempt"]):
+            self._claimed_entry(events, task["started_at"], task["worker_id"], task["attempt"])
+        # (A database from before schema 7 stored the completion too: not shown twice.)
+        if task["status"] == "completed" and not any(e["event"] == "completed" for e in events):
+            outcome = json.loads(task["outcome"]) if task["outcome"] else None
+            events.append({"at": task["finished_at"], "event": "completed", "worker_id": task["worker_id"],
+                           "attempt": task["attempt"], "detail": None, "cost_usd": _split_result(outcome)[2]})
         return events
 
     @staticmethod
@@ -1432,7 +1482,7 @@ class TaskQueue:
             # and without ANALYZE statistics it prefers the rowid order, hence INDEXED BY.
             if statuses[0] in ("failed", "cancelled", "skipped"):
                 index = " INDEXED BY tasks_unsuccessful"
-                where.append("status IN ('failed', 'cancelled', 'skipped')")
+                where.append(_UNSUCCESSFUL)
             elif statuses[0] == "in_progress":
                 index = " INDEXED BY tasks_running"
             where.append(f"status = {statuses[0]!r}")
@@ -1606,6 +1656,10 @@ _HOLDER = "id = ? AND worker_id = ? AND status = 'in_progress' AND (? IS NULL OR
 
 SQL_HOLDER = f"SELECT * FROM tasks WHERE {_HOLDER}"
 
+SQL_HOLDER_JOB_WAITED_ON = f"""
+SELECT job_id, EXISTS (SELECT 1 FROM task_deps WHERE depends_on = tasks.id) FROM tasks WHERE {_HOLDER}
+"""
+
 SQL_HEARTBEAT = f"UPDATE tasks SET lease_expires_at = ?, updated_at = ? WHERE {_HOLDER}"
 
 SQL_TASK = "SELECT * FROM tasks WHERE id = ?"
@@ -1623,10 +1677,11 @@ SQL_WORKER_BEAT = "UPDATE workers SET last_heartbeat = ?, state = ?, current_tas
 
 # A worker finishing a task claims no next one while a pool-wide flag that stops claims is live
 # (read in the same statement: one fewer per task).
-# Which flags hold a worker depends on its host and login (flags.holds: five keys).
-SQL_PICK_UNLESS_PAUSED = SQL_PICK.replace("ORDER BY", """AND NOT EXISTS (
-    SELECT 1 FROM pool_flags WHERE key IN (?2, ?3, ?4, ?5, ?6) AND (until IS NULL OR until > ?1))
-ORDER BY""")
+# Which flags hold a worker depends on its host and login (flags.holds: five keys). One lookup
+# per key: `key IN (...)` would build a temporary table on every pick.
+SQL_PICK_UNLESS_PAUSED = SQL_PICK.replace("ORDER BY", "".join(f"""AND NOT EXISTS (
+    SELECT 1 FROM pool_flags WHERE key = ?{n} AND (until IS NULL OR until > ?1))
+""" for n in range(2, 7)) + "ORDER BY")
 
 SQL_ACTIVITY = f"UPDATE tasks SET activity = ? WHERE {_HOLDER}"
 
@@ -1657,6 +1712,10 @@ SQL_FORCE_FINISH = """
 UPDATE tasks SET status = ?, finished_at = ?, updated_at = ?, error = ?, lease_expires_at = NULL, activity = NULL
 WHERE id = ?
 """
+
+# tasks_unsuccessful's own condition, word for word: SQLite uses a partial index only for a query
+# that repeats it.
+_UNSUCCESSFUL = "(status = 'failed' OR status = 'cancelled' OR status = 'skipped')"
 
 SQL_STALE = "SELECT * FROM tasks WHERE status = 'in_progress' AND lease_expires_at < ?"
 
@@ -1746,7 +1805,7 @@ SQL_DEPENDENCIES_OF = "SELECT task_id, depends_on FROM task_deps WHERE task_id I
 SQL_EVENTS = """
 SELECT at, event, worker_id, attempt, detail, cost_usd, started_at FROM task_events WHERE task_id = ? ORDER BY seq
 """
-SQL_TASK_ATTEMPT = "SELECT status, worker_id, attempt, started_at FROM tasks WHERE id = ?"
+SQL_TASK_ATTEMPT = "SELECT status, worker_id, attempt, started_at, finished_at, outcome FROM tasks WHERE id = ?"
 SQL_PURGE = """
 DELETE FROM tasks WHERE finished_at < ? AND status IN ({marks})
 AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks t ON t.id = d.task_id

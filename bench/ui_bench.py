@@ -58,14 +58,14 @@ def build(db, n):
                       "expected_outputs": ["src/module.py"]} for i in range(start, min(n, start + 10_000))])
     fill_seconds = time.perf_counter() - t0
     pending_from = n - 300
-    with q._write() as conn:  # a bench shortcut: statuses set in bulk (the triggers keep the counts)
+    with q._write() as conn:  # a bench shortcut: statuses set in bulk (the triggers keep the counts; they fire on finished_at)
         conn.execute("UPDATE tasks SET status = 'completed', attempt = 1, worker_id = 'w' || (id % 8), "
                      "started_at = created_at, finished_at = created_at + 60, cost_usd = 0.0421, result = ?, "
                      "outcome = ? WHERE id < ?", (RESULT, json.dumps(OUTCOME), pending_from))
-        conn.execute("UPDATE tasks SET status = 'failed', error = 'claude exited 1' WHERE id % 100 = 7 AND id < ?",
+        conn.execute("UPDATE tasks SET status = 'failed', finished_at = finished_at, error = 'claude exited 1' WHERE id % 100 = 7 AND id < ?",
                      (pending_from,))
-        conn.execute("UPDATE tasks SET status = 'cancelled' WHERE id % 997 = 3 AND id < ?", (pending_from,))
-        conn.execute("UPDATE tasks SET status = 'skipped' WHERE id % 1999 = 5 AND id < ?", (pending_from,))
+        conn.execute("UPDATE tasks SET status = 'cancelled', finished_at = finished_at WHERE id % 997 = 3 AND id < ?", (pending_from,))
+        conn.execute("UPDATE tasks SET status = 'skipped', finished_at = finished_at WHERE id % 1999 = 5 AND id < ?", (pending_from,))
     for w in range(8):
         q.register_worker(f"w{w}", state="busy", info={"slot": w})
         t = q.claim_task(f"w{w}")
