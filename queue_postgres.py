@@ -189,7 +189,7 @@ PG_SQL = {
     # Claims skip rows another transaction holds instead of waiting for them.
     "SQL_PICK": _PICK.format(unless_paused=""),
     "SQL_PICK_UNLESS_PAUSED": _PICK.format(unless_paused="""
-      AND NOT EXISTS (SELECT 1 FROM pool_flags WHERE key IN ('paused', 'config_error')
+      AND NOT EXISTS (SELECT 1 FROM pool_flags WHERE key IN (?2, ?3, ?4, ?5, ?6)
                       AND (until IS NULL OR until > ?1))"""),
     # Claims run side by side (PostgresTaskQueue.claim_task): a claim that finds its job's budget
     # spent skips the pending tasks no other claim holds.
@@ -448,7 +448,8 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
         """As TaskQueue.claim_task, with the write lock shared: claims run side by side, each
         skipping the rows the others hold (FOR UPDATE SKIP LOCKED)."""
         with self._write(shared=True) as conn:
-            return self._claim(conn, worker_id, lease_seconds, worker_info)
+            row = self._claim(conn, worker_id, lease_seconds, worker_info)
+        return None if row is None else claude_queue.Task.from_row(row, root=self.cfg.root)
 
     @contextmanager
     def _write(self, notify=False, shared=False):
