@@ -92,6 +92,8 @@ SCHEMA = {
         "copy_files": (list, [], "untracked files copied into each fresh worktree, e.g. [\".env\"] (never committed)"),
         "setup_command": (list, [], "argv run in a fresh worktree before Claude starts, e.g. [\"npm\", \"ci\"] "
                                     "(what it creates is never committed)"),
+        "remote": (str, None, "git remote (name or URL) through which worktree jobs' edits travel between hosts: "
+                              "base commits, task branches and job branches are pushed there under refs/klauss/"),
     },
 }
 
@@ -201,6 +203,12 @@ def _check_values(data, source):
         value = data.get(section, {}).get(key)
         if value is not None and value not in allowed:
             raise ConfigError(f"{source}: {section}.{key}: expected one of {', '.join(allowed)}, got {value!r}")
+    remote = data.get("isolation", {}).get("remote")
+    # It reaches git's command line: a leading "-" would be read as an option.
+    if remote is not None and (not remote.strip() or remote.startswith("-") or any(c.isspace() for c in remote)
+                               or any(ord(c) < 32 or ord(c) == 127 for c in remote)):
+        raise ConfigError(f"{source}: isolation.remote: expected the name or URL of a git remote (e.g. \"origin\"), "
+                          f"got {remote!r}")
 
 
 def _git(args, cwd):
@@ -411,6 +419,7 @@ EXAMPLES = {
     ("claude", "max_turns"): 50,
     ("claude", "max_budget_usd"): 5.0,
     ("claude", "append_system_prompt"): "Run the project's tests before you finish.",
+    ("isolation", "remote"): "origin",
 }
 
 
