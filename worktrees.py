@@ -17,6 +17,17 @@ With `[isolation] mode = "worktree"` (or `isolation="worktree"` per job or per t
 - `merge_job` brings the job's work into the user's current branch when they say so;
   `list_worktrees` and `clean_worktrees` show and remove the worktrees (and branches).
 
+With `[isolation] remote` (several hosts, each with its own clone), edits travel through that git
+remote, never a shared disk, all under refs/klauss/ there (no user branch is touched): the base
+commit is pushed at submit (`publish_base`, to `refs/klauss/base/<sha>`), a host fetches it before
+making a worktree (`ensure_base`), the task branch is pushed whatever the outcome
+(`refs/klauss/jobs/<job>/task-<id>`), dependents and later attempts on another host fetch it, and
+the job branch lives there too (`refs/klauss/jobs/<job>/merged`, advanced by compare-and-swap:
+`push_ref` with `expect`; a host whose push lost the race fetches and merges again). `merge_job`
+fetches the job's work first. The building blocks (`fetch_ref`, `push_ref`, `ensure_base`,
+`sync_branch`) are for the merge queue too. While several hosts share the queue (`multi_host`), a
+task that would edit files in place is refused at submit (`refuse_shared_edits`).
+
 Every git call goes through `_run` with an argv list (never a shell). Klauss's own commits use the
 identity "Klauss <klauss@localhost>", so they work whether or not the user configured one, and run
 no hooks and no signing; the user's own merge (`merge_job`) uses the user's identity when set.
@@ -333,14 +344,12 @@ def sync_branch(repo, branch, commit):
 
 
 def multi_host(cfg, queue):
-    """Why the queue counts as shared by several hosts, or None. Observable from here: the remote
-    is configured (`[isolation] remote`), the database is a server (a postgresql:// URL), or
-    workers registered in the queue name another host than this one."""
+    """Why the queue counts as shared by several hosts, or None. Observable from here, whatever the
+    backend: the remote is configured (`[isolation] remote`: the user says edits travel between
+    machines), or workers registered in the queue name another host than this one. A database
+    server alone does not count: one machine may well use a team's PostgreSQL."""
     if cfg["isolation"]["remote"]:
         return f"[isolation] remote = {cfg['isolation']['remote']!r} is set"
-    db = str(getattr(cfg, "db_path", "") or "")
-    if db.lower().startswith(("postgresql://", "postgres://")):
-        return "the queue is a database server shared by hosts"
     here = getattr(cfg, "host", None) or os.environ.get("KLAUSS_HOST") or socket.gethostname()
     try:
         others = sorted({w["info"].get("host") for w in queue.list_workers() if isinstance(w.get("info"), dict)}

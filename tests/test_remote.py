@@ -15,6 +15,7 @@ import pytest
 
 import claude_queue
 import config
+import submission
 import worktrees
 from conftest import fake
 from orchestrator import ClaudeOrchestrator
@@ -265,7 +266,6 @@ def test_workers_of_another_host_make_a_sqlite_queue_multi_host(tmp_path, monkey
     assert worktrees.multi_host(cfg, q) is None
     q.register_worker("alpha-w1", info={"host": "alpha"})
     assert worktrees.multi_host(cfg, q) is None, "this host's own workers do not count"
-    submission = __import__("submission")
     submission.add_task(q, "fine while alone")
     q.register_worker("beta-w1", info={"host": "beta"})
     assert "workers of other hosts (beta)" in worktrees.multi_host(cfg, q)
@@ -275,10 +275,10 @@ def test_workers_of_another_host_make_a_sqlite_queue_multi_host(tmp_path, monkey
     # A read-only task edits nothing: it may run anywhere.
     ro = config.load_config(db=str(db), cwd=tmp_path, env={}, overrides={"claude": {"permission_mode": "plan"}})
     submission.add_task(claude_queue.TaskQueue(str(db), cfg=ro), "just read")
-    # A database server is shared by hosts by nature (the rule reads the configured database only).
-    cfg.db_path = "postgresql://klauss@db.example/klauss"
+    # Once the other host's workers are gone, this host is alone again.
     q.unregister_worker("beta-w1")
-    assert "database server" in worktrees.multi_host(cfg, q)
+    assert worktrees.multi_host(cfg, q) is None
+    submission.add_task(q, "alone again")
 
 
 def test_the_remote_setting_is_checked(tmp_path):
