@@ -204,11 +204,16 @@ def _check_values(data, source):
         if value is not None and value not in allowed:
             raise ConfigError(f"{source}: {section}.{key}: expected one of {', '.join(allowed)}, got {value!r}")
     remote = data.get("isolation", {}).get("remote")
-    # It reaches git's command line: a leading "-" would be read as an option.
-    if remote is not None and (not remote.strip() or remote.startswith("-") or any(c.isspace() for c in remote)
-                               or any(ord(c) < 32 or ord(c) == 127 for c in remote)):
+    if remote is not None and not remote_ok(remote):
         raise ConfigError(f"{source}: isolation.remote: expected the name or URL of a git remote (e.g. \"origin\"), "
                           f"got {remote!r}")
+
+
+def remote_ok(remote):
+    """A git remote name or URL fit for git's command line: a leading "-" would be read as an
+    option, and a remote has no spaces or control characters."""
+    return (isinstance(remote, str) and bool(remote) and not remote.startswith("-")
+            and not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in remote))
 
 
 def _git(args, cwd):

@@ -263,7 +263,13 @@ def job_remote(cfg, *metadata):
     else the one recorded in the metadata when the work was submitted; None for a one-host job."""
     if not any(isinstance(m, dict) and m.get("remote") for m in metadata):
         return None
-    return cfg["isolation"]["remote"] or next(m["remote"] for m in metadata if isinstance(m, dict) and m.get("remote"))
+    if cfg["isolation"]["remote"]:
+        return cfg["isolation"]["remote"]
+    recorded = next(m["remote"] for m in metadata if isinstance(m, dict) and m.get("remote"))
+    if not config.remote_ok(recorded):  # it reaches git's command line
+        raise WorktreeError(f"metadata.remote: expected the name or URL of a git remote, got {recorded!r}; set "
+                            "[isolation] remote in .klauss.toml on this host")
+    return recorded
 
 
 def fetch_ref(repo, remote, ref, into=None, **kwargs):
@@ -271,8 +277,13 @@ def fetch_ref(repo, remote, ref, into=None, **kwargs):
     so it is overwritten). Returns the commit it names, or None when the remote has no such ref.
     WorktreeError (retryable) when the remote cannot be reached."""
     into = into or ref
-    cp = git(repo, "fetch", "-q", "--no-tags", "--no-write-fetch-head", remote, f"+{ref}:{into}", check=False,
-             **kwargs)
+    common = Path(repo) / git(repo, "rev-parse", "--git-common-dir", timeout=60).stdout.strip()  # absolute wins
+    # One fetch at a time per clone: workers starting tasks of one job all want the same refs, and
+    # git refuses to update a ref another fetch holds locked.
+    with _locked(common / "klauss-fetch.lock", keepalive=kwargs.get("keepalive"),
+                 every=kwargs.get("every", KEEPALIVE_SECONDS)):
+        cp = git(repo, "fetch", "-q", "--no-tags", "--no-write-fetch-head", remote, f"+{ref}:{into}", check=False,
+                 **kwargs)
     if cp.returncode != 0:
         text = cp.stderr or cp.stdout
         if "couldn't find remote ref" in text or "could not find remote ref" in text:

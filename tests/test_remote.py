@@ -67,6 +67,15 @@ class Host:
         assert out.returncode == 0, out.stdout + out.stderr
         return out
 
+    def run_workers(self, n, timeout=120):
+        """n workers at once (they race for the same refs), each until nothing is left to claim."""
+        procs = [subprocess.Popen([sys.executable, str(WORKER), f"{self.name}-w{i}", "--exit-when-idle"],
+                                  cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, stdin=subprocess.DEVNULL) for i in range(1, n + 1)]
+        for proc in procs:
+            out, _ = proc.communicate(timeout=timeout)
+            assert proc.returncode == 0, out
+
     def cli(self, *args):
         out = subprocess.run([sys.executable, str(SUBMIT), *args], cwd=self.root, env=self.env, capture_output=True,
                              text=True, timeout=120, stdin=subprocess.DEVNULL)
@@ -146,7 +155,7 @@ def test_a_job_spread_over_two_hosts_travels_through_the_remote(hosts):
     assert on_remote(remote, worktrees.base_ref(base)) == base, "the base is pushed when the job is created"
     assert not beta.has(base)
 
-    beta.run_worker()  # beta runs both
+    beta.run_workers(2)  # beta runs both, at once
     tasks = {t.id: t for t in orch.queue.list_tasks(job_id=job)}
     assert all(t.status == "completed" for t in tasks.values()), [(t.id, t.status, t.error) for t in tasks.values()]
     for tid in (one, two):
@@ -286,6 +295,12 @@ def test_the_remote_setting_is_checked(tmp_path):
         (tmp_path / ".klauss.toml").write_text(f"[isolation]\nremote = {json.dumps(bad)}\n")
         with pytest.raises(config.ConfigError, match=r"isolation\.remote: expected the name or URL of a git remote"):
             config.load_config(cwd=tmp_path, env={})
+    # A remote recorded in a task's metadata reaches git only on the same terms.
+    (tmp_path / ".klauss.toml").write_text("")
+    cfg = config.load_config(cwd=tmp_path, env={})
+    assert worktrees.job_remote(cfg, {"remote": "origin"}) == "origin" and worktrees.job_remote(cfg, {}) is None
+    with pytest.raises(worktrees.WorktreeError, match=r"^metadata\.remote: expected the name or URL"):
+        worktrees.job_remote(cfg, {"remote": "--upload-pack=touch x"})
 
 
 def test_a_remote_that_cannot_take_the_base_refuses_the_job_and_writes_nothing(hosts):
