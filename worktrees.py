@@ -334,8 +334,9 @@ def publish_base(cfg, repo, commit):
     try:
         push_ref(repo, remote, commit, base_ref(commit), timeout=300)
     except WorktreeError as exc:
+        why = " ".join(str(exc).split())  # git's lines, on the one line of the error
         raise ValueError(f"isolation.remote: cannot push the base commit {commit[:12]} to {remote!r} (so other "
-                         f"hosts could start from it): {' '.join(str(exc).split())}; check the remote, or remove [isolation] remote "
+                         f"hosts could start from it): {why}; check the remote, or remove [isolation] remote "
                          "from .klauss.toml to run on this host only") from None
     return remote
 
@@ -861,14 +862,15 @@ class TaskTree:
             dep = self.queue.get_task(dep_id)
             outcome = (dep.outcome if dep else None) or {}
             commit = None
-            if self.remote and (outcome.get("branch") or outcome.get("commit")):
-                # It may have run on another host: the commit it recorded, fetched when not here yet.
-                if not (outcome.get("commit") and _rev(self.repo, outcome["commit"])):
+            recorded = outcome.get("commit")
+            if self.remote and (outcome.get("branch") or recorded):
+                # It may have run on another host: the commit it recorded, fetched when not here yet
+                # (this clone's branch of the same name may be an older attempt's).
+                if not (recorded and _rev(self.repo, recorded)):
                     fetched = fetch_ref(self.repo, self.remote, outcome.get("remote_ref")
                                         or remote_ref(dep.job_id or "no-job", f"task-{dep_id}"),
                                         keepalive=self.keepalive, every=self.every)
-                    commit = None if outcome.get("commit") else fetched
-                commit = _rev(self.repo, outcome["commit"]) if outcome.get("commit") else commit
+                    commit = fetched if not recorded else None
             elif outcome.get("branch"):
                 commit = _rev(self.repo, f"refs/heads/{outcome['branch']}")
             if commit is None and outcome.get("commit"):
