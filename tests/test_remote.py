@@ -312,3 +312,21 @@ def test_a_remote_that_cannot_take_the_base_refuses_the_job_and_writes_nothing(h
     assert "error: isolation.remote: cannot push the base commit" in out.stderr and "'nowhere'" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert claude_queue.TaskQueue(cfg=alpha.cfg).list_tasks() == []
+
+
+def test_branch_mode_merge_fetches_each_task_branch_from_the_remote(hosts):
+    alpha, beta, remote = hosts
+    orch = ClaudeOrchestrator("t")
+    job, (one, two) = orch.submit_plan("review each", [
+        {"prompt": fake("write", "x.txt", content="x\n")}, {"prompt": fake("write", "y.txt", content="y\n")},
+    ], merge="branch")
+    beta.run_worker()
+    tasks = orch.queue.list_tasks(job_id=job)
+    assert [t.outcome["merge"] for t in tasks] == ["branch", "branch"], [t.error for t in tasks]
+    assert on_remote(remote, worktrees.remote_ref(job, "merged")) is None, "no job branch in branch mode"
+    assert not alpha.has(tasks[0].outcome["commit"])
+    out = alpha.cli("merge", job)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (alpha.root / "x.txt").read_text() == "x\n" and (alpha.root / "y.txt").read_text() == "y\n"
+    for t in tasks:
+        assert git(alpha.root, "rev-parse", t.outcome["branch"]) == t.outcome["commit"], "the branch is here for review"
