@@ -100,6 +100,8 @@ SCHEMA = {
         "copy_files": (list, [], "untracked files copied into each fresh worktree, e.g. [\".env\"] (never committed)"),
         "setup_command": (list, [], "argv run in a fresh worktree before Claude starts, e.g. [\"npm\", \"ci\"] "
                                     "(what it creates is never committed)"),
+        "remote": (str, None, "git remote (name or URL) through which worktree jobs' edits travel between hosts: "
+                              "base commits, task branches and job branches are pushed there under refs/klauss/"),
     },
     "integration": {
         "verify_command": (list, [], "argv that must pass before a worktree job's task enters klauss/<job>/merged, e.g. "
@@ -248,6 +250,17 @@ def _check_values(data, source):
         value = data.get(section, {}).get(key)
         if value is not None and value not in allowed:
             raise ConfigError(f"{source}: {section}.{key}: expected one of {', '.join(allowed)}, got {value!r}")
+    remote = data.get("isolation", {}).get("remote")
+    if remote is not None and not remote_ok(remote):
+        raise ConfigError(f"{source}: isolation.remote: expected the name or URL of a git remote (e.g. \"origin\"), "
+                          f"got {remote!r}")
+
+
+def remote_ok(remote):
+    """A git remote name or URL fit for git's command line: a leading "-" would be read as an
+    option, and a remote has no spaces or control characters."""
+    return (isinstance(remote, str) and bool(remote) and not remote.startswith("-")
+            and not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in remote))
 
 
 def _git(args, cwd):
@@ -520,6 +533,7 @@ EXAMPLES = {
     ("claude", "max_turns"): 50,
     ("claude", "max_budget_usd"): 5.0,
     ("claude", "append_system_prompt"): "Run the project's tests before you finish.",
+    ("isolation", "remote"): "origin",
 }
 
 

@@ -19,6 +19,8 @@ import worktrees
 def annotate(queue, entries, job_metadata=None, cwd=None):
     """The entries with worktree isolation filled in (see worktrees.annotate_tasks). `job_metadata`
     is the job's when it is being created with the tasks."""
+    # Several hosts share the queue: a task that edits in place would strand its edits on one machine.
+    worktrees.refuse_shared_edits(queue.cfg, queue, entries, job_metadata=job_metadata, get_job=queue.get_job)
     return worktrees.annotate_tasks(queue.cfg, entries, job_metadata=job_metadata, get_job=queue.get_job, cwd=cwd)
 
 

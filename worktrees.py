@@ -17,6 +17,17 @@ With `[isolation] mode = "worktree"` (or `isolation="worktree"` per job or per t
 - `merge_job` brings the job's work into the user's current branch when they say so;
   `list_worktrees` and `clean_worktrees` show and remove the worktrees (and branches).
 
+With `[isolation] remote` (several hosts, each with its own clone), edits travel through that git
+remote, never a shared disk, all under refs/klauss/ there (no user branch is touched): the base
+commit is pushed at submit (`publish_base`, to `refs/klauss/base/<sha>`), a host fetches it before
+making a worktree (`ensure_base`), the task branch is pushed whatever the outcome
+(`refs/klauss/jobs/<job>/task-<id>`), dependents and later attempts on another host fetch it, and
+the job branch lives there too (`refs/klauss/jobs/<job>/merged`, advanced by compare-and-swap:
+`push_ref` with `expect`; a host whose push lost the race fetches and merges again). `merge_job`
+fetches the job's work first. The building blocks (`fetch_ref`, `push_ref`, `ensure_base`,
+`sync_branch`) are for the merge queue too. While several hosts share the queue (`multi_host`), a
+task that would edit files in place is refused at submit (`refuse_shared_edits`).
+
 Every git call goes through `_run` with an argv list (never a shell). Klauss's own commits use the
 identity "Klauss <klauss@localhost>", so they work whether or not the user configured one, and run
 no hooks and no signing; the user's own merge (`merge_job`) uses the user's identity when set.
@@ -28,6 +39,7 @@ import fcntl
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -227,6 +239,167 @@ def dirty_files(cfg, repo):
     return _status_paths(repo, _klauss_files(cfg, repo))
 
 
+# --- several hosts: edits travel through a git remote ----------------------------------------------
+
+# On the remote (and mirrored under the same names in each clone), never a user's branch: a base
+# commit is kept by its id (pushed before the job is written, so it has no job id yet, and a lone
+# task has a base too), a task branch and a job branch under the job.
+BASE_REFS = f"refs/{PREFIX}/base"
+JOB_REFS = f"refs/{PREFIX}/jobs"
+PUSH_RETRIES = 20
+
+
+def base_ref(commit):
+    return f"{BASE_REFS}/{commit}"
+
+
+def remote_ref(job_id, name):
+    """The remote ref of a job's branch `name` ("task-<id>" or "merged")."""
+    return f"{JOB_REFS}/{job_id}/{name}"
+
+
+def job_remote(cfg, *metadata):
+    """The git remote a job's (or task's) edits travel through: this host's `[isolation] remote`,
+    else the one recorded in the metadata when the work was submitted; None for a one-host job."""
+    if not any(isinstance(m, dict) and m.get("remote") for m in metadata):
+        return None
+    if cfg["isolation"]["remote"]:
+        return cfg["isolation"]["remote"]
+    recorded = next(m["remote"] for m in metadata if isinstance(m, dict) and m.get("remote"))
+    if not config.remote_ok(recorded):  # it reaches git's command line
+        raise WorktreeError(f"metadata.remote: expected the name or URL of a git remote, got {recorded!r}; set "
+                            "[isolation] remote in .klauss.toml on this host")
+    return recorded
+
+
+def fetch_ref(repo, remote, ref, into=None, **kwargs):
+    """Fetch `ref` from `remote` into the local ref `into` (default: the same name; it is a mirror,
+    so it is overwritten). Returns the commit it names, or None when the remote has no such ref.
+    WorktreeError (retryable) when the remote cannot be reached."""
+    into = into or ref
+    common = Path(repo) / git(repo, "rev-parse", "--git-common-dir", timeout=60).stdout.strip()  # absolute wins
+    # One fetch at a time per clone: workers starting tasks of one job all want the same refs, and
+    # git refuses to update a ref another fetch holds locked.
+    with _locked(common / "klauss-fetch.lock", keepalive=kwargs.get("keepalive"),
+                 every=kwargs.get("every", KEEPALIVE_SECONDS)):
+        cp = git(repo, "fetch", "-q", "--no-tags", "--no-write-fetch-head", remote, f"+{ref}:{into}", check=False,
+                 **kwargs)
+    if cp.returncode != 0:
+        text = cp.stderr or cp.stdout
+        if "couldn't find remote ref" in text or "could not find remote ref" in text:
+            return None
+        raise WorktreeError(f"git fetch {remote} {ref} failed in {repo}: {_tail(text) or f'exit {cp.returncode}'}",
+                            retryable=True)
+    return _rev(repo, into)
+
+
+ANY = object()
+
+
+def push_ref(repo, remote, commit, ref, expect=ANY, **kwargs):
+    """Set `ref` on `remote` to `commit`, pushing the objects it needs. With `expect` it is a
+    compare-and-swap (`--force-with-lease`): the remote ref must still be `expect` (None: must not
+    exist yet), and then it is set whatever it was; without it only a fast-forward (or a new ref) is
+    accepted. Returns True when the ref is set, False when it moved (another host advanced it, or
+    the update is not a fast-forward): fetch and try again. WorktreeError (retryable) otherwise
+    (unreachable remote, a remote hook refused it)."""
+    args = ["push", "--porcelain", "--no-verify"]
+    if expect is not ANY:
+        args.append(f"--force-with-lease={ref}:{expect or ''}")
+    cp = git(repo, *args, remote, f"{commit}:{ref}", check=False, **kwargs)
+    if cp.returncode == 0:
+        return True
+    for line in (cp.stdout or "").splitlines():
+        flag, _, rest = line.partition("\t")
+        if flag == "!" and rest.split("\t", 1)[-1].startswith("[rejected]"):
+            return False
+    raise WorktreeError(f"git push {remote} {ref} failed in {repo}: "
+                        f"{_tail((cp.stderr or '') + (cp.stdout or '')) or f'exit {cp.returncode}'}", retryable=True)
+
+
+def ensure_base(repo, remote, commit, **kwargs):
+    """Make the base commit present in this clone, fetching its ref from `remote` when it is not
+    (a commit another host made). WorktreeError when the remote does not have it either."""
+    if _rev(repo, commit) is None:
+        if fetch_ref(repo, remote, base_ref(commit), **kwargs) is None or _rev(repo, commit) is None:
+            raise WorktreeError(f"base commit {commit[:12]} is neither in {repo} nor on the remote {remote} "
+                                f"({base_ref(commit)}); submit the task again", retryable=False)
+    return commit
+
+
+def publish_base(cfg, repo, commit):
+    """At submit: push the base commit to `[isolation] remote`, so every host can start from it
+    (even an unpushed local commit). ValueError names the setting when it cannot be pushed."""
+    remote = cfg["isolation"]["remote"]
+    try:
+        push_ref(repo, remote, commit, base_ref(commit), timeout=300)
+    except WorktreeError as exc:
+        why = " ".join(str(exc).split())  # git's lines, on the one line of the error
+        raise ValueError(f"isolation.remote: cannot push the base commit {commit[:12]} to {remote!r} (so other "
+                         f"hosts could start from it): {why}; check the remote, or remove [isolation] remote "
+                         "from .klauss.toml to run on this host only") from None
+    return remote
+
+
+def sync_branch(repo, branch, commit):
+    """Point the local branch at `commit` (a fetched tip) when that loses nothing: the branch is
+    missing, or its tip is already in `commit`. Returns False when the branch has commits of its
+    own (it is left as it is)."""
+    ref = f"refs/heads/{branch}"
+    tip = _rev(repo, ref)
+    if tip == commit:
+        return True
+    if tip is not None and git(repo, "merge-base", "--is-ancestor", tip, commit, check=False).returncode != 0:
+        return False
+    git(repo, "update-ref", "-m", "klauss: fetched from the remote", ref, commit, tip or "")
+    return True
+
+
+def multi_host(cfg, queue):
+    """Why the queue counts as shared by several hosts, or None. Observable from here, whatever the
+    backend: the remote is configured (`[isolation] remote`: the user says edits travel between
+    machines), or workers registered in the queue name another host than this one. A database
+    server alone does not count: one machine may well use a team's PostgreSQL."""
+    if cfg["isolation"]["remote"]:
+        return f"[isolation] remote = {cfg['isolation']['remote']!r} is set"
+    here = getattr(cfg, "host", None) or os.environ.get("KLAUSS_HOST") or socket.gethostname()
+    try:
+        others = sorted({w["info"].get("host") for w in queue.list_workers() if isinstance(w.get("info"), dict)}
+                        - {None, "", here})
+    except claude_queue.QueueError:
+        others = []
+    if others:
+        return f"workers of other hosts ({', '.join(map(str, others[:MAX_LISTED]))}) take tasks from this queue"
+    return None
+
+
+def refuse_shared_edits(cfg, queue, entries, job_metadata=None, get_job=None):
+    """A task that would edit files in place (no worktree isolation) while several hosts share the
+    queue is refused: it would run in whichever host's checkout claims it, and its edits would stay
+    on that machine. Read-only tasks (`permission_mode = "plan"`) are fine."""
+    if not isinstance(entries, (list, tuple)) or cfg["claude"]["permission_mode"] == "plan":
+        return
+    why = False  # not looked at yet: only when a task would edit in place
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("metadata") or {}, dict):
+            continue
+        jmeta = job_metadata
+        if jmeta is None and entry.get("job_id") and get_job is not None:
+            job = get_job(entry["job_id"])
+            jmeta = job["metadata"] if job else None
+        if effective_isolation(cfg, entry.get("metadata") or {}, jmeta) == "worktree":
+            continue
+        if why is False:
+            why = multi_host(cfg, queue)
+        if why:
+            prefix = f"task {index}: " if len(entries) > 1 else ""
+            raise ValueError(f"{prefix}isolation: this task would edit files in place, but several hosts share this "
+                             f"queue ({why}): it would run in whichever host's checkout claims it and its edits "
+                             "would stay there; use worktree isolation ([isolation] mode = \"worktree\" with "
+                             "[isolation] remote, or --isolation worktree), or permission_mode = \"plan\" for "
+                             "read-only tasks")
+
+
 # --- submit time ---------------------------------------------------------------------------------
 
 def _choice(name, value, allowed):
@@ -297,8 +470,11 @@ def job_isolation(cfg, isolation=None, merge=None, metadata=None):
         return {"isolation": "none"} if isolation is not None else {}
     repo, head = repo_and_head(cfg)
     check_dirty(cfg, repo, head)
-    return {"isolation": "worktree", "merge": merge or cfg["isolation"]["merge"], "base_commit": head,
-            "repo": str(repo)}
+    extra = {"isolation": "worktree", "merge": merge or cfg["isolation"]["merge"], "base_commit": head,
+             "repo": str(repo)}
+    if cfg["isolation"]["remote"]:
+        extra["remote"] = publish_base(cfg, repo, head)
+    return extra
 
 
 def annotate_tasks(cfg, entries, job_metadata=None, get_job=None, cwd=None):
@@ -340,10 +516,14 @@ def annotate_tasks(cfg, entries, job_metadata=None, get_job=None, cwd=None):
                 if lone is None:
                     lone = repo_and_head(cfg)
                     check_dirty(cfg, *lone)
+                if cfg["isolation"]["remote"] and len(lone) == 2:
+                    lone = (*lone, publish_base(cfg, *lone))
             except ValueError as exc:
                 raise ValueError(f"{prefix}{exc}") from None
             repo = str(lone[0])
-            entry = {**entry, "metadata": {**meta, "isolation": "worktree", "base_commit": lone[1], "repo": repo}}
+            extra = {"remote": lone[2]} if len(lone) == 3 else {}
+            entry = {**entry, "metadata": {**meta, "isolation": "worktree", "base_commit": lone[1], "repo": repo,
+                                           **extra}}
         wd = entry.get("working_dir")
         wd = Path(cfg.root) if wd is None else Path(cwd or os.getcwd()) / Path(str(wd)).expanduser()
         if wd.exists() and wd.resolve() != Path(repo).resolve() and _relative_inside(wd, repo) is None:
@@ -496,14 +676,15 @@ def prepare_task(cfg, queue, task, job, working_dir, keepalive=None, setup_env=N
     if mode != "worktree":
         raise WorktreeError(f"metadata.isolation: expected none or worktree, got {mode!r}; fix the task and "
                             "submit it again")
+    remote = None
     if meta.get("repo") and meta.get("base_commit"):
         repo, base, merge, jbranch = meta["repo"], meta["base_commit"], "branch", None
-        where = "metadata"
+        where, remote = "metadata", job_remote(cfg, meta)
     elif jmeta.get("isolation") == "worktree" and jmeta.get("repo") and jmeta.get("base_commit"):
         repo, base = jmeta["repo"], jmeta["base_commit"]
         merge = jmeta.get("merge") or "auto"
         jbranch = job_branch(job["id"])
-        where = "the job's metadata"
+        where, remote = "the job's metadata", job_remote(cfg, jmeta)
     else:
         where = None
         # Isolated by configuration alone (queued without going through Klauss's submit checks):
@@ -513,7 +694,15 @@ def prepare_task(cfg, queue, task, job, working_dir, keepalive=None, setup_env=N
         except ValueError as exc:
             raise WorktreeError(str(exc)) from None
         repo, merge, jbranch = str(top), "branch", None
-    if where is not None:  # checked at submit; again here for whatever was queued some other way
+    submitted = None
+    if where is not None and remote:
+        # Edits travel through the remote: each host works in its own clone of the project, and the
+        # recorded repository is the submitting host's (only its paths are read against it).
+        submitted, top = repo, toplevel(cfg.root)
+        if top is None:
+            raise WorktreeError(f"{cfg.root} is not a git repository: clone the project here to run its tasks")
+        repo = str(top)
+    elif where is not None:  # checked at submit; again here for whatever was queued some other way
         try:
             check_own_repo(cfg, repo, f"{where}.repo")
         except ValueError as exc:
@@ -522,6 +711,7 @@ def prepare_task(cfg, queue, task, job, working_dir, keepalive=None, setup_env=N
             raise WorktreeError(f"{where}.base_commit: expected a commit id (hex), got {base!r}; submit the task "
                                 "again from the project")
     tree = TaskTree(cfg, queue, task, Path(repo), base, merge, jbranch, keepalive)
+    tree.remote, tree.submitted_repo = remote, submitted
     tree.setup_env = dict(setup_env or {})
     try:
         return tree.create(working_dir)
@@ -547,6 +737,9 @@ class TaskTree:
         self.setup_env = {}
         self.error = None
         self.commit = None
+        self.remote = None          # the git remote the work travels through (several hosts)
+        self.submitted_repo = None  # with a remote: the submitting host's clone, where paths were recorded
+        self.remote_tip = None      # the task branch on the remote when this attempt started
 
     def _git(self, cwd, *args, **kwargs):
         kwargs.setdefault("keepalive", self.keepalive)
@@ -558,9 +751,16 @@ class TaskTree:
         if not repo.is_dir() or toplevel(repo) is None:
             raise WorktreeError(f"the job's git repository {repo} is gone or no longer a repository; "
                                 "submit the task again from the project")
+        if self.remote:
+            ensure_base(repo, self.remote, self.base, keepalive=self.keepalive, every=self.every)
         if _rev(repo, self.base) is None:
             raise WorktreeError(f"base commit {self.base[:12]} is not in {repo}; submit the task again")
         rel = _relative_inside(working_dir, repo)
+        if rel is None and self.submitted_repo and Path(working_dir).resolve() != repo.resolve():
+            # A path of the submitting host's clone: the same place in this one.
+            rel = _relative_inside(working_dir, self.submitted_repo)
+            if rel is None and Path(working_dir).resolve() == Path(self.submitted_repo).resolve():
+                working_dir = repo
         if rel is None and Path(working_dir).resolve() != repo.resolve():
             raise WorktreeError(f"working dir {working_dir} is outside the git repository {repo}; give the task "
                                 "a working dir inside it, or metadata isolation \"none\"")
@@ -573,6 +773,8 @@ class TaskTree:
             _warn(f"task {tid}: the previous attempt's uncommitted changes in {self.path} are saved as "
                   f"{saved['ref']} ({_listed(saved['files'])})")
         _remove_worktree(repo, self.path)
+        if self.remote and self.task.attempt > 1:
+            self._continue_from_remote()
         existing = _rev(repo, f"refs/heads/{self.branch}")
         deps = self._dependency_commits()
         start = self._integration_start()
@@ -616,6 +818,49 @@ class TaskTree:
                 raise WorktreeError(f"metadata.klauss_start.{key}: {value!r} is not a commit of {self.repo}")
         return start if start.get("commit") else None
 
+    def _continue_from_remote(self):
+        """An earlier attempt may have run on another host: its work (pushed whatever its outcome)
+        is where this attempt goes on from. Local commits the remote lacks are kept under
+        refs/klauss/archive/ when the two have gone separate ways."""
+        name = remote_ref(self.task.job_id or "no-job", f"task-{self.task.id}")
+        tip = fetch_ref(self.repo, self.remote, name, keepalive=self.keepalive, every=self.every)
+        self.remote_tip = tip
+        if tip is None or sync_branch(self.repo, self.branch, tip):
+            return
+        ref = f"refs/heads/{self.branch}"
+        mine = _rev(self.repo, ref)
+        if git(self.repo, "merge-base", "--is-ancestor", tip, mine, check=False).returncode == 0:
+            return  # this clone is ahead (its last push did not get through): go on from it
+        kept = archive_ref(self.task.job_id, _short_name(self.branch, self.task.job_id))
+        self._git(self.repo, "update-ref", "-m", "klauss: kept before taking the remote's attempt", kept, mine, "")
+        self._git(self.repo, "update-ref", "-m", "klauss: the remote's attempt", ref, tip, mine)
+        _warn(f"task {self.task.id}: {self.branch} here and on {self.remote} went separate ways; going on from the "
+              f"remote's, this clone's kept as {kept}")
+
+    def publish(self, outcome):
+        """Push the task branch to the remote (whatever the run's outcome), so other hosts see the
+        work. A remote branch that moved meanwhile (another attempt pushed) is not overwritten: this
+        attempt's work goes to an archive ref there instead. Records `remote_error` on failure."""
+        if not self.remote or not self.commit:
+            return True
+        name = remote_ref(self.task.job_id or "no-job", f"task-{self.task.id}")
+        try:
+            if push_ref(self.repo, self.remote, self.commit, name, expect=self.remote_tip,
+                        keepalive=self.keepalive, every=self.every):
+                self.remote_tip = self.commit
+                outcome["remote_ref"] = name
+                return True
+            kept = archive_ref(self.task.job_id, f"task-{self.task.id}")
+            push_ref(self.repo, self.remote, self.commit, kept, expect=None, keepalive=self.keepalive, every=self.every)
+            outcome["remote_ref"] = kept
+            outcome.setdefault("warnings", []).append(
+                f"{name} on {self.remote} moved while this attempt ran; its work is pushed as {kept}")
+            return True
+        except WorktreeError as exc:
+            outcome["remote_error"] = (f"could not push {self.branch} to {self.remote}: {exc}; the work is safe on "
+                                       f"branch {self.branch} in {self.repo}")
+            return False
+
     def _add(self, repo, *args):
         try:
             self._git(repo, *args)
@@ -635,7 +880,16 @@ class TaskTree:
             dep = self.queue.get_task(dep_id)
             outcome = (dep.outcome if dep else None) or {}
             commit = None
-            if outcome.get("branch"):
+            recorded = outcome.get("commit")
+            if self.remote and (outcome.get("branch") or recorded):
+                # It may have run on another host: the commit it recorded, fetched when not here yet
+                # (this clone's branch of the same name may be an older attempt's).
+                if not (recorded and _rev(self.repo, recorded)):
+                    fetched = fetch_ref(self.repo, self.remote, outcome.get("remote_ref")
+                                        or remote_ref(dep.job_id or "no-job", f"task-{dep_id}"),
+                                        keepalive=self.keepalive, every=self.every)
+                    commit = fetched if not recorded else None
+            elif outcome.get("branch"):
                 commit = _rev(self.repo, f"refs/heads/{outcome['branch']}")
             if commit is None and outcome.get("commit"):
                 commit = _rev(self.repo, outcome["commit"])
@@ -737,6 +991,7 @@ class TaskTree:
             self.error = f"could not commit the task's changes in {self.path}: {exc}"
             fields["worktree_error"] = self.error
         outcome.update(fields)
+        self.publish(outcome)
 
     def merge(self, outcome):
         """After a successful run: merge the task branch into the job branch (merge = "auto") or
@@ -744,6 +999,8 @@ class TaskTree:
         task should not count as done), else None; a merge conflict still counts as done."""
         if self.error:
             return self.error
+        if outcome.get("remote_error"):
+            return outcome["remote_error"]  # done only once the other hosts can see it: run it again
         if self.merge_mode != "auto" or not self.job_branch:
             outcome["merge"] = "branch"
             return None
@@ -777,11 +1034,26 @@ class TaskTree:
                 pass
 
     def _merge_into_job_branch(self, message):
+        if not self.remote:
+            return self._merge_at(message, None)
+        # The job branch lives on the remote; hosts advance it by compare-and-swap, and one that
+        # lost the race fetches the new tip and merges again.
+        name = remote_ref(self.task.job_id, "merged")
+        for _ in range(PUSH_RETRIES):
+            tip = fetch_ref(self.repo, self.remote, name, keepalive=self.keepalive, every=self.every)
+            result = self._merge_at(message, tip, name)
+            if result is not None:
+                return result
+        raise WorktreeError(f"{name} on {self.remote} moved at each of {PUSH_RETRIES} tries", retryable=True)
+
+    def _merge_at(self, message, remote_tip, remote_name=None):
+        """Merge the task's commit into the job branch at its tip (with a remote: `remote_tip`, the
+        fetched one, and the result pushed there). None when the remote branch moved meanwhile."""
         repo, ref = self.repo, f"refs/heads/{self.job_branch}"
-        tip = _rev(repo, ref)
-        if tip is None:
+        tip = remote_tip if remote_name else _rev(repo, ref)
+        if tip is None and not remote_name:
             self._git(repo, "update-ref", "-m", "klauss: job branch", ref, self.base, "")
-            tip = self.base
+        tip = tip or self.base
         mpath = self.dir / f"merged-{self.task.job_id}"
         entry = _registered(repo).get(str(mpath.resolve()))
         if entry is None or entry.get("prunable") or not (mpath / ".git").exists():
@@ -798,7 +1070,14 @@ class TaskTree:
                        check=False)
         if cp.returncode == 0:
             new = self._git(mpath, "rev-parse", "HEAD").stdout.strip()
-            if new != tip:
+            if remote_name:
+                if (new != tip or remote_tip is None) and not push_ref(
+                        repo, self.remote, new, remote_name, expect=remote_tip, keepalive=self.keepalive,
+                        every=self.every):
+                    return None
+                # This clone's copy follows the remote's (it is only moved here, under the merge lock).
+                self._git(repo, "update-ref", "-m", message, ref, new)
+            elif new != tip:
                 self._git(repo, "update-ref", "-m", message, ref, new, tip)
             return {"merge": "merged", "merged_into": self.job_branch, "merge_commit": new, "conflicts": []}
         files = _unmerged(mpath)
@@ -836,10 +1115,12 @@ def merge_job(cfg, queue, job_id, force=False):
     if meta.get("isolation") != "worktree":
         raise ValueError(f"job {job_id} does not use worktree isolation: its tasks edited the working tree "
                          "directly, so there is nothing to merge")
-    repo = Path(meta["repo"])
+    remote = job_remote(cfg, meta)
+    repo = Path(meta["repo"]) if not remote else _project_repo(cfg)
     if toplevel(repo) is None:
         raise WorktreeError(f"the job's git repository {repo} is gone")
-    check_own_repo(cfg, meta["repo"], "the job's metadata.repo")
+    if not remote:
+        check_own_repo(cfg, meta["repo"], "the job's metadata.repo")
     tasks = queue.list_tasks(job_id=job_id, order="asc")
     running = [t.id for t in tasks if t.status in ("pending", "in_progress")]
     if running and not force:
@@ -857,6 +1138,8 @@ def merge_job(cfg, queue, job_id, force=False):
                             "the merge does not mix with them")
     merge_mode = meta.get("merge") or "auto"
     not_merged = []
+    if remote:
+        _fetch_job(repo, remote, job_id, merge_mode, tasks)
     if merge_mode == "auto":
         jb = job_branch(job_id)
         sources = [(jb, None)] if _rev(repo, f"refs/heads/{jb}") else []
@@ -904,6 +1187,24 @@ def merge_job(cfg, queue, job_id, force=False):
         queue.update_job_metadata(job_id, {"merged_into": into, "merged_at": time.time(),
                                            "merged_head": report["head"]})
     return report
+
+
+def _fetch_job(repo, remote, job_id, merge_mode, tasks):
+    """Bring a job's branches from the remote (where the hosts pushed them) into this clone: the
+    job branch (merge = "auto"), or each completed task's branch. A local branch with commits of
+    its own is left as it is, and the fetched work stays reachable under refs/klauss/jobs/."""
+    if merge_mode == "auto":
+        wanted = [(remote_ref(job_id, "merged"), job_branch(job_id))]
+    else:
+        wanted = [((t.outcome or {}).get("remote_ref") or remote_ref(job_id, f"task-{t.id}"), t.outcome["branch"])
+                  for t in tasks if t.status == "completed" and (t.outcome or {}).get("branch")]
+    for name, branch in wanted:
+        try:
+            tip = fetch_ref(repo, remote, name)
+        except WorktreeError as exc:
+            raise WorktreeError(f"cannot fetch job {job_id}'s work from {remote}: {exc}") from None
+        if tip is not None and not sync_branch(repo, branch, tip):
+            _warn(f"{branch} here has commits that {name} on {remote} lacks; merging this clone's {branch}")
 
 
 def _untracked_overwritten(repo, refs):
