@@ -8,7 +8,7 @@ import pytest
 
 import claude_cli
 import claude_worker
-import flags
+import hosts
 
 
 def result(**fields):
@@ -145,7 +145,8 @@ def test_a_usage_limit_pauses_every_worker_and_releases(worker, clock):
                                       "rate_limit_info": {"status": "rejected", "resetsAt": resets}})
     assert verdict.kind == claude_cli.USAGE_LIMIT
     assert task.status == "pending" and task.attempts_used == 0
-    paused = worker.queue.get_flag(flags.PAUSED)
+    q = worker.queue
+    paused = hosts.pause_flag(q, q.cfg.host, hosts.login_key(q.cfg))  # the pause of the workers on this login
     assert paused["value"]["reason"] == "usage_limit"
 
 
@@ -153,7 +154,8 @@ def test_a_configuration_error_releases_untouched_and_raises_the_flag(worker):
     verdict, task = worker(result(is_error=True, api_error_status=401, result="Invalid API key"), exit_code=1)
     assert verdict.kind == claude_cli.CONFIG_ERROR
     assert task.status == "pending" and task.attempts_used == 0
-    assert "not authenticated" in worker.queue.get_flag(flags.CONFIG_ERROR)["value"]["message"]
+    q = worker.queue
+    assert "not authenticated" in hosts.config_error_flag(q, q.cfg.host)["value"]["message"]  # this host's
 
 
 def test_recording_claims_the_next_task_in_the_same_commit(worker):
