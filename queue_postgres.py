@@ -18,11 +18,11 @@ another writer. Reads take no lock (autocommit).
 
 Fast paths. A worker's steps - a completion with the next claim, a claim, a lease renewal - are
 each one call of a PL/pgSQL function (PG_MIGRATIONS 2): one round trip and one commit, where the
-general path pays one round trip per statement it reads. They take the write lock shared, as
-claims do, when they change only the rows of their own task and worker: a completion of a task
-with dependents takes it whole (their counters are other tasks' rows), and a task of a job with a
-budget, or a claim that meets a spent budget, goes the general path (the function changes nothing
-then). Every other step - failures, releases, cancels, recovery, submissions - is the general path.
+general path pays one round trip per statement it reads. They change only the rows of their own
+task and worker, so they take the write lock shared, as claims do, and run side by side. A
+completion of a task with dependents (their counters are other tasks' rows) or in a job with a
+budget, and a claim that meets a spent budget, go the general path (the function changes nothing
+then), as do failures, releases, cancels, recovery and submissions.
 
 Wake-ups. A commit that wakes waiters sends NOTIFY in the same transaction (delivered when it
 commits); a Waker LISTENs on its own connection and blocks on its socket with select.
@@ -190,30 +190,27 @@ PG_MIGRATIONS = [
     CREATE FUNCTION klauss_claim(p_worker TEXT, p_now DOUBLE PRECISION, p_lease DOUBLE PRECISION, p_holds TEXT[],
                                  p_info TEXT, p_busy TEXT) RETURNS json LANGUAGE plpgsql AS $$
     DECLARE
-        picked RECORD;
         claimed tasks;
     BEGIN
         PERFORM pg_advisory_xact_lock_shared({WRITE_LOCK});
-        IF p_holds IS NOT NULL AND EXISTS (SELECT 1 FROM pool_flags WHERE key = ANY (p_holds)
-                                           AND (until IS NULL OR until > p_now)) THEN
-            RETURN NULL;
-        END IF;
-        SELECT id, job_id INTO picked FROM tasks
-        WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= p_now
-        ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED;
-        IF NOT FOUND THEN
-            RETURN NULL;
-        END IF;
-        -- A job whose budget is spent has its pending tasks skipped: the general path's work.
-        IF picked.job_id IS NOT NULL AND EXISTS (
-                SELECT 1 FROM jobs WHERE id = picked.job_id AND max_budget_usd IS NOT NULL
-                AND max_budget_usd <= (SELECT coalesce(sum(cost), 0) FROM task_counts WHERE job_id = picked.job_id)) THEN
-            RAISE EXCEPTION 'the general path' USING ERRCODE = '{GENERAL_PATH}';
-        END IF;
         UPDATE tasks SET status = 'in_progress', worker_id = p_worker, attempt = attempt + 1,
                          lease_expires_at = p_now + p_lease, started_at = p_now, updated_at = p_now,
                          cancel_requested = 0, activity = NULL
-        WHERE id = picked.id RETURNING * INTO claimed;
+        WHERE id = (SELECT id FROM tasks WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= p_now
+                    AND (p_holds IS NULL OR NOT EXISTS (SELECT 1 FROM pool_flags WHERE key = ANY (p_holds)
+                                                        AND (until IS NULL OR until > p_now)))
+                    ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING * INTO claimed;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+        -- A job whose budget is spent has its pending tasks skipped: the general path's work (the
+        -- exception undoes this call's changes).
+        IF claimed.job_id IS NOT NULL AND EXISTS (
+                SELECT 1 FROM jobs WHERE id = claimed.job_id AND max_budget_usd IS NOT NULL
+                AND max_budget_usd <= (SELECT coalesce(sum(cost), 0) FROM task_counts WHERE job_id = claimed.job_id)) THEN
+            RAISE EXCEPTION 'the general path' USING ERRCODE = '{GENERAL_PATH}';
+        END IF;
         IF p_info IS NOT NULL THEN
             UPDATE workers SET last_heartbeat = p_now, state = p_busy, current_task = claimed.id, info = p_info
             WHERE worker_id = p_worker;
@@ -225,56 +222,41 @@ PG_MIGRATIONS = [
         p_task BIGINT, p_worker TEXT, p_attempt BIGINT, p_now DOUBLE PRECISION, p_result TEXT, p_outcome TEXT,
         p_denied BIGINT, p_cost DOUBLE PRECISION, p_claim BOOLEAN, p_lease DOUBLE PRECISION, p_holds TEXT[],
         p_info TEXT, p_busy TEXT, p_idle TEXT, OUT done INT, OUT task json) LANGUAGE plpgsql AS $$
-    DECLARE
-        job TEXT;
-        cascades BOOLEAN;
-        fin RECORD;
     BEGIN
-        -- A job with a budget: the general path (done = -1, nothing changed). Fixed when the job
-        -- is created, so it is read before any lock.
-        SELECT t.job_id INTO job FROM tasks t WHERE t.id = p_task;
-        IF job IS NOT NULL AND EXISTS (SELECT 1 FROM jobs WHERE id = job AND max_budget_usd IS NOT NULL) THEN
+        -- Only this task's row changes (and the worker's): the shared lock keeps out the writers
+        -- that read before they write (cancel, recovery, submissions), while finishes and claims
+        -- run side by side. Dependents (other tasks' rows) and a job's budget: the general path
+        -- (done = -1, nothing changed).
+        PERFORM pg_advisory_xact_lock_shared({WRITE_LOCK});
+        IF EXISTS (SELECT 1 FROM task_deps WHERE depends_on = p_task)
+           OR EXISTS (SELECT 1 FROM tasks t JOIN jobs j ON j.id = t.job_id
+                      WHERE t.id = p_task AND j.max_budget_usd IS NOT NULL) THEN
             done := -1;
             RETURN;
         END IF;
-        -- Dependents are other tasks' rows: their update takes the write lock, as any writer's.
-        -- Without them only this task's row changes, and the shared lock keeps out the writers
-        -- that read before they write (cancel, recovery, ...) while finishes and claims run side by side.
-        cascades := EXISTS (SELECT 1 FROM task_deps WHERE depends_on = p_task);
-        IF cascades THEN
-            PERFORM pg_advisory_xact_lock({WRITE_LOCK});
-        ELSE
-            PERFORM pg_advisory_xact_lock_shared({WRITE_LOCK});
-            IF EXISTS (SELECT 1 FROM task_deps WHERE depends_on = p_task) THEN
-                done := -1;  -- a dependent arrived before the lock: the general path
-                RETURN;
-            END IF;
-        END IF;
-        UPDATE tasks SET status = 'completed', finished_at = p_now, updated_at = p_now, result = p_result,
-                         error = NULL, outcome = p_outcome, denied = p_denied,
-                         cost_usd = CASE WHEN p_cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + p_cost END,
-                         lease_expires_at = NULL, activity = NULL
-        WHERE id = p_task AND worker_id = p_worker AND status = 'in_progress'
-              AND (p_attempt IS NULL OR attempt = p_attempt)
-        RETURNING attempt, started_at INTO fin;
-        IF FOUND THEN
-            done := 1;
-            INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt, detail, cost_usd, started_at)
-            VALUES (p_task, (SELECT coalesce(max(seq), 0) + 1 FROM task_events WHERE task_id = p_task), p_now,
-                    'completed', p_worker, fin.attempt, NULL, p_cost, fin.started_at);
-            IF cascades THEN
-                UPDATE tasks SET deps_remaining = deps_remaining - 1
-                WHERE id IN (SELECT task_id FROM task_deps WHERE depends_on = p_task);
-            END IF;
-        ELSE
-            done := 0;
-        END IF;
+        -- The holder's history row first (it locks the task's row), the claim, and the task's
+        -- own update last: the counters it moves (task_counts, shared by every task of a job)
+        -- stay locked only from there to the commit.
+        INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt, detail, cost_usd, started_at)
+        SELECT p_task, (SELECT coalesce(max(seq), 0) + 1 FROM task_events WHERE task_id = p_task), p_now,
+               'completed', p_worker, attempt, NULL, p_cost, started_at
+        FROM tasks WHERE id = p_task AND worker_id = p_worker AND status = 'in_progress'
+                         AND (p_attempt IS NULL OR attempt = p_attempt)
+        FOR UPDATE;
+        done := CASE WHEN FOUND THEN 1 ELSE 0 END;
         IF p_claim THEN
             task := klauss_claim(p_worker, p_now, p_lease, p_holds, p_info, p_busy);
         END IF;
         IF task IS NULL AND p_info IS NOT NULL THEN
             UPDATE workers SET last_heartbeat = p_now, state = p_idle, current_task = NULL, info = p_info
             WHERE worker_id = p_worker;
+        END IF;
+        IF done = 1 THEN
+            UPDATE tasks SET status = 'completed', finished_at = p_now, updated_at = p_now, result = p_result,
+                             error = NULL, outcome = p_outcome, denied = p_denied,
+                             cost_usd = CASE WHEN p_cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + p_cost END,
+                             lease_expires_at = NULL, activity = NULL
+            WHERE id = p_task;
         END IF;
         PERFORM pg_notify('{WAKE_CHANNEL}', '');
     END $$;
