@@ -324,11 +324,14 @@ WHERE key COLLATE "C" >= ? AND key COLLATE "C" < ? AND (until IS NULL OR until >
     "SQL_WORKERS": 'SELECT * FROM workers ORDER BY worker_id COLLATE "C"',
 }
 
-# The fast paths (PG_MIGRATIONS 2), in psycopg's placeholders.
-SQL_FAST_CLAIM = ("SELECT klauss_claim(%s, %s::float8, %s::float8, %s::text[], %s, %s)")
+# The fast paths (PG_MIGRATIONS 2), in psycopg's placeholders. The flags that hold a claim go as
+# one text (HOLDS_SEPARATOR between keys): cheaper to send than an array.
+HOLDS_SEPARATOR = "\x1f"
+_HOLDS = f"string_to_array(%s, chr({ord(HOLDS_SEPARATOR)}))"
+SQL_FAST_CLAIM = f"SELECT klauss_claim(%s, %s::float8, %s::float8, {_HOLDS}, %s, '{states.BUSY}')"
 SQL_FAST_COMPLETE = ("SELECT done, task FROM klauss_complete_and_claim(%s::bigint, %s, %s::bigint, %s::float8, "
-                     "%s, %s, %s::bigint, %s::float8, %s, %s::float8, %s::text[], %s, %s, %s)")
-SQL_FAST_RENEW = "SELECT klauss_renew_lease(%s::bigint, %s, %s::bigint, %s::float8, %s::float8, %s, %s)"
+                     f"%s, %s, %s::bigint, %s::float8, %s, %s::float8, {_HOLDS}, %s, '{states.BUSY}', '{states.IDLE}')")
+SQL_FAST_RENEW = f"SELECT klauss_renew_lease(%s::bigint, %s, %s::bigint, %s::float8, %s::float8, %s, '{states.BUSY}')"
 
 # Statements whose cursor must offer lastrowid (the first column of the row they return).
 _RETURNS_ID = {"SQL_INSERT_TASK"}
@@ -564,7 +567,7 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
         """As TaskQueue.claim_task, with the write lock shared: claims run side by side, each
         skipping the rows the others hold (FOR UPDATE SKIP LOCKED)."""
         row = self._call(SQL_FAST_CLAIM, (worker_id, self.clock(), self._lease(lease_seconds), None,
-                                          _info(worker_info), states.BUSY))
+                                          _info(worker_info)))
         if row is not None:
             return self._task(row[0])
         with self._write(shared=True) as conn:
@@ -579,7 +582,7 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
             row = self._call(SQL_FAST_COMPLETE, (
                 task_id, worker_id, attempt, self.clock(), text, claude_queue._outcome_json(outcome),
                 claude_queue._denied(outcome), cost, bool(claim_next), self._lease(lease_seconds),
-                list(holds or (flags.PAUSED, flags.CONFIG_ERROR)), _info(worker_info), states.BUSY, states.IDLE))
+                HOLDS_SEPARATOR.join(holds or (flags.PAUSED, flags.CONFIG_ERROR)), _info(worker_info)))
             if row is not None and row["done"] >= 0:
                 return bool(row["done"]), self._task(row["task"])
         return super().finish_and_claim(action, task_id, worker_id, attempt=attempt, claim_next=claim_next,
@@ -591,7 +594,7 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
 
     def renew_lease(self, task_id, worker_id, attempt=None, lease_seconds=None, worker_info=None):
         row = self._call(SQL_FAST_RENEW, (task_id, worker_id, attempt, self.clock(), self._lease(lease_seconds),
-                                          _info(worker_info), states.BUSY))
+                                          _info(worker_info)))
         return None if row[0] is None else bool(row[0])
 
     def heartbeat(self, task_id, worker_id, attempt=None, lease_seconds=None):
