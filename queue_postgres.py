@@ -16,6 +16,14 @@ LOCKED and writes only rows it locked (its task, its worker's row, and, when the
 spent, the job's pending tasks no other claim holds), so claims run side by side, never beside
 another writer. Reads take no lock (autocommit).
 
+Fast paths. A worker's steps - a completion with the next claim, a claim, a lease renewal - are
+each one call of a PL/pgSQL function (PG_MIGRATIONS 2): one round trip and one commit, where the
+general path pays one round trip per statement it reads. They change only the rows of their own
+task and worker, so they take the write lock shared, as claims do, and run side by side. A
+completion of a task with dependents (their counters are other tasks' rows) or in a job with a
+budget, and a claim that meets a spent budget, go the general path (the function changes nothing
+then), as do failures, releases, cancels, recovery and submissions.
+
 Wake-ups. A commit that wakes waiters sends NOTIFY in the same transaction (delivered when it
 commits); a Waker LISTENs on its own connection and blocks on its socket with select.
 
@@ -35,7 +43,9 @@ from contextlib import contextmanager
 
 import claude_queue
 import config
+import flags
 import hints
+import states
 
 WAKE_CHANNEL = "klauss_wake"
 # Keys of pg_advisory_xact_lock: every write transaction takes WRITE_LOCK (the one-writer rule
@@ -45,6 +55,8 @@ CONNECT_TIMEOUT_SECONDS = 10
 SQL_LOCK = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"
 SQL_LOCK_SHARED = f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})"
 SQL_NOTIFY = f"NOTIFY {WAKE_CHANNEL}"
+# Raised by a fast path's function that met a case it leaves to the general path (its changes undone).
+GENERAL_PATH = "KL001"
 
 PG_MIGRATIONS = [
     # 1: the schema of claude_queue.MIGRATIONS 1-6, in PostgreSQL's dialect. Jobs carry a sequence
@@ -173,6 +185,100 @@ PG_MIGRATIONS = [
               OR OLD.denied IS DISTINCT FROM NEW.denied)
         EXECUTE FUNCTION klauss_task_counts();
     """,
+    # 2: a worker's steps as functions (one round trip each); see "Fast paths" in the module docstring.
+    f"""
+    CREATE FUNCTION klauss_claim(p_worker TEXT, p_now DOUBLE PRECISION, p_lease DOUBLE PRECISION, p_holds TEXT[],
+                                 p_info TEXT, p_busy TEXT) RETURNS json LANGUAGE plpgsql AS $$
+    DECLARE
+        claimed tasks;
+    BEGIN
+        PERFORM pg_advisory_xact_lock_shared({WRITE_LOCK});
+        UPDATE tasks SET status = 'in_progress', worker_id = p_worker, attempt = attempt + 1,
+                         lease_expires_at = p_now + p_lease, started_at = p_now, updated_at = p_now,
+                         cancel_requested = 0, activity = NULL
+        WHERE id = (SELECT id FROM tasks WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= p_now
+                    AND (p_holds IS NULL OR NOT EXISTS (SELECT 1 FROM pool_flags WHERE key = ANY (p_holds)
+                                                        AND (until IS NULL OR until > p_now)))
+                    ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING * INTO claimed;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+        -- A job whose budget is spent has its pending tasks skipped: the general path's work (the
+        -- exception undoes this call's changes).
+        IF claimed.job_id IS NOT NULL AND EXISTS (
+                SELECT 1 FROM jobs WHERE id = claimed.job_id AND max_budget_usd IS NOT NULL
+                AND max_budget_usd <= (SELECT coalesce(sum(cost), 0) FROM task_counts WHERE job_id = claimed.job_id)) THEN
+            RAISE EXCEPTION 'the general path' USING ERRCODE = '{GENERAL_PATH}';
+        END IF;
+        IF p_info IS NOT NULL THEN
+            UPDATE workers SET last_heartbeat = p_now, state = p_busy, current_task = claimed.id, info = p_info
+            WHERE worker_id = p_worker;
+        END IF;
+        RETURN row_to_json(claimed);
+    END $$;
+
+    CREATE FUNCTION klauss_complete_and_claim(
+        p_task BIGINT, p_worker TEXT, p_attempt BIGINT, p_now DOUBLE PRECISION, p_result TEXT, p_outcome TEXT,
+        p_denied BIGINT, p_cost DOUBLE PRECISION, p_claim BOOLEAN, p_lease DOUBLE PRECISION, p_holds TEXT[],
+        p_info TEXT, p_busy TEXT, p_idle TEXT, OUT done INT, OUT task json) LANGUAGE plpgsql AS $$
+    BEGIN
+        -- Only this task's row changes (and the worker's): the shared lock keeps out the writers
+        -- that read before they write (cancel, recovery, submissions), while finishes and claims
+        -- run side by side. Dependents (other tasks' rows) and a job's budget: the general path
+        -- (done = -1, nothing changed).
+        PERFORM pg_advisory_xact_lock_shared({WRITE_LOCK});
+        IF EXISTS (SELECT 1 FROM task_deps WHERE depends_on = p_task)
+           OR EXISTS (SELECT 1 FROM tasks t JOIN jobs j ON j.id = t.job_id
+                      WHERE t.id = p_task AND j.max_budget_usd IS NOT NULL) THEN
+            done := -1;
+            RETURN;
+        END IF;
+        -- The holder's history row first (it locks the task's row), the claim, and the task's
+        -- own update last: the counters it moves (task_counts, shared by every task of a job)
+        -- stay locked only from there to the commit.
+        INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt, detail, cost_usd, started_at)
+        SELECT p_task, (SELECT coalesce(max(seq), 0) + 1 FROM task_events WHERE task_id = p_task), p_now,
+               'completed', p_worker, attempt, NULL, p_cost, started_at
+        FROM tasks WHERE id = p_task AND worker_id = p_worker AND status = 'in_progress'
+                         AND (p_attempt IS NULL OR attempt = p_attempt)
+        FOR UPDATE;
+        done := CASE WHEN FOUND THEN 1 ELSE 0 END;
+        IF p_claim THEN
+            task := klauss_claim(p_worker, p_now, p_lease, p_holds, p_info, p_busy);
+        END IF;
+        IF task IS NULL AND p_info IS NOT NULL THEN
+            UPDATE workers SET last_heartbeat = p_now, state = p_idle, current_task = NULL, info = p_info
+            WHERE worker_id = p_worker;
+        END IF;
+        IF done = 1 THEN
+            UPDATE tasks SET status = 'completed', finished_at = p_now, updated_at = p_now, result = p_result,
+                             error = NULL, outcome = p_outcome, denied = p_denied,
+                             cost_usd = CASE WHEN p_cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + p_cost END,
+                             lease_expires_at = NULL, activity = NULL
+            WHERE id = p_task;
+        END IF;
+        PERFORM pg_notify('{WAKE_CHANNEL}', '');
+    END $$;
+
+    CREATE FUNCTION klauss_renew_lease(p_task BIGINT, p_worker TEXT, p_attempt BIGINT, p_now DOUBLE PRECISION,
+                                       p_lease DOUBLE PRECISION, p_info TEXT, p_busy TEXT)
+        RETURNS BIGINT LANGUAGE plpgsql AS $$
+    DECLARE
+        cancel BIGINT;
+    BEGIN
+        PERFORM pg_advisory_xact_lock_shared({WRITE_LOCK});
+        UPDATE tasks SET lease_expires_at = p_now + p_lease, updated_at = p_now
+        WHERE id = p_task AND worker_id = p_worker AND status = 'in_progress'
+              AND (p_attempt IS NULL OR attempt = p_attempt)
+        RETURNING cancel_requested INTO cancel;
+        IF FOUND AND p_info IS NOT NULL THEN
+            UPDATE workers SET last_heartbeat = p_now, state = p_busy, current_task = p_task, info = p_info
+            WHERE worker_id = p_worker;
+        END IF;
+        RETURN cancel;
+    END $$;
+    """,
 ]
 SCHEMA_VERSION = len(PG_MIGRATIONS)
 
@@ -217,6 +323,15 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value, until = excluded.until, 
 WHERE key COLLATE "C" >= ? AND key COLLATE "C" < ? AND (until IS NULL OR until > ?)""",
     "SQL_WORKERS": 'SELECT * FROM workers ORDER BY worker_id COLLATE "C"',
 }
+
+# The fast paths (PG_MIGRATIONS 2), in psycopg's placeholders. The flags that hold a claim go as
+# one text (HOLDS_SEPARATOR between keys): cheaper to send than an array.
+HOLDS_SEPARATOR = "\x1f"
+_HOLDS = f"string_to_array(%s, chr({ord(HOLDS_SEPARATOR)}))"
+SQL_FAST_CLAIM = f"SELECT klauss_claim(%s, %s::float8, %s::float8, {_HOLDS}, %s, '{states.BUSY}')"
+SQL_FAST_COMPLETE = ("SELECT done, task FROM klauss_complete_and_claim(%s::bigint, %s, %s::bigint, %s::float8, "
+                     f"%s, %s, %s::bigint, %s::float8, %s, %s::float8, {_HOLDS}, %s, '{states.BUSY}', '{states.IDLE}')")
+SQL_FAST_RENEW = f"SELECT klauss_renew_lease(%s::bigint, %s, %s::bigint, %s::float8, %s::float8, %s, '{states.BUSY}')"
 
 # Statements whose cursor must offer lastrowid (the first column of the row they return).
 _RETURNS_ID = {"SQL_INSERT_TASK"}
@@ -357,6 +472,10 @@ class Connection:
         self.raw.close()
 
 
+def _info(worker_info):
+    return None if worker_info is None else claude_queue._dumps(worker_info)
+
+
 def _params(params, named):
     if named:
         return {f"p{i}": v for i, v in enumerate(params, 1)}
@@ -447,9 +566,68 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
     def claim_task(self, worker_id, lease_seconds=None, worker_info=None):
         """As TaskQueue.claim_task, with the write lock shared: claims run side by side, each
         skipping the rows the others hold (FOR UPDATE SKIP LOCKED)."""
+        row = self._call(SQL_FAST_CLAIM, (worker_id, self.clock(), self._lease(lease_seconds), None,
+                                          _info(worker_info)))
+        if row is not None:
+            return self._task(row[0])
         with self._write(shared=True) as conn:
             row = self._claim(conn, worker_id, lease_seconds, worker_info)
         return None if row is None else claude_queue.Task.from_row(row, root=self.cfg.root)
+
+    def finish_and_claim(self, action, task_id, worker_id, attempt=None, claim_next=False, lease_seconds=None,
+                         worker_info=None, holds=None, **details):
+        """As TaskQueue.finish_and_claim; a completion is one call of klauss_complete_and_claim
+        unless that leaves it to the general path."""
+        if action == "complete" and set(details) <= {"result"}:
+            text, outcome, cost = claude_queue._split_result(details.get("result"))
+            row = self._call(SQL_FAST_COMPLETE, (
+                task_id, worker_id, attempt, self.clock(), text, claude_queue._outcome_json(outcome),
+                claude_queue._denied(outcome), cost, bool(claim_next), self._lease(lease_seconds),
+                HOLDS_SEPARATOR.join(holds or (flags.PAUSED, flags.CONFIG_ERROR)), _info(worker_info)))
+            if row is not None and row["done"] >= 0:
+                return bool(row["done"]), self._task(row["task"])
+        return super().finish_and_claim(action, task_id, worker_id, attempt=attempt, claim_next=claim_next,
+                                        lease_seconds=lease_seconds, worker_info=worker_info, holds=holds,
+                                        **details)
+
+    def complete_task(self, task_id, worker_id, result=None, attempt=None):
+        return self.finish_and_claim("complete", task_id, worker_id, attempt=attempt, result=result)[0]
+
+    def renew_lease(self, task_id, worker_id, attempt=None, lease_seconds=None, worker_info=None):
+        row = self._call(SQL_FAST_RENEW, (task_id, worker_id, attempt, self.clock(), self._lease(lease_seconds),
+                                          _info(worker_info)))
+        return None if row[0] is None else bool(row[0])
+
+    def heartbeat(self, task_id, worker_id, attempt=None, lease_seconds=None):
+        return self.renew_lease(task_id, worker_id, attempt, lease_seconds) is not None
+
+    def _lease(self, lease_seconds):
+        return lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
+
+    def _task(self, data):
+        """A Task from a function's row_to_json of a tasks row (None stays None)."""
+        if data is None:
+            return None
+        return claude_queue.Task.from_row(Row(list(data.values()), {k: i for i, k in enumerate(data)}),
+                                          root=self.cfg.root)
+
+    def _call(self, sql, params):
+        """One statement in its own transaction (a fast path's function): its first row, or None
+        when the function left the step to the general path (GENERAL_PATH, nothing changed)."""
+        psycopg = driver()
+        conn = self._connect()
+        try:
+            return conn.raw.execute(sql, params).fetchone()
+        except psycopg.OperationalError as exc:
+            raise self._lost(exc) from None
+        except psycopg.DataError as exc:
+            raise ValueError(f"the database refused a value: {_first_line(exc)}") from None
+        except psycopg.Error as exc:
+            if exc.sqlstate == GENERAL_PATH:
+                return None
+            if conn.raw.broken or conn.raw.closed:
+                raise self._lost(exc) from None
+            raise claude_queue.QueueError(f"database {self.db_path.redacted()}: {_first_line(exc)}") from exc
 
     @contextmanager
     def _write(self, notify=False, shared=False):

@@ -8,11 +8,14 @@ For each W, W processes drain N tasks the way a worker does (finish_and_claim: a
 claims the next task in the same transaction), then W processes drain N rows of a bare table with
 two autocommit statements per task: UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED)
 RETURNING id, then UPDATE ... status = done. Prints tasks/s for both, our ratio, claim latency,
-duplicates and losses. Each run uses a schema of its own in the given database, dropped at the end.
+duplicates and losses. Each W is measured --repeat times (3), ours then bare each time, and the
+median ratio is the figure: on a shared machine the load comes and goes. Each run uses a schema of
+its own in the given database, dropped at the end.
 """
 
 import multiprocessing as mp
 import os
+import statistics
 import sys
 import time
 import urllib.parse
@@ -91,7 +94,7 @@ def run(target, url, workers):
     return elapsed, claimed, sorted(x for _, lat in results for x in lat)
 
 
-def main(url, n=5000, workers=(1, 4)):
+def main(url, n=5000, workers=(1, 4), repeat=3):
     server = None
     if url == "temp":
         sys.path.insert(0, str(HERE.parent / "tests"))
@@ -104,37 +107,48 @@ def main(url, n=5000, workers=(1, 4)):
 
         with psycopg.connect(url) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]
-        print(f"PostgreSQL {version}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {n} tasks")
+        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"PostgreSQL {version}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {n} tasks, "
+              f"load average {load}")
         print(f"{'W':>2} {'ours t/s':>9} {'bare t/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'bare p99':>8} "
               f"{'dup':>4} {'lost':>5}")
         ratios = {}
+        # Each W is measured `repeat` times, ours then bare each time, so both see the same load
+        # (a shared machine's load comes and goes); the median ratio is the figure.
         for w in workers:
-            ours_schema, bare_schema = f"klauss_bench_{os.getpid()}_{w}", f"klauss_bare_{os.getpid()}_{w}"
-            admin(url, f"CREATE SCHEMA {ours_schema}", f"CREATE SCHEMA {bare_schema}")
-            try:
-                ours_url, bare_url = in_schema(url, ours_schema), in_schema(url, bare_schema)
-                q = open_queue(ours_url)
-                q.add_tasks([{"prompt": f"task {i}"} for i in range(n)])
-                elapsed, claimed, lat = run(klauss_worker, ours_url, w)
-                stats = q.get_stats()
-                q.close()
-                admin(bare_url, "CREATE TABLE t (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-                      "status INT NOT NULL DEFAULT 0, worker TEXT)",
-                      "CREATE INDEX t_pending ON t (id) WHERE status = 0",
-                      f"INSERT INTO t (status) SELECT 0 FROM generate_series(1, {n})")
-                b_elapsed, b_claimed, b_lat = run(bare_worker, bare_url, w)
-            finally:
-                admin(url, f"DROP SCHEMA {ours_schema} CASCADE", f"DROP SCHEMA {bare_schema} CASCADE")
-            dup = len(claimed) - len(set(claimed))
-            lost = n - stats["completed"] + (n - len(set(claimed)))
-            ours, bare = n / elapsed, n / b_elapsed
-            ratios[w] = ours / bare
-            print(f"{w:>2} {ours:>9.0f} {bare:>9.0f} {ours / bare:>6.2f} {queue_bench.pct(lat, .5):>7.2f} "
-                  f"{queue_bench.pct(lat, .99):>7.2f} {queue_bench.pct(b_lat, .99):>8.2f} {dup:>4} {lost:>5}")
-        return ratios
+            for rep in range(repeat):
+                ratios.setdefault(w, []).append(measure(url, n, w, rep))
+        print("median ratio: " + ", ".join(f"W={w} {statistics.median(r):.2f}" for w, r in ratios.items()))
+        return {w: statistics.median(r) for w, r in ratios.items()}
     finally:
         if server is not None:
             server.stop()
+
+
+def measure(url, n, w, rep):
+    """One run of ours and one of the bare loop with W processes; prints its row, returns the ratio."""
+    ours_schema, bare_schema = f"klauss_bench_{os.getpid()}_{w}_{rep}", f"klauss_bare_{os.getpid()}_{w}_{rep}"
+    admin(url, f"CREATE SCHEMA {ours_schema}", f"CREATE SCHEMA {bare_schema}")
+    try:
+        ours_url, bare_url = in_schema(url, ours_schema), in_schema(url, bare_schema)
+        q = open_queue(ours_url)
+        q.add_tasks([{"prompt": f"task {i}"} for i in range(n)])
+        elapsed, claimed, lat = run(klauss_worker, ours_url, w)
+        stats = q.get_stats()
+        q.close()
+        admin(bare_url, "CREATE TABLE t (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+              "status INT NOT NULL DEFAULT 0, worker TEXT)",
+              "CREATE INDEX t_pending ON t (id) WHERE status = 0",
+              f"INSERT INTO t (status) SELECT 0 FROM generate_series(1, {n})")
+        b_elapsed, b_claimed, b_lat = run(bare_worker, bare_url, w)
+    finally:
+        admin(url, f"DROP SCHEMA {ours_schema} CASCADE", f"DROP SCHEMA {bare_schema} CASCADE")
+    dup = len(claimed) - len(set(claimed))
+    lost = n - stats["completed"] + (n - len(set(claimed)))
+    ours, bare = n / elapsed, n / b_elapsed
+    print(f"{w:>2} {ours:>9.0f} {bare:>9.0f} {ours / bare:>6.2f} {queue_bench.pct(lat, .5):>7.2f} "
+          f"{queue_bench.pct(lat, .99):>7.2f} {queue_bench.pct(b_lat, .99):>8.2f} {dup:>4} {lost:>5}", flush=True)
+    return ours / bare
 
 
 if __name__ == "__main__":
@@ -144,5 +158,6 @@ if __name__ == "__main__":
     ap.add_argument("--db", required=True, help="a postgresql:// URL, or `temp` for a throwaway server")
     ap.add_argument("--tasks", type=int, default=5000)
     ap.add_argument("--workers", default="1,4")
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    main(args.db, args.tasks, [int(x) for x in args.workers.split(",")])
+    main(args.db, args.tasks, [int(x) for x in args.workers.split(",")], args.repeat)
