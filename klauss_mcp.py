@@ -439,7 +439,12 @@ class KlaussTools:
         waited = time.monotonic() - started
         if finished:
             results = orchestrator.JobResults(job_id, orch.collect(job_id), False, self._wall_time(job_id))
-            return orch.synthesize_results(results).rstrip("\n")
+            text = orch.synthesize_results(results).rstrip("\n")
+            try:
+                summary = orch.write_summary(results)
+            except OSError as exc:
+                return text + f"\n\n(The summary file could not be written: {exc}.)"
+            return text + (f"\n\nA summary for a pull request is in `{summary}`." if summary else "")
         _, line = self._progress(job_id)
         lines = [f"Job `{job_id}` is still running after waiting {waited:.0f}s: {line}", ""]
         lines += self._task_lines(job_id)

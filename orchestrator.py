@@ -522,6 +522,47 @@ class ClaudeOrchestrator:
                            "resolve the conflicts and commit.")
         return lines
 
+    def write_summary(self, results):
+        """Write the synthesis and a PR-ready summary of a worktree job (per task: title, files,
+        diffstat, verification; the verified head; what did not make it and why) to
+        `<state_dir>/jobs/<job>/synthesis.md` and `summary.md`. Returns the summary's path, or None
+        for a job without worktree isolation (no branch to describe)."""
+        job_id = getattr(results, "job_id", None)
+        job = self.queue.get_job(job_id) if job_id else None
+        if job is None or job["metadata"].get("isolation") != "worktree":
+            return None
+        report = integration.job_report(self.queue, job_id) if integration.gated(self.queue, job) else None
+        repo = job["metadata"].get("repo")
+        merges = {}  # task id -> the merge commit that brought its work into the job branch
+        if repo and job["metadata"].get("merge", "auto") == "auto":
+            cp = worktrees.git(repo, "log", "--first-parent", "--format=%H %s", worktrees.job_branch(job_id), "--",
+                               check=False)
+            for line in cp.stdout.splitlines():
+                sha, _, subject = line.partition(" ")
+                found = re.match(r"klauss: merge task (\d+):", subject)
+                if found:
+                    merges.setdefault(int(found.group(1)), sha)
+        tasks = []
+        for tid, r in results.items():
+            row = r.get("integration")
+            if row and row.get("kind") != "task":
+                continue  # a fix-up or resolution is told with the task it fixed
+            via = row.get("fix_task") if row and row.get("state") == "fixed_and_merged" else tid
+            merge = merges.get(via)
+            files, stat = r.get("files_changed") or [], ""
+            if merge:
+                files = worktrees.git(repo, "diff", "--name-only", f"{merge}^1", merge, check=False).stdout.split()
+                stat = worktrees.git(repo, "diff", "--stat", "--no-color", f"{merge}^1", merge, check=False).stdout
+            tasks.append({"id": tid, "title": r.get("plan_id") and f"{r['plan_id']}: {_title(r['prompt'])}"
+                          or _title(r["prompt"]), "state": r.get("merge"), "files": files, "diffstat": stat,
+                          "row": row, "status": r["status"], "error": r.get("error"), "branch": r.get("branch")})
+        folder = Path(self.cfg.state_dir) / "jobs" / job_id
+        config.ensure_private_dir(folder)
+        (folder / "synthesis.md").write_text(self.synthesize_results(results), encoding="utf-8")
+        path = folder / "summary.md"
+        path.write_text(task_report.ANSI_ESCAPE.sub("", task_report.pr_summary(job, report, tasks)), encoding="utf-8")
+        return path
+
     def merge_job(self, job_id, force=False):
         """Bring a worktree job's work into the current branch of the project checkout: the job branch
         (merge "auto") or each completed task's branch in task order (merge "branch"). Refuses an
@@ -941,12 +982,21 @@ def _wait_and_report(orch, job, args):
         results = orch.wait_and_collect(job, timeout=args.timeout, show_progress=True)
     except KeyboardInterrupt:
         return _stopped_waiting(job)
+    summary = None
+    if not results.timed_out:
+        try:
+            summary = orch.write_summary(results)
+        except OSError as exc:  # the results are printed all the same
+            print(f"warning: could not write the job's summary: {exc}", file=sys.stderr, flush=True)
     if args.json:
-        print(json.dumps({"job_id": job, "timed_out": results.timed_out, "tasks": results}, indent=2))
+        print(json.dumps({"job_id": job, "timed_out": results.timed_out, "tasks": results,
+                          **({"summary": str(summary)} if summary else {})}, indent=2))
     else:
         print(orch.synthesize_results(results), end="")
     for line in _not_merged(job, results):
         print(line, file=sys.stderr, flush=True)
+    if summary:
+        print(f"summary for a pull request: {summary} (the synthesis is next to it)", file=sys.stderr, flush=True)
     _say_pool_stays(orch)
     return exits.EXIT_FAIL if results.needs_attention else exits.EXIT_OK
 

@@ -478,3 +478,54 @@ def integration_lines(report, bullet="- "):
         label = helper_label(row)
         lines.append(f"{bullet}#{row['task']}" + (f" ({label})" if label else "") + f": {integration_text(row)}")
     return lines
+
+
+def pr_summary(job, report, tasks):
+    """A job's work as a pull request's description (markdown), from the data the orchestrator
+    gathers: `report` is integration.job_report (or None without a verify command) and `tasks` a list
+    of {"id", "title", "state" (integration state, or the task's merge word), "files", "diffstat",
+    "row" (its job_report row or None), "status", "error", "branch"}, in task order."""
+    branch = report["branch"] if report else f"klauss/{job['id']}/merged"
+    lines = [f"# {opening_line(job['description']) or job['id']}", "",
+             f"Job `{job['id']}`: the work of its tasks on branch `{branch}`."]
+    if report:
+        lines += ["", "## Verification", ""]
+        head = report.get("head")
+        argv = " ".join((head or {}).get("verify_command") or report.get("verify_command") or [])
+        lines.append(f"- Verify command: `{argv}`" if argv else "- Verify command: none")
+        if head:
+            lines += [f"- Verified head: `{head['commit']}`",
+                      f"- Exit status: {head['exit_status']}, in {fmt_duration(head.get('duration') or 0)}"
+                      + (f" (log `{head['log']}`)" if head.get("log") else "")]
+        else:
+            lines.append("- Verified head: none (nothing passed verification)")
+        lines.append(f"- Verify runs: {report.get('verify_runs') or 0}")
+    merged = [t for t in tasks if t["state"] in ("merged", "fixed_and_merged")]
+    lines += ["", "## Changes", ""]
+    if not merged:
+        lines.append("Nothing made it into the job branch.")
+    for t in merged:
+        lines.append(f"### {t['title']} (task #{t['id']})")
+        lines.append("")
+        lines.append("- Files: " + (", ".join(f"`{f}`" for f in t["files"]) or "none"))
+        if t["row"] is not None:
+            lines.append("- Verification: passed, " + integration_text(t["row"]))
+        elif report is None:
+            lines.append("- Verification: none (the job has no verify command)")
+        if t["diffstat"]:
+            lines += ["", "```", t["diffstat"].rstrip("\n"), "```"]
+        lines.append("")
+    left = [t for t in tasks if t["state"] not in ("merged", "fixed_and_merged")]
+    if left:
+        lines += ["## Not included", ""]
+        for t in left:
+            if t["row"] is not None:
+                why = integration_text(t["row"])
+            elif t["status"] != "completed":
+                why = f"not completed: the task {t['status']}" + (f": {opening_line(t['error'])}" if t["error"] else "")
+            else:
+                why = f"not merged ({t['state'] or 'no branch'})"
+            lines.append(f"- Task #{t['id']} {t['title']}: {why}"
+                         + (f"; its work is on branch `{t['branch']}`" if t["branch"] and t["status"] == "completed"
+                            else ""))
+    return "\n".join(lines).rstrip("\n") + "\n"

@@ -199,3 +199,49 @@ def test_progress_says_what_still_integrates():
                                                          "cancelled")}}
     assert task_report.progress_line(status) == "[j] 2/2 done · 0 running · 1 integrating · $0.5000"
     assert task_report.job_status_line(status) == "2/2 done · 1 integrating · cost $0.5000"
+
+
+def test_a_pr_ready_summary_is_written_next_to_the_synthesis(done_job, repo):
+    orch, job, (good, fixable, hopeless, first, second), rows, report, argv = done_job
+    out = repo.cli("wait", job, script=ORCH)
+    folder = repo.root / ".klauss" / "jobs" / job
+    path = folder / "summary.md"
+    assert f"summary for a pull request: {path} (the synthesis is next to it)" in out.stderr
+    assert (folder / "synthesis.md").read_text() == out.stdout
+    text = path.read_text()
+    head = report["head"]
+    assert text.startswith(f"# every state\n\nJob `{job}`: the work of its tasks on branch `klauss/{job}/merged`.\n")
+    assert f"- Verify command: `{' '.join(argv)}`\n" in text
+    assert f"- Verified head: `{head['commit']}`\n" in text
+    assert f"- Exit status: 0, in {task_report.fmt_duration(head['duration'])} (log `{head['log']}`)\n" in text
+    assert f"- Verify runs: {report['verify_runs']}\n" in text
+    changes = text.split("## Changes\n", 1)[1].split("## Not included\n", 1)[0]
+    # Each merged task: title, files, verification, and the diffstat of its merge into the job branch.
+    assert f"### good (task #{good})\n\n- Files: `a.txt`\n- Verification: passed, merged\n\n```\n a.txt | 1 +\n" \
+        in changes
+    assert (f"### fixable (task #{fixable})\n\n- Files: `c.txt`\n- Verification: passed, fixed and merged (by fix-up "
+            f"task #{rows[fixable]['fix_task']})\n\n```\n c.txt | 1 +\n") in changes
+    assert f"(task #{first})\n\n- Files: `shared.txt`" in changes
+    assert f"task #{hopeless})" not in changes and f"task #{second})" not in changes
+    assert f"#{rows[fixable]['fix_task']}" not in changes.replace(f"fix-up task #{rows[fixable]['fix_task']}", "")
+    left = text.split("## Not included\n", 1)[1]
+    assert (f"- Task #{hopeless} hopeless: integration failed: verification failed (exit status 1) after 1 fix-up "
+            f"attempt(s) (log {rows[hopeless]['log']}); its work is on branch `klauss/{job}/task-{hopeless}`") in left
+    assert f"- Task #{second} second: conflict in shared.txt: resolution task #" in left
+    assert len(left.strip().splitlines()) == 2  # the failed fix-up is told with its task, not apart
+
+    data = json.loads(repo.cli("wait", job, "--json", script=ORCH).stdout)
+    assert data["summary"] == str(path)
+    assert f"A summary for a pull request is in `{path}`." in klauss_mcp.KlaussTools().call("wait_job", {"job_id": job})
+
+
+def test_a_job_without_a_verify_command_gets_a_summary_too(repo):
+    orch = ClaudeOrchestrator("t")
+    job, (tid,) = orch.submit_plan("plain", [{"prompt": "one\n" + fake("write", "a.txt", content="a\n")}],
+                                   isolation="worktree")
+    repo.run_worker()
+    path = orch.write_summary(JobResults(job, orch.collect(job)))
+    text = path.read_text()
+    assert "## Verification" not in text and "## Not included" not in text
+    assert f"### one (task #{tid})\n\n- Files: `a.txt`\n- Verification: none (the job has no verify command)\n" in text
+    assert (path.parent / "synthesis.md").exists()
