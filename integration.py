@@ -35,6 +35,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 import processes
 import worktrees
 
@@ -647,3 +648,32 @@ def task_row(queue, task):
     report = job_report(queue, task.job_id)
     row = next((r for r in report["tasks"] if r["task"] == task.id), None)
     return row and {**row, "job": {k: v for k, v in report.items() if k != "tasks"}}
+
+
+def merge_job(cfg, queue, job_id, force=False):
+    """`manage.sh merge JOB` behind the verification gate: a job with a verify command brings its
+    branch into the user's branch only when the branch's head is the commit that passed verification
+    (or holds no work yet); `force` merges it all the same (and, as for worktrees.merge_job, an
+    unfinished job). WorktreeError says why it refused and the command with --force. Jobs without a
+    verify command merge as worktrees.merge_job does. The report's `not_merged` lists the tasks the
+    merge queue kept out (state: integration_failed, conflict, pending)."""
+    job = queue.get_job(job_id)
+    if job is None or not gated(queue, job) or job["metadata"].get("isolation") != "worktree":
+        return worktrees.merge_job(cfg, queue, job_id, force=force)
+    report = job_report(queue, job_id)
+    tip = worktrees._rev(Path(job["metadata"]["repo"]), f"refs/heads/{report['branch']}")
+    head = report["head"] or {}
+    if tip and tip != job["metadata"].get("base_commit") and tip != head.get("commit") and not force:
+        why = (f"no commit of it has passed verification (`{' '.join(report['verify_command'])}`)" if not head else
+               f"its head {tip[:12]} is not the commit that passed verification ({head['commit'][:12]})")
+        raise worktrees.WorktreeError(
+            f"job {job_id}: {report['branch']} is not verified: {why}, so it stays out of your branch; "
+            f"`{hints.command('wait', job_id)}` tells what the merge queue did, or merge it all the same with "
+            f"`{hints.command('merge', job_id, '--force')}`")
+    result = worktrees.merge_job(cfg, queue, job_id, force=force)
+    result["not_merged"] = [
+        {"task": r["task"], "branch": r["branch"], "merge": r["state"], "conflicts": r["files"], "why": r["why"]}
+        for r in report["tasks"]
+        if r["kind"] == "task" and r["branch"] and r["state"] in ("integration_failed", "conflict", "pending")]
+    result["verified_head"] = report["head"]
+    return result

@@ -566,12 +566,13 @@ class ClaudeOrchestrator:
     def merge_job(self, job_id, force=False):
         """Bring a worktree job's work into the current branch of the project checkout: the job branch
         (merge "auto") or each completed task's branch in task order (merge "branch"). Refuses an
-        unfinished job (unless `force`) or a checkout with uncommitted changes; a conflict is aborted,
+        unfinished job or, with a verify command, a job branch whose head did not pass verification
+        (unless `force`), or a checkout with uncommitted changes; a conflict is aborted,
         leaving the checkout as it was. Returns a report: `status` "merged" | "conflict" | "nothing",
         `merged` (branches), `conflicts` (files), `not_merged` (tasks whose branch needs a hand merge)."""
         self._require_job(job_id)
         try:
-            return worktrees.merge_job(self.cfg, self.queue, job_id, force=force)
+            return integration.merge_job(self.cfg, self.queue, job_id, force=force)
         except worktrees.WorktreeError as exc:
             raise OrchestratorError(str(exc)) from None
 
@@ -819,7 +820,8 @@ def cli(argv=None):
         p.add_argument("job")
         p.add_argument("--json", action="store_true")
         if name == "merge":
-            p.add_argument("--force", action="store_true", help="merge even though tasks are still pending or running")
+            p.add_argument("--force", action="store_true", help="merge even though tasks are still pending or running, "
+                                                                "or the job branch's head did not pass verification")
     inst = sub.add_parser("install-claude", help="install the Klauss skill and CLAUDE.md section into the project")
     inst.add_argument("--project", help="the project root (default: the one this directory belongs to)")
     args = ap.parse_args(argv)

@@ -544,7 +544,7 @@ def cmd_merge(args):
     if q.get_job(args.job) is None:
         raise CliError(f"job {args.job} not found", EXIT_FAIL)
     try:
-        report = worktrees.merge_job(q.cfg, q, args.job, force=args.force)
+        report = integration.merge_job(q.cfg, q, args.job, force=args.force)
     except worktrees.WorktreeError as exc:
         raise CliError(f"{PROG}: error: {exc}", EXIT_FAIL) from None
     lines, ok = worktrees.describe_merge(report)
@@ -701,7 +701,8 @@ def build_parser():
                                    "merge would overwrite (other untracked files are left alone); a conflict is "
                                    "aborted and reported, leaving your branch as it was.")
     p.add_argument("job", metavar="JOB")
-    p.add_argument("--force", action="store_true", help="merge even though tasks are still pending or running")
+    p.add_argument("--force", action="store_true", help="merge even though tasks are still pending or running, "
+                                                        "or the job branch's head did not pass verification")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("worktrees", parents=[common], help="list the tasks' git worktrees")

@@ -245,3 +245,42 @@ def test_a_job_without_a_verify_command_gets_a_summary_too(repo):
     assert "## Verification" not in text and "## Not included" not in text
     assert f"### one (task #{tid})\n\n- Files: `a.txt`\n- Verification: none (the job has no verify command)\n" in text
     assert (path.parent / "synthesis.md").exists()
+
+
+def test_merge_brings_in_the_job_branch_only_at_its_verified_head(done_job, repo):
+    orch, job, (good, fixable, hopeless, first, second), rows, report, argv = done_job
+    branch = f"klauss/{job}/merged"
+    verified = report["head"]["commit"]
+    # Someone moved the job branch past what was verified: refused, with why and the command with --force.
+    tree = repo.tmp / "moved"
+    git(repo.root, "worktree", "add", "-q", "--detach", str(tree), branch)
+    (tree / "a.txt").write_text("BROKEN\n")
+    git(tree, "commit", "-qam", "unverified")
+    moved = git(tree, "rev-parse", "HEAD")
+    git(repo.root, "update-ref", f"refs/heads/{branch}", moved)
+    before = repo.head()
+    for script in (None, ORCH):
+        out = repo.cli("merge", job, **({"script": script} if script else {}))
+        assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+        assert (f"job {job}: {branch} is not verified: its head {moved[:12]} is not the commit that passed "
+                f"verification ({verified[:12]}), so it stays out of your branch; `{hints.command('wait', job)}` "
+                f"tells what the merge queue did, or merge it all the same with "
+                f"`{hints.command('merge', job, '--force')}`") in out.stderr
+        assert repo.head() == before
+    out = repo.cli("merge", job, "--force", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["merged"] == [branch] and repo.show("HEAD", "a.txt") == "BROKEN"
+    # The merge queue's leftovers are named, not every task (their outcome said "queued").
+    assert {t["task"]: t["merge"] for t in data["not_merged"]} == {hopeless: "integration_failed", second: "conflict"}
+
+
+def test_merge_of_a_verified_head_goes_ahead(done_job, repo):
+    orch, job, (good, fixable, hopeless, first, second), rows, report, argv = done_job
+    out = repo.cli("merge", job)
+    assert out.returncode == 0, out.stderr
+    assert f"merged klauss/{job}/merged into main" in out.stdout
+    assert git(repo.root, "merge-base", "--is-ancestor", report["head"]["commit"], "HEAD", check=False) == ""
+    assert repo.show("HEAD", "c.txt") == "fixed" and repo.show("HEAD", "a.txt") == "fine"
+    assert f"task #{hopeless} is not in the job branch (integration_failed)" in out.stdout
+    assert f"task #{good} is not" not in out.stdout and f"task #{fixable} is not" not in out.stdout
