@@ -284,3 +284,19 @@ def test_merge_of_a_verified_head_goes_ahead(done_job, repo):
     assert repo.show("HEAD", "c.txt") == "fixed" and repo.show("HEAD", "a.txt") == "fine"
     assert f"task #{hopeless} is not in the job branch (integration_failed)" in out.stdout
     assert f"task #{good} is not" not in out.stdout and f"task #{fixable} is not" not in out.stdout
+
+
+def test_the_guide_and_the_skill_tell_how_to_ask_for_verification_and_read_it(tmp_path):
+    from pathlib import Path
+
+    import orchestrator
+    root = Path(orchestrator.__file__).parent
+    guide = (root / "ORCHESTRATOR_GUIDE.md").read_text()
+    skill = orchestrator.skill_for((root / ".claude" / "skills" / "klauss" / "SKILL.md").read_text(), "klauss")
+    for text in (" ".join(guide.split()), " ".join(skill.split())):
+        assert '"verify": ["python3", "-m", "pytest", "-q"]' in text and "--verify" in text
+        for word in ("merged", "fixed and merged", "integration failed", "conflict in"):
+            assert word in text, word
+        assert "summary.md" in text and "verified head" in text and "--force" in text
+    assert "`klauss/manage.sh merge JOB_ID`" in skill
+    assert "`.klauss/jobs/<job>/summary.md`" in guide and "`collect --json`" in guide
