@@ -480,8 +480,8 @@ class ClaudeOrchestrator:
         job_id = (job or {}).get("id")
         lines = []
         if report:
-            lines.append(task_report.verified_head_text(report)[0].upper() + task_report.verified_head_text(report)[1:]
-                         + ".")
+            head = task_report.verified_head_text(report)
+            lines.append(head[0].upper() + head[1:] + ".")
         if meta.get("isolation") == "worktree" and meta.get("merge", "auto") == "auto":
             merged = sum(1 for r in results.values() if r.get("merge") in ("merged", "fixed_and_merged")
                          and (r.get("integration") or {}).get("kind", "task") == "task")
