@@ -30,6 +30,7 @@ import exits
 import flags
 import hints
 import hosts
+import integration
 import processes
 import queues
 import states
@@ -304,10 +305,11 @@ class Dashboard:
         return segments
 
     def _job_line(self, job, width):
-        s = job["stats"]
+        s = integration.user_stats(self.q, job)  # the merge queue's own tasks are not the user's
         done = sum(s[x] for x in claude_queue.FINISHED)
         extra = "".join(f"  {s[k]} {STATUS_LABELS[k]}" for k in ("in_progress", "failed") if s[k])
         extra += task_report.job_denied_note(s).replace(",", " ")
+        extra += f"  {s['integrating']} integrating" if s.get("integrating") else ""
         progress = task_report.job_progress(s)
         head = f"  {job['id']:<22} {bar(done, s['total'], 20)} {progress}{extra}  {task_report.fmt_cost(s['cost_usd'])}  "
         style = ("failed" if s["failed"] else "cancelled" if progress == "cancelled"
@@ -335,7 +337,7 @@ class Dashboard:
             self.detail = None
             return self._main_frame(width, height, now)
         body = self._describe(task, self.q.get_events(task.id), now, width, self.q.get_dependents(task.id),
-                              task_report.find_transcript(self.q.cfg, task))
+                              task_report.find_transcript(self.q.cfg, task), integration.task_row(self.q, task))
         header = [[(shorten(f"Task #{task.id}  {STATUS_LABELS.get(task.status, task.status)}", width), "title")]]
         if height is None:
             return header + body
@@ -348,9 +350,9 @@ class Dashboard:
         return header + visible + [[("Esc/q back  j/k scroll" + more, "dim")]]
 
     @staticmethod
-    def _describe(task, events, now, width, dependents=(), transcript=None):
+    def _describe(task, events, now, width, dependents=(), transcript=None, merging=None):
         """task_report's details of a task (the same as `show`), coloured and wrapped to the screen."""
-        status, rows = task_report.task_details(task, events, dependents, transcript, now)
+        status, rows = task_report.task_details(task, events, dependents, transcript, now, integration=merging)
         lines = []
         for kind, name, value, style in [("field", "Status", status, task.status), *rows]:
             if kind == "field":

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import hints
 import processes
 import worktrees
 
@@ -605,3 +606,74 @@ def job_report(queue, job_id):
     return {"job_id": job_id, "branch": worktrees.job_branch(job_id), "verify_command": argv,
             "verify_runs": int(state.get("verify_runs") or 0), "head": state.get("head"), "tasks": rows}
 
+
+
+def gated(queue, job):
+    """Whether a job's views must tell the merge queue apart: it has a verify command, or integrated
+    with one (the command may have been removed from the config since)."""
+    return bool(job) and (bool(verify_command(queue.cfg, job)) or "integration" in (job.get("metadata") or {}))
+
+
+def user_stats(queue, job, tasks=None):
+    """The job's stats as the user counts them: the merge queue's own integration tasks are not the
+    user's tasks (left out of every count) but what they cost is the job's (kept in `cost_usd`).
+    Adds "integrating": how many integration tasks are still to run. A job without a verify command
+    keeps its stats as they are."""
+    stats = dict(job["stats"])
+    if not gated(queue, job):
+        return stats
+    stats["integrating"] = 0
+    for t in tasks if tasks is not None else queue.list_tasks(job_id=job["id"], order="asc"):
+        if not is_integration(t):
+            continue
+        status = t.status
+        stats[status] -= 1
+        stats["total"] -= 1
+        if status in ("pending", "in_progress"):
+            stats["integrating"] += 1
+        if status == "completed" and getattr(t, "denied", 0):
+            stats["denied"] = max(0, stats.get("denied", 0) - 1)
+    return stats
+
+
+def task_row(queue, task):
+    """What the merge queue says about one task, for `show`: the job_report row of a task of a gated
+    job, with "job": the report's job part ("branch", "verify_command", "verify_runs", "head");
+    {"integrates": id} for an integration task; or None."""
+    if is_integration(task):
+        return {"integrates": task.metadata[KIND].get("task")}
+    job = queue.get_job(task.job_id) if task.job_id else None
+    if not gated(queue, job):
+        return None
+    report = job_report(queue, task.job_id)
+    row = next((r for r in report["tasks"] if r["task"] == task.id), None)
+    return row and {**row, "job": {k: v for k, v in report.items() if k != "tasks"}}
+
+
+def merge_job(cfg, queue, job_id, force=False):
+    """`manage.sh merge JOB` behind the verification gate: a job with a verify command brings its
+    branch into the user's branch only when the branch's head is the commit that passed verification
+    (or holds no work yet); `force` merges it all the same (and, as for worktrees.merge_job, an
+    unfinished job). WorktreeError says why it refused and the command with --force. Jobs without a
+    verify command merge as worktrees.merge_job does. The report's `not_merged` lists the tasks the
+    merge queue kept out (state: integration_failed, conflict, pending)."""
+    job = queue.get_job(job_id)
+    if job is None or not gated(queue, job) or job["metadata"].get("isolation") != "worktree":
+        return worktrees.merge_job(cfg, queue, job_id, force=force)
+    report = job_report(queue, job_id)
+    tip = worktrees._rev(Path(job["metadata"]["repo"]), f"refs/heads/{report['branch']}")
+    head = report["head"] or {}
+    if tip and tip != job["metadata"].get("base_commit") and tip != head.get("commit") and not force:
+        why = (f"no commit of it has passed verification (`{' '.join(report['verify_command'])}`)" if not head else
+               f"its head {tip[:12]} is not the commit that passed verification ({head['commit'][:12]})")
+        raise worktrees.WorktreeError(
+            f"job {job_id}: {report['branch']} is not verified: {why}, so it stays out of your branch; "
+            f"`{hints.command('wait', job_id)}` tells what the merge queue did, or merge it all the same with "
+            f"`{hints.command('merge', job_id, '--force')}`")
+    result = worktrees.merge_job(cfg, queue, job_id, force=force)
+    result["not_merged"] = [
+        {"task": r["task"], "branch": r["branch"], "merge": r["state"], "conflicts": r["files"], "why": r["why"]}
+        for r in report["tasks"]
+        if r["kind"] == "task" and r["branch"] and r["state"] in ("integration_failed", "conflict", "pending")]
+    result["verified_head"] = report["head"]
+    return result

@@ -36,6 +36,7 @@ import claude_queue
 import config
 import exits
 import hints
+import integration
 import mcp_server
 import orchestrator
 import states
@@ -369,15 +370,19 @@ class KlaussTools:
         return "\n".join(lines)
 
     def _task_lines(self, job_id):
-        tasks = self.orch.queue.list_tasks(job_id=job_id, order="asc")
+        q = self.orch.queue
+        tasks = q.list_tasks(job_id=job_id, order="asc")
+        report = integration.job_report(q, job_id) if integration.gated(q, q.get_job(job_id)) else None
+        rows = {r["task"]: r for r in (report or {}).get("tasks", [])}
+        tasks = [t for t in tasks if not integration.is_integration(t)]  # the merge queue's, not the user's
         hidden = 0
         if len(tasks) > MAX_TASK_LINES:  # a big job: list what still needs attention, count the rest
             shown = [t for t in tasks if t.status != "completed" or t.denied][:MAX_TASK_LINES]
             hidden = len(tasks) - len(shown)
             tasks = shown
-        lines = []
+        lines = ["- " + task_report.verified_head_text(report)] if report else []
         for t in tasks:
-            lines.append(task_report.task_markdown_line(t))
+            lines.append(task_report.task_markdown_line(t, rows.get(t.id)))
         if hidden:
             lines.append(f"- … and {hidden} more (completed ones are not listed; show_task gives any task in full)")
         return lines
@@ -434,7 +439,12 @@ class KlaussTools:
         waited = time.monotonic() - started
         if finished:
             results = orchestrator.JobResults(job_id, orch.collect(job_id), False, self._wall_time(job_id))
-            return orch.synthesize_results(results).rstrip("\n")
+            text = orch.synthesize_results(results).rstrip("\n")
+            try:
+                summary = orch.write_summary(results)
+            except OSError as exc:
+                return text + f"\n\n(The summary file could not be written: {exc}.)"
+            return text + (f"\n\nA summary for a pull request is in `{summary}`." if summary else "")
         _, line = self._progress(job_id)
         lines = [f"Job `{job_id}` is still running after waiting {waited:.0f}s: {line}", ""]
         lines += self._task_lines(job_id)
@@ -455,6 +465,7 @@ class KlaussTools:
         lines = [f"{len(jobs)} newest job{'s' if len(jobs) != 1 else ''}:"]
         now = time.time()
         for j in jobs:
+            j["stats"] = integration.user_stats(self.orch.queue, j)  # integration tasks are not the user's
             lines.append(task_report.job_markdown_line(j, now))
         return "\n".join(lines)
 
@@ -473,7 +484,8 @@ class KlaussTools:
         if task is None:
             raise ToolError(f"task {task_id} not found")
         lines = task_report.describe_task(task, q.get_events(task.id), q.get_dependents(task.id),
-                                          task_report.find_transcript(q.cfg, task), time.time())
+                                          task_report.find_transcript(q.cfg, task), time.time(),
+                                          integration=integration.task_row(q, task))
         return "\n".join(lines)
 
     def tool_cancel_job(self, args, ctx):

@@ -71,9 +71,11 @@ class JobResults(dict):
     def needs_attention(self):
         """Something was not done as asked: a task did not complete, or completed although some of
         its tool calls were denied (with no expected outputs to miss, a denied Write looks clean), or
-        its work did not make it into the job branch (a merge conflict or error)."""
-        return not self.all_completed or any(r.get("denied") or r.get("merge") in ("conflict", "error")
-                                             for r in self.values())
+        its work did not make it into the job branch (a merge conflict or error, or, with a verify
+        command, integration failed). A fix-up or resolution task's own state is told by its task's."""
+        return not self.all_completed or any(
+            r.get("denied") or r.get("merge") in ("conflict", "error", "integration_failed")
+            and (r.get("integration") or {}).get("kind", "task") == "task" for r in self.values())
 
 
 def _is_tty():
@@ -252,12 +254,15 @@ class ClaudeOrchestrator:
         job = self.queue.get_job(job_id)
         if job is None:
             raise ValueError(f"job_id: unknown job {job_id!r}")
-        stats = job["stats"]
+        # The merge queue's integration tasks are not the user's tasks (counts), but the job is not
+        # finished before they are, and their cost is the job's.
+        raw = job["stats"]
+        stats = integration.user_stats(self.queue, job)
         done = stats["total"] - stats["pending"] - stats["in_progress"]
         return {"job_id": job_id, "description": job["description"], "stats": stats,
-                "done": done, "total": stats["total"], "finished": done == stats["total"],
+                "done": done, "total": stats["total"], "finished": raw["pending"] + raw["in_progress"] == 0,
                 "cost_usd": stats["cost_usd"], "max_budget_usd": job["max_budget_usd"],
-                "pool": task_report.pool_state(self.queue)}
+                "integrating": stats.get("integrating", 0), "pool": task_report.pool_state(self.queue)}
 
     def wait_and_collect(self, job_id, timeout=None, poll_interval=None, on_progress=None, show_progress=None,
                          should_stop=None):
@@ -337,9 +342,16 @@ class ClaudeOrchestrator:
             self._ensure_pool_for_wait(job_id)
 
     def collect(self, job_id):
-        """The job's tasks as result dicts, in id order (no waiting)."""
+        """The job's tasks as result dicts, in id order (no waiting). With a verify command, the merge
+        queue's integration tasks are left out, `merge` is the task's integration state (see
+        integration.job_report) and `integration` its whole row."""
         results = {}
+        job = self.queue.get_job(job_id)
+        report = integration.job_report(self.queue, job_id) if integration.gated(self.queue, job) else None
+        rows = {r["task"]: r for r in (report or {}).get("tasks", [])}
         for t in self.queue.list_tasks(job_id=job_id, order="asc"):
+            if integration.is_integration(t):
+                continue
             o = t.outcome or {}
             results[t.id] = {
                 # The plan's own id for the task (check_plan names an id-less task "#<index>").
@@ -366,6 +378,10 @@ class ClaudeOrchestrator:
                 "merge": o.get("merge"),
                 "conflicts": o.get("conflicts", []),
             }
+            row = rows.get(t.id)
+            if row is not None:
+                results[t.id].update(merge=row["state"], conflicts=row["files"] if row["state"] == "conflict" else [],
+                                     integration={k: v for k, v in row.items() if k not in ("task", "branch")})
         return results
 
     def synthesize_results(self, results):
@@ -384,9 +400,16 @@ class ClaudeOrchestrator:
         with_denials = sum(1 for r in results.values() if r["status"] == "completed" and r.get("denied"))
         summary += f" ({with_denials} with denied tool calls)" if with_denials else ""
         cost = sum(r["cost_usd"] or 0 for r in results.values())
+        report = integration.job_report(self.queue, job_id) if job and integration.gated(self.queue, job) else None
+        merging = 0.0
+        if report:
+            # The merge queue's integration tasks are no task of the user's, but their cost is the job's.
+            merging = sum(t.cost_usd or 0 for t in self.queue.list_tasks(job_id=job_id, order="asc")
+                          if integration.is_integration(t))
         elapsed = getattr(results, "elapsed", None)
         lines.append(f"**{len(results)} task{'' if len(results) == 1 else 's'}: {summary}.** "
-                     f"Total cost {task_report.fmt_cost(cost)}"
+                     f"Total cost {task_report.fmt_cost(cost + merging)}"
+                     + (f" (of which {task_report.fmt_cost(merging)} integrating)" if merging else "")
                      + (f", {elapsed:.0f}s wall time" if elapsed else "")
                      + (". **Timed out before the job finished.**" if getattr(results, "timed_out", False) else "."))
         files = sorted({f for r in results.values() for f in r["outputs"]})
@@ -395,11 +418,15 @@ class ClaudeOrchestrator:
         changed = sorted({f for r in results.values() for f in r.get("files_changed") or []})
         if changed:
             lines.append("Files changed: " + ", ".join(f"`{f}`" for f in changed))
-        lines += self._isolation_summary(job, results)
+        lines += self._isolation_summary(job, results, report)
         for tid, r in results.items():
             status = r["status"] + (task_report.denied_note(len(r.get("denied") or []))
                                     if r["status"] == "completed" else "")
-            name = r.get("plan_id") or f"Task {tid}"
+            row = r.get("integration")
+            if row and r["status"] == "completed":
+                status += f", {task_report.integration_text(row)}"
+            label = row and task_report.helper_label(row)
+            name = r.get("plan_id") or (f"Task {tid} ({label})" if label else f"Task {tid}")
             lines.append(f"\n## {name}: {_title(r['prompt'])} — {status}")
             if r["result"]:
                 lines.append(r["result"].strip())
@@ -422,7 +449,7 @@ class ClaudeOrchestrator:
                 details.append(f"session {r['session_id']}")
             if r.get("branch"):
                 details.append(f"branch {r['branch']}" + (f" at {r['commit'][:12]}" if r.get("commit") else "")
-                               + f", merge {r.get('merge')}")
+                               + ("" if row else f", merge {r.get('merge')}"))
             lines.append("_" + "; ".join(details) + "_")
             for w in r.get("warnings") or []:
                 lines.append(f"**Warning:** {w}")
@@ -448,14 +475,19 @@ class ClaudeOrchestrator:
         return "".join(ch if ch.isprintable() or ch in "\n\t" else " " for ch in text) + "\n"
 
     @staticmethod
-    def _isolation_summary(job, results):
+    def _isolation_summary(job, results, report=None):
         """What the synthesis says about worktree branches: where the work is, how to merge it, and
-        which tasks conflicted."""
+        which tasks conflicted; with a verify command (`report`: integration.job_report), the
+        verified head and which tasks failed verification."""
         meta = (job or {}).get("metadata") or {}
         job_id = (job or {}).get("id")
         lines = []
+        if report:
+            head = task_report.verified_head_text(report)
+            lines.append(head[0].upper() + head[1:] + ".")
         if meta.get("isolation") == "worktree" and meta.get("merge", "auto") == "auto":
-            merged = sum(1 for r in results.values() if r.get("merge") == "merged")
+            merged = sum(1 for r in results.values() if r.get("merge") in ("merged", "fixed_and_merged")
+                         and (r.get("integration") or {}).get("kind", "task") == "task")
             branch = worktrees.job_branch(job_id)
             if not merged and not meta.get("merged_into"):
                 # The job branch is made by the first merge: `git diff` and `merge` have nothing to act on.
@@ -475,7 +507,16 @@ class ClaudeOrchestrator:
             lines.append(f"**Not merged:** {len(errors)} completed task(s) could not be merged into the job branch "
                          f"({', '.join(f'#{t}' for t in errors)}; see each task's warning); their work is safe on "
                          f"their own branches, and `{hints.command('merge', job_id)}` lists them.")
-        conflicts = [(tid, r) for tid, r in results.items() if r.get("merge") == "conflict"]
+        failed = [(tid, r) for tid, r in results.items() if r.get("merge") == "integration_failed"
+                  and r["integration"].get("kind") == "task"]
+        if failed:
+            lines.append("**Integration failed** (kept out of the job branch; each task's work is safe on its branch): "
+                         + "; ".join(f"task #{tid}: {task_report.integration_text(r['integration'])} "
+                                     f"(branch `{r['branch']}`)" for tid, r in failed)
+                         + ". After merging the job, merge each of these branches by hand (`git merge BRANCH`), "
+                           "make the verify command pass and commit.")
+        conflicts = [(tid, r) for tid, r in results.items() if r.get("merge") == "conflict"
+                     and (r.get("integration") or {}).get("kind", "task") == "task"]
         if conflicts:
             lines.append("**Merge conflicts** (each task's work is safe on its branch): "
                          + "; ".join(f"task #{tid} in {', '.join(r['conflicts'])} (branch `{r['branch']}`)"
@@ -484,15 +525,57 @@ class ClaudeOrchestrator:
                            "resolve the conflicts and commit.")
         return lines
 
+    def write_summary(self, results):
+        """Write the synthesis and a PR-ready summary of a worktree job (per task: title, files,
+        diffstat, verification; the verified head; what did not make it and why) to
+        `<state_dir>/jobs/<job>/synthesis.md` and `summary.md`. Returns the summary's path, or None
+        for a job without worktree isolation (no branch to describe)."""
+        job_id = getattr(results, "job_id", None)
+        job = self.queue.get_job(job_id) if job_id else None
+        if job is None or job["metadata"].get("isolation") != "worktree":
+            return None
+        report = integration.job_report(self.queue, job_id) if integration.gated(self.queue, job) else None
+        repo = job["metadata"].get("repo")
+        merges = {}  # task id -> the merge commit that brought its work into the job branch
+        if repo and job["metadata"].get("merge", "auto") == "auto":
+            cp = worktrees.git(repo, "log", "--first-parent", "--format=%H %s", worktrees.job_branch(job_id), "--",
+                               check=False)
+            for line in cp.stdout.splitlines():
+                sha, _, subject = line.partition(" ")
+                found = re.match(r"klauss: merge task (\d+):", subject)
+                if found:
+                    merges.setdefault(int(found.group(1)), sha)
+        tasks = []
+        for tid, r in results.items():
+            row = r.get("integration")
+            if row and row.get("kind") != "task":
+                continue  # a fix-up or resolution is told with the task it fixed
+            via = row.get("fix_task") if row and row.get("state") == "fixed_and_merged" else tid
+            merge = merges.get(via)
+            files, stat = r.get("files_changed") or [], ""
+            if merge:
+                files = worktrees.git(repo, "diff", "--name-only", f"{merge}^1", merge, check=False).stdout.split()
+                stat = worktrees.git(repo, "diff", "--stat", "--no-color", f"{merge}^1", merge, check=False).stdout
+            tasks.append({"id": tid, "title": r.get("plan_id") and f"{r['plan_id']}: {_title(r['prompt'])}"
+                          or _title(r["prompt"]), "state": r.get("merge"), "files": files, "diffstat": stat,
+                          "row": row, "status": r["status"], "error": r.get("error"), "branch": r.get("branch")})
+        folder = Path(self.cfg.state_dir) / "jobs" / job_id
+        config.ensure_private_dir(folder)
+        (folder / "synthesis.md").write_text(self.synthesize_results(results), encoding="utf-8")
+        path = folder / "summary.md"
+        path.write_text(task_report.ANSI_ESCAPE.sub("", task_report.pr_summary(job, report, tasks)), encoding="utf-8")
+        return path
+
     def merge_job(self, job_id, force=False):
         """Bring a worktree job's work into the current branch of the project checkout: the job branch
         (merge "auto") or each completed task's branch in task order (merge "branch"). Refuses an
-        unfinished job (unless `force`) or a checkout with uncommitted changes; a conflict is aborted,
+        unfinished job or, with a verify command, a job branch whose head did not pass verification
+        (unless `force`), or a checkout with uncommitted changes; a conflict is aborted,
         leaving the checkout as it was. Returns a report: `status` "merged" | "conflict" | "nothing",
         `merged` (branches), `conflicts` (files), `not_merged` (tasks whose branch needs a hand merge)."""
         self._require_job(job_id)
         try:
-            return worktrees.merge_job(self.cfg, self.queue, job_id, force=force)
+            return integration.merge_job(self.cfg, self.queue, job_id, force=force)
         except worktrees.WorktreeError as exc:
             raise OrchestratorError(str(exc)) from None
 
@@ -740,7 +823,8 @@ def cli(argv=None):
         p.add_argument("job")
         p.add_argument("--json", action="store_true")
         if name == "merge":
-            p.add_argument("--force", action="store_true", help="merge even though tasks are still pending or running")
+            p.add_argument("--force", action="store_true", help="merge even though tasks are still pending or running, "
+                                                                "or the job branch's head did not pass verification")
     inst = sub.add_parser("install-claude", help="install the Klauss skill and CLAUDE.md section into the project")
     inst.add_argument("--project", help="the project root (default: the one this directory belongs to)")
     args = ap.parse_args(argv)
@@ -768,7 +852,13 @@ def cli(argv=None):
                 raise _still_queued(exc, args.job) from None
         if args.command == "status":
             data = orch.get_job_status(args.job)
-            print(json.dumps(data, indent=2) if args.json else task_report.progress_line(data))
+            job = orch.queue.get_job(args.job)
+            report = integration.job_report(orch.queue, args.job) if integration.gated(orch.queue, job) else None
+            if args.json:
+                print(json.dumps({**data, "integration": report} if report else data, indent=2))
+            else:
+                print("\n".join([task_report.progress_line(data)] + (task_report.integration_lines(report, "  ")
+                                                                       if report else [])))
             return exits.EXIT_OK
         if args.command == "collect":
             results = JobResults(args.job, orch.collect(args.job))
@@ -897,12 +987,21 @@ def _wait_and_report(orch, job, args):
         results = orch.wait_and_collect(job, timeout=args.timeout, show_progress=True)
     except KeyboardInterrupt:
         return _stopped_waiting(job)
+    summary = None
+    if not results.timed_out:
+        try:
+            summary = orch.write_summary(results)
+        except OSError as exc:  # the results are printed all the same
+            print(f"warning: could not write the job's summary: {exc}", file=sys.stderr, flush=True)
     if args.json:
-        print(json.dumps({"job_id": job, "timed_out": results.timed_out, "tasks": results}, indent=2))
+        print(json.dumps({"job_id": job, "timed_out": results.timed_out, "tasks": results,
+                          **({"summary": str(summary)} if summary else {})}, indent=2))
     else:
         print(orch.synthesize_results(results), end="")
     for line in _not_merged(job, results):
         print(line, file=sys.stderr, flush=True)
+    if summary:
+        print(f"summary for a pull request: {summary} (the synthesis is next to it)", file=sys.stderr, flush=True)
     _say_pool_stays(orch)
     return exits.EXIT_FAIL if results.needs_attention else exits.EXIT_OK
 
@@ -910,15 +1009,21 @@ def _wait_and_report(orch, job, args):
 def _not_merged(job, results):
     """Error lines for the completed tasks whose work is not on the job branch, and what to do."""
     left = [(tid, r) for tid, r in sorted(results.items())
-            if r.get("status") == "completed" and r.get("merge") in ("conflict", "error")]
+            if r.get("status") == "completed" and r.get("merge") in ("conflict", "error", "integration_failed")
+            and (r.get("integration") or {}).get("kind", "task") == "task"]
     lines = []
     for tid, r in left:
-        why = (f"conflicts with the job branch in {', '.join(r.get('conflicts') or [])}" if r["merge"] == "conflict"
-               else "could not be merged into the job branch")
+        if r.get("integration"):
+            why = f"was kept out of the job branch: {task_report.integration_text(r['integration'])}"
+        else:
+            why = (f"conflicts with the job branch in {', '.join(r.get('conflicts') or [])}" if r["merge"] == "conflict"
+                   else "could not be merged into the job branch")
         lines.append(f"error: task #{tid} {why}; its work is safe on branch {r.get('branch')}")
     if left:
         lines.append(f"to finish job {job}: bring the job branch into yours (`{hints.command('merge', job)}`), "
-                     "then merge each branch above by hand (`git merge BRANCH`), resolve the conflicts and commit")
+                     "then merge each branch above by hand (`git merge BRANCH`), resolve the conflicts"
+                     + (", make the verify command pass" if any(r.get("integration") for _, r in left) else "")
+                     + " and commit")
     return lines
 
 

@@ -29,6 +29,7 @@ import cli_args
 import config
 import exits
 import hints
+import integration
 import pool
 import processes
 import queues
@@ -377,12 +378,14 @@ def cmd_show(args):
     events = q.get_events(task.id)
     dependents = q.get_dependents(task.id)
     transcript = task_report.find_transcript(q.cfg, task)
+    merging = integration.task_row(q, task)
     if args.json:
         emit_json({**task.to_dict(), "events": events, "dependents": dependents, "transcript": transcript,
-                   "host": task_report.ran_on(task, events)})
+                   "host": task_report.ran_on(task, events), **({"integration": merging} if merging else {})})
         return EXIT_OK
     print("\n".join(map(task_report.clean, task_report.describe_task(task, events, dependents, transcript,
-                                                                      time.time(), here=q.cfg.host))))
+                                                                      time.time(), here=q.cfg.host,
+                                                                      integration=merging))))
     return EXIT_OK
 
 
@@ -412,6 +415,8 @@ def cmd_stats(args):
 def cmd_jobs(args):
     q = open_queue(args, create=False, empty_ok=True)
     jobs = q.list_jobs(limit=args.limit or None)
+    for j in jobs:  # the merge queue's integration tasks are not the user's tasks (their cost counts)
+        j["stats"] = integration.user_stats(q, j)
     if args.json:
         emit_json(jobs)
         return EXIT_OK
@@ -539,7 +544,7 @@ def cmd_merge(args):
     if q.get_job(args.job) is None:
         raise CliError(f"job {args.job} not found", EXIT_FAIL)
     try:
-        report = worktrees.merge_job(q.cfg, q, args.job, force=args.force)
+        report = integration.merge_job(q.cfg, q, args.job, force=args.force)
     except worktrees.WorktreeError as exc:
         raise CliError(f"{PROG}: error: {exc}", EXIT_FAIL) from None
     lines, ok = worktrees.describe_merge(report)
@@ -696,7 +701,8 @@ def build_parser():
                                    "merge would overwrite (other untracked files are left alone); a conflict is "
                                    "aborted and reported, leaving your branch as it was.")
     p.add_argument("job", metavar="JOB")
-    p.add_argument("--force", action="store_true", help="merge even though tasks are still pending or running")
+    p.add_argument("--force", action="store_true", help="merge even though tasks are still pending or running, "
+                                                        "or the job branch's head did not pass verification")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("worktrees", parents=[common], help="list the tasks' git worktrees")

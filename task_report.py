@@ -183,6 +183,8 @@ def progress_line(status, elapsed=None):
         parts.append(f"{s['failed']} failed")
     if s["skipped"] or s["cancelled"]:
         parts.append(f"{s['skipped'] + s['cancelled']} skipped/cancelled")
+    if status.get("integrating"):
+        parts.append(f"{status['integrating']} integrating")
     parts.append(fmt_cost(status["cost_usd"] or 0))
     if status.get("pool") and status["pool"]["state"] != states.POOL_RUNNING and not status["finished"]:
         parts.append(status["pool"]["text"])
@@ -197,6 +199,8 @@ def job_status_line(status, pool_text=None):
     for key in ("in_progress", "pending", "completed", "failed", "skipped", "cancelled"):
         if s[key]:
             parts.append(f"{s[key]} {status_word(key)}")
+    if status.get("integrating"):
+        parts.append(f"{status['integrating']} integrating")  # the merge queue's own tasks, still to run
     cost = f"cost {fmt_cost(status['cost_usd'] or 0)}"
     if status["max_budget_usd"]:
         cost += f" of {fmt_cost(status['max_budget_usd'] or 0)} budget"
@@ -206,10 +210,16 @@ def job_status_line(status, pool_text=None):
     return " · ".join(parts)
 
 
-def task_markdown_line(task):
+def task_markdown_line(task, integration=None):
     """A task as one markdown list item (MCP job_status and wait_job): its state, what it is doing
-    or waiting for, its prompt's first line and, unless it completed, its error's first line."""
+    or waiting for, its prompt's first line and, unless it completed, its error's first line; with
+    `integration` (its integration.job_report row), what became of its work in the job branch."""
     state = status_label(task)
+    label = integration and helper_label(integration)
+    if label:
+        state += f" ({label})"
+    if integration and task.status == "completed":
+        state += f", {integration_text(integration)}"
     if task.status == "in_progress":
         state += f" on {task.worker_id}" + (f" ({task.activity})" if task.activity else "")
     elif task.status == "pending" and task.deps_remaining:
@@ -229,6 +239,8 @@ def job_markdown_line(job, now):
         parts.append(f"{s['in_progress']} running")
     if s["failed"]:
         parts.append(f"{s['failed']} failed")
+    if s.get("integrating"):
+        parts.append(f"{s['integrating']} integrating")
     parts.append(fmt_cost(s["cost_usd"] or 0))
     parts.append(fmt_ago(job["created_at"], now))
     return f"- `{job['id']}` — {shorten(job['description'], 80, first_line=True)} — " + " · ".join(parts)
@@ -281,12 +293,13 @@ def ran_on(task, events):
     return None
 
 
-def task_details(task, events, dependents, transcript, now, here=None):
+def task_details(task, events, dependents, transcript, now, here=None, integration=None):
     """Everything there is to tell about one task, for `show`, MCP `show_task` and the dashboard's
     details, each laying it out its own way: (status text, rows). A row is ("field", name, value,
     style) for a one-line value, or ("block", name, lines, style) for text told line by line (the
     prompt, the result, the history). `style` is a status whose colour suits the value, or "".
-    `here` is this host's id: a transcript written on another host is only there."""
+    `here` is this host's id: a transcript written on another host is only there. `integration` is
+    what the merge queue says about the task (integration.task_row), when its job has a verify command."""
     outcome = task.outcome if isinstance(task.outcome, dict) else {}
     host = ran_on(task, events)
     status = status_label(task) + (" (cancel requested)" if show_cancel_requested(task) else "")
@@ -323,8 +336,18 @@ def task_details(task, events, dependents, transcript, now, here=None):
             merge += f" into {outcome['merged_into']}"
         elif merge == "conflict":
             merge += f" in {', '.join(outcome.get('conflicts') or [])} (the work stays on {outcome['branch']})"
-        field("Merge", merge, "failed" if outcome.get("merge") == "conflict" else "")
+        if integration and "state" in integration:
+            state = integration["state"]
+            merge = integration_text(integration)
+            field("Merge", merge, "failed" if state in NEEDS_ATTENTION else "completed" if "merged" in state else "")
+        else:
+            field("Merge", merge, "failed" if outcome.get("merge") == "conflict" else "")
         field("Worktree err", outcome.get("worktree_error"), "failed")
+    if integration and "integrates" in integration:
+        field("Integrates", f"task #{integration['integrates']} (the merge queue's own task: merge, then verify)")
+    if integration and "state" in integration:
+        field("Fix of", helper_label(integration))
+        field("Job head", verified_head_text(integration["job"]))
     field("Depends on", ", ".join(f"#{d}" for d in task.depends_on or []))
     field("Dependents", ", ".join(f"#{d}" for d in dependents))
     field("Metadata", json.dumps(task.metadata, sort_keys=True) if task.metadata else None)
@@ -381,9 +404,9 @@ def task_details(task, events, dependents, transcript, now, here=None):
 FIELD_WIDTH = 13  # "Denied tools:" and a space: every field's value starts in one column
 
 
-def describe_task(task, events, dependents, transcript, now, here=None):
+def describe_task(task, events, dependents, transcript, now, here=None, integration=None):
     """The text of `show` (and MCP `show_task`): one line per field, then the indented blocks."""
-    status, rows = task_details(task, events, dependents, transcript, now, here=here)
+    status, rows = task_details(task, events, dependents, transcript, now, here=here, integration=integration)
     lines = [f"Task #{task.id}: {status}"]
     for kind, name, value, _ in rows:
         if kind == "field":
@@ -392,3 +415,117 @@ def describe_task(task, events, dependents, transcript, now, here=None):
             lines.append(f"{name}:")
             lines.extend(f"  {line}" for line in value)
     return lines
+
+
+# --- the verified merge queue (integration.job_report) ------------------------------------------
+
+INTEGRATION_WORDS = {"merged": "merged", "fixed_and_merged": "fixed and merged",
+                     "integration_failed": "integration failed", "conflict": "conflict",
+                     "pending": "not integrated yet", "not_completed": "not completed"}
+NEEDS_ATTENTION = ("integration_failed", "conflict")  # kept out of the job branch: the user decides
+
+
+def helper_label(row):
+    """"fix-up of task #3" / "resolution of task #3" for the merge queue's Claude tasks, else None."""
+    if row.get("kind") == "fix":
+        return f"fix-up of task #{row['of']}"
+    if row.get("kind") == "resolution":
+        return f"resolution of task #{row['of']}"
+    return None
+
+
+def integration_text(row):
+    """What became of one task's work in the job branch, from its integration.job_report row:
+    "merged", "fixed and merged (by fix-up task #7)", "integration failed: why (log PATH)",
+    "conflict in a.py, b.py: why", "not integrated yet", "not completed: why"."""
+    state = row.get("state") or "pending"
+    text = INTEGRATION_WORDS.get(state, state)
+    if state == "fixed_and_merged" and row.get("fix_task"):
+        text += f" (by {'resolution' if row.get('fix_kind') == 'resolution' else 'fix-up'} task #{row['fix_task']})"
+    elif state == "conflict":
+        if row.get("files"):
+            text += " in " + ", ".join(row["files"])
+        if row.get("why"):
+            text += f": {row['why']}"
+    elif state in ("integration_failed", "not_completed") and row.get("why"):
+        text += f": {row['why']}"
+    elif state == "pending" and row.get("fix_task"):
+        text += f" ({'resolution' if row.get('fix_kind') == 'resolution' else 'fix-up'} task #{row['fix_task']} at work)"
+    if state in ("integration_failed", "conflict") and row.get("log"):
+        text += f" (log {row['log']})"
+    return text
+
+
+def verified_head_text(report):
+    """The job branch's verified head in a sentence: commit, verify command, its exit status and
+    duration; or that nothing is verified yet."""
+    head, branch = report.get("head"), report["branch"]
+    runs = report.get("verify_runs") or 0
+    counted = f"; {runs} verify run{'' if runs == 1 else 's'} in all"
+    if not head:
+        return f"no verified head yet: nothing has entered {branch}" + (counted if runs else "")
+    if head.get("exit_status") is None:
+        return f"head of {branch}: {head['commit'][:12]}, merged without verification (no verify command)"
+    return (f"verified head of {branch}: {head['commit'][:12]}, `{' '.join(head.get('verify_command') or [])}` "
+            f"exited {head['exit_status']} in {fmt_duration(head.get('duration') or 0)}" + counted)
+
+
+def integration_lines(report, bullet="- "):
+    """The merge queue's report of a job, line by line (status, MCP job_status): the verified head,
+    then each task's state."""
+    lines = [bullet + verified_head_text(report)]
+    for row in report["tasks"]:
+        label = helper_label(row)
+        lines.append(f"{bullet}#{row['task']}" + (f" ({label})" if label else "") + f": {integration_text(row)}")
+    return lines
+
+
+def pr_summary(job, report, tasks):
+    """A job's work as a pull request's description (markdown), from the data the orchestrator
+    gathers: `report` is integration.job_report (or None without a verify command) and `tasks` a list
+    of {"id", "title", "state" (integration state, or the task's merge word), "files", "diffstat",
+    "row" (its job_report row or None), "status", "error", "branch"}, in task order."""
+    branch = report["branch"] if report else f"klauss/{job['id']}/merged"
+    lines = [f"# {opening_line(job['description']) or job['id']}", "",
+             f"Job `{job['id']}`: the work of its tasks on branch `{branch}`."]
+    if report:
+        lines += ["", "## Verification", ""]
+        head = report.get("head")
+        argv = " ".join((head or {}).get("verify_command") or report.get("verify_command") or [])
+        lines.append(f"- Verify command: `{argv}`" if argv else "- Verify command: none")
+        if head:
+            lines += [f"- Verified head: `{head['commit']}`",
+                      f"- Exit status: {head['exit_status']}, in {fmt_duration(head.get('duration') or 0)}"
+                      + (f" (log `{head['log']}`)" if head.get("log") else "")]
+        else:
+            lines.append("- Verified head: none (nothing passed verification)")
+        lines.append(f"- Verify runs: {report.get('verify_runs') or 0}")
+    merged = [t for t in tasks if t["state"] in ("merged", "fixed_and_merged")]
+    lines += ["", "## Changes", ""]
+    if not merged:
+        lines.append("Nothing made it into the job branch.")
+    for t in merged:
+        lines.append(f"### {t['title']} (task #{t['id']})")
+        lines.append("")
+        lines.append("- Files: " + (", ".join(f"`{f}`" for f in t["files"]) or "none"))
+        if t["row"] is not None:
+            lines.append("- Verification: passed, " + integration_text(t["row"]))
+        elif report is None:
+            lines.append("- Verification: none (the job has no verify command)")
+        if t["diffstat"]:
+            lines += ["", "```", t["diffstat"].rstrip("\n"), "```"]
+        lines.append("")
+    left = [t for t in tasks if t["state"] not in ("merged", "fixed_and_merged")]
+    if left:
+        lines += ["## Not included", ""]
+        for t in left:
+            if t["row"] is not None:
+                why = integration_text(t["row"])
+            elif t["status"] != "completed":
+                why = f"not completed: the task {t['status']}" + (f": {opening_line(t['error'])}" if t["error"] else "")
+            else:
+                why = f"not merged ({t['state'] or 'no branch'})"
+            lines.append(f"- Task #{t['id']} {t['title']}: {why}"
+                         + (f"; its work is on branch `{t['branch']}`" if t["branch"] and t["status"] == "completed"
+                            else ""))
+    return "\n".join(lines).rstrip("\n") + "\n"
