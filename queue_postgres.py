@@ -189,7 +189,7 @@ PG_SQL = {
     # Claims skip rows another transaction holds instead of waiting for them.
     "SQL_PICK": _PICK.format(unless_paused=""),
     "SQL_PICK_UNLESS_PAUSED": _PICK.format(unless_paused="""
-      AND NOT EXISTS (SELECT 1 FROM pool_flags WHERE key IN ('paused', 'config_error')
+      AND NOT EXISTS (SELECT 1 FROM pool_flags WHERE key IN (?2, ?3, ?4, ?5, ?6)
                       AND (until IS NULL OR until > ?1))"""),
     # Claims run side by side (PostgresTaskQueue.claim_task): a claim that finds its job's budget
     # spent skips the pending tasks no other claim holds.
@@ -231,6 +231,8 @@ def _overrides():
     if not _by_text:
         for name, pg in PG_SQL.items():
             _by_text[getattr(claude_queue, name)] = (pg, name in _RETURNS_ID)
+        # list_jobs(limit) adds a LIMIT to SQL_JOBS.
+        _by_text[claude_queue.SQL_JOBS + " LIMIT ?"] = (PG_SQL["SQL_JOBS"] + " LIMIT ?", False)
     return _by_text
 
 
