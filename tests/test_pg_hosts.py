@@ -4,11 +4,18 @@ is cut mid-task (in network namespaces, where root and `ip netns` are available)
 
 The pools of several hosts on one database are tested in test_hosts.py, on both backends too."""
 
+import os
+import secrets
+import shutil
+import subprocess
+
 import pytest
+from test_hosts import LEASE, MANAGE, Host, blocking, completions, ran_on
 
 import claude_queue
 import config
 import flags
+from conftest import wait_for
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -48,3 +55,141 @@ def test_list_jobs_takes_a_limit(queue):
     assert [j["id"] for j in queue.list_jobs(limit=1)] == [newer]
     assert [j["id"] for j in queue.list_jobs()] == [newer, older]
 
+
+
+# --- a host cut off from the server --------------------------------------------------------------
+
+def _ip(*args):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+
+
+class Link:
+    """A network namespace of our own (the cut-off host's network) joined to this machine's by a
+    veth pair: `server` (this side) and `client` (in the namespace) on a /30 of their own."""
+
+    def __init__(self):
+        # Unique names (an interface name has at most 15 characters): only these are removed.
+        self.tag = f"kl{os.getpid() % 100000}{secrets.token_hex(2)}"
+        self.ns, self.host_if, self.ns_if = self.tag, self.tag + "h", self.tag + "n"
+        used = _ip("-4", "addr").stdout + _ip("-4", "route").stdout
+        for _ in range(100):
+            net = f"10.{secrets.randbelow(200) + 50}.{secrets.randbelow(250)}"
+            if f"{net}." not in used:
+                break
+        self.server, self.client, self.cidr = f"{net}.1", f"{net}.2", f"{net}.0/30"
+        self.made_ns = self.made_link = False
+
+    def create(self):
+        steps = [(["netns", "add", self.ns], "made_ns"),
+                 (["link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if], "made_link"),
+                 (["link", "set", self.ns_if, "netns", self.ns], None),
+                 (["addr", "add", f"{self.server}/30", "dev", self.host_if], None),
+                 (["link", "set", self.host_if, "up"], None),
+                 (["netns", "exec", self.ns, "ip", "addr", "add", f"{self.client}/30", "dev", self.ns_if], None),
+                 (["netns", "exec", self.ns, "ip", "link", "set", self.ns_if, "up"], None),
+                 (["netns", "exec", self.ns, "ip", "link", "set", "lo", "up"], None)]
+        for argv, made in steps:
+            done = _ip(*argv)
+            if done.returncode:
+                return f"`ip {' '.join(argv)}` failed: {done.stderr.strip()}"
+            if made:
+                setattr(self, made, True)
+        return None
+
+    def set(self, state):
+        done = _ip("link", "set", self.host_if, state)
+        assert done.returncode == 0, done.stderr
+
+    def remove(self):
+        if self.made_link:
+            _ip("link", "del", self.host_if)  # its peer goes with it
+        if self.made_ns:
+            _ip("netns", "del", self.ns)
+
+
+@pytest.fixture
+def link():
+    if os.geteuid() != 0:
+        pytest.skip("a network namespace needs root")
+    if not shutil.which("ip"):
+        pytest.skip("no `ip` command (iproute2) to make a network namespace")
+    made = Link()
+    try:
+        problem = made.create()
+        if problem:
+            pytest.skip(f"cannot make a network namespace and veth pair here: {problem}")
+        yield made
+    finally:
+        made.remove()
+
+
+class NetnsHost(Host):
+    """A host whose processes (coordinator, workers, claude) run in the link's namespace: it
+    reaches the server only over the veth pair."""
+
+    def __init__(self, *args, ns, **kw):
+        super().__init__(*args, **kw)
+        self.ns = ns
+
+    def manage(self, *args, timeout=120):
+        out = subprocess.run(["ip", "netns", "exec", self.ns, str(MANAGE), *map(str, args)], cwd=str(self.root),
+                             env=self.env, capture_output=True, text=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL)
+        assert "Traceback" not in out.stderr, out.stderr
+        return out
+
+
+def test_a_host_cut_off_from_the_server_mid_task_its_task_is_finished_by_the_other_once(tmp_path, link):
+    import pg_server
+
+    try:
+        server = pg_server.PgServer.start(listen=[link.server], trust=[link.cidr])
+    except pg_server.PgUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    alpha = beta = None
+    try:
+        url = server.new_database()
+        name = url.split("?")[0].rsplit("/", 1)[1]
+        # Alpha, in the namespace, reaches the server over TCP on the veth pair; beta, on this
+        # machine, through its unix socket: one database.
+        alpha = NetnsHost(tmp_path, "alpha", f"postgresql://{pg_server.SUPERUSER}@{link.server}:{server.port}/{name}",
+                          ns=link.ns)
+        beta = Host(tmp_path, "beta", url)
+        q = beta.queue
+        alpha.start(1)
+        prompt, started, go = blocking(tmp_path, "cut")
+        tid = q.add_task(prompt)
+        wait_for(started.exists, what="alpha to start the task")
+        assert ran_on(q, tid) == "alpha" and q.get_task(tid).attempt == 1
+        beta.start(1)
+
+        link.set("down")  # alpha's link is cut: its worker and coordinator reach nothing
+        try:
+            expires = q.get_task(tid).lease_expires_at
+            wait_for(lambda: ran_on(q, tid) == "beta" and q.get_task(tid).attempt == 2, timeout=6 * LEASE + 30,
+                     what="beta to take the task over once alpha's lease expired")
+            go.write_text("")  # both claudes finish: alpha's runs on, cut off, in its own clone
+            wait_for(lambda: q.get_task(tid).status == "completed", what="beta to complete the task")
+            recovered = next(e for e in q.get_events(tid) if e["event"] == "recovered")
+            assert recovered["at"] <= expires + LEASE, "returned within a lease of its expiry"
+        finally:
+            link.set("up")
+        # The link is back: alpha's worker reaches the server again with its old attempt's end
+        # (or its coordinator ends it as hung first); either way nothing of it is recorded.
+        wait_for(lambda: (lambda w: w and w[0]["current_task"] != tid)(
+            [w for w in q.list_workers() if w["worker_id"] == "worker_1@alpha"]),
+            timeout=12 * LEASE + 60, what="alpha's worker to be done with its old attempt")
+        task = q.get_task(tid)
+        assert task.status == "completed" and task.worker_id == "worker_1@beta" and task.attempt == 2
+        done = completions(q, tid)
+        assert len(done) == 1 and done[0]["worker_id"] == "worker_1@beta" and done[0]["attempt"] == 2, done
+        events = [e["event"] for e in q.get_events(tid)]
+        assert events.count("recovered") == 1 and events.count("claimed") == 2, events
+        assert q.get_stats()["pending"] == 0
+        log = (alpha.cfg.logs_dir / "worker_1.log").read_text()
+        assert f"task {tid}: completed" not in log, log
+    finally:
+        for host in (alpha, beta):
+            if host is not None:
+                host.close()
+        server.stop()
