@@ -5,9 +5,11 @@ is cut mid-task (in network namespaces, where root and `ip netns` are available)
 The pools of several hosts on one database are tested in test_hosts.py, on both backends too."""
 
 import os
+import re
 import secrets
 import shutil
 import subprocess
+import sys
 
 import pytest
 from test_hosts import LEASE, MANAGE, Host, blocking, completions, ran_on
@@ -15,7 +17,7 @@ from test_hosts import LEASE, MANAGE, Host, blocking, completions, ran_on
 import claude_queue
 import config
 import flags
-from conftest import wait_for
+from conftest import ROOT, copy_klauss, install_fake_claude, wait_for
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -193,3 +195,49 @@ def test_a_host_cut_off_from_the_server_mid_task_its_task_is_finished_by_the_oth
             if host is not None:
                 host.close()
         server.stop()
+
+
+# --- the README's "Several machines" ---------------------------------------------------------------
+
+def readme_section():
+    readme = (ROOT / "README.md").read_text()
+    return readme.split("## Several machines\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_has_one_place_for_several_machines():
+    readme = (ROOT / "README.md").read_text()
+    assert "## Several hosts on one queue" not in readme
+    section = readme_section()
+    assert readme.count("requirements-postgres.txt") == 1 and "requirements-postgres.txt" in section
+    for topic in (".pgpass", "PGPASSWORD", "[isolation] remote", "KLAUSS_HOST", "login", "cut off"):
+        assert topic in section, topic
+    toml = re.findall(r"^```toml\n(.*?)^```", section, re.S | re.M)
+    assert len(toml) == 1
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
+    assert config.is_database_url(tomllib.loads(toml[0])["paths"]["db"])
+
+
+def test_the_readmes_several_machines_commands_run_as_printed_from_a_project_root(tmp_path, postgres_url):
+    commands = [line.strip() for block in re.findall(r"^```bash\n(.*?)^```", readme_section(), re.S | re.M)
+                for line in block.splitlines() if line.strip()]
+    assert commands[0] == "pip install -r klauss/requirements-postgres.txt"
+    project = tmp_path / "project"
+    project.mkdir()
+    copy_klauss(project / "klauss")
+    assert (project / "klauss" / "requirements-postgres.txt").is_file()  # pip itself is not run here
+    install_fake_claude(tmp_path / "bin")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
+    env.update(PATH=f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}", KLAUSS_DB=postgres_url,
+               KLAUSS_PYTHON=sys.executable)
+    rest = commands[1:]
+    assert rest and all(c.startswith("klauss/manage.sh ") for c in rest), rest
+    try:
+        for command in rest:
+            out = subprocess.run(command.split(), cwd=str(project), env=env, capture_output=True, text=True,
+                                 timeout=180, stdin=subprocess.DEVNULL)
+            assert out.returncode == 0 and "Traceback" not in out.stderr, (command, out.stdout, out.stderr)
+            if command.endswith("doctor"):
+                assert "PostgreSQL" in out.stdout, out.stdout
+    finally:
+        subprocess.run([sys.executable, str(project / "klauss" / "claude_coordinator.py"), "kill"], cwd=str(project),
+                       env=env, capture_output=True, timeout=60)
