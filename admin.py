@@ -309,7 +309,7 @@ def cmd_clean(args):
         return EXIT_OK
     what = f"{len(logs)} log file(s) in {cfg.logs_dir}"
     if not args.logs:
-        what = f"the database {cfg.db_path} ({stats['total']} task(s)) and " + what
+        what = f"the database {config.shown_db(cfg.db_path)} ({stats['total']} task(s)) and " + what
     if not args.yes:
         if not sys.stdin.isatty():
             eprint(f"error: this deletes {what}; pass --yes to confirm")
@@ -375,7 +375,7 @@ def doctor_checks(args):
         checks.append((False, "database", str(exc)[:-len(exc.fix) - 2], exc.fix))
     except claude_queue.QueueError as exc:
         if cfg.db_url is None:
-            checks.append((False, "database", f"{cfg.db_path}: {exc}",
+            checks.append((False, "database", f"{config.shown_db(cfg.db_path)}: {exc}",
                            "make the state directory writable, or pass --db / set KLAUSS_DB"))
         elif "pip install" in str(exc):
             checks.append((False, "database", *str(exc).split(": ", 1)))
@@ -385,14 +385,14 @@ def doctor_checks(args):
                            "check the URL (--db, KLAUSS_DB or [paths] db), that the server is up, and that it "
                            "lets this host and user in (pg_hba.conf)"))
     except (OSError, sqlite3.Error) as exc:
-        checks.append((False, "database", f"{cfg.db_path}: {exc}",
+        checks.append((False, "database", f"{config.shown_db(cfg.db_path)}: {exc}",
                        "make the state directory writable, or pass --db / set KLAUSS_DB"))
     return checks
 
 
 def _database_detail(cfg, queue):
     if cfg.db_url is None:
-        return f"{cfg.db_path} is writable"
+        return f"{config.shown_db(cfg.db_path)} is writable"
     # A server: which one, its version, and the schema this Klauss found (or made) there.
     return (f"{cfg.db_url.redacted()}: PostgreSQL {queue.server_version()}, schema version "
             f"{queue.schema_version()}, writable")

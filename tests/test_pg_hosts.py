@@ -4,6 +4,7 @@ is cut mid-task (in network namespaces, where root and `ip netns` are available)
 
 The pools of several hosts on one database are tested in test_hosts.py, on both backends too."""
 
+import json
 import os
 import re
 import secrets
@@ -241,3 +242,63 @@ def test_the_readmes_several_machines_commands_run_as_printed_from_a_project_roo
     finally:
         subprocess.run([sys.executable, str(project / "klauss" / "claude_coordinator.py"), "kill"], cwd=str(project),
                        env=env, capture_output=True, timeout=60)
+
+
+# --- the database URL's password is never shown ----------------------------------------------------
+
+def test_a_database_url_is_shown_without_its_password():
+    url = config.DatabaseUrl("postgresql://k:s3cret@db.example.com:5432/q?sslmode=require&password=other", ".")
+    assert url.redacted() == "postgresql://k:***@db.example.com:5432/q?sslmode=require&password=***"
+    assert config.shown_db(url) == url.redacted() and str(url).startswith("postgresql://k:s3cret@")
+    assert config.shown_db(config.DatabaseUrl("postgresql://k@h/q", ".")) == "postgresql://k@h/q"
+
+
+def test_no_view_log_or_process_listing_shows_the_database_password(tmp_path, postgres_url):
+    secret = "Pw-s3cret-9x"  # the test server trusts local clients: the password is carried, not checked
+    url = postgres_url.replace("postgresql://klauss@", f"postgresql://klauss:{secret}@", 1)
+    assert secret in url
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".klauss.toml").write_text(f'[paths]\ndb = "{url}"\n[workers]\nidle_timeout = 0\n')
+    install_fake_claude(tmp_path / "bin")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
+    env.update(PATH=f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}", KLAUSS_PYTHON=sys.executable)
+
+    def manage(*args):
+        out = subprocess.run([str(MANAGE), *args], cwd=str(project), env=env, capture_output=True, text=True,
+                             timeout=120, stdin=subprocess.DEVNULL)
+        assert "Traceback" not in out.stderr, out.stderr
+        return out
+
+    shown = []
+    try:
+        out = manage("start", "1")
+        assert out.returncode == 0, out.stdout + out.stderr
+        shown.append(out.stdout + out.stderr)
+        cfg = config.load_config(cwd=project, env={})
+        queue = claude_queue.TaskQueue(cfg=cfg)
+        try:
+            tid = queue.add_task("hello")
+            wait_for(lambda: queue.get_task(tid).status == "completed", what="the task to run")
+            coordinator = queue.get_flag(flags.coordinator(cfg.host))["value"]
+            pids = [coordinator["pid"]] + [w["pid"] for w in queue.list_workers()]
+            assert secret not in str(coordinator) and secret not in str(queue.list_workers())
+        finally:
+            queue.close()
+        for args in (["status"], ["status", "--json"], ["doctor"], ["ps"], ["ps", "--json"],
+                     ["logs", "coordinator"], ["logs", "worker", "1"], ["show", str(tid)], ["dashboard", "--once"]):
+            out = manage(*args)
+            shown.append(out.stdout + out.stderr)
+        assert "postgresql://klauss:***@" in shown[1] + shown[2], shown[1]
+        status = json.loads(manage("status", "--json").stdout)
+        assert status["running"] and [w["alive"] for w in status["workers"]] == [True], \
+            "the pool's processes are known by their command lines, which hold no password"
+        for pid in pids:
+            shown.append(open(f"/proc/{pid}/cmdline").read().replace("\0", " "))
+        assert "postgresql://klauss" in shown[-1], "the worker names its database, without the password"
+    finally:
+        shown.append(manage("kill").stdout)
+    assert not [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]]
+    shown += [p.read_text() for p in (project / ".klauss" / "logs").glob("*.log")]
+    for text in shown:
+        assert secret not in text, text
