@@ -298,7 +298,11 @@ def cmd_clean(args):
     logs = [p for p in cfg.logs_dir.glob("*.log")] + list((cfg.logs_dir / "tasks").glob("*.jsonl"))
     targets = logs + [cfg.state_dir / PID_NAME]
     wake_dir = config.wake_dir(cfg.db_path)  # the idle workers' wake-up FIFOs
-    if not args.logs:
+    # A database on a server is not a file of this host's: it is dropped there, if at all.
+    database = not args.logs and cfg.db_url is None
+    if cfg.db_url is not None and not args.logs:
+        print(f"the database {cfg.db_url.redacted()} stays on its server (drop it there to delete it)")
+    if database:
         db = str(cfg.db_path)
         targets += [Path(db), Path(db + "-wal"), Path(db + "-shm")]
         if wake_dir.is_dir():
@@ -308,7 +312,7 @@ def cmd_clean(args):
         print("nothing to clean")
         return EXIT_OK
     what = f"{len(logs)} log file(s) in {cfg.logs_dir}"
-    if not args.logs:
+    if database:
         what = f"the database {config.shown_db(cfg.db_path)} ({stats['total']} task(s)) and " + what
     if not args.yes:
         if not sys.stdin.isatty():

@@ -302,3 +302,21 @@ def test_no_view_log_or_process_listing_shows_the_database_password(tmp_path, po
     shown += [p.read_text() for p in (project / ".klauss" / "logs").glob("*.log")]
     for text in shown:
         assert secret not in text, text
+
+
+def test_clean_leaves_a_database_on_a_server_alone_and_says_so(tmp_path, postgres_url):
+    (tmp_path / ".klauss.toml").write_text(f'[paths]\ndb = "{postgres_url}"\n')
+    cfg = config.load_config(cwd=tmp_path, env={})
+    queue = claude_queue.TaskQueue(cfg=cfg)
+    try:
+        tid = queue.add_task("kept")
+        cfg.logs_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.logs_dir / "worker_1.log").write_text("old\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
+        out = subprocess.run([str(MANAGE), "clean", "--yes"], cwd=str(tmp_path), env={**env, "KLAUSS_PYTHON": sys.executable},
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "stays on its server" in out.stdout, out.stdout + out.stderr
+        assert "deleted the database" not in out.stdout and "deleted 1 log file(s)" in out.stdout, out.stdout
+        assert queue.get_task(tid).prompt == "kept" and not (cfg.logs_dir / "worker_1.log").exists()
+    finally:
+        queue.close()
