@@ -11,6 +11,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 from test_hosts import LEASE, MANAGE, Host, blocking, completions, ran_on
@@ -100,7 +101,9 @@ class Link:
         return None
 
     def set(self, state):
-        done = _ip("link", "set", self.host_if, state)
+        # The cut-off host's own end: for the server, its peer just goes silent (a local interface
+        # down would fail the server's sends at once instead, which TCP retries without end).
+        done = _ip("netns", "exec", self.ns, "ip", "link", "set", self.ns_if, state)
         assert done.returncode == 0, done.stderr
 
     def remove(self):
@@ -320,3 +323,49 @@ def test_clean_leaves_a_database_on_a_server_alone_and_says_so(tmp_path, postgre
         assert queue.get_task(tid).prompt == "kept" and not (cfg.logs_dir / "worker_1.log").exists()
     finally:
         queue.close()
+
+
+
+HOLDER = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import claude_queue, config
+cfg = config.load_config(db=sys.argv[2], cwd=sys.argv[3], env={}, overrides={"workers": {"lease_seconds": 3}})
+q = claude_queue.TaskQueue(sys.argv[2], cfg=cfg)
+with q._write() as conn:
+    conn.execute("SELECT count(*) FROM tasks").fetchone()  # the write lock is held from here
+    print("locked", flush=True)
+    sys.stdin.read()  # never ends the transaction: its host is cut off now
+"""
+
+
+def test_a_host_cut_off_inside_a_transaction_holds_the_queue_only_briefly(tmp_path, link):
+    # The server keeps a cut-off client's transaction (and the write lock in it) until its TCP
+    # gives up on the connection, hours later; every other host would wait that long.
+    import pg_server
+
+    try:
+        server = pg_server.PgServer.start(listen=[link.server], trust=[link.cidr])
+    except pg_server.PgUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    holder = None
+    try:
+        url = server.new_database()
+        name = url.split("?")[0].rsplit("/", 1)[1]
+        remote = f"postgresql://{pg_server.SUPERUSER}@{link.server}:{server.port}/{name}"
+        holder = subprocess.Popen(["ip", "netns", "exec", link.ns, sys.executable, "-c", HOLDER, str(ROOT), remote,
+                                   str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "locked"
+        link.set("down")
+        queue = claude_queue.TaskQueue(url, cfg=config.load_config(db=url, cwd=tmp_path, env={}))
+        done = []
+        writer = threading.Thread(target=lambda: done.append(queue.add_task("after")), daemon=True)
+        writer.start()
+        writer.join(timeout=60)
+        assert done, "another host's write still waits for the cut-off host's transaction"
+        queue.close()
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        server.stop()
