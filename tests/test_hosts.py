@@ -247,6 +247,8 @@ def test_a_coordinator_never_takes_another_hosts_worker_for_its_own_dead_one(tmp
     assert "gamma" not in log
     assert alpha.queue.get_task(tid).status == "in_progress" and alpha.queue.get_task(tid).worker_id == "worker_1@gamma"
     assert any(w["worker_id"] == "worker_1@gamma" for w in alpha.queue.list_workers())
+    # Gamma's worker beats (as a live one would, however long this host took to start).
+    alpha.queue.worker_heartbeat("worker_1@gamma", state="busy", current_task=tid)
     status = json.loads(alpha.manage("status", "--json").stdout)
     gamma = [w for w in status["workers"] if w["host"] == "gamma"][0]
     assert gamma["state"] == "busy" and gamma["alive"], "judged by its heartbeat, not by a pid here"
