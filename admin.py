@@ -298,7 +298,11 @@ def cmd_clean(args):
     logs = [p for p in cfg.logs_dir.glob("*.log")] + list((cfg.logs_dir / "tasks").glob("*.jsonl"))
     targets = logs + [cfg.state_dir / PID_NAME]
     wake_dir = config.wake_dir(cfg.db_path)  # the idle workers' wake-up FIFOs
-    if not args.logs:
+    # A database on a server is not a file of this host's: it is dropped there, if at all.
+    database = not args.logs and cfg.db_url is None
+    if cfg.db_url is not None and not args.logs:
+        print(f"the database {cfg.db_url.redacted()} stays on its server (drop it there to delete it)")
+    if database:
         db = str(cfg.db_path)
         targets += [Path(db), Path(db + "-wal"), Path(db + "-shm")]
         if wake_dir.is_dir():
@@ -308,8 +312,8 @@ def cmd_clean(args):
         print("nothing to clean")
         return EXIT_OK
     what = f"{len(logs)} log file(s) in {cfg.logs_dir}"
-    if not args.logs:
-        what = f"the database {cfg.db_path} ({stats['total']} task(s)) and " + what
+    if database:
+        what = f"the database {config.shown_db(cfg.db_path)} ({stats['total']} task(s)) and " + what
     if not args.yes:
         if not sys.stdin.isatty():
             eprint(f"error: this deletes {what}; pass --yes to confirm")
@@ -375,7 +379,7 @@ def doctor_checks(args):
         checks.append((False, "database", str(exc)[:-len(exc.fix) - 2], exc.fix))
     except claude_queue.QueueError as exc:
         if cfg.db_url is None:
-            checks.append((False, "database", f"{cfg.db_path}: {exc}",
+            checks.append((False, "database", f"{config.shown_db(cfg.db_path)}: {exc}",
                            "make the state directory writable, or pass --db / set KLAUSS_DB"))
         elif "pip install" in str(exc):
             checks.append((False, "database", *str(exc).split(": ", 1)))
@@ -385,14 +389,14 @@ def doctor_checks(args):
                            "check the URL (--db, KLAUSS_DB or [paths] db), that the server is up, and that it "
                            "lets this host and user in (pg_hba.conf)"))
     except (OSError, sqlite3.Error) as exc:
-        checks.append((False, "database", f"{cfg.db_path}: {exc}",
+        checks.append((False, "database", f"{config.shown_db(cfg.db_path)}: {exc}",
                        "make the state directory writable, or pass --db / set KLAUSS_DB"))
     return checks
 
 
 def _database_detail(cfg, queue):
     if cfg.db_url is None:
-        return f"{cfg.db_path} is writable"
+        return f"{config.shown_db(cfg.db_path)} is writable"
     # A server: which one, its version, and the schema this Klauss found (or made) there.
     return (f"{cfg.db_url.redacted()}: PostgreSQL {queue.server_version()}, schema version "
             f"{queue.schema_version()}, writable")

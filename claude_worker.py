@@ -577,7 +577,7 @@ class Worker:
         self.queue.clear_flag(flags.config_error(self.host))
         self.queue.clear_flag(flags.CONFIG_ERROR)  # as an older Klauss wrote it, for every host
         log(f"worker {self.worker_id} (pid {os.getpid()}) ready: {self.executable} {version}; "
-            f"database {self.queue.db_path}")
+            f"database {config.shown_db(self.queue.db_path)}")
         try:
             return self.loop()
         finally:
@@ -737,8 +737,9 @@ class Worker:
                               branch=tree.branch if tree is not None else None,
                               inside=lambda path: boundary(path) or (own_tree is not None and own_tree in path.parents))
         before = snapshot_outputs(task.expected_outputs, working_dir)
-        env = {**os.environ, **self.cfg["claude"]["env"], "KLAUSS_TASK_ID": str(task.id),
-               "KLAUSS_DB": str(q.db_path)}
+        db, db_env = config.process_db(q.db_path)  # as processes.owned_claude_group looks for it
+        env = {**os.environ, **self.cfg["claude"]["env"], **db_env, "KLAUSS_TASK_ID": str(task.id),
+               "KLAUSS_DB": db}
         if task.job_id:
             env["KLAUSS_JOB_ID"] = task.job_id
         timeout = task.timeout or self.cfg["claude"]["timeout"]

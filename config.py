@@ -492,14 +492,44 @@ class DatabaseUrl(str):
         return False
 
     def redacted(self):
-        """The URL without its password, for messages and logs."""
+        """The URL without its password (in the user part or a `password=` parameter), for
+        messages and logs."""
         import urllib.parse
 
         parts = urllib.parse.urlsplit(self)
-        if parts.password is None:
+        netloc = parts.netloc
+        if parts.password is not None:
+            netloc = netloc.replace(":" + parts.password + "@", ":***@", 1)
+        query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", parts.query, flags=re.I)
+        if (netloc, query) == (parts.netloc, parts.query):
             return str(self)
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def process_db(db_path):
+    """(the database as a process we start is told it, on its command line or in KLAUSS_DB; more
+    environment for it): a URL's password moves to PGPASSWORD, which libpq reads, so that `ps`
+    (and `manage.sh ps`) never shows it. The same text for a URL with or without its password, so
+    the pool's processes are recognised by it whichever form a caller holds."""
+    if not isinstance(db_path, DatabaseUrl):
+        return str(db_path), {}
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(db_path)
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    netloc = parts.netloc.replace(":" + parts.password + "@", "@", 1) if password is not None else parts.netloc
+    found = re.search(r"(?:^|&)password=([^&]*)", parts.query, flags=re.I)
+    if found:  # libpq takes a parameter over the user part
+        password = urllib.parse.unquote(found.group(1))
+    query = re.sub(r"(^|&)password=[^&]*", "", parts.query, flags=re.I).lstrip("&")
+    text = urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+    return text, ({"PGPASSWORD": password} if password is not None else {})
+
+
+def shown_db(db_path):
+    """The database as messages, logs and views name it: a file's path, or a URL without its
+    password (str(db_path) is what a process needs to open it)."""
+    return db_path.redacted() if isinstance(db_path, DatabaseUrl) else str(db_path)
 
 
 def db_state_dir(db_path):

@@ -10,6 +10,7 @@ nothing. `start` launches the supervisor (supervisor.py) as a detached process a
 its pool is up.
 """
 
+import os
 import re
 import signal
 import subprocess
@@ -90,7 +91,7 @@ def unrecorded(cfg, running_value):
         return None
     found = locked_coordinator(cfg.state_dir)
     if found and not found["problem"]:
-        found["problem"] = f"the database {cfg.db_path} does not record it (deleted or replaced under the pool?)"
+        found["problem"] = f"the database {config.shown_db(cfg.db_path)} does not record it (deleted or replaced under the pool?)"
     return found
 
 
@@ -168,10 +169,11 @@ def start(cfg, workers, timeout=START_TIMEOUT_SECONDS, say=_quiet, warn=_quiet):
             return {"pid": now["pid"], "workers": now.get("workers"), "failed": {}, "started": False}
         log_path = cfg.logs_dir / LOG_NAME
         offset = log_path.stat().st_size if log_path.exists() else 0
-        argv = [sys.executable, str(COORDINATOR_SCRIPT), "run", str(workers), "--db", str(cfg.db_path), "--quiet"]
+        db, db_env = config.process_db(cfg.db_path)
+        argv = [sys.executable, str(COORDINATOR_SCRIPT), "run", str(workers), "--db", db, "--quiet"]
         with open(log_path, "ab") as log:
             child = subprocess.Popen(argv, cwd=str(cfg.root), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                     start_new_session=True)
+                                     start_new_session=True, env={**os.environ, **db_env} if db_env else None)
         _started.append(child)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -435,7 +437,7 @@ def status(cfg, queue):
     problem = (lost or locked_coordinator(cfg.state_dir) or {}).get("problem")
     return {"running": now is not None or lost is not None, "unrecorded_coordinator": lost,
             "problem": problem, "disk_full": claude_queue.disk_full_note(cfg.state_dir, cfg.db_path.parent),
-            "db": str(cfg.db_path), "state_dir": str(cfg.state_dir), "host": cfg.host,
+            "db": config.shown_db(cfg.db_path), "state_dir": str(cfg.state_dir), "host": cfg.host,
             "hosts": hosts_status(queue, pools),
             "coordinator": coordinator, "workers": workers, "queue": queue.get_stats(),
             "config_error": config_error["value"] if config_error else None,

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import config
 import flags
 
 POOL_TOKEN_VAR = "KLAUSS_POOL_TOKEN"
@@ -206,7 +207,7 @@ def owned_claude_group(pgid, db_path):
         return False
     if not _HAS_PROC:
         return True  # nothing to look inside: the record is all we have
-    marker = b"\0" + f"KLAUSS_DB={db_path}".encode() + b"\0"
+    marker = b"\0" + f"KLAUSS_DB={config.process_db(db_path)[0]}".encode() + b"\0"
     members = [pgid] + [p for p, e in process_table().items() if e["pgid"] == pgid and p != pgid]
     return any(marker in (_environ(p) or b"") for p in members)
 
@@ -265,7 +266,7 @@ def is_our_process(pid, script, db_path=None):
     args = process_args(pid) if pid_alive(pid) else None
     if not args or not any(Path(a).name == script for a in args[:3]):
         return False
-    return db_path is None or str(db_path) in args
+    return db_path is None or config.process_db(db_path)[0] in args
 
 
 def running_coordinator(queue):

@@ -346,6 +346,8 @@ def _overrides():
     if not _by_text:
         for name, pg in PG_SQL.items():
             _by_text[getattr(claude_queue, name)] = (pg, name in _RETURNS_ID)
+        # list_jobs(limit) adds a LIMIT to SQL_JOBS.
+        _by_text[claude_queue.SQL_JOBS + " LIMIT ?"] = (PG_SQL["SQL_JOBS"] + " LIMIT ?", False)
     return _by_text
 
 
@@ -533,6 +535,14 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
         if conn is not None and not conn.raw.closed and not conn.raw.broken:
             return conn
         conn = Connection(connect(self.db_url))
+        # A host cut off inside a transaction would hold the write lock, and every host's writes,
+        # until the server's TCP gives up on it, hours later: the server probes a silent client,
+        # gives up on data it does not acknowledge, and ends its session within about a lease
+        # (over TCP; a unix socket ignores these).
+        lease = self.cfg["workers"]["lease_seconds"]
+        conn.raw.execute(f"SET tcp_keepalives_idle = {max(1, int(lease / 3))}; "
+                         f"SET tcp_keepalives_interval = {max(1, int(lease / 6))}; SET tcp_keepalives_count = 3; "
+                         f"SET tcp_user_timeout = {int(lease * 1000)}")
         self._local.conn = conn
         if not self._migrated:
             try:

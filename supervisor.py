@@ -52,6 +52,7 @@ from collections import deque
 from pathlib import Path
 
 import claude_queue
+import config
 import flags
 import hints
 import hosts
@@ -340,7 +341,7 @@ class Coordinator:
         self.queue.set_flag(flags.coordinator(self.host), {
             "pid": os.getpid(), "host": self.host, "workers": self.n, "base_workers": self.base_n, "state": self.state,
             "started_at": self.started_at, "lease_seconds": self.lease,
-            "log": str(self.log_path), "db": str(self.cfg.db_path), "token": self.token,
+            "log": str(self.log_path), "db": config.shown_db(self.cfg.db_path), "token": self.token,
             "worker_pids": {s.worker_id: s.proc.pid for s in self.slots if s.proc is not None},
             "failed": {s.worker_id: s.reason for s in self.slots if s.state == Slot.FAILED},
         })
@@ -360,7 +361,7 @@ class Coordinator:
             if other_pid and other_pid != os.getpid() and processes.pid_alive(other_pid) and \
                     processes.is_our_process(other_pid, processes.COORDINATOR_SCRIPT, self.cfg.db_path):
                 raise AlreadyRunning(other_pid, f"another coordinator (pid {other_pid}) is already running "
-                                                f"for {self.cfg.db_path} on host {self.host}; stop it first "
+                                                f"for {config.shown_db(self.cfg.db_path)} on host {self.host}; stop it first "
                                                 f"({hints.command('stop')})")
             return self._supervise(other["value"] if other else None)
         finally:
@@ -374,7 +375,7 @@ class Coordinator:
 
     def _supervise(self, previous):
         self.state = Coordinator.STARTING
-        self.say(f"starting {self.n} worker(s) for {self.cfg.db_path} (pid {os.getpid()})")
+        self.say(f"starting {self.n} worker(s) for {config.shown_db(self.cfg.db_path)} (pid {os.getpid()})")
         self.sel = selectors.DefaultSelector()
         # What a SIGKILLed worker's run leaves behind is re-parented to us, so it can be ended.
         self.subreaper = processes.become_subreaper()
@@ -511,9 +512,10 @@ class Coordinator:
         self.slots.remove(slot)
 
     def _spawn(self, slot):
-        argv = [*self.worker_cmd, slot.worker_id, "--db", str(self.cfg.db_path), "--coordinator-pid", str(os.getpid())]
+        db, db_env = config.process_db(self.cfg.db_path)
+        argv = [*self.worker_cmd, slot.worker_id, "--db", db, "--coordinator-pid", str(os.getpid())]
         self._spawn_seq += 1
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", POOL_TOKEN_VAR: self._instance_token(slot.worker_id),
+        env = {**os.environ, **db_env, "PYTHONUNBUFFERED": "1", POOL_TOKEN_VAR: self._instance_token(slot.worker_id),
                "KLAUSS_HOST": self.host}
         try:
             # A session of its own: a terminal's Ctrl-C reaches only the coordinator, which then

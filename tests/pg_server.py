@@ -50,7 +50,9 @@ class PgServer:
         self._names = itertools.count(1)
 
     @classmethod
-    def start(cls):
+    def start(cls, listen=(), trust=()):
+        """`listen`: more addresses to listen on besides 127.0.0.1; `trust`: networks (CIDR) whose
+        clients pg_hba lets in without a password, besides this machine's own."""
         initdb, pg_ctl = find_bin("initdb"), find_bin("pg_ctl")
         if not initdb or not pg_ctl:
             raise PgUnavailable("PostgreSQL's initdb/pg_ctl not found (apt-get install postgresql)")
@@ -80,8 +82,11 @@ class PgServer:
         if done.returncode:
             shutil.rmtree(base, ignore_errors=True)
             raise PgUnavailable(f"initdb failed: {done.stderr.strip()[-500:]}")
-        port = _free_port()
-        options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={base} "
+        if trust:
+            with open(data / "pg_hba.conf", "a") as hba:
+                hba.writelines(f"host all all {cidr} trust\n" for cidr in trust)
+        port, addresses = _free_port(), ",".join(["127.0.0.1", *listen])
+        options = (f"-c listen_addresses={addresses} -c port={port} -c unix_socket_directories={base} "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
                    "-c shared_buffers=32MB")
         done = subprocess.run([pg_ctl, "-D", str(data), "-l", str(base / "server.log"), "-o", options, "-w",
