@@ -217,3 +217,30 @@ def test_what_another_host_recorded_meanwhile_is_kept(hosts):
     name = worktrees.remote_ref(job, "merged")
     assert report["head"]["commit"] == on_remote(remote, name) and report["verify_runs"] == 2
     assert on_remote(remote, name, "good.txt") == "good" and on_remote(remote, name, "bad.txt") is None
+
+
+def test_a_conflict_found_on_one_host_is_resolved_on_the_other(hosts):
+    alpha, beta, remote, verify = hosts
+    resolve = ("text = open('shared.txt').read()\n"
+               "if '<<<<<<<' in text:\n    open('shared.txt', 'w').write('one\\ntwo\\n')\n"
+               "else:\n    open('shared.txt', 'w').write({mine!r})\n")
+    orch = ClaudeOrchestrator("t")
+    job, (first, second) = orch.submit_plan("clash", [
+        {"prompt": "first\n" + py(resolve.format(mine="one\n"))},
+        {"prompt": "second\n" + py(resolve.format(mine="two\n"))},
+    ], isolation="worktree", verify=verify)
+
+    ran = drive({"task": beta, "integration": beta, "fix": alpha})
+    assert ("fix", "alpha") in {(k, h) for _, k, h in ran}, ran
+    report = integration.job_report(orch.queue, job)
+    row = next(r for r in report["tasks"] if r["task"] == second)
+    assert states(report)[first] == "merged" and row["state"] == "fixed_and_merged", report
+    assert row["fix_kind"] == "resolution"
+    resolution = orch.queue.get_task(row["fix_task"])
+    assert resolution.status == "completed" and alpha.has(orch.queue.get_task(first).outcome["commit"])
+    name = worktrees.remote_ref(job, "merged")
+    assert report["head"]["commit"] == on_remote(remote, name)
+    assert on_remote(remote, name, "shared.txt") == "one\ntwo"
+    second_commit = orch.queue.get_task(second).outcome["commit"]
+    assert git(remote, "merge-base", "--is-ancestor", second_commit, name, check=False) == "", \
+        "the resolution merges the task's own commit: its work is in the job branch's history"
