@@ -244,3 +244,17 @@ def test_a_conflict_found_on_one_host_is_resolved_on_the_other(hosts):
     second_commit = orch.queue.get_task(second).outcome["commit"]
     assert git(remote, "merge-base", "--is-ancestor", second_commit, name, check=False) == "", \
         "the resolution merges the task's own commit: its work is in the job branch's history"
+
+
+def test_a_task_whose_branch_did_not_reach_the_remote_is_not_queued_for_integration(hosts):
+    """Another host's integration could not fetch it: the task runs again instead (its work is safe here)."""
+    alpha, beta, remote, verify = hosts
+    orch = ClaudeOrchestrator("t")
+    job_id, (tid,) = orch.submit_plan("unpushed", [{"prompt": "x"}], isolation="worktree", verify=verify)
+    job = orch.queue.get_job(job_id)
+    tree = worktrees.TaskTree(alpha.cfg, orch.queue, orch.queue.get_task(tid), alpha.root,
+                              job["metadata"]["base_commit"], "auto", worktrees.job_branch(job_id))
+    outcome = {"remote_error": "could not push it"}
+    assert integration.enqueue(alpha.cfg, orch.queue, orch.queue.get_task(tid), job, tree, outcome) == \
+        (True, "could not push it")
+    assert [t.id for t in orch.queue.list_tasks(job_id=job_id)] == [tid], "no integration task"
