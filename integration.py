@@ -480,8 +480,6 @@ class Integrator:
             (self.dir / f".integrate-{self.job_id}.ready").unlink(missing_ok=True)
             worktrees._remove_worktree(self.repo, self.path)
             self._prepare()
-        if self.remote:
-            self._fetch_commits([tid])
         cands = [tid]
         if self.batch > 1:
             for other in self.queue.list_tasks(job_id=self.job_id, status="completed", order="asc"):
