@@ -26,6 +26,14 @@ Fix-up and resolution tasks are ordinary tasks of the job (metadata `klauss_fix`
 counts toward the job's budget and the budget stops them. Every verify run's log is kept under
 `<logs>/integration/<job>/`. What happened is in the job's metadata `integration`; read it with
 `job_report`.
+
+With `[isolation] remote` (several hosts, each with its own clone) the job branch lives on the
+remote (`refs/klauss/jobs/<job>/merged`): an integration task on any host fetches it and the
+task's branch, merges and verifies in that host's own merge worktree, and advances the remote
+branch by a compare-and-swap push (a host that lost the race fetches the new head and merges and
+verifies again), then its local copy. The start commits of fix-up and resolution tasks are pushed
+under `refs/klauss/base/` so a worker on any host finds them; hosts merge their entries into the
+job's `integration` state rather than overwrite it.
 """
 
 import os
@@ -83,6 +91,10 @@ class CannotVerify(worktrees.WorktreeError):
     """The verify command cannot start at all: a configuration problem, not a failing branch."""
 
 
+class _Moved(Exception):
+    """The job branch on the remote moved while this host merged and verified (another host won)."""
+
+
 # --- in the worker that ran a task ---------------------------------------------------------------
 
 def enqueue(cfg, queue, task, job, tree, outcome):
@@ -92,6 +104,8 @@ def enqueue(cfg, queue, task, job, tree, outcome):
         return False, None
     if tree.error:
         return True, tree.error
+    if outcome.get("remote_error"):
+        return True, outcome["remote_error"]  # the other hosts' integration could not fetch it: run it again
     tasks = queue.list_tasks(job_id=task.job_id, order="asc")
     full = queue.get_task(task.id)
     deps = set((full.depends_on if full else None) or [])
@@ -157,7 +171,16 @@ class Integrator:
         self.job_id = job["id"]
         self.keepalive = keepalive
         self.every = max(0.05, cfg.heartbeat_interval)
-        self.repo = Path(job["metadata"]["repo"])
+        self.remote = worktrees.job_remote(cfg, job["metadata"])
+        # With a remote, the recorded repository is the submitting host's: this host works in its own clone.
+        top = worktrees.toplevel(cfg.root) if self.remote else None
+        if self.remote and top is None:
+            raise worktrees.WorktreeError(f"{cfg.root} is not a git repository: clone the project here to integrate "
+                                          "its jobs")
+        self.repo = top or Path(job["metadata"]["repo"])
+        self.remote_name = worktrees.remote_ref(self.job_id, "merged")
+        self.remote_head = None  # the job branch on the remote when this host fetched it
+        self.touched, self.runs_before = set(), 0
         self.base = job["metadata"]["base_commit"]
         self.branch = worktrees.job_branch(self.job_id)
         self.ref = f"refs/heads/{self.branch}"
@@ -183,11 +206,34 @@ class Integrator:
         state = meta.get("integration") or {}
         self.state = {"tasks": dict(state.get("tasks") or {}), "head": state.get("head"),
                       "verify_runs": int(state.get("verify_runs") or 0)}
+        self.touched, self.runs_before = set(), self.state["verify_runs"]
 
     def _save(self):
+        if self.remote:
+            self._save_merged()
+            return
         self.queue.update_job_metadata(self.job_id, {"integration": self.state})
 
+    def _save_merged(self):
+        """Another host may have saved since this one loaded: keep its entries, write only ours. Its
+        head stays unless ours descends from it (a head this clone lacks was pushed after ours)."""
+        meta = (self.queue.get_job(self.job_id) or {}).get("metadata") or {}
+        stored = meta.get("integration") or {}
+        tasks = dict(stored.get("tasks") or {})
+        tasks.update({k: v for k, v in self.state["tasks"].items() if k in self.touched})
+        head, mine = stored.get("head"), self.state.get("head")
+        if mine and (not head or head.get("commit") == mine.get("commit") or self._git(
+                self.repo, "merge-base", "--is-ancestor", head.get("commit") or "", mine["commit"],
+                check=False).returncode == 0):
+            head = mine
+        runs = int(stored.get("verify_runs") or 0) + self.state["verify_runs"] - self.runs_before
+        self.queue.update_job_metadata(self.job_id, {"integration": {"tasks": tasks, "head": head, "verify_runs": runs}})
+        self.state = {"tasks": {**tasks, **{k: v for k, v in self.state["tasks"].items() if k not in tasks}},
+                      "head": head, "verify_runs": runs}
+        self.runs_before = runs
+
     def _set(self, tid, **entry):
+        self.touched.add(str(tid))
         self.state["tasks"][str(tid)] = entry
 
     def _get(self, tid):
@@ -216,7 +262,9 @@ class Integrator:
         processes.kill_env_processes(VERIFY_MARK, self._mark())
         repo = self.repo
         self.head = worktrees._rev(repo, self.ref)
-        if self.head is None:
+        if self.remote:
+            self.head = self._fetch_head()
+        elif self.head is None:
             self._git(repo, "update-ref", "-m", "klauss: job branch", self.ref, self.base, "")
             self.head = self.base
         entry = worktrees._registered(repo).get(str(self.path.resolve()))
@@ -264,6 +312,42 @@ class Integrator:
             raise worktrees.WorktreeError(f"[isolation] setup_command `{' '.join(argv)}` exited with {cp.returncode} in "
                                           f"{self.path}: {worktrees._tail((cp.stdout or '') + (cp.stderr or ''))}",
                                           retryable=True)
+
+    def _fetch_head(self):
+        """The job branch's head on the remote (the base before its first merge), and the local
+        branch made to follow it. A local branch with commits the remote lacks is kept under
+        refs/klauss/archive/ first."""
+        kw = {"keepalive": self.keepalive, "every": self.every}
+        worktrees.ensure_base(self.repo, self.remote, self.base, **kw)
+        self.remote_head = worktrees.fetch_ref(self.repo, self.remote, self.remote_name, **kw)
+        head = self.remote_head or self.base
+        if not worktrees.sync_branch(self.repo, self.branch, head):
+            kept = worktrees.archive_ref(self.job_id, "merged")
+            mine = worktrees._rev(self.repo, self.ref)
+            self._git(self.repo, "update-ref", "-m", "klauss: kept before following the remote", kept, mine)
+            self._git(self.repo, "update-ref", "-m", "klauss: the remote's job branch", self.ref, head, mine)
+            worktrees._warn(f"{self.branch} here had commits {self.remote_name} on {self.remote} lacks; kept as {kept}")
+        return head
+
+    def _fetch_commits(self, tids):
+        """Bring the candidates' commits (pushed by whichever host ran them) into this clone."""
+        for tid in tids:
+            commit = self._commit(tid)
+            if not commit or worktrees._rev(self.repo, commit):
+                continue
+            task = self._task(tid)
+            name = (task.outcome or {}).get("remote_ref") or worktrees.remote_ref(self.job_id, f"task-{tid}")
+            worktrees.fetch_ref(self.repo, self.remote, name, keepalive=self.keepalive, every=self.every)
+            if worktrees._rev(self.repo, commit) is None:
+                raise worktrees.WorktreeError(f"task #{tid}'s commit {commit[:12]} is neither in {self.repo} nor on "
+                                              f"{self.remote} ({name})", retryable=True)
+
+    def _publish_start(self, *commits):
+        """Push where a fix-up or resolution task starts, so a worker on another host can fetch it."""
+        for commit in commits:
+            if self.remote and commit:
+                worktrees.push_ref(self.repo, self.remote, commit, worktrees.base_ref(commit),
+                                   keepalive=self.keepalive, every=self.every)
 
     def _mark(self):
         return f"{self.queue.db_path}:{self.job_id}"
@@ -333,9 +417,21 @@ class Integrator:
                 "commit": commit, "tail": output[-OUTPUT_TAIL:]}
 
     def _advance(self, top, merged, run):
-        cp = self._git(self.repo, "update-ref", "-m", f"klauss: verified {', '.join('#%d' % t for t in merged)}",
+        if self.remote:
+            # The remote's branch is the job branch: compare-and-swap, then this clone's copy follows.
+            if top != self.remote_head and not worktrees.push_ref(
+                    self.repo, self.remote, top, self.remote_name, expect=self.remote_head,
+                    keepalive=self.keepalive, every=self.every):
+                self._save()  # the verify runs so far count (and their logs keep their numbers)
+                raise _Moved()
+            self.remote_head = top
+            self._git(self.repo, "update-ref", "-m", f"klauss: verified {', '.join('#%d' % t for t in merged)}",
+                      self.ref, top)
+            cp = None
+        else:
+            cp = self._git(self.repo, "update-ref", "-m", f"klauss: verified {', '.join('#%d' % t for t in merged)}",
                        self.ref, top, self.head, check=False)
-        if cp.returncode != 0:
+        if cp is not None and cp.returncode != 0:
             raise worktrees.WorktreeError(f"{self.branch} moved while it was being verified; integrating again",
                                           retryable=True)
         self.head = top
@@ -358,46 +454,59 @@ class Integrator:
         lock_wait = self.timeout * (2 * self.batch + 2) + worktrees.GIT_TIMEOUT
         with worktrees._locked(self.dir / f".integrate-{self.job_id}.lock", keepalive=self.keepalive,
                                timeout=lock_wait, every=self.every):
-            self._load()
-            if self._decided(tid):
-                return f"task #{tid}: already {self._get(tid)['state']}"
-            task = self._task(tid)
-            if task is None or task.status != "completed" or not self._commit(tid):
-                self._set(tid, state="integration_failed", why="the task has no committed work to integrate")
-                self._save()
-                return f"task #{tid}: nothing to integrate"
-            try:
-                self._prepare()
-            except worktrees.WorktreeError:
-                # Once more from a fresh merge worktree: whatever an interrupted git left in the old
-                # one must not fail every later integration of the job.
-                (self.dir / f".integrate-{self.job_id}.ready").unlink(missing_ok=True)
-                worktrees._remove_worktree(self.repo, self.path)
-                self._prepare()
-            cands = [tid]
-            if self.batch > 1:
-                for other in self.queue.list_tasks(job_id=self.job_id, status="completed", order="asc"):
-                    if len(cands) >= self.batch:
-                        break
-                    self.tasks.setdefault(other.id, other)
-                    if other.id != tid and (other.outcome or {}).get("merge") == "queued" and not self._decided(other.id):
-                        cands.append(other.id)
-            cands.sort()
-            # A run killed after the branch moved: what is already in it is merged.
-            for c in list(cands):
-                if self._git(self.repo, "merge-base", "--is-ancestor", self._commit(c), self.head,
-                             check=False).returncode == 0 and self._fix(c).get("kind") != "resolution":
-                    self._merged(c)
-                    cands.remove(c)
-            for c in list(cands):
-                if self._fix(c).get("kind") == "resolution" and self._markers(c):
-                    self._unresolved(c, "its resolution left conflict markers in " + worktrees._listed(self._markers(c)))
-                    cands.remove(c)
+            for _ in range(worktrees.PUSH_RETRIES):
+                try:
+                    return self._integrate_locked(tid)
+                except _Moved:
+                    # Another host advanced the job branch on the remote meanwhile: fetch its new head,
+                    # then merge and verify what is still undecided on top of it.
+                    self.activity(f"{self.remote_name} on {self.remote} moved; integrating again on its new head")
+            raise worktrees.WorktreeError(f"{self.remote_name} on {self.remote} moved at each of "
+                                          f"{worktrees.PUSH_RETRIES} tries", retryable=True)
+
+    def _integrate_locked(self, tid):
+        self._load()
+        if self._decided(tid):
+            return f"task #{tid}: already {self._get(tid)['state']}"
+        task = self._task(tid)
+        if task is None or task.status != "completed" or not self._commit(tid):
+            self._set(tid, state="integration_failed", why="the task has no committed work to integrate")
             self._save()
-            self._integrate(cands)
-            self._save()
-            self._reset(self.head)
-            return "; ".join(f"task #{c}: {self._get(c).get('state', 'pending')}" for c in sorted({tid, *cands}))
+            return f"task #{tid}: nothing to integrate"
+        try:
+            self._prepare()
+        except worktrees.WorktreeError:
+            # Once more from a fresh merge worktree: whatever an interrupted git left in the old
+            # one must not fail every later integration of the job.
+            (self.dir / f".integrate-{self.job_id}.ready").unlink(missing_ok=True)
+            worktrees._remove_worktree(self.repo, self.path)
+            self._prepare()
+        cands = [tid]
+        if self.batch > 1:
+            for other in self.queue.list_tasks(job_id=self.job_id, status="completed", order="asc"):
+                if len(cands) >= self.batch:
+                    break
+                self.tasks.setdefault(other.id, other)
+                if other.id != tid and (other.outcome or {}).get("merge") == "queued" and not self._decided(other.id):
+                    cands.append(other.id)
+        cands.sort()
+        if self.remote:
+            self._fetch_commits(cands)
+        # A run killed after the branch moved: what is already in it is merged.
+        for c in list(cands):
+            if self._git(self.repo, "merge-base", "--is-ancestor", self._commit(c), self.head,
+                         check=False).returncode == 0 and self._fix(c).get("kind") != "resolution":
+                self._merged(c)
+                cands.remove(c)
+        for c in list(cands):
+            if self._fix(c).get("kind") == "resolution" and self._markers(c):
+                self._unresolved(c, "its resolution left conflict markers in " + worktrees._listed(self._markers(c)))
+                cands.remove(c)
+        self._save()
+        self._integrate(cands)
+        self._save()
+        self._reset(self.head)
+        return "; ".join(f"task #{c}: {self._get(c).get('state', 'pending')}" for c in sorted({tid, *cands}))
 
     def _integrate(self, cands):
         """Merge the candidates onto the head and verify them at once. On a failure, bisect for the
@@ -510,6 +619,7 @@ class Integrator:
                   f"## The original task (#{origin})\n{task.prompt.strip()}\n\n"
                   f"## Its changes (diff summary)\n```\n{worktrees._tail(stat, DIFFSTAT_CHARS)}\n```\n\n"
                   f"## The end of the verify output\n```\n{run['tail'].strip()}\n```\n")
+        self._publish_start(start)
         return self._queue_task(origin, "fix", attempt, prompt, start)
 
     def _queue_resolution(self, tid, files):
@@ -528,6 +638,7 @@ class Integrator:
                   f"The result must pass `{' '.join(self.argv)}`.\n\n"
                   f"## The task being merged (#{tid})\n{task.prompt.strip()}\n\n"
                   f"## Already in the job branch\n{others}\n")
+        self._publish_start(self.head, self._commit(tid))
         return self._queue_task(tid, "resolution", 1, prompt, self.head, merge=self._commit(tid), files=files)
 
 

@@ -813,8 +813,12 @@ class TaskTree:
             return None
         for key in ("commit", "merge"):
             value = start.get(key)
-            if value is not None and (not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{7,64}", value)
-                                      or _rev(self.repo, value) is None):
+            if value is not None and (not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{7,64}", value)):
+                raise WorktreeError(f"metadata.klauss_start.{key}: {value!r} is not a commit of {self.repo}")
+            if value is not None and self.remote and _rev(self.repo, value) is None:
+                # Made by the merge queue on another host, which pushed it under refs/klauss/base/.
+                fetch_ref(self.repo, self.remote, base_ref(value), keepalive=self.keepalive, every=self.every)
+            if value is not None and _rev(self.repo, value) is None:
                 raise WorktreeError(f"metadata.klauss_start.{key}: {value!r} is not a commit of {self.repo}")
         return start if start.get("commit") else None
 
