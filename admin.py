@@ -309,7 +309,7 @@ def cmd_clean(args):
         return EXIT_OK
     what = f"{len(logs)} log file(s) in {cfg.logs_dir}"
     if not args.logs:
-        what = f"the database {cfg.db_path} ({stats['total']} task(s)) and " + what
+        what = f"the database {config.shown_db(cfg.db_path)} ({stats['total']} task(s)) and " + what
     if not args.yes:
         if not sys.stdin.isatty():
             eprint(f"error: this deletes {what}; pass --yes to confirm")

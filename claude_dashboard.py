@@ -105,7 +105,7 @@ class Dashboard:
         self.q = queue
         self.status = status
         self.clock = clock
-        self.title = title or str(queue.db_path)
+        self.title = title or config.shown_db(queue.db_path)
         self.cursor = 0  # index of the selected task within the filtered list
         self.offset = 0  # index of the first task on screen
         self.page = 1  # task rows on screen at the last frame

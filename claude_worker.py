@@ -577,7 +577,7 @@ class Worker:
         self.queue.clear_flag(flags.config_error(self.host))
         self.queue.clear_flag(flags.CONFIG_ERROR)  # as an older Klauss wrote it, for every host
         log(f"worker {self.worker_id} (pid {os.getpid()}) ready: {self.executable} {version}; "
-            f"database {self.queue.db_path}")
+            f"database {config.shown_db(self.queue.db_path)}")
         try:
             return self.loop()
         finally:

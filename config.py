@@ -502,6 +502,12 @@ class DatabaseUrl(str):
         return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+def shown_db(db_path):
+    """The database as people may see it: a PostgreSQL URL without its password (status, logs and
+    flags are read by whoever can read the project or the queue; only argv must carry the URL whole)."""
+    return db_path.redacted() if isinstance(db_path, DatabaseUrl) else str(db_path)
+
+
 def db_state_dir(db_path):
     """Where the logs, lock, pid file and wake-up FIFOs of the database at `db_path` live unless
     [paths] state_dir says otherwise: a project's default database keeps them in its `.klauss/`;

@@ -435,7 +435,7 @@ def status(cfg, queue):
     problem = (lost or locked_coordinator(cfg.state_dir) or {}).get("problem")
     return {"running": now is not None or lost is not None, "unrecorded_coordinator": lost,
             "problem": problem, "disk_full": claude_queue.disk_full_note(cfg.state_dir, cfg.db_path.parent),
-            "db": str(cfg.db_path), "state_dir": str(cfg.state_dir), "host": cfg.host,
+            "db": config.shown_db(cfg.db_path), "state_dir": str(cfg.state_dir), "host": cfg.host,
             "hosts": hosts_status(queue, pools),
             "coordinator": coordinator, "workers": workers, "queue": queue.get_stats(),
             "config_error": config_error["value"] if config_error else None,

@@ -52,6 +52,7 @@ from collections import deque
 from pathlib import Path
 
 import claude_queue
+import config
 import flags
 import hints
 import hosts
@@ -340,7 +341,7 @@ class Coordinator:
         self.queue.set_flag(flags.coordinator(self.host), {
             "pid": os.getpid(), "host": self.host, "workers": self.n, "base_workers": self.base_n, "state": self.state,
             "started_at": self.started_at, "lease_seconds": self.lease,
-            "log": str(self.log_path), "db": str(self.cfg.db_path), "token": self.token,
+            "log": str(self.log_path), "db": config.shown_db(self.cfg.db_path), "token": self.token,
             "worker_pids": {s.worker_id: s.proc.pid for s in self.slots if s.proc is not None},
             "failed": {s.worker_id: s.reason for s in self.slots if s.state == Slot.FAILED},
         })
@@ -360,7 +361,7 @@ class Coordinator:
             if other_pid and other_pid != os.getpid() and processes.pid_alive(other_pid) and \
                     processes.is_our_process(other_pid, processes.COORDINATOR_SCRIPT, self.cfg.db_path):
                 raise AlreadyRunning(other_pid, f"another coordinator (pid {other_pid}) is already running "
-                                                f"for {self.cfg.db_path} on host {self.host}; stop it first "
+                                                f"for {config.shown_db(self.cfg.db_path)} on host {self.host}; stop it first "
                                                 f"({hints.command('stop')})")
             return self._supervise(other["value"] if other else None)
         finally:
@@ -374,7 +375,7 @@ class Coordinator:
 
     def _supervise(self, previous):
         self.state = Coordinator.STARTING
-        self.say(f"starting {self.n} worker(s) for {self.cfg.db_path} (pid {os.getpid()})")
+        self.say(f"starting {self.n} worker(s) for {config.shown_db(self.cfg.db_path)} (pid {os.getpid()})")
         self.sel = selectors.DefaultSelector()
         # What a SIGKILLed worker's run leaves behind is re-parented to us, so it can be ended.
         self.subreaper = processes.become_subreaper()
