@@ -41,3 +41,18 @@ def test_a_database_urls_password_stays_out_of_status_logs_and_the_pool_flag(pos
         assert flags and not any("s3cretpw" in str(value) for value in flags)
     finally:
         _coordinator(root, env, "kill")
+
+
+def test_a_missing_postgres_driver_is_bad_configuration_exit_2_in_every_front_end(tmp_path):
+    # A sitecustomize that hides psycopg, as on a machine without requirements-postgres.txt.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nsys.modules['psycopg'] = None\n")
+    env = {**os.environ, "PYTHONPATH": str(site), "KLAUSS_DB": "postgresql://klauss@127.0.0.1:1/qa"}
+    for script, args in [("claude_coordinator.py", ["status"]), ("claude_coordinator.py", ["stop"]),
+                         ("orchestrator.py", ["wait", "1"]), ("submit_task.py", ["list"])]:
+        done = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (script, args, done.returncode, done.stderr)
+        assert "psycopg" in done.stderr and "requirements-postgres.txt" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
