@@ -56,3 +56,22 @@ def test_a_missing_postgres_driver_is_bad_configuration_exit_2_in_every_front_en
         assert done.returncode == 2, (script, args, done.returncode, done.stderr)
         assert "psycopg" in done.stderr and "requirements-postgres.txt" in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_verify_runs_mark_names_its_host_and_not_the_databases_password():
+    # Two hosts' pools on one machine integrate the same job: each kills leftover verify runs by
+    # this mark before its own, and with one mark for both, host a SIGKILLed host b's verify
+    # (exit status -9, a fix-up queued for a task that broke nothing).
+    from types import SimpleNamespace
+
+    import config
+    import integration
+
+    def mark(host):
+        it = integration.Integrator.__new__(integration.Integrator)
+        it.queue = SimpleNamespace(db_path=config.DatabaseUrl("postgresql://klauss:s3cretpw@db.example/q", "/tmp"))
+        it.cfg, it.job_id = SimpleNamespace(host=host), "job-1"
+        return it._mark()
+
+    assert mark("a") != mark("b")
+    assert "s3cretpw" not in mark("a") and "job-1" in mark("a")
