@@ -22,7 +22,7 @@ def _database_at(path, version):
     return conn
 
 
-@pytest.mark.parametrize("name, nparams", [("SQL_CLAIM_ID", 5), ("SQL_FINISH", 13), ("SQL_PICK_UNLESS_PAUSED", 1)])
+@pytest.mark.parametrize("name, nparams", [("SQL_CLAIM_ID", 5), ("SQL_FINISH", 13), ("SQL_PICK_UNLESS_PAUSED", 6)])
 def test_the_hot_statements_build_no_temporary_table(queue, name, nparams):
     """A partial index's or a lookup's `IN (...)` list makes SQLite build a temporary B-tree each
     time the statement runs; a claim or a completion must not pay for one."""
