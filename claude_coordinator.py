@@ -193,7 +193,7 @@ def main(argv=None):
     except PoolError as exc:
         eprint(exc.message)
         return exc.code
-    except config.ConfigError as exc:
+    except (config.ConfigError, claude_queue.DriverMissing) as exc:
         eprint(f"error: {exc}")
         return EXIT_USAGE
     except claude_queue.QueueError as exc:

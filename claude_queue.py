@@ -132,6 +132,11 @@ class _ReadOnly(QueueError):
     """Opening for writing failed for lack of permission (a read-only directory or file system)."""
 
 
+class DriverMissing(QueueError):
+    """The database named needs a driver this Python lacks: an install problem, so bad configuration
+    (exit 2) in every front end, not a failed operation."""
+
+
 class DiskFull(QueueError):
     """A write failed because the disk is full: a pool pauses until writes work again."""
 

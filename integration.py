@@ -350,7 +350,9 @@ class Integrator:
                                    keepalive=self.keepalive, every=self.every)
 
     def _mark(self):
-        return f"{self.queue.db_path}:{self.job_id}"
+        # Per host: two hosts' pools may share a machine (and /proc), and each must find only its own
+        # verify runs; and it goes into the verify command's environment, so never a URL's password.
+        return f"{config.shown_db(self.queue.db_path)}:{self.cfg.host}:{self.job_id}"
 
     def _reset(self, commit):
         self._git(self.path, "merge", "--abort", check=False)

@@ -879,7 +879,7 @@ def cli(argv=None):
         revived = orch.retry_failed(args.job)
         print(json.dumps(revived) if args.json else f"{len(revived)} task(s) back to pending")
         return exits.EXIT_OK
-    except (ValueError, config.ConfigError) as exc:
+    except (ValueError, config.ConfigError, claude_queue.DriverMissing) as exc:
         return _fail(str(exc))
     except (OrchestratorError, claude_queue.QueueError) as exc:
         return _fail(str(exc), exits.EXIT_FAIL)

@@ -376,8 +376,8 @@ def driver():
         import psycopg
     except ImportError:
         req = os.path.join(os.path.dirname(hints.manage_path()), "requirements-postgres.txt")
-        raise claude_queue.QueueError(f"a postgresql:// database needs the psycopg driver: "
-                                      f"pip install -r {req}") from None
+        raise claude_queue.DriverMissing(f"a postgresql:// database needs the psycopg driver: "
+                                         f"pip install -r {req}") from None
     return psycopg
 
 
