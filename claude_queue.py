@@ -144,6 +144,21 @@ class DiskFull(QueueError):
 # --- schema and migrations ---------------------------------------------------------------------
 # MIGRATIONS[i] upgrades a database from user_version i to i+1. Never edit a released entry:
 # add a new one, so a database made by any older version opens and upgrades in place.
+# The counts' update trigger moves a task between two task_counts rows; schema 5 wrote it and
+# schema 7 re-creates it with the same body on other columns.
+_COUNTS_UPDATE_BODY = """    WHEN (old.status IS NOT new.status
+          AND NOT (old.status IN ('pending', 'in_progress') AND new.status IN ('pending', 'in_progress')))
+         OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id OR old.denied IS NOT new.denied
+    BEGIN
+        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0), denied = denied - (old.denied > 0)
+        WHERE job_id = ifnull(old.job_id, '') AND status = CASE old.status WHEN 'in_progress' THEN 'pending' ELSE old.status END;
+        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), CASE new.status WHEN 'in_progress' THEN 'pending' ELSE new.status END,
+                                        1, ifnull(new.cost_usd, 0), new.denied > 0)
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0),
+                                                   denied = denied + (new.denied > 0);
+    END;
+"""
+
 MIGRATIONS = [
     # 1: tasks, dependencies, history, jobs, workers, and trigger-maintained counts.
     """
@@ -319,18 +334,7 @@ MIGRATIONS = [
         WHERE job_id = ifnull(old.job_id, '') AND status = CASE old.status WHEN 'in_progress' THEN 'pending' ELSE old.status END;
     END;
     CREATE TRIGGER task_counts_update AFTER UPDATE OF status, cost_usd, job_id, denied ON tasks
-    WHEN (old.status IS NOT new.status
-          AND NOT (old.status IN ('pending', 'in_progress') AND new.status IN ('pending', 'in_progress')))
-         OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id OR old.denied IS NOT new.denied
-    BEGIN
-        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0), denied = denied - (old.denied > 0)
-        WHERE job_id = ifnull(old.job_id, '') AND status = CASE old.status WHEN 'in_progress' THEN 'pending' ELSE old.status END;
-        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), CASE new.status WHEN 'in_progress' THEN 'pending' ELSE new.status END,
-                                        1, ifnull(new.cost_usd, 0), new.denied > 0)
-        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0),
-                                                   denied = denied + (new.denied > 0);
-    END;
-    """,
+{_COUNTS_UPDATE_BODY}    """,
     # 6: one history row per attempt. A claim writes no row of its own: the row that ends the attempt
     # (completed, failed, released, cancelled, recovered) carries when it started, and get_events
     # shows the "claimed" entry from it (or, for the running attempt, from the task row).
@@ -352,19 +356,9 @@ MIGRATIONS = [
     -- trigger at all. Its body is unchanged.
     DROP TRIGGER task_counts_update;
     CREATE TRIGGER task_counts_update AFTER UPDATE OF finished_at, cost_usd, job_id, denied ON tasks
-    WHEN (old.status IS NOT new.status
-          AND NOT (old.status IN ('pending', 'in_progress') AND new.status IN ('pending', 'in_progress')))
-         OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id OR old.denied IS NOT new.denied
-    BEGIN
-        UPDATE task_counts SET n = n - 1, cost = cost - ifnull(old.cost_usd, 0), denied = denied - (old.denied > 0)
-        WHERE job_id = ifnull(old.job_id, '') AND status = CASE old.status WHEN 'in_progress' THEN 'pending' ELSE old.status END;
-        INSERT INTO task_counts VALUES (ifnull(new.job_id, ''), CASE new.status WHEN 'in_progress' THEN 'pending' ELSE new.status END,
-                                        1, ifnull(new.cost_usd, 0), new.denied > 0)
-        ON CONFLICT (job_id, status) DO UPDATE SET n = n + 1, cost = cost + ifnull(new.cost_usd, 0),
-                                                   denied = denied + (new.denied > 0);
-    END;
-    """,
+{_COUNTS_UPDATE_BODY}    """,
 ]
+MIGRATIONS = [m.replace("{_COUNTS_UPDATE_BODY}", _COUNTS_UPDATE_BODY) for m in MIGRATIONS]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
