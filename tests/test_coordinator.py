@@ -21,6 +21,7 @@ from conftest import (  # noqa: F401 - Project, MANAGE and ROOT are imported fro
     MANAGE,
     ROOT,
     Project,
+    all_dead,
     blocking_task,
     fake,
     pid_alive,
@@ -100,7 +101,7 @@ def test_stop_releases_a_running_task_without_spending_an_attempt(project):
     task = project.task(tid)
     assert task.status == "pending" and task.attempts_used == 0
     assert project.events(tid)[-1] == "released"
-    assert not pid_alive(claude_pid)
+    assert all_dead([claude_pid])
     project.wait_no_processes(timeout=5)
 
 
@@ -143,7 +144,7 @@ def test_sigkilled_worker_mid_task_its_task_runs_again_at_once_and_completes_exa
     os.kill(worker_pid, signal.SIGKILL)
     # The lease is 30 s: a rerun within it proves the coordinator returned the task itself.
     wait_for(started.exists, timeout=10, what="the task to run again")
-    assert not pid_alive(claude_pid), "the dead worker's claude must be killed, not left running"
+    assert all_dead([claude_pid]), "the dead worker's claude must be killed, not left running"
     assert project.events(tid)[:4] == ["created", "claimed", "recovered", "claimed"]
     wait_for(lambda: holder in project.workers() and project.workers()[holder]["pid"] != worker_pid,
              what=f"{holder} to be restarted")
