@@ -1355,13 +1355,18 @@ class TaskQueue:
                 return job_id
         return None
 
-    def update_job_metadata(self, job_id, changes):
-        """Merge `changes` into a job's metadata (e.g. the worktree base commit)."""
+    def update_job_metadata(self, job_id, changes, expect=None):
+        """Merge `changes` into a job's metadata (e.g. the worktree base commit) and return it.
+        With `expect` ({key: value}), only if each key still holds that value (a missing key holds
+        None): a compare-and-swap for state that several hosts read, merge and write back. None,
+        and nothing written, when one does not."""
         with self._write() as conn:
             row = conn.execute(SQL_JOB_METADATA, (job_id,)).fetchone()
             if row is None:
                 raise KeyError(job_id)
             meta = json.loads(row[0])
+            if expect and any(meta.get(key) != value for key, value in expect.items()):
+                return None
             meta.update(changes)
             conn.execute(SQL_SET_JOB_METADATA, (_dumps(meta), job_id))
             return meta

@@ -216,9 +216,24 @@ class Integrator:
 
     def _save_merged(self):
         """Another host may have saved since this one loaded: keep its entries, write only ours. Its
-        head stays unless ours descends from it (a head this clone lacks was pushed after ours)."""
-        meta = (self.queue.get_job(self.job_id) or {}).get("metadata") or {}
-        stored = meta.get("integration") or {}
+        head stays unless ours descends from it (a head this clone lacks was pushed after ours).
+        The write is a compare-and-swap on what was read, retried when another host saved in
+        between, so neither host's entries are lost."""
+        while True:
+            meta = (self.queue.get_job(self.job_id) or {}).get("metadata") or {}
+            stored = meta.get("integration")
+            merged = self._merged_with(stored or {})
+            if self.queue.update_job_metadata(self.job_id, {"integration": merged},
+                                              expect={"integration": stored}) is not None:
+                break
+        tasks, head, runs = merged["tasks"], merged["head"], merged["verify_runs"]
+        self.state = {"tasks": {**tasks, **{k: v for k, v in self.state["tasks"].items() if k not in tasks}},
+                      "head": head, "verify_runs": runs}
+        self.runs_before = runs
+
+    def _merged_with(self, stored):
+        """The integration state to write over `stored` (another host's latest save): its entries
+        with ours on top, the later head, and the verify runs of both."""
         tasks = dict(stored.get("tasks") or {})
         tasks.update({k: v for k, v in self.state["tasks"].items() if k in self.touched})
         head, mine = stored.get("head"), self.state.get("head")
@@ -227,10 +242,7 @@ class Integrator:
                 check=False).returncode == 0):
             head = mine
         runs = int(stored.get("verify_runs") or 0) + self.state["verify_runs"] - self.runs_before
-        self.queue.update_job_metadata(self.job_id, {"integration": {"tasks": tasks, "head": head, "verify_runs": runs}})
-        self.state = {"tasks": {**tasks, **{k: v for k, v in self.state["tasks"].items() if k not in tasks}},
-                      "head": head, "verify_runs": runs}
-        self.runs_before = runs
+        return {"tasks": tasks, "head": head, "verify_runs": runs}
 
     def _set(self, tid, **entry):
         self.touched.add(str(tid))
