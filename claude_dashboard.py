@@ -35,7 +35,7 @@ import processes
 import queues
 import states
 import task_report
-from exits import EXIT_OK, EXIT_USAGE
+from exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 
 PROG = hints.prog("claude_dashboard.py")
 MIN_WIDTH, MIN_HEIGHT = 40, 10
@@ -505,6 +505,9 @@ def main(argv=None):
 
         curses.wrapper(run)
         return EXIT_OK
+    except claude_queue.DatabaseUnavailable as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except (config.ConfigError, claude_queue.QueueError, sqlite3.Error, ValueError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

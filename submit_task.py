@@ -735,6 +735,10 @@ def main(argv=None):
             message = f"{PROG}: error: {message}"
         print(message, file=sys.stderr)
         return exc.code
+    except claude_queue.DatabaseUnavailable as exc:
+        # Not bad input: the same command works once the database is back.
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except (ValueError, config.ConfigError, claude_queue.QueueError, OverflowError) as exc:
         # Validation and configuration problems: the queue's messages already name the field.
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -1,0 +1,93 @@
+"""Gaps a user meets from a project root (Klauss in klauss/): one exit code and one message for a
+database that cannot be reached, usage errors that name the command as typed, and counts that
+keep the merge queue's integration tasks apart from the user's tasks."""
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SubmoduleProject
+
+# Nothing listens on port 1 (a privileged port no test server takes): the connection is refused at once.
+DOWN_URL = "postgresql://bob:s3cretpw@127.0.0.1:1/klauss"
+
+
+@pytest.fixture
+def project(tmp_path):
+    return SubmoduleProject(tmp_path)
+
+
+def test_a_database_server_that_is_down_is_exit_1_with_one_message_in_every_command(project):
+    pytest.importorskip("psycopg")
+    project.env["KLAUSS_DB"] = DOWN_URL
+    plan = project.plan("plan.json", {"description": "d", "tasks": [{"id": "a", "prompt": "p"}]})
+    commands = [["klauss/manage.sh", *args] for args in (
+        ["status"], ["start", "1"], ["stop"], ["ps"], ["list"], ["list", "--json"], ["submit", "hello"],
+        ["stats"], ["jobs"], ["show", "1"], ["cancel", "1"], ["dashboard", "--once"], ["wait", "1"],
+        ["run", plan, "--yes"])]
+    commands += [[sys.executable, "klauss/submit_task.py", "list"],
+                 [sys.executable, "klauss/orchestrator.py", "status", "job-1"],
+                 [sys.executable, "klauss/orchestrator.py", "wait", "job-1"],
+                 [sys.executable, "klauss/orchestrator.py", "run", plan, "--yes"]]
+    messages = set()
+    for argv in commands:
+        done = project.run(*argv, check=False)
+        assert done.returncode == 1, (argv, done.returncode, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, (argv, done.stderr)
+        assert "s3cretpw" not in done.stdout + done.stderr
+        assert "postgresql://bob:***@127.0.0.1:1/klauss" in lines[0], (argv, lines[0])
+        assert "server is up" in lines[0] and "then run the command again" in lines[0], (argv, lines[0])
+        messages.add(lines[0].split("error: ", 1)[1])
+    assert len(messages) == 1, messages  # the same message, whichever program printed it
+
+
+def test_an_mcp_tool_says_the_same_when_the_database_server_is_down(project):
+    pytest.importorskip("psycopg")
+    import json
+
+    project.env["KLAUSS_DB"] = DOWN_URL
+    requests = [{"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                 "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}},
+                {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "worker_status", "arguments": {}}}]
+    done = subprocess.run(["klauss/manage.sh", "mcp"], cwd=str(project.root), env=project.env, capture_output=True,
+                          text=True, timeout=60, input="".join(json.dumps(r) + "\n" for r in requests))
+    answers = {m.get("id"): m for m in map(json.loads, done.stdout.splitlines())}
+    result = answers[2]["result"]
+    text = result["content"][0]["text"]
+    assert result["isError"] is True
+    assert "postgresql://bob:***@127.0.0.1:1/klauss" in text and "server is up" in text and "s3cretpw" not in text
+
+
+def test_a_sqlite_database_locked_for_good_is_exit_1_too(tmp_path, monkeypatch, capsys):
+    import claude_queue
+    import submit_task
+
+    db = tmp_path / "q.db"
+    assert submit_task.main(["submit", "first", "--db", str(db)]) == 0
+    monkeypatch.setattr(claude_queue, "BUSY_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(claude_queue, "SQL_BUSY_TIMEOUT", "PRAGMA busy_timeout=20")
+    holder = sqlite3.connect(str(db), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        capsys.readouterr()
+        assert submit_task.main(["submit", "second", "--db", str(db)]) == 1
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    err = capsys.readouterr().err
+    assert "stayed locked" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_postgres_fix_is_what_doctor_prints_too():
+    pytest.importorskip("psycopg")
+    import claude_queue
+    import queue_postgres
+
+    with pytest.raises(claude_queue.DatabaseUnavailable) as err:
+        queue_postgres.connect(DOWN_URL)
+    assert err.value.fix == queue_postgres.UNREACHABLE_FIX
+    assert "s3cretpw" not in str(err.value)
