@@ -37,7 +37,7 @@ import states
 import task_report
 from exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 
-PROG = hints.prog("claude_dashboard.py")
+PROG = hints.prog("claude_dashboard.py", "dashboard")
 MIN_WIDTH, MIN_HEIGHT = 40, 10
 FILTERS = (None, *claude_queue.STATUSES)
 STATUS_LABELS = {status: task_report.status_word(status) for status in claude_queue.STATUSES}

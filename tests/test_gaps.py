@@ -91,3 +91,43 @@ def test_the_postgres_fix_is_what_doctor_prints_too():
         queue_postgres.connect(DOWN_URL)
     assert err.value.fix == queue_postgres.UNREACHABLE_FIX
     assert "s3cretpw" not in str(err.value)
+
+
+# Every command manage.sh dispatches, with what it needs to get as far as an unknown option.
+MANAGE_COMMANDS = {
+    "start": [], "stop": [], "kill": [], "restart": [], "resize": ["2"], "status": [], "workers": [], "ps": [],
+    "logs": [], "init-config": [], "clean": [], "doctor": [], "dashboard": [], "run": ["plan.json"],
+    "wait": ["1"], "install-claude": [], "mcp": [], "submit": ["hello"], "submit-file": ["tasks.json"],
+    "list": [], "show": ["1"], "stats": [], "jobs": [], "cancel": ["1"], "retry": ["1"],
+    "purge": ["--older-than", "1"], "merge": ["job-1"], "worktrees": [], "clean-worktrees": [],
+}
+
+
+def test_every_manage_sh_commands_usage_error_names_that_command_and_a_help_that_runs(project):
+    manage = (project.root / "klauss" / "manage.sh").read_text()
+    dispatched = set()
+    for line in manage.split('case "$cmd" in', 1)[1].splitlines():
+        if line.strip().endswith(")") and not line.strip().startswith(("help", "*")):
+            dispatched.update(w.strip() for w in line.strip()[:-1].split("|"))
+    assert dispatched == set(MANAGE_COMMANDS)  # a new command gets checked here too
+    for command, args in MANAGE_COMMANDS.items():
+        done = project.manage(command, *args, "--bogus")
+        assert done.returncode == 2, (command, done.returncode, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert lines == [f"manage.sh {command}: error: unrecognized arguments: --bogus "
+                         f"(see klauss/manage.sh {command} --help)"], (command, done.stderr)
+        helped = project.run_hint(f"klauss/manage.sh {command} --help")
+        assert helped.returncode == 0 and f"manage.sh {command}" in helped.stdout, (command, helped.stdout)
+
+
+def test_a_pool_commands_own_usage_errors_name_it_too(project):
+    done = project.manage("start", "2", "--workers", "3")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "manage.sh start: error: N and --workers disagree (see klauss/manage.sh start --help)"
+
+
+def test_wait_takes_db_after_the_command_as_every_command_does(project, tmp_path):
+    db = str(tmp_path / "elsewhere.db")
+    assert project.manage("submit", "hello", "--db", db).returncode == 0
+    done = project.manage("wait", "7", "--db", db)
+    assert done.returncode == 1 and "task 7 not found" in done.stderr, done.stderr
