@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import SubmoduleProject
+from conftest import SubmoduleProject, fake
 
 # Nothing listens on port 1 (a privileged port no test server takes): the connection is refused at once.
 DOWN_URL = "postgresql://bob:s3cretpw@127.0.0.1:1/klauss"
@@ -131,3 +131,52 @@ def test_wait_takes_db_after_the_command_as_every_command_does(project, tmp_path
     assert project.manage("submit", "hello", "--db", db).returncode == 0
     done = project.manage("wait", "7", "--db", db)
     assert done.returncode == 1 and "task 7 not found" in done.stderr, done.stderr
+
+
+def test_list_and_stats_count_the_users_tasks_as_status_job_does(project):
+    import json
+
+    plan = project.plan("plan.json", {
+        "description": "two edits", "isolation": "worktree", "verify": [sys.executable, "-c", "pass"],
+        "tasks": [{"id": "a", "prompt": "write a\n" + fake("write", "a.txt", content="a\n")},
+                  {"id": "b", "prompt": "write b\n" + fake("write", "b.txt", content="b\n")}]})
+    try:
+        done = project.manage("run", plan, "--yes")
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        project.manage("kill")
+    [job] = json.loads(project.manage("jobs", "--json").stdout)
+    status = json.loads(project.run(sys.executable, "klauss/orchestrator.py", "status", job["id"], "--json").stdout)
+    assert status["total"] == job["stats"]["total"] == 2  # the job's view: two tasks of the user's
+
+    listed = project.manage("list")
+    assert listed.returncode == 0 and "integrate task" not in listed.stdout
+    assert len(listed.stdout.strip().splitlines()) == 1 + 2, listed.stdout
+    assert "2 integration tasks of the merge queue not listed; --all lists them" in listed.stderr
+    assert [t["prompt"].split("\n")[0] for t in json.loads(project.manage("list", "--json").stdout)] == ["write b", "write a"]
+    assert len(json.loads(project.manage("list", "--job", job["id"], "--json").stdout)) == 2
+
+    everything = project.manage("list", "--all")
+    merge_rows = [line for line in everything.stdout.splitlines() if "[merge queue] " in line]
+    assert len(merge_rows) == 2 and len(everything.stdout.strip().splitlines()) == 1 + 4, everything.stdout
+    marked = [t for t in json.loads(project.manage("list", "--all", "--json").stdout) if "integration" in t]
+    assert sorted(t["integration"]["integrates"] for t in marked) == [1, 2]
+
+    for args in (["stats", "--job", job["id"]], ["stats"]):
+        stats = json.loads(project.manage(*args, "--json").stdout)
+        assert stats["total"] == stats["completed"] == 2 and stats["integration_tasks"] == 2, (args, stats)
+        assert stats["cost_usd"] == status["cost_usd"]  # what the merge queue cost is the job's
+        text = project.manage(*args).stdout
+        assert "total               2  (100% finished)" in text, text
+        assert "integration         2  the merge queue's own tasks" in text, text
+
+
+def test_list_fills_its_limit_with_the_users_tasks_past_a_run_of_integration_tasks(make_queue):
+    import integration
+
+    q = make_queue()
+    mine = q.add_tasks([{"prompt": f"mine {i}"} for i in range(3)])
+    q.add_tasks([{"prompt": f"integrate task #{i}", "metadata": {integration.KIND: {"task": i}}} for i in mine * 3])
+    assert [t.id for t in integration.recent_user_tasks(q, limit=2)] == mine[::-1][:2]
+    assert [t.id for t in integration.recent_user_tasks(q)] == mine[::-1]
+    assert [t.id for t in integration.recent_user_tasks(q, status=["pending", "failed"], limit=5)] == mine[::-1]
