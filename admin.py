@@ -375,7 +375,7 @@ def doctor_checks(args):
                                problem["value"].get("fix")))
         finally:
             queue.close()
-    except claude_queue.DatabaseBroken as exc:
+    except (claude_queue.DatabaseBroken, claude_queue.DatabaseUnavailable) as exc:
         checks.append((False, "database", str(exc)[:-len(exc.fix) - 2], exc.fix))
     except claude_queue.QueueError as exc:
         if cfg.db_url is None:

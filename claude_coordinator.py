@@ -20,6 +20,7 @@ import sys
 
 import admin
 import claude_queue
+import cli_args
 import config
 import exits
 import hints
@@ -113,7 +114,7 @@ def _common(parser, json_flag=False):
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog=hints.prog("claude_coordinator.py"), description="Run and control a pool of Klauss workers.")
+    ap = cli_args.Parser(prog=hints.prog("claude_coordinator.py"), description="Run and control a pool of Klauss workers.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     for name in ("run", "start", "restart", "resize"):
         p = sub.add_parser(name, help=COMMANDS[name])
@@ -176,18 +177,21 @@ def main(argv=None):
     if argv[0] in ("help", "-h", "--help"):
         print_help()
         return EXIT_OK
-    args = build_parser().parse_args(argv)
-    if args.command in ("run", "start", "restart", "resize"):
-        if args.workers is not None and args.workers_pos is not None and args.workers != args.workers_pos:
-            eprint("error: N and --workers disagree")
-            return EXIT_USAGE
-        args.workers = args.workers if args.workers is not None else args.workers_pos
-        if getattr(args, "db_pos", None):
-            if args.db and args.db != args.db_pos:
-                eprint("error: DB and --db disagree")
-                return EXIT_USAGE
-            args.db = args.db_pos
-        args.detach = getattr(args, "detach", False)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command in ("run", "start", "restart", "resize"):
+            if args.workers is not None and args.workers_pos is not None and args.workers != args.workers_pos:
+                parser.chosen(args).error("N and --workers disagree")
+            args.workers = args.workers if args.workers is not None else args.workers_pos
+            if getattr(args, "db_pos", None):
+                if args.db and args.db != args.db_pos:
+                    parser.chosen(args).error("DB and --db disagree")
+                args.db = args.db_pos
+            args.detach = getattr(args, "detach", False)
+    except cli_args.CliError as exc:
+        eprint(str(exc))
+        return exc.code
     try:
         return HANDLERS[args.command](args)
     except PoolError as exc:

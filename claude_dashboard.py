@@ -35,9 +35,9 @@ import processes
 import queues
 import states
 import task_report
-from exits import EXIT_OK, EXIT_USAGE
+from exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE
 
-PROG = hints.prog("claude_dashboard.py")
+PROG = hints.prog("claude_dashboard.py", "dashboard")
 MIN_WIDTH, MIN_HEIGHT = 40, 10
 FILTERS = (None, *claude_queue.STATUSES)
 STATUS_LABELS = {status: task_report.status_word(status) for status in claude_queue.STATUSES}
@@ -505,6 +505,9 @@ def main(argv=None):
 
         curses.wrapper(run)
         return EXIT_OK
+    except claude_queue.DatabaseUnavailable as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except (config.ConfigError, claude_queue.QueueError, sqlite3.Error, ValueError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -137,6 +137,16 @@ class DriverMissing(QueueError):
     (exit 2) in every front end, not a failed operation."""
 
 
+class DatabaseUnavailable(QueueError):
+    """The database cannot be used now (its server is down or out of reach, a lock nobody lets go):
+    the command failed (exit 1 in every front end) and works as it is once the database is back;
+    `fix` says what to check."""
+
+    def __init__(self, message, fix):
+        super().__init__(f"{message}; {fix}")
+        self.fix = fix
+
+
 class DiskFull(QueueError):
     """A write failed because the disk is full: a pool pauses until writes work again."""
 
@@ -671,8 +681,8 @@ class TaskQueue:
                         raise QueueError(f"cannot write database {self.db_path}: {exc}") from None
                     raise
                 if time.monotonic() > deadline:
-                    raise QueueError(f"database {self.db_path} stayed locked for {BUSY_RETRY_SECONDS}s; "
-                                     "is a process stuck holding it?") from None
+                    raise DatabaseUnavailable(f"database {self.db_path} stayed locked for {BUSY_RETRY_SECONDS}s",
+                                              "is a process stuck holding it?") from None
                 time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 0.05)
             except sqlite3.DatabaseError as exc:

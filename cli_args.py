@@ -37,6 +37,23 @@ class Parser(argparse.ArgumentParser):
         words = self.command if self.command is not None else self.prog.split()[1:]
         raise CliError(f"{self.prog}: error: {message} (see {hints.command(*words, '--help')})")
 
+    def parse_args(self, args=None, namespace=None):
+        # argparse reports a subcommand's unknown argument as the whole program's ("manage.sh: error:
+        # unrecognized arguments", pointing at the list of commands): the subcommand reports it.
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self.chosen(parsed).error("unrecognized arguments: " + " ".join(extras))
+        return parsed
+
+    def chosen(self, parsed):
+        """The parser of the (sub)command `parsed` was read by, for errors found after parsing."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                sub = action.choices.get(getattr(parsed, action.dest, None))
+                if sub is not None:
+                    return sub.chosen(parsed) if isinstance(sub, Parser) else sub
+        return self
+
 
 def int_arg(text):
     try:

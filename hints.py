@@ -17,9 +17,12 @@ KLAUSS_DIR = os.path.dirname(os.path.abspath(__file__))
 VIA_MANAGE = os.environ.pop("KLAUSS_VIA", None) == "manage.sh"
 
 
-def prog(script):
-    """The program name for usage and error lines: ``manage.sh`` when manage.sh ran ``script``."""
-    return "manage.sh" if VIA_MANAGE else script
+def prog(script, command=None):
+    """The program name for usage and error lines: ``manage.sh`` when manage.sh ran ``script``
+    (``manage.sh COMMAND`` for a program that is one manage.sh command, such as the dashboard)."""
+    if not VIA_MANAGE:
+        return script
+    return f"manage.sh {command}" if command else "manage.sh"
 
 
 def manage_path(cwd=None):

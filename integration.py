@@ -742,23 +742,54 @@ def gated(queue, job):
 def user_stats(queue, job, tasks=None):
     """The job's stats as the user counts them: the merge queue's own integration tasks are not the
     user's tasks (left out of every count) but what they cost is the job's (kept in `cost_usd`).
-    Adds "integrating": how many integration tasks are still to run. A job without a verify command
-    keeps its stats as they are."""
-    stats = dict(job["stats"])
+    Adds "integrating": how many integration tasks are still to run, and "integration_tasks": how
+    many there are. A job without a verify command keeps its stats as they are."""
     if not gated(queue, job):
+        return dict(job["stats"])
+    return _without_integration(job["stats"], tasks if tasks is not None else queue.list_tasks(job_id=job["id"], order="asc"))
+
+
+def queue_user_stats(queue, job=None):
+    """queue.get_stats() as the user counts them (see user_stats): of one job (a queue.get_job()),
+    or of the whole queue, every job's integration tasks left out."""
+    if job is not None:
+        return user_stats(queue, job)
+    gated_jobs = [j for j in queue.list_jobs() if gated(queue, j)]
+    stats = queue.get_stats()
+    if not gated_jobs:
         return stats
-    stats["integrating"] = 0
-    for t in tasks if tasks is not None else queue.list_tasks(job_id=job["id"], order="asc"):
+    return _without_integration(stats, [t for j in gated_jobs for t in queue.list_tasks(job_id=j["id"], order="asc")])
+
+
+def _without_integration(stats, tasks):
+    stats = {**stats, "integrating": 0, "integration_tasks": 0}
+    for t in tasks:
         if not is_integration(t):
             continue
         status = t.status
         stats[status] -= 1
         stats["total"] -= 1
+        stats["integration_tasks"] += 1
         if status in ("pending", "in_progress"):
             stats["integrating"] += 1
         if status == "completed" and getattr(t, "denied", 0):
             stats["denied"] = max(0, stats.get("denied", 0) - 1)
     return stats
+
+
+def recent_user_tasks(queue, status=None, job_id=None, limit=None):
+    """queue.recent_tasks() without the merge queue's integration tasks: the user's newest `limit`
+    (None: all) tasks of that status and job."""
+    if limit is None:
+        return [t for t in queue.recent_tasks(status, job_id, None) if not is_integration(t)]
+    found, offset = [], 0
+    while len(found) < limit:
+        page = queue.recent_tasks(status, job_id, limit, offset)
+        found += [t for t in page if not is_integration(t)]
+        if len(page) < limit:
+            break
+        offset += len(page)
+    return found[:limit]
 
 
 def task_row(queue, task):

@@ -23,7 +23,6 @@ database are found from the current directory, as for every Klauss program (`--p
 `--db`, KLAUSS_DB override).
 """
 
-import argparse
 import math
 import os
 import sqlite3
@@ -33,6 +32,7 @@ import time
 from pathlib import Path
 
 import claude_queue
+import cli_args
 import config
 import exits
 import hints
@@ -585,7 +585,8 @@ class MCPServer(mcp_server.MCPServer):
 # --- the command line ---------------------------------------------------------------------------
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="klauss_mcp.py", description="Klauss as an MCP server (stdio).")
+    ap = cli_args.Parser(prog=hints.prog("klauss_mcp.py", "mcp"), command=("mcp",),
+                         description="Klauss as an MCP server (stdio).")
     ap.add_argument("command", nargs="?", choices=["serve", "register"], default="serve",
                     help="serve MCP on stdin/stdout (default), or register it in the project's .mcp.json")
     ap.add_argument("--db", help="the database (default: the project's .klauss/claude_tasks.db)")
@@ -594,7 +595,11 @@ def main(argv=None):
                     help="register: name the script by its absolute path (works when claude starts in a subdirectory)")
     ap.add_argument("--trace", default=os.environ.get("KLAUSS_MCP_TRACE"),
                     help="append every message in and out to this file (JSON lines)")
-    args = ap.parse_args(argv)
+    try:
+        args = ap.parse_args(argv)
+    except cli_args.CliError as exc:
+        print(exc, file=sys.stderr)
+        return exc.code
     if args.command == "register":
         try:
             root = Path(args.project) if args.project else config.find_project_root()

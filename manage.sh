@@ -66,7 +66,7 @@ case "$cmd" in
     run | wait | install-claude)
         KLAUSS_VIA=manage.sh exec "$PYTHON" "$HERE/orchestrator.py" "$cmd" "$@" ;;
     mcp)
-        exec "$PYTHON" "$HERE/klauss_mcp.py" "$@" ;;
+        KLAUSS_VIA=manage.sh exec "$PYTHON" "$HERE/klauss_mcp.py" "$@" ;;
     help | -h | --help)
         usage || true ;;  # a reader that stops early (`| head`) is not an error
     *)

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import claude_queue
+import cli_args
 import config
 import exits
 import hints
@@ -796,10 +797,14 @@ def _fail(message, code=exits.EXIT_USAGE):
 
 
 def cli(argv=None):
-    ap = argparse.ArgumentParser(prog=hints.prog("orchestrator.py"), description="Delegate a planned job to Klauss workers.")
+    ap = cli_args.Parser(prog=hints.prog("orchestrator.py"), description="Delegate a planned job to Klauss workers.")
     ap.add_argument("--db", help="the database (default: the project's .klauss/claude_tasks.db)")
+    # --db also after the command (`manage.sh wait JOB --db PATH`, as every manage.sh command takes
+    # it); SUPPRESS keeps the command's unset copy from overwriting one given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", default=argparse.SUPPRESS, help="the database (default: the project's .klauss/claude_tasks.db)")
     sub = ap.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="queue a plan, make sure workers run, wait, print the synthesis")
+    run = sub.add_parser("run", parents=[common], help="queue a plan, make sure workers run, wait, print the synthesis")
     run.add_argument("plan", help="plan JSON file, or - for stdin")
     run.add_argument("--workers", type=int, help="pool size (default: suggested from the plan)")
     run.add_argument("--yes", action="store_true", help="start workers without asking")
@@ -811,7 +816,7 @@ def cli(argv=None):
                           "isolation; overrides the plan's \"verify\")")
     run.add_argument("--new", action="store_true",
                      help="queue a new job even if the same plan's job is still unfinished (default: resume that one)")
-    wait = sub.add_parser("wait", help="wait for a job to finish, then print the synthesis (as run does); "
+    wait = sub.add_parser("wait", parents=[common], help="wait for a job to finish, then print the synthesis (as run does); "
                                        "for a task id, its result (as submit --wait does)")
     wait.add_argument("job", metavar="JOB|TASK")
     wait.add_argument("--timeout", type=float, help="stop waiting after S seconds (tasks keep running)")
@@ -819,7 +824,7 @@ def cli(argv=None):
     for name, text in (("status", "progress of a job"), ("collect", "results of a job so far"),
                        ("cancel", "cancel a job's unfinished tasks"), ("retry", "retry a job's failed tasks"),
                        ("merge", "merge a worktree job's work into your current branch")):
-        p = sub.add_parser(name, help=text)
+        p = sub.add_parser(name, parents=[common], help=text)
         p.add_argument("job")
         p.add_argument("--json", action="store_true")
         if name == "merge":
@@ -827,7 +832,11 @@ def cli(argv=None):
                                                                 "or the job branch's head did not pass verification")
     inst = sub.add_parser("install-claude", help="install the Klauss skill and CLAUDE.md section into the project")
     inst.add_argument("--project", help="the project root (default: the one this directory belongs to)")
-    args = ap.parse_args(argv)
+    try:
+        args = ap.parse_args(argv)
+    except cli_args.CliError as exc:
+        print(exc, file=sys.stderr)
+        return exc.code
 
     if args.command == "install-claude":
         try:

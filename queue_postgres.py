@@ -484,6 +484,10 @@ def _params(params, named):
     return list(params)
 
 
+UNREACHABLE_FIX = ("check the URL (--db, KLAUSS_DB or [paths] db), that the server is up and lets this host and user "
+                   "in (pg_hba.conf), then run the command again")
+
+
 def connect(url):
     """A connection to the database at `url`: autocommit (the queue opens its own transactions)."""
     psycopg = driver()
@@ -491,7 +495,8 @@ def connect(url):
         raw = psycopg.connect(url, autocommit=True, row_factory=_row_factory,
                               connect_timeout=CONNECT_TIMEOUT_SECONDS)
     except psycopg.Error as exc:
-        raise claude_queue.QueueError(f"cannot connect to {_redacted(url)}: {_first_line(exc)}") from None
+        raise claude_queue.DatabaseUnavailable(f"cannot connect to {_redacted(url)}: {_first_line(exc)}",
+                                               UNREACHABLE_FIX) from None
     return raw
 
 
@@ -571,7 +576,8 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
 
     def _lost(self, exc):
         self.close()
-        return claude_queue.QueueError(f"lost the connection to {self.db_path.redacted()}: {_first_line(exc)}")
+        return claude_queue.DatabaseUnavailable(f"lost the connection to {self.db_path.redacted()}: {_first_line(exc)}",
+                                                UNREACHABLE_FIX)
 
     def claim_task(self, worker_id, lease_seconds=None, worker_info=None):
         """As TaskQueue.claim_task, with the write lock shared: claims run side by side, each

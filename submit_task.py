@@ -352,21 +352,41 @@ def cmd_list(args):
     q = open_queue(args, create=False, empty_ok=True)
     statuses = [s for group in args.status or () for s in group] or None
     limit = args.limit or None
-    if args.job is not None and q.get_job(args.job) is None:
-        raise CliError(f"job {args.job} not found", EXIT_FAIL)
-    tasks = q.recent_tasks(status=statuses, job_id=args.job, limit=limit)
+    job = None
+    if args.job is not None:
+        job = q.get_job(args.job)
+        if job is None:
+            raise CliError(f"job {args.job} not found", EXIT_FAIL)
+    # The merge queue's integration tasks are not the user's tasks (as in `jobs` and `status JOB`):
+    # listed, and marked, only with --all.
+    if args.all:
+        tasks = q.recent_tasks(status=statuses, job_id=args.job, limit=limit)
+    else:
+        tasks = integration.recent_user_tasks(q, statuses, args.job, limit)
     if args.json:
-        emit_json([t.to_dict() for t in tasks])
+        emit_json([{**t.to_dict(), **({"integration": integration.task_row(q, t)} if integration.is_integration(t) else {})}
+                   for t in tasks])
         return EXIT_OK
+    counts = q.get_stats(args.job)
+    mine = counts if args.all else integration.queue_user_stats(q, job)
+    wanted = list(claude_queue.STATUSES) if statuses is None else sorted(set(statuses))
+    total = sum(mine[s] for s in wanted)
+    hidden = sum(counts[s] - mine[s] for s in wanted)
+    note = (f"{hidden} integration task{'' if hidden == 1 else 's'} of the merge queue not listed; --all lists "
+            f"{'it' if hidden == 1 else 'them'}") if hidden else None
     if not tasks:
-        print("no tasks" + (" match" if statuses or args.job else ""), file=sys.stderr)
+        print("no tasks" + (" match" if statuses or args.job else "") + (f" ({note})" if note else ""), file=sys.stderr)
         return EXIT_OK
     now = time.time()
-    print(table(TASK_HEADERS, [task_row(t, now) for t in tasks], terminal_width()))
-    stats = q.get_stats(args.job)
-    total = stats["total"] if statuses is None else sum(stats[s] for s in set(statuses))
+    rows = [task_row(t, now) for t in tasks]
+    for row, t in zip(rows, tasks):
+        if integration.is_integration(t):
+            row[-1] = "[merge queue] " + row[-1]
+    print(table(TASK_HEADERS, rows, terminal_width()))
     if limit is not None and total > len(tasks):
         print(f"showing the newest {len(tasks)} of {total}; --limit 0 shows all", file=sys.stderr)
+    if note:
+        print(note, file=sys.stderr)
     return EXIT_OK
 
 
@@ -396,7 +416,8 @@ def cmd_stats(args):
         job = q.get_job(args.job)
         if job is None:
             raise CliError(f"job {args.job} not found", EXIT_FAIL)
-    stats = q.get_stats(args.job)
+    # The user's tasks, as `jobs` and `status JOB` count them; the merge queue's cost is counted.
+    stats = integration.queue_user_stats(q, job)
     if args.json:
         emit_json({**stats, "job_id": args.job} if args.job else stats)
         return EXIT_OK
@@ -407,6 +428,10 @@ def cmd_stats(args):
         print(f"{task_report.status_word(status):<12}{stats[status]:>9,}")
     print(f"{'total':<12}{stats['total']:>9,}" + (f"  ({done * 100 // stats['total']}% finished)" if stats["total"] else ""))
     print(f"{'cost':<12}{task_report.fmt_cost(stats['cost_usd']):>9}")
+    if stats.get("integration_tasks"):
+        n, left = stats["integration_tasks"], stats["integrating"]
+        print(f"{'integration':<12}{n:>9,}  the merge queue's own task{'' if n == 1 else 's'}, in the cost but not "
+              f"the counts" + (f" ({left} still to run)" if left else ""))
     if job and job.get("max_budget_usd"):
         print(f"{'budget':<12}{task_report.fmt_cost(job['max_budget_usd']):>9}")
     return EXIT_OK
@@ -658,6 +683,8 @@ def build_parser():
                         "which --status also accepts")
     p.add_argument("--job", metavar="ID", help="only this job's tasks")
     p.add_argument("--limit", type=_int, default=50, metavar="N", help="at most N tasks (default 50; 0 = all)")
+    p.add_argument("--all", action="store_true",
+                   help="also the merge queue's integration tasks (marked [merge queue]; in JSON, an \"integration\" key)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("show", parents=[common], help="one task in full: result, cost, outputs, history")
@@ -735,6 +762,10 @@ def main(argv=None):
             message = f"{PROG}: error: {message}"
         print(message, file=sys.stderr)
         return exc.code
+    except claude_queue.DatabaseUnavailable as exc:
+        # Not bad input: the same command works once the database is back.
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except (ValueError, config.ConfigError, claude_queue.QueueError, OverflowError) as exc:
         # Validation and configuration problems: the queue's messages already name the field.
         print(f"{PROG}: error: {exc}", file=sys.stderr)

@@ -209,7 +209,7 @@ def test_a_worktree_job_that_merged_nothing_prints_no_review_command(tmp_path):
 @pytest.mark.parametrize("args, expected", [
     (["list", "--status", "bogus"], "manage.sh list: error: argument --status"),
     (["submit"], "manage.sh submit: error: the following arguments are required: PROMPT"),
-    (["dashboard", "--bogus"], "manage.sh: error: unrecognized arguments: --bogus"),
+    (["dashboard", "--bogus"], "manage.sh dashboard: error: unrecognized arguments: --bogus"),
     (["wait"], "manage.sh wait: error: the following arguments are required: JOB|TASK"),
 ])
 def test_usage_errors_through_manage_sh_name_manage_sh(tmp_path, args, expected):
