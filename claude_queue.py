@@ -74,6 +74,7 @@ All times are UTC epoch seconds (float).
 """
 
 import errno
+import functools
 import json
 import os
 import random
@@ -104,6 +105,9 @@ FINISHED = ("completed", "failed", "cancelled", "skipped")
 TASK_FIELDS = validation.TASK_FIELDS  # the keys `add_task` accepts
 
 BUSY_RETRY_SECONDS = 300  # after this long waiting for the lock, give up with a clear error
+
+# A listing of the wake directory is reused while its mtime is older than this and unchanged.
+WAKE_LISTING_MARGIN_NS = 1_000_000_000
 
 WAL_AUTOCHECKPOINT_PAGES = 10000  # 40 MB of WAL at 4 KB pages
 # The WAL file keeps its largest size until the last connection closes unless it is truncated: a
@@ -468,9 +472,9 @@ class Task:
         """`root`: the reader's project root, against which a working dir stored relative to the
         project (as submission stores it) is resolved, so each host sees its own clone."""
         # Not dict(row): sqlite3.Row looks each name up by a linear scan, quadratic in the columns.
-        data = dict(zip(row.keys(), row))
+        data = dict(row) if type(row) is dict else dict(zip(row.keys(), row))
         if root is not None and data.get("working_dir") is not None:
-            data["working_dir"] = os.path.normpath(os.path.join(root, data["working_dir"]))
+            data["working_dir"] = _resolve_dir(root, data["working_dir"])
         for key in ("context_files", "expected_outputs", "metadata", "outcome"):
             value = data.get(key)
             if value is not None:
@@ -492,6 +496,12 @@ class Task:
 
 
 _require_int = validation.require_int
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve_dir(root, working_dir):
+    """A stored working dir as this reader sees it; a pool's tasks share a handful of them."""
+    return os.path.normpath(os.path.join(root, working_dir))
 
 
 _WARNED_STRAY = set()
@@ -542,6 +552,7 @@ class TaskQueue:
         self.pinned = False
         self._identity = None
         self._wake = None
+        self._fifos = None  # (the wake directory's identity, its FIFOs): see notify_waiters
         self.read_only = False  # set when the database can only be read (see _connect)
         if not self.db_path.parent.is_dir():
             if db_path is None:
@@ -680,12 +691,27 @@ class TaskQueue:
                     raise
                 raise self._broken(exc) from None  # "malformed", "not a database": the file is bad
 
+    def _again(self, conn, sql, exc):
+        """`sql` just failed with `exc`: _retry takes it from there, as if its own first try had
+        failed (busy: run it again until the lock is free; anything else: its error)."""
+        failed = [exc]
+
+        def run():
+            if failed:
+                raise failed.pop()
+            return conn.execute(sql)
+        return self._retry(run)
+
     @contextmanager
     def _write(self, notify=False):
         """The one owner of write transactions: BEGIN IMMEDIATE (retried while busy), COMMIT or
         ROLLBACK. With `notify`, processes waiting for changes are woken after the commit."""
         conn = self._connect()
-        self._retry(lambda: conn.execute(SQL_BEGIN))
+        # Straight to SQLite; _retry (and its closure) only once the lock or the file says no.
+        try:
+            conn.execute(SQL_BEGIN)
+        except sqlite3.DatabaseError as exc:
+            self._again(conn, SQL_BEGIN, exc)
         try:
             yield conn
         except BaseException as exc:
@@ -697,7 +723,10 @@ class TaskQueue:
                 raise self._broken(exc) from None
             raise
         else:
-            self._retry(lambda: conn.execute(SQL_COMMIT))
+            try:
+                conn.execute(SQL_COMMIT)
+            except sqlite3.DatabaseError as exc:
+                self._again(conn, SQL_COMMIT, exc)
         if notify:
             self.notify_waiters()
 
@@ -711,18 +740,32 @@ class TaskQueue:
     def notify_waiters(self):
         """Wake every process blocked in a Waker on this database (idle workers, waiting
         orchestrators). A FIFO nobody reads any more belongs to a dead process and is removed."""
+        wake_dir = self.wake_dir
+        now = time.time_ns()
         try:
-            entries = list(os.scandir(self.wake_dir))
+            st = os.stat(wake_dir)
         except FileNotFoundError:
             return
-        for entry in entries:
-            if not entry.name.endswith(".fifo"):
-                continue
+        # Every commit lands here: the FIFOs are listed again only when the directory changed (a
+        # FIFO came or went), which with no waiters leaves one stat per commit. A change within
+        # the file system's timestamp granularity of the listing could keep its mtime, so a
+        # listing of a directory changed in the last second is never reused.
+        key = (wake_dir, st.st_ino, st.st_mtime_ns)
+        cached = self._fifos
+        if cached is not None and cached[0] == key:
+            fifos = cached[1]
+        else:
             try:
-                fd = os.open(entry.path, os.O_WRONLY | os.O_NONBLOCK)
+                fifos = [entry.path for entry in os.scandir(wake_dir) if entry.name.endswith(".fifo")]
+            except FileNotFoundError:
+                return
+            self._fifos = (key, fifos) if st.st_mtime_ns < now - WAKE_LISTING_MARGIN_NS else None
+        for path in fifos:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
             except OSError as exc:
                 if exc.errno == errno.ENXIO:
-                    _unlink_quietly(entry.path)
+                    _unlink_quietly(path)
                 continue
             try:
                 os.write(fd, b"\0")
@@ -879,9 +922,16 @@ class TaskQueue:
             if pick[1] is None or not self._enforce_budget(conn, pick[1]) \
                     or conn.execute(SQL_COSTS_NOTHING, (pick[0],)).fetchone():
                 break
-        # UPDATE, then SELECT: UPDATE ... RETURNING gathers its rows in a temporary B-tree first.
         conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
-        row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
+        if len(pick) > 2:
+            # The picked row with SQL_CLAIM_ID's changes, instead of reading it again (and not
+            # UPDATE ... RETURNING, which gathers its rows in a temporary B-tree first).
+            row = dict(zip(pick.keys(), pick))
+            row.update(status="in_progress", worker_id=worker_id, attempt=row["attempt"] + 1,
+                       lease_expires_at=now + lease, started_at=now, updated_at=now, cancel_requested=0,
+                       activity=None)
+        else:  # a backend whose pick names only id and job_id (PostgreSQL's locks the row it picks)
+            row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
         if worker_info is not None:
             self._beat_worker(conn, worker_id, states.BUSY, pick[0], worker_info, now)
         return row
@@ -1635,9 +1685,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 # Walks the partial index of runnable tasks in priority order; only tasks waiting for a retry time
 # (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may scan
-# the table (or another index) and sort every pending task on each claim.
+# the table (or another index) and sort every pending task on each claim. The whole row: the
+# claimed Task is made from it (id and job_id come first, as _claim reads them).
 SQL_PICK = """
-SELECT id, job_id FROM tasks INDEXED BY tasks_claimable
+SELECT * FROM tasks INDEXED BY tasks_claimable
 WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?1
 ORDER BY priority DESC, id LIMIT 1
 """
