@@ -86,7 +86,6 @@ import sys
 import threading
 import time
 import urllib.parse
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, TypedDict
@@ -472,7 +471,8 @@ class Task:
         """`root`: the reader's project root, against which a working dir stored relative to the
         project (as submission stores it) is resolved, so each host sees its own clone."""
         # Not dict(row): sqlite3.Row looks each name up by a linear scan, quadratic in the columns.
-        data = dict(row) if type(row) is dict else dict(zip(row.keys(), row))
+        # A dict (a claim's, made from the picked row) is used as it is.
+        data = row if type(row) is dict else dict(zip(row.keys(), row))
         if root is not None and data.get("working_dir") is not None:
             data["working_dir"] = _resolve_dir(root, data["working_dir"])
         for key in ("context_files", "expected_outputs", "metadata", "outcome"):
@@ -702,33 +702,11 @@ class TaskQueue:
             return conn.execute(sql)
         return self._retry(run)
 
-    @contextmanager
     def _write(self, notify=False):
         """The one owner of write transactions: BEGIN IMMEDIATE (retried while busy), COMMIT or
-        ROLLBACK. With `notify`, processes waiting for changes are woken after the commit."""
-        conn = self._connect()
-        # Straight to SQLite; _retry (and its closure) only once the lock or the file says no.
-        try:
-            conn.execute(SQL_BEGIN)
-        except sqlite3.DatabaseError as exc:
-            self._again(conn, SQL_BEGIN, exc)
-        try:
-            yield conn
-        except BaseException as exc:
-            conn.execute(SQL_ROLLBACK)
-            if isinstance(exc, sqlite3.OperationalError) and is_disk_full(exc):
-                raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
-                               "free some space on that disk") from None
-            if type(exc) is sqlite3.DatabaseError:
-                raise self._broken(exc) from None
-            raise
-        else:
-            try:
-                conn.execute(SQL_COMMIT)
-            except sqlite3.DatabaseError as exc:
-                self._again(conn, SQL_COMMIT, exc)
-        if notify:
-            self.notify_waiters()
+        ROLLBACK. With `notify`, processes waiting for changes are woken after the commit.
+        `with self._write() as conn:` (_Transaction)."""
+        return _Transaction(self, notify)
 
     @property
     def wake_dir(self):
@@ -944,15 +922,15 @@ class TaskQueue:
         pool-wide pause and configuration error; a worker passes flags.holds(host, login)), claim
         its next task.
         Returns (recorded, next task or None); `recorded` is what the single method returns."""
-        finish = {"complete": self._complete, "fail": self._fail, "release": self._release,
-                  "cancel": self._acknowledge_cancel}[action]
+        finish = self._complete if action == "complete" else {
+            "fail": self._fail, "release": self._release, "cancel": self._acknowledge_cancel}[action]
+        if claim_next:
+            keys = _DEFAULT_HOLDS if holds is None else _padded_holds(holds)
         with self._write(notify=True) as conn:
             done = finish(conn, task_id, worker_id, attempt=attempt, **details)
             task = None
             if claim_next:
-                keys = list(holds or (flags.PAUSED, flags.CONFIG_ERROR))
-                keys += [keys[-1]] * (5 - len(keys))
-                task = self._claim(conn, worker_id, lease_seconds, worker_info, holds=keys[:5])
+                task = self._claim(conn, worker_id, lease_seconds, worker_info, holds=keys)
             if task is None and worker_info is not None:
                 self._beat_worker(conn, worker_id, states.IDLE, None, worker_info, self.clock())
         return done, None if task is None else Task.from_row(task, root=self.cfg.root)
@@ -1039,7 +1017,8 @@ class TaskQueue:
         # No history row: the completed task's row keeps its last attempt (see get_events).
         if row[1]:
             conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
-        self._enforce_budget(conn, row[0])
+        if row[0] is not None:
+            self._enforce_budget(conn, row[0])
         return True
 
     def fail_task(self, task_id, worker_id, error, retryable=True, attempt=None, outcome=None):
@@ -1558,6 +1537,44 @@ is_our_process = processes.is_our_process
 running_coordinator = processes.running_coordinator
 
 
+class _Transaction:
+    """TaskQueue._write's transaction: a class rather than a generator, whose context manager
+    costs a worker's step more than some of its statements."""
+
+    __slots__ = ("queue", "notify", "conn")
+
+    def __init__(self, queue, notify):
+        self.queue = queue
+        self.notify = notify
+
+    def __enter__(self):
+        conn = self.conn = self.queue._connect()
+        # Straight to SQLite; _retry (and its closure) only once the lock or the file says no.
+        try:
+            conn.execute(SQL_BEGIN)
+        except sqlite3.DatabaseError as exc:
+            self.queue._again(conn, SQL_BEGIN, exc)
+        return conn
+
+    def __exit__(self, kind, exc, tb):
+        queue, conn = self.queue, self.conn
+        if kind is not None:
+            conn.execute(SQL_ROLLBACK)
+            if isinstance(exc, sqlite3.OperationalError) and is_disk_full(exc):
+                raise DiskFull(f"disk full: cannot write the database {queue.db_path} ({exc}); "
+                               "free some space on that disk") from None
+            if type(exc) is sqlite3.DatabaseError:
+                raise queue._broken(exc) from None
+            return False
+        try:
+            conn.execute(SQL_COMMIT)
+        except sqlite3.DatabaseError as exc:
+            queue._again(conn, SQL_COMMIT, exc)
+        if self.notify:
+            queue.notify_waiters()
+        return False
+
+
 def _file_identity(path):
     try:
         st = os.stat(path)
@@ -1618,6 +1635,16 @@ class Waker:
             os.close(self.fd)
             self.fd = None
             _unlink_quietly(self.path)
+
+
+def _padded_holds(holds):
+    """The five keys SQL_PICK_UNLESS_PAUSED takes: fewer repeat the last, more are cut."""
+    keys = list(holds or (flags.PAUSED, flags.CONFIG_ERROR))
+    keys += [keys[-1]] * (5 - len(keys))
+    return tuple(keys[:5])
+
+
+_DEFAULT_HOLDS = _padded_holds(None)
 
 
 def _split_result(result):
