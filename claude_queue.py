@@ -148,7 +148,7 @@ class DiskFull(QueueError):
 # MIGRATIONS[i] upgrades a database from user_version i to i+1. Never edit a released entry:
 # add a new one, so a database made by any older version opens and upgrades in place.
 # The counts' update trigger moves a task between two task_counts rows; schema 5 wrote it and
-# schema 7 re-creates it with the same body on other columns.
+# schema 7 re-creates it with the same body on other columns (schema 8 makes it one statement).
 _COUNTS_UPDATE_BODY = """    WHEN (old.status IS NOT new.status
           AND NOT (old.status IN ('pending', 'in_progress') AND new.status IN ('pending', 'in_progress')))
          OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id OR old.denied IS NOT new.denied
@@ -360,6 +360,26 @@ MIGRATIONS = [
     DROP TRIGGER task_counts_update;
     CREATE TRIGGER task_counts_update AFTER UPDATE OF finished_at, cost_usd, job_id, denied ON tasks
 {_COUNTS_UPDATE_BODY}    """,
+    # 8: the counts' update trigger moves a task between its two task_counts rows in one statement
+    # (a two-row upsert: -1 from the old row, +1 to the new), where it ran an UPDATE and an upsert:
+    # every completion runs it. Same conditions, same counts (the old row always exists: the task
+    # was counted there).
+    """
+    DROP TRIGGER task_counts_update;
+    CREATE TRIGGER task_counts_update AFTER UPDATE OF finished_at, cost_usd, job_id, denied ON tasks
+    WHEN (old.status IS NOT new.status
+          AND NOT (old.status IN ('pending', 'in_progress') AND new.status IN ('pending', 'in_progress')))
+         OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id OR old.denied IS NOT new.denied
+    BEGIN
+        INSERT INTO task_counts VALUES
+            (ifnull(old.job_id, ''), CASE old.status WHEN 'in_progress' THEN 'pending' ELSE old.status END,
+             -1, -ifnull(old.cost_usd, 0), -(old.denied > 0)),
+            (ifnull(new.job_id, ''), CASE new.status WHEN 'in_progress' THEN 'pending' ELSE new.status END,
+             1, ifnull(new.cost_usd, 0), new.denied > 0)
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + excluded.n, cost = cost + excluded.cost,
+                                                   denied = denied + excluded.denied;
+    END;
+    """,
 ]
 MIGRATIONS = [m.replace("{_COUNTS_UPDATE_BODY}", _COUNTS_UPDATE_BODY) for m in MIGRATIONS]
 SCHEMA_VERSION = len(MIGRATIONS)

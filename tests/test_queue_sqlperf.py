@@ -4,6 +4,7 @@ the picked row, the wake directory is listed only when it changed, and the count
 statement."""
 
 import os
+import sqlite3
 
 import claude_queue
 
@@ -88,3 +89,41 @@ def test_a_listing_of_a_just_changed_directory_is_not_reused(queue):
             late.close()
     finally:
         waker.close()
+
+
+def test_the_counts_trigger_is_one_statement_and_a_schema_7_database_keeps_its_counts(tmp_path, make_queue):
+    db = tmp_path / "v7.db"
+    conn = sqlite3.connect(db)
+    for number in range(7):
+        for statement in claude_queue._split_sql(claude_queue.MIGRATIONS[number]):
+            conn.execute(statement)
+    conn.execute("INSERT INTO jobs (id, description, created_at) VALUES ('job', 'j', 1)")
+    for status, cost in (("pending", None), ("in_progress", 0.5), ("completed", 1.0), ("failed", 0.25)):
+        conn.execute("INSERT INTO tasks (job_id, prompt, max_attempts, created_at, updated_at, status, cost_usd, "
+                     "worker_id, attempt, finished_at) VALUES ('job', 'p', 3, 1, 1, ?, ?, 'w', 1, ?)",
+                     (status, cost, 1 if status in ("completed", "failed") else None))
+    conn.execute("PRAGMA user_version = 7")
+    conn.commit()
+    conn.close()
+    q = make_queue(db=db)
+    assert q._read("PRAGMA user_version")[0][0] == claude_queue.SCHEMA_VERSION >= 8
+    body = q._read("SELECT sql FROM sqlite_master WHERE name = 'task_counts_update'")[0][0]
+    assert body.count("INSERT INTO task_counts") == 1 and "UPDATE task_counts" not in body
+    stats = q.get_stats("job")
+    assert (stats["pending"], stats["in_progress"], stats["completed"], stats["failed"]) == (1, 1, 1, 1)
+    assert q.complete_task(2, "w", {"result": "ok", "total_cost_usd": 0.25}, attempt=1)
+    q.retry_task(4)
+    t = q.claim_task("w2")
+    q.fail_task(t.id, "w2", "boom", retryable=False, attempt=t.attempt, outcome={"total_cost_usd": 1.0,
+                                                                                  "permission_denials": [{}]})
+    stats = q.get_stats("job")
+    assert (stats["pending"], stats["in_progress"], stats["completed"], stats["failed"]) == (1, 0, 2, 1)
+    assert stats["cost_usd"] == 3.0 and q.get_stats()["total"] == 4
+    # The counts equal a count of the table itself, status by status.
+    counted = {r[0]: (r[1], r[2]) for r in q._read(
+        "SELECT CASE status WHEN 'in_progress' THEN 'pending' ELSE status END, count(*), "
+        "ifnull(sum(cost_usd), 0) FROM tasks GROUP BY 1")}
+    kept = {r[0]: (r[1], r[2]) for r in q._read("SELECT status, n, cost FROM task_counts WHERE n != 0")}
+    assert kept == counted
+    denied = q._read("SELECT status, denied FROM task_counts WHERE denied != 0")
+    assert [tuple(r) for r in denied] == [("failed", 1)]
