@@ -108,7 +108,10 @@ BUSY_RETRY_SECONDS = 300  # after this long waiting for the lock, give up with a
 # A listing of the wake directory is reused while its mtime is older than this and unchanged.
 WAKE_LISTING_MARGIN_NS = 1_000_000_000
 
-WAL_AUTOCHECKPOINT_PAGES = 10000  # 40 MB of WAL at 4 KB pages
+# SQLite's own default: 4 MB of WAL at 4 KB pages. A larger WAL makes every page another process
+# wrote slower to find (its index grows) and to read; under a burst of claims 10,000 pages cost
+# more in those lookups than the fewer inline checkpoints saved (bench/queue_bench.py, W = 4).
+WAL_AUTOCHECKPOINT_PAGES = 1000
 # The WAL file keeps its largest size until the last connection closes unless it is truncated: a
 # pool that runs for days would carry a WAL several times the database. Past this size the
 # coordinator's checkpoint truncates it, and SQLite trims it to this size whenever it restarts.
@@ -1863,7 +1866,7 @@ WHERE id = ?
 
 # Checkpoints copy the WAL back into the database (and fsync it): done inline by whichever commit
 # crosses the threshold, they stall that claim. The coordinator checkpoints in the background
-# every few seconds (checkpoint()); this larger threshold is the safety net.
+# every few seconds (checkpoint()), so at a pool's usual pace the threshold is never reached.
 SQL_WAL = "PRAGMA journal_mode=WAL"
 SQL_CONNECTION_PRAGMAS = ("PRAGMA synchronous=NORMAL", f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}",
                           f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}", "PRAGMA foreign_keys=ON")
