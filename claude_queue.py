@@ -74,6 +74,7 @@ All times are UTC epoch seconds (float).
 """
 
 import errno
+import functools
 import json
 import os
 import random
@@ -85,7 +86,6 @@ import sys
 import threading
 import time
 import urllib.parse
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, TypedDict
@@ -105,7 +105,13 @@ TASK_FIELDS = validation.TASK_FIELDS  # the keys `add_task` accepts
 
 BUSY_RETRY_SECONDS = 300  # after this long waiting for the lock, give up with a clear error
 
-WAL_AUTOCHECKPOINT_PAGES = 10000  # 40 MB of WAL at 4 KB pages
+# A listing of the wake directory is reused while its mtime is older than this and unchanged.
+WAKE_LISTING_MARGIN_NS = 1_000_000_000
+
+# SQLite's own default: 4 MB of WAL at 4 KB pages. A larger WAL makes every page another process
+# wrote slower to find (its index grows) and to read; under a burst of claims 10,000 pages cost
+# more in those lookups than the fewer inline checkpoints saved (bench/queue_bench.py, W = 4).
+WAL_AUTOCHECKPOINT_PAGES = 1000
 # The WAL file keeps its largest size until the last connection closes unless it is truncated: a
 # pool that runs for days would carry a WAL several times the database. Past this size the
 # coordinator's checkpoint truncates it, and SQLite trims it to this size whenever it restarts.
@@ -155,7 +161,7 @@ class DiskFull(QueueError):
 # MIGRATIONS[i] upgrades a database from user_version i to i+1. Never edit a released entry:
 # add a new one, so a database made by any older version opens and upgrades in place.
 # The counts' update trigger moves a task between two task_counts rows; schema 5 wrote it and
-# schema 7 re-creates it with the same body on other columns.
+# schema 7 re-creates it with the same body on other columns (schema 8 makes it one statement).
 _COUNTS_UPDATE_BODY = """    WHEN (old.status IS NOT new.status
           AND NOT (old.status IN ('pending', 'in_progress') AND new.status IN ('pending', 'in_progress')))
          OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id OR old.denied IS NOT new.denied
@@ -367,6 +373,26 @@ MIGRATIONS = [
     DROP TRIGGER task_counts_update;
     CREATE TRIGGER task_counts_update AFTER UPDATE OF finished_at, cost_usd, job_id, denied ON tasks
 {_COUNTS_UPDATE_BODY}    """,
+    # 8: the counts' update trigger moves a task between its two task_counts rows in one statement
+    # (a two-row upsert: -1 from the old row, +1 to the new), where it ran an UPDATE and an upsert:
+    # every completion runs it. Same conditions, same counts (the old row always exists: the task
+    # was counted there).
+    """
+    DROP TRIGGER task_counts_update;
+    CREATE TRIGGER task_counts_update AFTER UPDATE OF finished_at, cost_usd, job_id, denied ON tasks
+    WHEN (old.status IS NOT new.status
+          AND NOT (old.status IN ('pending', 'in_progress') AND new.status IN ('pending', 'in_progress')))
+         OR old.cost_usd IS NOT new.cost_usd OR old.job_id IS NOT new.job_id OR old.denied IS NOT new.denied
+    BEGIN
+        INSERT INTO task_counts VALUES
+            (ifnull(old.job_id, ''), CASE old.status WHEN 'in_progress' THEN 'pending' ELSE old.status END,
+             -1, -ifnull(old.cost_usd, 0), -(old.denied > 0)),
+            (ifnull(new.job_id, ''), CASE new.status WHEN 'in_progress' THEN 'pending' ELSE new.status END,
+             1, ifnull(new.cost_usd, 0), new.denied > 0)
+        ON CONFLICT (job_id, status) DO UPDATE SET n = n + excluded.n, cost = cost + excluded.cost,
+                                                   denied = denied + excluded.denied;
+    END;
+    """,
 ]
 MIGRATIONS = [m.replace("{_COUNTS_UPDATE_BODY}", _COUNTS_UPDATE_BODY) for m in MIGRATIONS]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -478,9 +504,10 @@ class Task:
         """`root`: the reader's project root, against which a working dir stored relative to the
         project (as submission stores it) is resolved, so each host sees its own clone."""
         # Not dict(row): sqlite3.Row looks each name up by a linear scan, quadratic in the columns.
-        data = dict(zip(row.keys(), row))
+        # A dict (a claim's, made from the picked row) is used as it is.
+        data = row if type(row) is dict else dict(zip(row.keys(), row))
         if root is not None and data.get("working_dir") is not None:
-            data["working_dir"] = os.path.normpath(os.path.join(root, data["working_dir"]))
+            data["working_dir"] = _resolve_dir(root, data["working_dir"])
         for key in ("context_files", "expected_outputs", "metadata", "outcome"):
             value = data.get(key)
             if value is not None:
@@ -502,6 +529,12 @@ class Task:
 
 
 _require_int = validation.require_int
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve_dir(root, working_dir):
+    """A stored working dir as this reader sees it; a pool's tasks share a handful of them."""
+    return os.path.normpath(os.path.join(root, working_dir))
 
 
 _WARNED_STRAY = set()
@@ -552,6 +585,7 @@ class TaskQueue:
         self.pinned = False
         self._identity = None
         self._wake = None
+        self._fifos = None  # (the wake directory's identity, its FIFOs): see notify_waiters
         self.read_only = False  # set when the database can only be read (see _connect)
         if not self.db_path.parent.is_dir():
             if db_path is None:
@@ -690,26 +724,22 @@ class TaskQueue:
                     raise
                 raise self._broken(exc) from None  # "malformed", "not a database": the file is bad
 
-    @contextmanager
+    def _again(self, conn, sql, exc):
+        """`sql` just failed with `exc`: _retry takes it from there, as if its own first try had
+        failed (busy: run it again until the lock is free; anything else: its error)."""
+        failed = [exc]
+
+        def run():
+            if failed:
+                raise failed.pop()
+            return conn.execute(sql)
+        return self._retry(run)
+
     def _write(self, notify=False):
         """The one owner of write transactions: BEGIN IMMEDIATE (retried while busy), COMMIT or
-        ROLLBACK. With `notify`, processes waiting for changes are woken after the commit."""
-        conn = self._connect()
-        self._retry(lambda: conn.execute(SQL_BEGIN))
-        try:
-            yield conn
-        except BaseException as exc:
-            conn.execute(SQL_ROLLBACK)
-            if isinstance(exc, sqlite3.OperationalError) and is_disk_full(exc):
-                raise DiskFull(f"disk full: cannot write the database {self.db_path} ({exc}); "
-                               "free some space on that disk") from None
-            if type(exc) is sqlite3.DatabaseError:
-                raise self._broken(exc) from None
-            raise
-        else:
-            self._retry(lambda: conn.execute(SQL_COMMIT))
-        if notify:
-            self.notify_waiters()
+        ROLLBACK. With `notify`, processes waiting for changes are woken after the commit.
+        `with self._write() as conn:` (_Transaction)."""
+        return _Transaction(self, notify)
 
     @property
     def wake_dir(self):
@@ -721,18 +751,32 @@ class TaskQueue:
     def notify_waiters(self):
         """Wake every process blocked in a Waker on this database (idle workers, waiting
         orchestrators). A FIFO nobody reads any more belongs to a dead process and is removed."""
+        wake_dir = self.wake_dir
+        now = time.time_ns()
         try:
-            entries = list(os.scandir(self.wake_dir))
+            st = os.stat(wake_dir)
         except FileNotFoundError:
             return
-        for entry in entries:
-            if not entry.name.endswith(".fifo"):
-                continue
+        # Every commit lands here: the FIFOs are listed again only when the directory changed (a
+        # FIFO came or went), which with no waiters leaves one stat per commit. A change within
+        # the file system's timestamp granularity of the listing could keep its mtime, so a
+        # listing of a directory changed in the last second is never reused.
+        key = (wake_dir, st.st_ino, st.st_mtime_ns)
+        cached = self._fifos
+        if cached is not None and cached[0] == key:
+            fifos = cached[1]
+        else:
             try:
-                fd = os.open(entry.path, os.O_WRONLY | os.O_NONBLOCK)
+                fifos = [entry.path for entry in os.scandir(wake_dir) if entry.name.endswith(".fifo")]
+            except FileNotFoundError:
+                return
+            self._fifos = (key, fifos) if st.st_mtime_ns < now - WAKE_LISTING_MARGIN_NS else None
+        for path in fifos:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
             except OSError as exc:
                 if exc.errno == errno.ENXIO:
-                    _unlink_quietly(entry.path)
+                    _unlink_quietly(path)
                 continue
             try:
                 os.write(fd, b"\0")
@@ -889,9 +933,16 @@ class TaskQueue:
             if pick[1] is None or not self._enforce_budget(conn, pick[1]) \
                     or conn.execute(SQL_COSTS_NOTHING, (pick[0],)).fetchone():
                 break
-        # UPDATE, then SELECT: UPDATE ... RETURNING gathers its rows in a temporary B-tree first.
         conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
-        row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
+        if len(pick) > 2:
+            # The picked row with SQL_CLAIM_ID's changes, instead of reading it again (and not
+            # UPDATE ... RETURNING, which gathers its rows in a temporary B-tree first).
+            row = dict(zip(pick.keys(), pick))
+            row.update(status="in_progress", worker_id=worker_id, attempt=row["attempt"] + 1,
+                       lease_expires_at=now + lease, started_at=now, updated_at=now, cancel_requested=0,
+                       activity=None)
+        else:  # a backend whose pick names only id and job_id (PostgreSQL's locks the row it picks)
+            row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
         if worker_info is not None:
             self._beat_worker(conn, worker_id, states.BUSY, pick[0], worker_info, now)
         return row
@@ -904,15 +955,15 @@ class TaskQueue:
         pool-wide pause and configuration error; a worker passes flags.holds(host, login)), claim
         its next task.
         Returns (recorded, next task or None); `recorded` is what the single method returns."""
-        finish = {"complete": self._complete, "fail": self._fail, "release": self._release,
-                  "cancel": self._acknowledge_cancel}[action]
+        finish = self._complete if action == "complete" else {
+            "fail": self._fail, "release": self._release, "cancel": self._acknowledge_cancel}[action]
+        if claim_next:
+            keys = _DEFAULT_HOLDS if holds is None else _padded_holds(holds)
         with self._write(notify=True) as conn:
             done = finish(conn, task_id, worker_id, attempt=attempt, **details)
             task = None
             if claim_next:
-                keys = list(holds or (flags.PAUSED, flags.CONFIG_ERROR))
-                keys += [keys[-1]] * (5 - len(keys))
-                task = self._claim(conn, worker_id, lease_seconds, worker_info, holds=keys[:5])
+                task = self._claim(conn, worker_id, lease_seconds, worker_info, holds=keys)
             if task is None and worker_info is not None:
                 self._beat_worker(conn, worker_id, states.IDLE, None, worker_info, self.clock())
         return done, None if task is None else Task.from_row(task, root=self.cfg.root)
@@ -999,7 +1050,8 @@ class TaskQueue:
         # No history row: the completed task's row keeps its last attempt (see get_events).
         if row[1]:
             conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
-        self._enforce_budget(conn, row[0])
+        if row[0] is not None:
+            self._enforce_budget(conn, row[0])
         return True
 
     def fail_task(self, task_id, worker_id, error, retryable=True, attempt=None, outcome=None):
@@ -1523,6 +1575,44 @@ is_our_process = processes.is_our_process
 running_coordinator = processes.running_coordinator
 
 
+class _Transaction:
+    """TaskQueue._write's transaction: a class rather than a generator, whose context manager
+    costs a worker's step more than some of its statements."""
+
+    __slots__ = ("queue", "notify", "conn")
+
+    def __init__(self, queue, notify):
+        self.queue = queue
+        self.notify = notify
+
+    def __enter__(self):
+        conn = self.conn = self.queue._connect()
+        # Straight to SQLite; _retry (and its closure) only once the lock or the file says no.
+        try:
+            conn.execute(SQL_BEGIN)
+        except sqlite3.DatabaseError as exc:
+            self.queue._again(conn, SQL_BEGIN, exc)
+        return conn
+
+    def __exit__(self, kind, exc, tb):
+        queue, conn = self.queue, self.conn
+        if kind is not None:
+            conn.execute(SQL_ROLLBACK)
+            if isinstance(exc, sqlite3.OperationalError) and is_disk_full(exc):
+                raise DiskFull(f"disk full: cannot write the database {queue.db_path} ({exc}); "
+                               "free some space on that disk") from None
+            if type(exc) is sqlite3.DatabaseError:
+                raise queue._broken(exc) from None
+            return False
+        try:
+            conn.execute(SQL_COMMIT)
+        except sqlite3.DatabaseError as exc:
+            queue._again(conn, SQL_COMMIT, exc)
+        if self.notify:
+            queue.notify_waiters()
+        return False
+
+
 def _file_identity(path):
     try:
         st = os.stat(path)
@@ -1583,6 +1673,16 @@ class Waker:
             os.close(self.fd)
             self.fd = None
             _unlink_quietly(self.path)
+
+
+def _padded_holds(holds):
+    """The five keys SQL_PICK_UNLESS_PAUSED takes: fewer repeat the last, more are cut."""
+    keys = list(holds or (flags.PAUSED, flags.CONFIG_ERROR))
+    keys += [keys[-1]] * (5 - len(keys))
+    return tuple(keys[:5])
+
+
+_DEFAULT_HOLDS = _padded_holds(None)
 
 
 def _split_result(result):
@@ -1650,9 +1750,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 # Walks the partial index of runnable tasks in priority order; only tasks waiting for a retry time
 # (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may scan
-# the table (or another index) and sort every pending task on each claim.
+# the table (or another index) and sort every pending task on each claim. The whole row: the
+# claimed Task is made from it (id and job_id come first, as _claim reads them).
 SQL_PICK = """
-SELECT id, job_id FROM tasks INDEXED BY tasks_claimable
+SELECT * FROM tasks INDEXED BY tasks_claimable
 WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?1
 ORDER BY priority DESC, id LIMIT 1
 """
@@ -1780,7 +1881,7 @@ WHERE id = ?
 
 # Checkpoints copy the WAL back into the database (and fsync it): done inline by whichever commit
 # crosses the threshold, they stall that claim. The coordinator checkpoints in the background
-# every few seconds (checkpoint()); this larger threshold is the safety net.
+# every few seconds (checkpoint()), so at a pool's usual pace the threshold is never reached.
 SQL_WAL = "PRAGMA journal_mode=WAL"
 SQL_CONNECTION_PRAGMAS = ("PRAGMA synchronous=NORMAL", f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}",
                           f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}", "PRAGMA foreign_keys=ON")
