@@ -1,0 +1,74 @@
+"""PostgreSQL's schema 3 (queue_postgres.PG_MIGRATIONS[2]): a claim fires no counts trigger, a
+completion through the fast path writes no history row (as on SQLite since its schema 7), and a
+version-2 database upgrades in place, its histories and counts intact."""
+
+import psycopg
+import pytest
+
+import claude_queue
+import config
+import queue_postgres
+
+
+@pytest.fixture
+def cfg(postgres_url, tmp_path):
+    return config.load_config(db=postgres_url, cwd=tmp_path, env={})
+
+
+def _rows(url, sql):
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def _events(q, task_id):
+    return [(e["event"], e["worker_id"], e["attempt"], e["cost_usd"]) for e in q.get_events(task_id)]
+
+
+def test_a_claim_moves_no_counter_and_a_fast_completion_stores_no_history_row(postgres_url, cfg, tmp_path):
+    q = claude_queue.TaskQueue(postgres_url, cfg=cfg)
+    lite = claude_queue.TaskQueue(str(tmp_path / "q.db"), cfg=config.load_config(cwd=tmp_path, env={}))
+    try:
+        for queue in (q, lite):
+            first, second = queue.add_tasks([{"prompt": "a"}, {"prompt": "b"}])
+            queue.register_worker("w", state="idle")
+            task = queue.claim_task("w", worker_info={})
+            done, nxt = queue.finish_and_claim("complete", task.id, "w", attempt=task.attempt, claim_next=True,
+                                               result={"result": "ok", "total_cost_usd": 0.5}, worker_info={})
+            assert done is True and nxt.id == second
+        # The same history on both backends, from the task row (no row stored for the completion).
+        assert _events(q, first) == _events(lite, first) == [
+            ("created", None, None, None), ("claimed", "w", 1, None), ("completed", "w", 1, 0.5)]
+        assert _rows(postgres_url, "SELECT event FROM task_events ORDER BY task_id, seq") == [("created",), ("created",)]
+        assert q.get_stats() == lite.get_stats()
+        # A claim alone (status only) runs no counts trigger: the trigger watches finished_at.
+        trigger = _rows(postgres_url, "SELECT pg_get_triggerdef(oid) FROM pg_trigger "
+                                      "WHERE tgname = 'task_counts_update'")[0][0]
+        assert "UPDATE OF finished_at, cost_usd, job_id, denied" in trigger
+        assert q.get_stats()["in_progress"] == 1 and q.get_stats()["completed"] == 1
+    finally:
+        q.close()
+        lite.close()
+
+
+def test_a_version_2_database_upgrades_in_place(postgres_url, cfg, monkeypatch):
+    monkeypatch.setattr(queue_postgres, "SCHEMA_VERSION", 2)
+    old = claude_queue.TaskQueue(postgres_url, cfg=cfg)
+    done_before, running, waiting = old.add_tasks([{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c"}])
+    task = old.claim_task("w")
+    # Schema 2's function stores the completion in the history too.
+    assert old.finish_and_claim("complete", task.id, "w", attempt=1, result="ok", claim_next=True)[1].id == running
+    assert old.schema_version() == 2
+    old.close()
+    monkeypatch.undo()
+    q = claude_queue.TaskQueue(postgres_url, cfg=cfg)
+    try:
+        assert q.schema_version() == queue_postgres.SCHEMA_VERSION == 3
+        # The old completion is shown once, from its stored row.
+        assert [e["event"] for e in q.get_events(done_before)] == ["created", "claimed", "completed"]
+        done, nxt = q.finish_and_claim("complete", running, "w", attempt=1, result="ok", claim_next=True)
+        assert done is True and nxt.id == waiting
+        assert [e["event"] for e in q.get_events(running)] == ["created", "claimed", "completed"]
+        stats = q.get_stats()
+        assert (stats["completed"], stats["in_progress"], stats["pending"], stats["total"]) == (2, 1, 0, 3)
+    finally:
+        q.close()
