@@ -54,11 +54,14 @@ def test_a_version_2_database_upgrades_in_place(postgres_url, cfg, monkeypatch):
     monkeypatch.setattr(queue_postgres, "SCHEMA_VERSION", 2)
     old = claude_queue.TaskQueue(postgres_url, cfg=cfg)
     done_before, running, waiting = old.add_tasks([{"prompt": "a"}, {"prompt": "b"}, {"prompt": "c"}])
-    task = old.claim_task("w")
-    # Schema 2's function stores the completion in the history too.
-    assert old.finish_and_claim("complete", task.id, "w", attempt=1, result="ok", claim_next=True)[1].id == running
+    assert old.claim_task("w").id == done_before
     assert old.schema_version() == 2
     old.close()
+    # Schema 2's function (as Klauss called it then) stores the completion in the history too.
+    done, task = _rows(postgres_url, f"""SELECT done, task FROM klauss_complete_and_claim({done_before}, 'w', 1,
+        1e9, 'ok', NULL, 0, NULL, true, 60, ARRAY['paused'], NULL, 'busy', 'idle')""")[0]
+    assert done == 1 and task["id"] == running
+    assert _rows(postgres_url, f"SELECT event FROM task_events WHERE task_id = {done_before} AND event = 'completed'")
     monkeypatch.undo()
     q = claude_queue.TaskQueue(postgres_url, cfg=cfg)
     try:
