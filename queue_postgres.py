@@ -281,20 +281,38 @@ PG_MIGRATIONS = [
     """,
     # 3: a completion with the next claim costs the server about a quarter less (SQLite's schema 7).
     # The counts' trigger is named for finished_at, not status: every statement that moves a task
-    # into or out of a finished status sets finished_at, so a claim (status only) runs no trigger -
-    # and no parse of the trigger's WHEN, which PostgreSQL redoes in every statement that could fire
-    # it. Its body and condition are unchanged.
+    # into or out of a finished status sets finished_at, so a claim (status only) runs no trigger.
+    # Its condition moves from WHEN into the body, word for word: PostgreSQL parses a trigger's WHEN
+    # anew in every statement that could fire it (a tenth of a completion's work), and the
+    # statements that fire it without moving a count (a retry that adds no cost) are rare.
     # The completion writes no history row (the completed task's row keeps its last attempt, as on
     # SQLite: get_events shows it from there), claims inline (one function's start-up, not two),
     # returns the claimed row as it is (not as JSON: the client reads its columns as they come), and
     # its plans are generic: its statements are otherwise planned anew on every call.
     f"""
-    DROP TRIGGER task_counts_update ON tasks;
-    CREATE TRIGGER task_counts_update AFTER UPDATE OF finished_at, cost_usd, job_id, denied ON tasks FOR EACH ROW
-        WHEN ((OLD.status IS DISTINCT FROM NEW.status
+    CREATE OR REPLACE FUNCTION klauss_task_counts() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' AND NOT ((OLD.status IS DISTINCT FROM NEW.status
                AND NOT (OLD.status IN ('pending', 'in_progress') AND NEW.status IN ('pending', 'in_progress')))
               OR OLD.cost_usd IS DISTINCT FROM NEW.cost_usd OR OLD.job_id IS DISTINCT FROM NEW.job_id
-              OR OLD.denied IS DISTINCT FROM NEW.denied)
+              OR OLD.denied IS DISTINCT FROM NEW.denied) THEN
+            RETURN NULL;
+        END IF;
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            UPDATE task_counts SET n = n - 1, cost = cost - coalesce(OLD.cost_usd, 0),
+                                   denied = denied - (OLD.denied > 0)::int
+            WHERE job_id = coalesce(OLD.job_id, '') AND status = klauss_count_bucket(OLD.status);
+        END IF;
+        IF TG_OP IN ('UPDATE', 'INSERT') THEN
+            INSERT INTO task_counts AS c VALUES (coalesce(NEW.job_id, ''), klauss_count_bucket(NEW.status), 1,
+                                                 coalesce(NEW.cost_usd, 0), (NEW.denied > 0)::int)
+            ON CONFLICT (job_id, status) DO UPDATE SET n = c.n + 1, cost = c.cost + coalesce(NEW.cost_usd, 0),
+                                                       denied = c.denied + (NEW.denied > 0)::int;
+        END IF;
+        RETURN NULL;
+    END $$;
+    DROP TRIGGER task_counts_update ON tasks;
+    CREATE TRIGGER task_counts_update AFTER UPDATE OF finished_at, cost_usd, job_id, denied ON tasks FOR EACH ROW
         EXECUTE FUNCTION klauss_task_counts();
 
     ALTER FUNCTION klauss_claim(TEXT, DOUBLE PRECISION, DOUBLE PRECISION, TEXT[], TEXT, TEXT)

@@ -44,6 +44,8 @@ def test_a_claim_moves_no_counter_and_a_fast_completion_stores_no_history_row(po
         trigger = _rows(postgres_url, "SELECT pg_get_triggerdef(oid) FROM pg_trigger "
                                       "WHERE tgname = 'task_counts_update'")[0][0]
         assert "UPDATE OF finished_at, cost_usd, job_id, denied" in trigger
+        # Its condition is in its body: a WHEN would be parsed anew by every statement that fires it.
+        assert "WHEN" not in trigger
         assert q.get_stats()["in_progress"] == 1 and q.get_stats()["completed"] == 1
     finally:
         q.close()
@@ -75,3 +77,41 @@ def test_a_version_2_database_upgrades_in_place(postgres_url, cfg, monkeypatch):
         assert (stats["completed"], stats["in_progress"], stats["pending"], stats["total"]) == (2, 1, 0, 3)
     finally:
         q.close()
+
+
+def test_the_counts_follow_every_move_as_on_sqlite(postgres_url, cfg, tmp_path):
+    """The counts' condition now in the trigger's body: moves that change a count (and those that
+    fire the trigger without changing one) leave the same stats as SQLite's trigger."""
+    now = [1000.0]
+    q = claude_queue.TaskQueue(postgres_url, clock=lambda: now[0], cfg=cfg)
+    lite = claude_queue.TaskQueue(str(tmp_path / "q.db"), clock=lambda: now[0],
+                                  cfg=config.load_config(cwd=tmp_path, env={}))
+    seen = []
+
+    def step(fn):
+        results = [fn(queue) for queue in (q, lite)]
+        assert q.get_stats() == lite.get_stats(), (len(seen), q.get_stats(), lite.get_stats())
+        seen.append(q.get_stats())
+        return results[0]
+
+    try:
+        step(lambda x: x.add_tasks([{"prompt": "a", "max_attempts": 2}, {"prompt": "b"}, {"prompt": "c"}]))
+        a = step(lambda x: x.claim_task("w")).id
+        step(lambda x: x.release_task(a, "w", cost=0.25))  # in_progress -> pending, with a cost
+        step(lambda x: x.claim_task("w"))
+        step(lambda x: x.fail_task(a, "w", "boom"))  # back to pending for a retry: no cost, no move
+        now[0] += 3600
+        step(lambda x: x.claim_task("w"))
+        step(lambda x: x.fail_task(a, "w", "boom", outcome={"total_cost_usd": 0.5}))  # failed for good
+        step(lambda x: x.retry_task(a))
+        again = step(lambda x: x.claim_task("w"))
+        assert again.id == a
+        nxt = step(lambda x: x.finish_and_claim("complete", a, "w", attempt=again.attempt, claim_next=True,
+                                                result={"result": "ok", "total_cost_usd": 1.0,
+                                                        "permission_denials": [{"tool": "Bash"}]}))[1]
+        step(lambda x: x.cancel_task(nxt.id + 1))  # pending: cancelled at once
+        assert (seen[-1]["completed"], seen[-1]["cancelled"], seen[-1]["in_progress"]) == (1, 1, 1)
+        assert seen[-1]["denied"] == 1 and seen[-1]["cost_usd"] == 1.75
+    finally:
+        q.close()
+        lite.close()
