@@ -22,7 +22,7 @@ import claude_queue  # noqa: E402
 import config  # noqa: E402
 import real_cli  # noqa: E402
 
-FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
+FAKE_CLAUDE = ROOT / "tests" / "fake_claude_start.py"  # tests/fake_claude.py, from its bytecode
 MANAGE = ROOT / "manage.sh"
 COORDINATOR = ROOT / "claude_coordinator.py"
 MARKER_VAR = "KLAUSS_TEST_MARKER"

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from conftest import copy_klauss
+from conftest import FAKE_CLAUDE, ROOT, copy_klauss
 
 
 def test_a_copy_of_klauss_imports_the_sessions_bytecode_without_compiling(tmp_path):
@@ -14,3 +14,12 @@ def test_a_copy_of_klauss_imports_the_sessions_bytecode_without_compiling(tmp_pa
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert f"code object from '{copy / '__pycache__' / 'claude_worker.'}" in out.stderr, out.stderr[-2000:]
+
+
+def test_the_fake_claude_runs_from_bytecode():
+    """The suite starts the fake `claude` a thousand times: through FAKE_CLAUDE it is an imported
+    module, loaded from the session's .pyc, not a script compiled at every start."""
+    out = subprocess.run([sys.executable, "-v", str(FAKE_CLAUDE), "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "2.1.197 (Claude Code)", (out.stdout, out.stderr[-2000:])
+    assert f"code object from '{ROOT / 'tests' / '__pycache__' / 'fake_claude.'}" in out.stderr, out.stderr[-2000:]
