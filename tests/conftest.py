@@ -92,13 +92,17 @@ def wait_for(predicate, timeout=60, what="condition"):
     bounded by a deadline that only a hang reaches. `what` (text or a callable giving text) says
     what never happened."""
     end = time.monotonic() + timeout
+    pause = 0.01
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
-        time.sleep(0.02)
+        time.sleep(pause)
+        # Quick to see what comes quickly; then less often, as predicates cost CPU (a /proc scan,
+        # a query) that the processes under test, waited for, need more.
+        pause = min(pause * 1.5, 0.1)
 
 
 def pid_alive(pid):
