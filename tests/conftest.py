@@ -1,6 +1,7 @@
 """Shared fixtures. Every test gets a private database and a configuration that ignores the
 developer's own environment and `.klauss.toml`."""
 
+import compileall
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import claude_queue  # noqa: E402
 import config  # noqa: E402
 import real_cli  # noqa: E402
 
-FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
+FAKE_CLAUDE = ROOT / "tests" / "fake_claude_start.py"  # tests/fake_claude.py, from its bytecode
 MANAGE = ROOT / "manage.sh"
 COORDINATOR = ROOT / "claude_coordinator.py"
 MARKER_VAR = "KLAUSS_TEST_MARKER"
@@ -63,10 +64,21 @@ def install_writer_claude(bindir):
 
 def copy_klauss(dest):
     """A copy of this Klauss checkout's files (not its git data or runtime state) at `dest`, as a
-    project would have it in `klauss/`."""
+    project would have it in `klauss/`; its bytecode goes along (see pytest_configure)."""
     skip = {".git", ".klauss", "__pycache__", ".pytest_cache", ".ruff_cache", "out", ".venv"}
     shutil.copytree(ROOT, dest, ignore=lambda _d, names: [n for n in names if n in skip or n.endswith(".db")])
+    _copy_bytecode(ROOT, dest)
     return Path(dest)
+
+
+def _copy_bytecode(src, dest):
+    """The copy's modules keep their source's mtime and size (copytree), so the bytecode compiled
+    for the session (pytest_configure) stays valid there: each process started in the copy is
+    spared compiling every module it imports."""
+    try:
+        shutil.copytree(Path(src) / "__pycache__", Path(dest) / "__pycache__", dirs_exist_ok=True)
+    except OSError:
+        pass  # only a speed-up: without it, the copy's modules compile as they are imported
 
 
 def fake(action, *args, **kwargs):
@@ -80,13 +92,17 @@ def wait_for(predicate, timeout=60, what="condition"):
     bounded by a deadline that only a hang reaches. `what` (text or a callable giving text) says
     what never happened."""
     end = time.monotonic() + timeout
+    pause = 0.01
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
-        time.sleep(0.02)
+        time.sleep(pause)
+        # Quick to see what comes quickly; then less often, as predicates cost CPU (a /proc scan,
+        # a query) that the processes under test, waited for, need more.
+        pause = min(pause * 1.5, 0.1)
 
 
 def pid_alive(pid):
@@ -106,6 +122,63 @@ def all_dead(pids, within=5.0):
     except AssertionError:
         return False
     return True
+
+
+def pytest_configure(config):
+    """Compile Klauss (and the fakes) once for the session: the suite starts a thousand Python
+    processes, and where PYTHONDONTWRITEBYTECODE=1 each would compile every module it imports
+    (~0.1 s of CPU each). Python reads a valid .pyc even when it writes none."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller did it before starting it
+        return
+    for directory in (ROOT, ROOT / "tests"):
+        # Only what processes import; pytest compiles the test modules its own way.
+        compileall.compile_dir(str(directory), maxlevels=0, quiet=2, rx=re.compile(r"[\\/](test_|conftest)[^\\/]*$"))
+    if getattr(config.option, "numprocesses", None) and config.getoption("assertmode", "rewrite") == "rewrite":
+        _rewrite_test_modules(config)
+
+
+def _rewrite_test_modules(config):
+    """Each xdist worker imports every test module, and pytest rewrites its asserts (most of the
+    ~7 s of CPU a worker spends collecting) unless it finds the rewritten code cached beside it,
+    which it reads even where it writes none. Rewrite each module once, here, before the workers
+    start, spread over the cores (fork). Pytest's own cache format, through its internals: any
+    surprise just leaves the cache empty."""
+    try:
+        from _pytest.assertion import rewrite
+
+        todo = []
+        for path in sorted((ROOT / "tests").glob("*.py")):
+            if path.name.startswith(("test_", "conftest")):
+                pyc = rewrite.get_cache_dir(path) / (path.name[:-3] + rewrite.PYC_TAIL)
+                if rewrite._read_pyc(path, pyc) is None:
+                    todo.append((path, pyc))
+    except Exception:
+        return
+    state = type("State", (), {"trace": staticmethod(lambda *_: None)})()
+    cores = os.cpu_count() or 1
+    children = []
+    for n in range(1, cores):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for path, pyc in todo[n::cores]:
+                    _rewrite_one(rewrite, config, state, path, pyc)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for path, pyc in todo[0::cores]:
+        _rewrite_one(rewrite, config, state, path, pyc)
+    for pid in children:
+        os.waitpid(pid, 0)
+
+
+def _rewrite_one(rewrite, config, state, path, pyc):
+    try:
+        pyc.parent.mkdir(exist_ok=True)
+        source_stat, co = rewrite._rewrite_test(path, config)
+        rewrite._write_pyc(state, co, source_stat, pyc)  # atomic: written aside, then renamed
+    except Exception:
+        pass
 
 
 def pytest_xdist_auto_num_workers(config):

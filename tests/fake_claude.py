@@ -1127,7 +1127,8 @@ def main(argv):
     return 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The program: `fake_claude.py ARGS` (or tests/fake_claude_start.py, which runs it from bytecode)."""
     try:
         code = main(sys.argv[1:])
     except KeyboardInterrupt:
@@ -1139,3 +1140,7 @@ if __name__ == "__main__":
     except Exception:
         pass
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    cli()
