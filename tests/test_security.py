@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,8 +92,28 @@ class Project:
                                 "clientInfo": {"name": "t", "version": "0"}}},
                     {"jsonrpc": "2.0", "method": "notifications/initialized"},
                     {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": arguments}}]
-        out = self.run(MCP, stdin="".join(json.dumps(m) + "\n" for m in messages))
-        answers = {m.get("id"): m for m in map(json.loads, out.stdout.splitlines())}
+        # stdin stays open until the call is answered, as a client's does: a server whose input
+        # ends gives running calls only a few seconds to finish.
+        proc = subprocess.Popen([sys.executable, str(MCP)], cwd=self.root, env=self.env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        watchdog = threading.Timer(120, proc.kill)  # a server that never answers fails the test, not hangs it
+        watchdog.start()
+        try:
+            proc.stdin.write("".join(json.dumps(m) + "\n" for m in messages))
+            proc.stdin.flush()
+            answers = {}
+            for line in proc.stdout:
+                message = json.loads(line)
+                answers[message.get("id")] = message
+                if 2 in answers:
+                    break
+            proc.stdin.close()
+            stderr = proc.stderr.read()
+            assert proc.wait(timeout=120) == 0 and "Traceback" not in stderr, stderr
+        finally:
+            watchdog.cancel()
+            proc.kill()
+            proc.wait()
         return answers[2]["result"]
 
 
