@@ -133,52 +133,6 @@ def pytest_configure(config):
     for directory in (ROOT, ROOT / "tests"):
         # Only what processes import; pytest compiles the test modules its own way.
         compileall.compile_dir(str(directory), maxlevels=0, quiet=2, rx=re.compile(r"[\\/](test_|conftest)[^\\/]*$"))
-    if getattr(config.option, "numprocesses", None) and config.getoption("assertmode", "rewrite") == "rewrite":
-        _rewrite_test_modules(config)
-
-
-def _rewrite_test_modules(config):
-    """Each xdist worker imports every test module, and pytest rewrites its asserts (most of the
-    ~7 s of CPU a worker spends collecting) unless it finds the rewritten code cached beside it,
-    which it reads even where it writes none. Rewrite each module once, here, before the workers
-    start, spread over the cores (fork). Pytest's own cache format, through its internals: any
-    surprise just leaves the cache empty."""
-    try:
-        from _pytest.assertion import rewrite
-
-        todo = []
-        for path in sorted((ROOT / "tests").glob("*.py")):
-            if path.name.startswith(("test_", "conftest")):
-                pyc = rewrite.get_cache_dir(path) / (path.name[:-3] + rewrite.PYC_TAIL)
-                if rewrite._read_pyc(path, pyc) is None:
-                    todo.append((path, pyc))
-    except Exception:
-        return
-    state = type("State", (), {"trace": staticmethod(lambda *_: None)})()
-    cores = os.cpu_count() or 1
-    children = []
-    for n in range(1, cores):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                for path, pyc in todo[n::cores]:
-                    _rewrite_one(rewrite, config, state, path, pyc)
-            finally:
-                os._exit(0)
-        children.append(pid)
-    for path, pyc in todo[0::cores]:
-        _rewrite_one(rewrite, config, state, path, pyc)
-    for pid in children:
-        os.waitpid(pid, 0)
-
-
-def _rewrite_one(rewrite, config, state, path, pyc):
-    try:
-        pyc.parent.mkdir(exist_ok=True)
-        source_stat, co = rewrite._rewrite_test(path, config)
-        rewrite._write_pyc(state, co, source_stat, pyc)  # atomic: written aside, then renamed
-    except Exception:
-        pass
 
 
 def pytest_xdist_auto_num_workers(config):
