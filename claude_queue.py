@@ -1045,8 +1045,8 @@ class TaskQueue:
         if row is None:
             return False
         now = self.clock()
-        conn.execute(SQL_FINISH, ("completed", now, now, text, None, _outcome_json(outcome), _denied(outcome),
-                                  cost, cost, task_id, worker_id, attempt, attempt))
+        conn.execute(SQL_COMPLETE, (now, text, _outcome_json(outcome), _denied(outcome), cost, cost, task_id,
+                                    worker_id, attempt, attempt))
         # No history row: the completed task's row keeps its last attempt (see get_events).
         if row[1]:
             conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
@@ -1808,6 +1808,15 @@ SQL_FINISH = f"""
 UPDATE tasks SET status = ?, finished_at = ?, updated_at = ?, result = ?, error = ?, outcome = ?, denied = ?,
                  {_ADD_COST}, lease_expires_at = NULL, activity = NULL
 WHERE {_HOLDER}
+"""
+
+# SQL_FINISH for a completion: its constants written in, the time bound once (10 values, not 13).
+# A value tested with IS NULL is bound apart from its other use (PostgreSQL types each parameter once).
+SQL_COMPLETE = """
+UPDATE tasks SET status = 'completed', finished_at = ?1, updated_at = ?1, result = ?2, error = NULL, outcome = ?3,
+                 denied = ?4, cost_usd = CASE WHEN ?5 IS NULL THEN cost_usd ELSE ifnull(cost_usd, 0) + ?6 END,
+                 lease_expires_at = NULL, activity = NULL
+WHERE id = ?7 AND worker_id = ?8 AND status = 'in_progress' AND (?9 IS NULL OR attempt = ?10)
 """
 
 SQL_REQUEUE = f"""

@@ -133,3 +133,19 @@ def test_the_wal_is_checkpointed_at_sqlites_own_threshold(queue):
     """A WAL of 10,000 pages made every page another process wrote slower to find and read: a burst
     of claims by several workers ran at a third of a bare loop's pace instead of a half."""
     assert queue._read("PRAGMA wal_autocheckpoint")[0][0] == claude_queue.WAL_AUTOCHECKPOINT_PAGES == 1000
+
+
+def test_a_completion_binds_each_value_once_and_builds_no_temporary_table(queue):
+    """SQL_COMPLETE: the status and the empty error written in, the time bound once (each bound
+    value, a None above all, costs the sqlite3 module an adaptation lookup)."""
+    ops = [row[1] for row in queue._read("EXPLAIN " + claude_queue.SQL_COMPLETE, (1,) * 10)]
+    assert "OpenEphemeral" not in ops and "Program" in ops, "no temporary B-tree; the counts' trigger runs"
+    tid = queue.add_task("x")
+    t = queue.claim_task("w")
+    seen = _statements(queue)
+    assert queue.complete_task(tid, "w", {"result": "ok", "total_cost_usd": 0.5}, attempt=t.attempt)
+    assert any(s.startswith("UPDATE tasks SET status = 'completed', finished_at = ") for s in seen)
+    done = queue.get_task(tid)
+    assert (done.status, done.result, done.cost_usd, done.error, done.lease_expires_at) == ("completed", "ok", 0.5,
+                                                                                          None, None)
+    assert done.finished_at == done.updated_at and queue.get_stats()["completed"] == 1
