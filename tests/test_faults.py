@@ -18,7 +18,7 @@ from test_worktrees import describe
 import claude_queue
 import config
 import processes
-from conftest import blocking_task, fake, wait_for
+from conftest import blocking_task, fake, pid_alive, wait_for
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the tests read /proc (Linux)")
 
@@ -275,8 +275,7 @@ def test_a_full_disk_under_the_database_kills_nobody(make_project, tiny_disk):
     assert all(os.path.exists(f"/proc/{p}") for p in pids), "nobody died of the full disk"
     # A worker dying now: the coordinator's bookkeeping writes fail too, and it must live on.
     os.killpg(pids[1], signal.SIGKILL)
-    wait_for(lambda: not os.path.exists(f"/proc/{pids[1]}") or
-             open(f"/proc/{pids[1]}/stat").read().rsplit(")", 1)[1].split()[0] == "Z", what="the worker to die")
+    wait_for(lambda: not pid_alive(pids[1]), what="the worker to die")
     filler.unlink()
     q = project.queue()
     wait_for(lambda: all(q.get_task(t).status == "completed" for t in ids), timeout=90,

@@ -21,7 +21,7 @@ import claude_queue
 import config
 import flags
 import hosts
-from conftest import ROOT, all_dead, fake, install_fake_claude, wait_for
+from conftest import ROOT, all_dead, fake, install_fake_claude, pid_alive, wait_for
 
 MANAGE = ROOT / "manage.sh"
 WORKER = ROOT / "claude_worker.py"
@@ -218,8 +218,7 @@ def test_a_host_killed_mid_run_its_task_is_finished_by_the_other_once(tmp_path, 
     os.kill(victims[0], signal.SIGKILL)
     os.killpg(row["pid"], signal.SIGKILL)
     os.killpg(row["info"]["claude_pgid"], signal.SIGKILL)
-    wait_for(lambda: not any(os.path.exists(f"/proc/{p}") and "Z" not in open(f"/proc/{p}/stat").read().split()[2]
-                             for p in victims), what="alpha's processes to go")
+    wait_for(lambda: not any(pid_alive(p) for p in victims), what="alpha's processes to go")
     expires = alpha.queue.get_task(tid).lease_expires_at  # nothing of alpha renews it any more
     go.write_text("")
     # Beta returns the task once its lease expires, claims it and finishes it.

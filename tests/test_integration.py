@@ -19,7 +19,7 @@ from test_worktrees import repo as worktree_repo  # noqa: F401  (a fixture)
 import config
 import integration
 import orchestrator
-from conftest import fake, wait_for
+from conftest import all_dead, fake, wait_for
 from orchestrator import ClaudeOrchestrator
 
 
@@ -60,15 +60,6 @@ def setup_verify(repo, batch=1, fix_attempts=2, extra=""):
 def verify_runs(repo):
     log = repo.tmp / "runs.log"
     return len(log.read_text().splitlines()) if log.exists() else 0
-
-
-def alive(pid):
-    """Running (a killed orphan may stay a zombie until whoever adopted it reaps it)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def states(report):
@@ -276,7 +267,7 @@ def test_a_worker_killed_mid_integration_leaves_the_job_branch_verified(repo, wh
     assert repo.show(f"klauss/{job}/merged", "a.txt") == "a"
     assert orch.queue.get_task(inflight[0].id).status == "completed"
     if where == "verify":  # the dead worker's verify run, in a session of its own, was stopped
-        assert not alive(int(started.read_text()))
+        assert all_dead([int(started.read_text())])
 
 
 def test_without_a_verify_command_tasks_merge_as_before(repo):
@@ -327,7 +318,7 @@ def test_a_verify_command_that_times_out_fails_the_branch_and_is_stopped(repo):
     row = integration.job_report(orch.queue, job)["tasks"][0]
     assert row["state"] == "integration_failed" and "exit status None" in row["why"], row
     assert "timed out after 0.5s" in open(row["log"]).read()
-    assert not alive(int(pidfile.read_text()))
+    assert all_dead([int(pidfile.read_text())])
     assert job_branch(repo, job) == orch.queue.get_job(job)["metadata"]["base_commit"]
 
 
