@@ -363,10 +363,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         owner._add(rec)
         if step.get("delay"):
             time.sleep(float(step["delay"]))
-        rec["status"] = self._answer(step, body)
+        self._answer(step, body, rec)
 
     # -- answers
-    def _answer(self, step, body):
+    def _answer(self, step, body, rec):
+        """Send the answer; `rec["status"]` is set before anything is sent, so a client that has
+        its answer finds its request's record complete."""
         kind = step.get("type")
         model = body.get("model") or DEFAULT_MODEL
         stream = bool(body.get("stream"))
@@ -382,13 +384,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 headers.setdefault("retry-after", str(step.get("retry_after", 0)))
             if status == 529:
                 headers.setdefault("x-should-retry", "true")
+            rec["status"] = status
             self._send_json(status, _error_body(etype, emsg), headers)
-            return status
+            return
         if kind == "stream_error" and not stream:
             etype = step.get("error_type", "overloaded_error")
             status = 529 if etype == "overloaded_error" else 500
+            rec["status"] = status
             self._send_json(status, _error_body(etype, step.get("message", "Overloaded")))
-            return status
+            return
 
         if kind == "stream_error":
             blocks, stop_reason = [], None
@@ -399,8 +403,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         msg_id = "msg_" + uuid.uuid4().hex[:24]
         if not stream:
             msg = _message(msg_id, model, blocks, stop_reason, usage_in, usage_out)
+            rec["status"] = 200
             self._send_json(200, msg)
-            return 200
+            return
+        rec["status"] = 200
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
@@ -415,7 +421,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "type": step.get("error_type", "overloaded_error"),
                 "message": step.get("message", "Overloaded")}})
             self.wfile.flush()
-            return 200
+            return
         for i, b in enumerate(blocks):
             if b["type"] == "text":
                 self._event("content_block_start", {"type": "content_block_start", "index": i,
@@ -444,7 +450,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                       "usage": {"output_tokens": usage_out}})
         self._event("message_stop", {"type": "message_stop"})
         self.wfile.flush()
-        return 200
 
     def _event(self, name, data):
         self.wfile.write(("event: %s\ndata: %s\n\n" % (name, json.dumps(data))).encode("utf-8"))
