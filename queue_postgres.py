@@ -58,6 +58,21 @@ SQL_NOTIFY = f"NOTIFY {WAKE_CHANNEL}"
 # Raised by a fast path's function that met a case it leaves to the general path (its changes undone).
 GENERAL_PATH = "KL001"
 
+# The counts trigger's move of a task from its old bucket to its new one: schema 1 wrote it, schema 3
+# keeps it word for word under a new condition.
+_COUNTS_MOVE = """        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            UPDATE task_counts SET n = n - 1, cost = cost - coalesce(OLD.cost_usd, 0),
+                                   denied = denied - (OLD.denied > 0)::int
+            WHERE job_id = coalesce(OLD.job_id, '') AND status = klauss_count_bucket(OLD.status);
+        END IF;
+        IF TG_OP IN ('UPDATE', 'INSERT') THEN
+            INSERT INTO task_counts AS c VALUES (coalesce(NEW.job_id, ''), klauss_count_bucket(NEW.status), 1,
+                                                 coalesce(NEW.cost_usd, 0), (NEW.denied > 0)::int)
+            ON CONFLICT (job_id, status) DO UPDATE SET n = c.n + 1, cost = c.cost + coalesce(NEW.cost_usd, 0),
+                                                       denied = c.denied + (NEW.denied > 0)::int;
+        END IF;
+"""
+
 PG_MIGRATIONS = [
     # 1: the schema of claude_queue.MIGRATIONS 1-6, in PostgreSQL's dialect. Jobs carry a sequence
     # number (SQLite lists them by rowid).
@@ -163,18 +178,7 @@ PG_MIGRATIONS = [
         AS $$ SELECT CASE status WHEN 'in_progress' THEN 'pending' ELSE status END $$;
     CREATE FUNCTION klauss_task_counts() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        IF TG_OP IN ('UPDATE', 'DELETE') THEN
-            UPDATE task_counts SET n = n - 1, cost = cost - coalesce(OLD.cost_usd, 0),
-                                   denied = denied - (OLD.denied > 0)::int
-            WHERE job_id = coalesce(OLD.job_id, '') AND status = klauss_count_bucket(OLD.status);
-        END IF;
-        IF TG_OP IN ('UPDATE', 'INSERT') THEN
-            INSERT INTO task_counts AS c VALUES (coalesce(NEW.job_id, ''), klauss_count_bucket(NEW.status), 1,
-                                                 coalesce(NEW.cost_usd, 0), (NEW.denied > 0)::int)
-            ON CONFLICT (job_id, status) DO UPDATE SET n = c.n + 1, cost = c.cost + coalesce(NEW.cost_usd, 0),
-                                                       denied = c.denied + (NEW.denied > 0)::int;
-        END IF;
-        RETURN NULL;
+{_COUNTS_MOVE}        RETURN NULL;
     END $$;
     CREATE TRIGGER task_counts_insert_delete AFTER INSERT OR DELETE ON tasks
         FOR EACH ROW EXECUTE FUNCTION klauss_task_counts();
@@ -298,18 +302,7 @@ PG_MIGRATIONS = [
               OR OLD.denied IS DISTINCT FROM NEW.denied) THEN
             RETURN NULL;
         END IF;
-        IF TG_OP IN ('UPDATE', 'DELETE') THEN
-            UPDATE task_counts SET n = n - 1, cost = cost - coalesce(OLD.cost_usd, 0),
-                                   denied = denied - (OLD.denied > 0)::int
-            WHERE job_id = coalesce(OLD.job_id, '') AND status = klauss_count_bucket(OLD.status);
-        END IF;
-        IF TG_OP IN ('UPDATE', 'INSERT') THEN
-            INSERT INTO task_counts AS c VALUES (coalesce(NEW.job_id, ''), klauss_count_bucket(NEW.status), 1,
-                                                 coalesce(NEW.cost_usd, 0), (NEW.denied > 0)::int)
-            ON CONFLICT (job_id, status) DO UPDATE SET n = c.n + 1, cost = c.cost + coalesce(NEW.cost_usd, 0),
-                                                       denied = c.denied + (NEW.denied > 0)::int;
-        END IF;
-        RETURN NULL;
+{_COUNTS_MOVE}        RETURN NULL;
     END $$;
     DROP TRIGGER task_counts_update ON tasks;
     CREATE TRIGGER task_counts_update AFTER UPDATE OF finished_at, cost_usd, job_id, denied ON tasks FOR EACH ROW
@@ -387,6 +380,7 @@ PG_MIGRATIONS = [
     END $$;
     """,
 ]
+PG_MIGRATIONS = [m.replace("{_COUNTS_MOVE}", _COUNTS_MOVE) for m in PG_MIGRATIONS]
 SCHEMA_VERSION = len(PG_MIGRATIONS)
 
 _JOB_COLUMNS = "id, description, orchestrator_id, metadata, max_budget_usd, created_at, plan_hash"
