@@ -73,6 +73,16 @@ _COUNTS_MOVE = """        IF TG_OP IN ('UPDATE', 'DELETE') THEN
         END IF;
 """
 
+# The fast path's completion of the task it holds (schema 2; schema 3's function keeps it).
+_FAST_COMPLETE = """        IF done = 1 THEN
+            UPDATE tasks SET status = 'completed', finished_at = p_now, updated_at = p_now, result = p_result,
+                             error = NULL, outcome = p_outcome, denied = p_denied,
+                             cost_usd = CASE WHEN p_cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + p_cost END,
+                             lease_expires_at = NULL, activity = NULL
+            WHERE id = p_task;
+        END IF;
+"""
+
 PG_MIGRATIONS = [
     # 1: the schema of claude_queue.MIGRATIONS 1-6, in PostgreSQL's dialect. Jobs carry a sequence
     # number (SQLite lists them by rowid).
@@ -255,14 +265,7 @@ PG_MIGRATIONS = [
             UPDATE workers SET last_heartbeat = p_now, state = p_idle, current_task = NULL, info = p_info
             WHERE worker_id = p_worker;
         END IF;
-        IF done = 1 THEN
-            UPDATE tasks SET status = 'completed', finished_at = p_now, updated_at = p_now, result = p_result,
-                             error = NULL, outcome = p_outcome, denied = p_denied,
-                             cost_usd = CASE WHEN p_cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + p_cost END,
-                             lease_expires_at = NULL, activity = NULL
-            WHERE id = p_task;
-        END IF;
-        PERFORM pg_notify('{WAKE_CHANNEL}', '');
+{_FAST_COMPLETE}        PERFORM pg_notify('{WAKE_CHANNEL}', '');
     END $$;
 
     CREATE FUNCTION klauss_renew_lease(p_task BIGINT, p_worker TEXT, p_attempt BIGINT, p_now DOUBLE PRECISION,
@@ -366,14 +369,7 @@ PG_MIGRATIONS = [
                                current_task = claimed.id, info = p_info
             WHERE worker_id = p_worker;
         END IF;
-        IF done = 1 THEN
-            UPDATE tasks SET status = 'completed', finished_at = p_now, updated_at = p_now, result = p_result,
-                             error = NULL, outcome = p_outcome, denied = p_denied,
-                             cost_usd = CASE WHEN p_cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + p_cost END,
-                             lease_expires_at = NULL, activity = NULL
-            WHERE id = p_task;
-        END IF;
-        IF claimed.id IS NOT NULL THEN
+{_FAST_COMPLETE}        IF claimed.id IS NOT NULL THEN
             task := claimed;
         END IF;
         PERFORM pg_notify('{WAKE_CHANNEL}', '');
