@@ -37,6 +37,7 @@ SQLite needs it.
 import os
 import re
 import select
+import textwrap
 import threading
 import time
 from contextlib import contextmanager
@@ -82,6 +83,19 @@ _FAST_COMPLETE = """        IF done = 1 THEN
             WHERE id = p_task;
         END IF;
 """
+
+# The fast path's claim of the best runnable task into `claimed` (schema 2's klauss_claim; schema 3
+# runs it inside the completion, one level deeper).
+_FAST_CLAIM = """        UPDATE tasks SET status = 'in_progress', worker_id = p_worker, attempt = attempt + 1,
+                         lease_expires_at = p_now + p_lease, started_at = p_now, updated_at = p_now,
+                         cancel_requested = 0, activity = NULL
+        WHERE id = (SELECT id FROM tasks WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= p_now
+                    AND (p_holds IS NULL OR NOT EXISTS (SELECT 1 FROM pool_flags WHERE key = ANY (p_holds)
+                                                        AND (until IS NULL OR until > p_now)))
+                    ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING * INTO claimed;
+"""
+_FAST_CLAIM_NESTED = textwrap.indent(_FAST_CLAIM, "    ")
 
 PG_MIGRATIONS = [
     # 1: the schema of claude_queue.MIGRATIONS 1-6, in PostgreSQL's dialect. Jobs carry a sequence
@@ -207,15 +221,7 @@ PG_MIGRATIONS = [
         claimed tasks;
     BEGIN
         PERFORM pg_advisory_xact_lock_shared({WRITE_LOCK});
-        UPDATE tasks SET status = 'in_progress', worker_id = p_worker, attempt = attempt + 1,
-                         lease_expires_at = p_now + p_lease, started_at = p_now, updated_at = p_now,
-                         cancel_requested = 0, activity = NULL
-        WHERE id = (SELECT id FROM tasks WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= p_now
-                    AND (p_holds IS NULL OR NOT EXISTS (SELECT 1 FROM pool_flags WHERE key = ANY (p_holds)
-                                                        AND (until IS NULL OR until > p_now)))
-                    ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-        RETURNING * INTO claimed;
-        IF NOT FOUND THEN
+{_FAST_CLAIM}        IF NOT FOUND THEN
             RETURN NULL;
         END IF;
         -- A job whose budget is spent has its pending tasks skipped: the general path's work (the
@@ -348,15 +354,7 @@ PG_MIGRATIONS = [
         -- The task's row is locked; the claim, then the task's own update last: the counters it
         -- moves (task_counts, shared by every task of a job) stay locked only from there to the commit.
         IF p_claim THEN
-            UPDATE tasks SET status = 'in_progress', worker_id = p_worker, attempt = attempt + 1,
-                             lease_expires_at = p_now + p_lease, started_at = p_now, updated_at = p_now,
-                             cancel_requested = 0, activity = NULL
-            WHERE id = (SELECT id FROM tasks WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= p_now
-                        AND (p_holds IS NULL OR NOT EXISTS (SELECT 1 FROM pool_flags WHERE key = ANY (p_holds)
-                                                            AND (until IS NULL OR until > p_now)))
-                        ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-            RETURNING * INTO claimed;
-            -- A job whose budget is spent has its pending tasks skipped: the general path's work
+{_FAST_CLAIM_NESTED}            -- A job whose budget is spent has its pending tasks skipped: the general path's work
             -- (the exception undoes this call's changes).
             IF FOUND AND claimed.job_id IS NOT NULL AND EXISTS (
                     SELECT 1 FROM jobs WHERE id = claimed.job_id AND max_budget_usd IS NOT NULL

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -103,6 +104,17 @@ def wait_for(predicate, timeout=60, what="condition"):
         # Quick to see what comes quickly; then less often, as predicates cost CPU (a /proc scan,
         # a query) that the processes under test, waited for, need more.
         pause = min(pause * 1.5, 0.1)
+
+
+def database_at(path, version):
+    """An SQLite database built by the migrations up to `version`, as an older Klauss left it
+    (an open connection, to add that version's rows)."""
+    conn = sqlite3.connect(path)
+    for number in range(version):
+        for statement in claude_queue._split_sql(claude_queue.MIGRATIONS[number]):
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {version}")
+    return conn
 
 
 def pid_alive(pid):

@@ -4,7 +4,6 @@ every claim, and small amounts are shown non-zero by the one money formatter."""
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import pytest
 import claude_queue
 import config
 import task_report
-from conftest import fake, install_fake_claude
+from conftest import database_at, fake, install_fake_claude
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,15 +111,11 @@ def test_money_is_shown_non_zero_with_four_decimals():
 
 def test_old_database_gains_attempt_costs(tmp_path, make_queue):
     db = tmp_path / "v2.db"
-    conn = sqlite3.connect(db)
-    for number in (0, 1):
-        for statement in claude_queue._split_sql(claude_queue.MIGRATIONS[number]):
-            conn.execute(statement)
+    conn = database_at(db, 2)
     conn.execute("INSERT INTO jobs (id, description, created_at) VALUES ('job-old', 'old', 1)")
     conn.execute("INSERT INTO tasks (job_id, prompt, max_attempts, created_at, updated_at, cost_usd) "
                  "VALUES ('job-old', 'from v2', 3, 1, 1, 0.5)")
     conn.execute("INSERT INTO task_events (task_id, seq, at, event) VALUES (1, 1, 1, 'created')")
-    conn.execute("PRAGMA user_version = 2")
     conn.commit()
     conn.close()
     q = make_queue(db=db, **{"queue": {"retry_backoff_seconds": 0}})

@@ -2,26 +2,21 @@
 the upgrade of a database made before it (schema 4 -> 5)."""
 
 import os
-import sqlite3
 
 import claude_cli
 import claude_queue
 import claude_worker
 import config
-from conftest import install_fake_claude
+from conftest import database_at, install_fake_claude
 
 
 def test_a_schema_4_database_is_upgraded_with_its_counts(tmp_path, make_queue):
     db = tmp_path / "v4.db"
-    conn = sqlite3.connect(db)
-    for number in range(4):
-        for statement in claude_queue._split_sql(claude_queue.MIGRATIONS[number]):
-            conn.execute(statement)
+    conn = database_at(db, 4)
     conn.execute("INSERT INTO jobs (id, description, created_at) VALUES ('job-old', 'old', 1)")
     for status, cost in (("pending", None), ("in_progress", 0.5), ("in_progress", None), ("completed", 1.0)):
         conn.execute("INSERT INTO tasks (job_id, prompt, max_attempts, created_at, updated_at, status, cost_usd, "
                      "worker_id) VALUES ('job-old', 'p', 3, 1, 1, ?, ?, 'w')", (status, cost))
-    conn.execute("PRAGMA user_version = 4")
     conn.commit()
     conn.close()
     q = make_queue(db=db)
@@ -111,15 +106,11 @@ def test_one_history_row_per_attempt_shows_every_claim(queue, clock):
 def test_a_schema_5_history_reads_the_same(tmp_path, make_queue):
     """A database from before schema 6 has its own 'claimed' rows: no claim is shown twice."""
     db = tmp_path / "v5.db"
-    conn = sqlite3.connect(db)
-    for number in range(5):
-        for statement in claude_queue._split_sql(claude_queue.MIGRATIONS[number]):
-            conn.execute(statement)
+    conn = database_at(db, 5)
     conn.execute("INSERT INTO tasks (prompt, max_attempts, created_at, updated_at, status, worker_id, attempt, "
                  "started_at, lease_expires_at) VALUES ('p', 3, 1, 1, 'in_progress', 'w', 1, 2, 9e9)")
     conn.executemany("INSERT INTO task_events (task_id, seq, at, event, worker_id, attempt) VALUES (1, ?, ?, ?, ?, ?)",
                      [(1, 1, "created", None, None), (2, 2, "claimed", "w", 1)])
-    conn.execute("PRAGMA user_version = 5")
     conn.commit()
     conn.close()
     q = make_queue(db=db)

@@ -1,25 +1,14 @@
 """What keeps a worker's step cheap on SQLite (bench/queue_bench.py measures it; these tests only
 check the properties that make it so, never a time), and the upgrade of databases made before."""
 
-import sqlite3
-
 import pytest
 
 import claude_queue
+from conftest import database_at
 
 
 def _ops(queue, sql, nparams):
     return [row[1] for row in queue._read("EXPLAIN " + sql, (1,) * nparams)]
-
-
-def _database_at(path, version):
-    """A database built by the migrations up to `version`, as an older Klauss left it."""
-    conn = sqlite3.connect(path)
-    for number in range(version):
-        for statement in claude_queue._split_sql(claude_queue.MIGRATIONS[number]):
-            conn.execute(statement)
-    conn.execute(f"PRAGMA user_version = {version}")
-    return conn
 
 
 @pytest.mark.parametrize("name, nparams", [("SQL_CLAIM_ID", 5), ("SQL_FINISH", 13), ("SQL_PICK_UNLESS_PAUSED", 6)])
@@ -31,7 +20,7 @@ def test_the_hot_statements_build_no_temporary_table(queue, name, nparams):
 
 def test_a_schema_6_database_upgrades_and_lists_its_unsuccessful_tasks(tmp_path, make_queue):
     db = tmp_path / "v6.db"
-    conn = _database_at(db, 6)
+    conn = database_at(db, 6)
     for status in ("failed", "completed", "skipped", "cancelled"):
         conn.execute("INSERT INTO tasks (prompt, max_attempts, created_at, updated_at, finished_at, status) "
                      "VALUES ('p', 3, 1, 1, 1, ?)", (status,))
@@ -80,7 +69,7 @@ def test_a_completion_writes_no_history_row_yet_its_history_shows_it(queue, cloc
 
 def test_a_completion_stored_by_an_older_version_is_shown_once(tmp_path, make_queue):
     db = tmp_path / "v6.db"
-    conn = _database_at(db, 6)
+    conn = database_at(db, 6)
     conn.execute("INSERT INTO tasks (prompt, max_attempts, created_at, updated_at, status, worker_id, attempt, "
                  "started_at, finished_at, outcome) VALUES ('p', 3, 1, 1, 'completed', 'w', 1, 2, 5, "
                  "'{\"total_cost_usd\":0.5}')")

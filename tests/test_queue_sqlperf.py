@@ -4,9 +4,9 @@ the picked row, the wake directory is listed only when it changed, and the count
 statement."""
 
 import os
-import sqlite3
 
 import claude_queue
+from conftest import database_at
 
 
 def _fields(task):
@@ -93,16 +93,12 @@ def test_a_listing_of_a_just_changed_directory_is_not_reused(queue):
 
 def test_the_counts_trigger_is_one_statement_and_a_schema_7_database_keeps_its_counts(tmp_path, make_queue):
     db = tmp_path / "v7.db"
-    conn = sqlite3.connect(db)
-    for number in range(7):
-        for statement in claude_queue._split_sql(claude_queue.MIGRATIONS[number]):
-            conn.execute(statement)
+    conn = database_at(db, 7)
     conn.execute("INSERT INTO jobs (id, description, created_at) VALUES ('job', 'j', 1)")
     for status, cost in (("pending", None), ("in_progress", 0.5), ("completed", 1.0), ("failed", 0.25)):
         conn.execute("INSERT INTO tasks (job_id, prompt, max_attempts, created_at, updated_at, status, cost_usd, "
                      "worker_id, attempt, finished_at) VALUES ('job', 'p', 3, 1, 1, ?, ?, 'w', 1, ?)",
                      (status, cost, 1 if status in ("completed", "failed") else None))
-    conn.execute("PRAGMA user_version = 7")
     conn.commit()
     conn.close()
     q = make_queue(db=db)
