@@ -88,6 +88,11 @@ def fake(action, *args, **kwargs):
     return "@fake " + json.dumps({action: args[0] if args else True, **kwargs})
 
 
+def py(code):
+    """A fake `run` action: a Python snippet run in the task's working dir."""
+    return fake("run", [sys.executable, "-c", code])
+
+
 def wait_for(predicate, timeout=60, what="condition"):
     """Poll until predicate() is truthy and return its value: the tests' one synchronization,
     bounded by a deadline that only a hang reaches. `what` (text or a callable giving text) says

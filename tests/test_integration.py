@@ -19,7 +19,7 @@ from test_worktrees import repo as worktree_repo  # noqa: F401  (a fixture)
 import config
 import integration
 import orchestrator
-from conftest import all_dead, fake, wait_for
+from conftest import all_dead, fake, py, wait_for
 from orchestrator import ClaudeOrchestrator
 
 
@@ -40,8 +40,19 @@ sys.exit(1 if bad else 0)
 """
 
 
-def py(code):
-    return fake("run", [sys.executable, "-c", code])
+# Two tasks that both write shared.txt. Each writes its own line; a run that finds conflict
+# markers there (a resolution task) writes both lines.
+_RESOLVE = ("text = open('shared.txt').read()\n"
+            "if '<<<<<<<' in text:\n    open('shared.txt', 'w').write('one\\ntwo\\n')\n"
+            "else:\n    open('shared.txt', 'w').write({mine!r})\n")
+RESOLVING_CLASH = [{"prompt": "first\n" + py(_RESOLVE.format(mine="one\n"))},
+                   {"prompt": "second\n" + py(_RESOLVE.format(mine="two\n"))}]
+# The same clash, but the second task leaves conflict markers in place: its resolution fails.
+KEPT_CLASH = [
+    {"prompt": "first\n" + py("import os\nif not os.path.exists('x'): open('shared.txt', 'w').write('one\\n')")},
+    {"prompt": "second\n" + py("import os\nif '<<<' not in open('shared.txt').read(): "
+                               "open('shared.txt', 'w').write('two\\n')")},
+]
 
 
 def write_once(name, first, later):
@@ -159,14 +170,8 @@ def test_a_task_whose_fixes_fail_twice_is_integration_failed_and_the_rest_merge(
 
 def test_a_conflict_is_resolved_by_a_resolution_task(repo):
     setup_verify(repo)
-    resolve = ("import os\ntext = open('shared.txt').read()\n"
-               "if '<<<<<<<' in text:\n    open('shared.txt', 'w').write('one\\ntwo\\n')\n"
-               "else:\n    open('shared.txt', 'w').write({mine!r})\n")
     orch = ClaudeOrchestrator("t")
-    job, (first, second) = orch.submit_plan("clash", [
-        {"prompt": "first\n" + py(resolve.format(mine="one\n"))},
-        {"prompt": "second\n" + py(resolve.format(mine="two\n"))},
-    ], isolation="worktree")
+    job, (first, second) = orch.submit_plan("clash", RESOLVING_CLASH, isolation="worktree")
     repo.run_worker()
     report = integration.job_report(orch.queue, job)
     assert states(report)[first] == "merged", report
@@ -183,11 +188,7 @@ def test_a_conflict_is_resolved_by_a_resolution_task(repo):
 def test_a_resolution_that_leaves_markers_is_a_conflict_with_both_branches_kept(repo):
     setup_verify(repo)
     orch = ClaudeOrchestrator("t")
-    job, (first, second) = orch.submit_plan("clash", [
-        {"prompt": "first\n" + py("import os\nif not os.path.exists('x'): open('shared.txt', 'w').write('one\\n')")},
-        {"prompt": "second\n" + py("import os\nif '<<<' not in open('shared.txt').read(): "
-                                   "open('shared.txt', 'w').write('two\\n')")},
-    ], isolation="worktree")
+    job, (first, second) = orch.submit_plan("clash", KEPT_CLASH, isolation="worktree")
     repo.run_worker()
     report = integration.job_report(orch.queue, job)
     row = next(r for r in report["tasks"] if r["task"] == second)

@@ -11,6 +11,7 @@ process, one claimed task at a time, routed to a Worker of that host's configura
 import sys
 
 import pytest
+from test_integration import RESOLVING_CLASH
 from test_remote import git, on_remote, py
 from test_remote import hosts as two_hosts  # noqa: F401  (a fixture)
 
@@ -221,14 +222,8 @@ def test_what_another_host_recorded_meanwhile_is_kept(hosts):
 
 def test_a_conflict_found_on_one_host_is_resolved_on_the_other(hosts):
     alpha, beta, remote, verify = hosts
-    resolve = ("text = open('shared.txt').read()\n"
-               "if '<<<<<<<' in text:\n    open('shared.txt', 'w').write('one\\ntwo\\n')\n"
-               "else:\n    open('shared.txt', 'w').write({mine!r})\n")
     orch = ClaudeOrchestrator("t")
-    job, (first, second) = orch.submit_plan("clash", [
-        {"prompt": "first\n" + py(resolve.format(mine="one\n"))},
-        {"prompt": "second\n" + py(resolve.format(mine="two\n"))},
-    ], isolation="worktree", verify=verify)
+    job, (first, second) = orch.submit_plan("clash", RESOLVING_CLASH, isolation="worktree", verify=verify)
 
     ran = drive({"task": beta, "integration": beta, "fix": alpha})
     assert ("fix", "alpha") in {(k, h) for _, k, h in ran}, ran

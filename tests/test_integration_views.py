@@ -10,7 +10,7 @@ import json
 import sys
 
 import pytest
-from test_integration import VERIFY, py, write_once
+from test_integration import KEPT_CLASH, VERIFY, write_once
 from test_worktrees import ORCH, SETTINGS, git
 from test_worktrees import repo as worktree_repo  # noqa: F401  (a fixture)
 
@@ -47,9 +47,7 @@ def done_job(repo):
         {"prompt": "good\n" + fake("write", "a.txt", content="fine\n")},
         {"prompt": "fixable\n" + write_once("c.txt", "BROKEN\n", "fixed\n")},
         {"prompt": "hopeless\n" + write_once("b.txt", "BROKEN\n", "BROKEN still\n")},
-        {"prompt": "first\n" + py("import os\nif not os.path.exists('x'): open('shared.txt', 'w').write('one\\n')")},
-        {"prompt": "second\n" + py("import os\nif '<<<' not in open('shared.txt').read(): "
-                                   "open('shared.txt', 'w').write('two\\n')")},
+        *KEPT_CLASH,
     ], isolation="worktree")
     repo.run_worker()
     report = integration.job_report(orch.queue, job)

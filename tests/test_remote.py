@@ -17,7 +17,7 @@ import claude_queue
 import config
 import submission
 import worktrees
-from conftest import fake
+from conftest import fake, py
 from orchestrator import ClaudeOrchestrator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,11 +34,6 @@ def git(cwd, *args, check=True):
     if check:
         assert out.returncode == 0, out.stderr
     return out.stdout.strip()
-
-
-def py(code):
-    """A fake `run` action running a Python snippet in the task's working dir."""
-    return fake("run", [sys.executable, "-c", code])
 
 
 class Host:
