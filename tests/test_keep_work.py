@@ -16,17 +16,22 @@ def reachable(root):
     return set(git(root, "rev-list", "--all").split())
 
 
+def finished_task(project, name, filename):
+    """A one-task worktree job (merge = "branch") whose task wrote `filename` and finished:
+    (job, task id, the task's branch, its worktree)."""
+    job, (tid,) = ClaudeOrchestrator("t").submit_plan(
+        name, [{"prompt": fake("write", filename, content=filename.split(".")[0] + "\n")}],
+        isolation="worktree", merge="branch")
+    project.run_worker()
+    return job, tid, f"klauss/{job}/task-{tid}", project.cfg.state_dir / "worktrees" / f"task-{tid}"
+
+
 def test_clean_commits_uncommitted_edits_to_the_task_branch_first(repo):  # noqa: F811
     (repo.root / ".klauss.toml").write_text(
         SETTINGS + f"[isolation]\nsetup_command = [{json.dumps(sys.executable)}, \"-c\", "
         "\"open('built.txt', 'w').write('setup')\"]\n")
-    orch = ClaudeOrchestrator("t")
-    job, (tid,) = orch.submit_plan("edits", [{"prompt": fake("write", "a.txt", content="a\n")}],
-                                   isolation="worktree", merge="branch")
-    repo.run_worker()
-    branch = f"klauss/{job}/task-{tid}"
+    job, tid, branch, wt = finished_task(repo, "edits", "a.txt")
     done = git(repo.root, "rev-parse", branch)
-    wt = repo.cfg.state_dir / "worktrees" / f"task-{tid}"
     # Edits made after the task finished (by the user, or a process it left): tracked, untracked, ignored.
     (wt / "a.txt").write_text("edited\n")
     (wt / "notes").mkdir()
@@ -50,11 +55,7 @@ def test_clean_commits_uncommitted_edits_to_the_task_branch_first(repo):  # noqa
 
 
 def test_unmerged_branch_is_kept_without_force_and_archived_with_it(repo):  # noqa: F811
-    orch = ClaudeOrchestrator("t")
-    job, (tid,) = orch.submit_plan("unmerged", [{"prompt": fake("write", "b.txt", content="b\n")}],
-                                   isolation="worktree", merge="branch")
-    repo.run_worker()
-    branch = f"klauss/{job}/task-{tid}"
+    job, tid, branch, wt = finished_task(repo, "unmerged", "b.txt")
     commit = git(repo.root, "rev-parse", branch)
     before = reachable(repo.root)
 
@@ -83,11 +84,7 @@ def test_unmerged_branch_is_kept_without_force_and_archived_with_it(repo):  # no
 
 
 def test_force_says_where_the_archive_is(repo):  # noqa: F811
-    orch = ClaudeOrchestrator("t")
-    job, (tid,) = orch.submit_plan("say", [{"prompt": fake("write", "c.txt", content="c\n")}],
-                                   isolation="worktree", merge="branch")
-    repo.run_worker()
-    branch = f"klauss/{job}/task-{tid}"
+    job, tid, branch, wt = finished_task(repo, "say", "c.txt")
     out = repo.cli("clean-worktrees", "--branches", "--force")
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if x.startswith(f"deleted branch {branch}"))
@@ -118,13 +115,8 @@ def test_merged_branches_are_deleted_without_an_archive(repo):  # noqa: F811
 
 
 def test_a_crashed_attempts_edits_are_archived_before_its_worktree_is_replaced(repo):  # noqa: F811
-    orch = ClaudeOrchestrator("t")
-    job, (tid,) = orch.submit_plan("crash", [{"prompt": fake("write", "d.txt", content="d\n")}],
-                                   isolation="worktree", merge="branch")
-    repo.run_worker()
-    branch = f"klauss/{job}/task-{tid}"
+    job, tid, branch, wt = finished_task(repo, "crash", "d.txt")
     tip = git(repo.root, "rev-parse", branch)
-    wt = repo.cfg.state_dir / "worktrees" / f"task-{tid}"
     (wt / "half.txt").write_text("half done\n")  # as a worker killed mid-run leaves it
     saved = worktrees.save_uncommitted(repo.cfg, repo.root, wt, job, onto_branch=False, why="a test")
     # The branch does not move (the next attempt starts where it was); the edits are kept elsewhere.
@@ -157,11 +149,7 @@ def test_run_of_a_job_whose_merge_conflicted_exits_1_and_says_what_to_do(repo): 
 
 
 def test_a_worktree_the_user_locked_is_kept(repo):  # noqa: F811
-    orch = ClaudeOrchestrator("t")
-    job, (tid,) = orch.submit_plan("locked", [{"prompt": fake("write", "e.txt", content="e\n")}],
-                                   isolation="worktree", merge="branch")
-    repo.run_worker()
-    wt = repo.cfg.state_dir / "worktrees" / f"task-{tid}"
+    job, tid, branch, wt = finished_task(repo, "locked", "e.txt")
     (wt / "mine.txt").write_text("mine\n")
     git(repo.root, "worktree", "lock", "--reason", "mine", str(wt))
     out = repo.cli("clean-worktrees", "--job", job)
