@@ -343,7 +343,7 @@ def doctor_checks(args):
         checks.append((False, "python", version, "Klauss needs Python 3.9 or newer"))
     if sys.version_info >= (3, 11):
         checks.append((True, "toml", "tomllib (built in)", None))
-    elif config.tomllib is not None:
+    elif config.toml_module() is not None:
         checks.append((True, "toml", "tomli installed", None))
     else:
         checks.append((False, "toml", "tomli is missing (Python < 3.11 needs it to read .klauss.toml)",

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
 
 import task_report
 
@@ -170,25 +169,41 @@ def describe_tool_use(name, tool_input):
     return name
 
 
-@dataclass
-class StreamState:
+class _Record:
+    """Equality and repr over the attributes, as @dataclass gives them: these are plain classes
+    because importing dataclasses (with inspect, ast, dis, tokenize) costs every worker and CLI
+    start more CPU than most of the commands themselves."""
+    __hash__ = None
+
+    def __eq__(self, other):
+        return vars(self) == vars(other) if other.__class__ is self.__class__ else NotImplemented
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class StreamState(_Record):
     """What a `--output-format stream-json` run has said so far."""
-    session_id: str = None
-    model: str = None
-    result: dict = None              # the final `result` event
-    rate_limit_rejected: dict = None  # rate_limit_info of a rejected rate_limit_event
-    last_activity: str = None
-    tool_calls: int = 0
-    output_tokens: int = 0
-    input_tokens: int = 0
-    api_retries: int = 0
-    api_error: str = None            # `error` of a synthetic API-error assistant message
-    non_json_lines: list = field(default_factory=list)
-    malformed_events: int = 0        # events skipped because a field had the wrong shape
-    # Files the run's Write/Edit/MultiEdit/NotebookEdit calls named, by tool_use id (the only record
-    # of what a run changed without a worktree), and the ids whose result was an error (denied, failed).
-    edits: dict = field(default_factory=dict)
-    failed_tool_uses: set = field(default_factory=set)
+
+    def __init__(self, session_id=None, model=None, result=None, rate_limit_rejected=None, last_activity=None,
+                 tool_calls=0, output_tokens=0, input_tokens=0, api_retries=0, api_error=None, non_json_lines=None,
+                 malformed_events=0, edits=None, failed_tool_uses=None):
+        self.session_id = session_id
+        self.model = model
+        self.result = result                          # the final `result` event
+        self.rate_limit_rejected = rate_limit_rejected  # rate_limit_info of a rejected rate_limit_event
+        self.last_activity = last_activity
+        self.tool_calls = tool_calls
+        self.output_tokens = output_tokens
+        self.input_tokens = input_tokens
+        self.api_retries = api_retries
+        self.api_error = api_error                    # `error` of a synthetic API-error assistant message
+        self.non_json_lines = [] if non_json_lines is None else non_json_lines
+        self.malformed_events = malformed_events      # events skipped because a field had the wrong shape
+        # Files the run's Write/Edit/MultiEdit/NotebookEdit calls named, by tool_use id (the only record
+        # of what a run changed without a worktree), and the ids whose result was an error (denied, failed).
+        self.edits = {} if edits is None else edits
+        self.failed_tool_uses = set() if failed_tool_uses is None else failed_tool_uses
 
     def feed(self, event):
         """Update from one decoded event; returns True when the activity line changed. Never
@@ -289,12 +304,12 @@ def _check_result_shape(event):
             raise TypeError(f"result field {key} is {type(value).__name__}")
 
 
-@dataclass
-class Verdict:
-    kind: str
-    message: str = ""
-    fix: str = ""
-    resets_at: float = None
+class Verdict(_Record):
+    def __init__(self, kind, message="", fix="", resets_at=None):
+        self.kind = kind
+        self.message = message
+        self.fix = fix
+        self.resets_at = resets_at
 
 
 _STARTUP_CONFIG_ERRORS = (

@@ -24,7 +24,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 import zlib
 from collections import deque
 from pathlib import Path
@@ -248,7 +247,8 @@ class Run:
         self.transcript_path = transcript_path
         # Carried in the environment of everything the run starts: what is found with it after
         # the run is killed (a Bash tool runs in a session of its own, out of reach of the group).
-        self.marker = marker or f"{task.id}:{task.attempt}:{uuid.uuid4().hex}"
+        # Random hex as uuid4().hex gives, without importing uuid (and platform) at every start.
+        self.marker = marker or f"{task.id}:{task.attempt}:{os.urandom(16).hex()}"
         self.state = claude_cli.StreamState()
         self.stderr_tail = deque(maxlen=200)
         self.stop = threading.Event()     # set when the run must be ended early
@@ -542,7 +542,7 @@ class Worker:
         # Chosen before a claim and recorded by the claim's own commit: everything the claimed task
         # starts (its worktree's setup command, then claude) carries it, so the sweep after a dead
         # worker (the coordinator reads it from this row) finds all of it, from the first moment.
-        self._info = {**self._info, "run_marker": f"{self.worker_id}:{uuid.uuid4().hex}"}
+        self._info = {**self._info, "run_marker": f"{self.worker_id}:{os.urandom(16).hex()}"}
 
     def note_claude(self, pid, run_marker=None):
         # Recorded so the coordinator can kill claude's group, and sweep what carries the run's
@@ -717,7 +717,7 @@ class Worker:
             return None
         working_dir = checked["working_dir"]
         job = q.get_job(task.job_id) if task.job_id else None
-        marker = self._info.get("run_marker") or f"{task.id}:{task.attempt}:{uuid.uuid4().hex}"
+        marker = self._info.get("run_marker") or f"{task.id}:{task.attempt}:{os.urandom(16).hex()}"
         try:
             # With worktree isolation the task runs in its own worktree, at the same path inside it.
             tree = worktrees.prepare_task(self.cfg, q, task, job, working_dir, keepalive=lambda: self._keepalive(task),

@@ -12,12 +12,10 @@ interval, when a worker counts as hung, the supervisor's tick) are `Config` prop
 here only.
 """
 
-import copy
 import math
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,13 +25,19 @@ import hints
 # Commands in the comments of .klauss.toml, which sits at the project root: the folder that holds Klauss.
 _AT_ROOT = os.path.dirname(hints.KLAUSS_DIR)
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python < 3.11 only
-    try:
-        import tomli as tomllib
-    except ImportError:  # the only runtime dependency; say how to get it
-        tomllib = None
+
+def toml_module():
+    """tomllib (tomli before 3.11), or None where tomli is missing. Imported only when a file is
+    read: most projects have no .klauss.toml, and every command would pay for the parser."""
+    if sys.version_info >= (3, 11):
+        import tomllib  # novermin (vermin sees this guard at module level only)
+    else:  # pragma: no cover - exercised on Python < 3.11 only
+        try:
+            import tomli as tomllib
+        except ImportError:  # the only runtime dependency; say how to get it
+            return None
+    return tomllib
+
 
 KLAUSS_DIR = Path(__file__).resolve().parent
 CONFIG_FILENAME = ".klauss.toml"
@@ -291,6 +295,7 @@ def find_project_root(cwd=None):
 
 
 def _read_toml(path):
+    tomllib = toml_module()
     if tomllib is None:
         raise ConfigError(f"{path}: reading TOML on Python < 3.11 needs the 'tomli' package: "
                           "pip install -r requirements.txt")
@@ -405,7 +410,8 @@ def load_config(db=None, cwd=None, overrides=None, env=None):
     env = os.environ if env is None else env
     cwd = Path(cwd or os.getcwd()).resolve()
     root = find_project_root(cwd)
-    data = {section: {k: copy.deepcopy(spec[1]) for k, spec in keys.items()}
+    # A fresh copy of each default (the copy module's deepcopy is not needed: they are flat).
+    data = {section: {k: spec[1].copy() if isinstance(spec[1], (list, dict)) else spec[1] for k, spec in keys.items()}
             for section, keys in SCHEMA.items()}
 
     config_file = Path(env["KLAUSS_CONFIG"]).expanduser() if env.get("KLAUSS_CONFIG") else root / CONFIG_FILENAME
@@ -462,7 +468,8 @@ def load_config(db=None, cwd=None, overrides=None, env=None):
 
 
 def hostname_id():
-    name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname()).lstrip("._-")[:64]
+    # What socket.gethostname() returns on every POSIX system, without importing socket.
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", os.uname().nodename).lstrip("._-")[:64]
     return name or "localhost"
 
 

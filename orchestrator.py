@@ -23,7 +23,6 @@ Code: the MCP server entry in .mcp.json, the skill and the CLAUDE.md section.
 """
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -38,7 +37,6 @@ import exits
 import hints
 import hosts
 import integration
-import pool
 import processes
 import states
 import submission
@@ -188,6 +186,9 @@ class ClaudeOrchestrator:
         return max(1, min(cap, max(widths.values())))
 
     def get_worker_status(self):
+        # pool (and the supervisor it imports) is imported where the pool is looked at or
+        # controlled: `status`, `collect` and the MCP server's start do without them.
+        import pool
         coordinator = pool.running(self.queue)
         running = coordinator is not None
         pid = coordinator["pid"] if running else None
@@ -226,6 +227,7 @@ class ClaudeOrchestrator:
                 confirm = self.cfg["workers"]["auto_start"]
         if not confirm:
             return status["running"]
+        import pool
         try:
             if status["running"]:
                 pool.resize(self.cfg, count)
@@ -241,6 +243,7 @@ class ClaudeOrchestrator:
 
     def stop_workers(self, timeout=60):
         """Stop this project's pool (gracefully: running tasks are released) and wait for it."""
+        import pool
         try:
             pool.stop(self.cfg, timeout=timeout)
         except pool.PoolError as exc:
@@ -270,6 +273,7 @@ class ClaudeOrchestrator:
         """Wait for every task of the job to finish and return {task_id: result}. On timeout, or
         once `should_stop()` (looked at every `poll_interval`, default 1 s) says True, the results
         so far come back with `.timed_out` set; nothing is cancelled."""
+        import pool
         status = self.get_job_status(job_id)
         if not status["finished"]:
             self._ensure_pool_for_wait(job_id)
@@ -321,6 +325,7 @@ class ClaudeOrchestrator:
         # A task that waits for its own sub-job holds a worker: the pool lends it a slot for the wait.
         if self.parent_task is None:
             return False
+        import pool
         pool.borrow(self.queue, self.parent_task)
         return True
 
@@ -898,7 +903,7 @@ def plan_hash(plan):
     """The plan's content, whatever its layout or key order: the same plan run twice is one job."""
     # ASCII escapes keep a lone surrogate hashable; the plan's own check names it afterwards.
     canonical = json.dumps(plan, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hosts.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _run_plan(orch, args):
@@ -945,6 +950,7 @@ def _stopped_waiting(job, what="job"):
 
 def _wait_task(orch, task_id, args):
     """`wait ID` for one task, which `submit --wait` waited for: its result, exit 0 if it completed."""
+    import pool
     q = orch.queue
     if q.get_task(task_id) is None:
         return _fail(f"task {task_id} not found (see `{hints.command('list')}`)", exits.EXIT_FAIL)

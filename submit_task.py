@@ -30,7 +30,6 @@ import config
 import exits
 import hints
 import integration
-import pool
 import processes
 import queues
 import states
@@ -74,6 +73,9 @@ def open_queue(args, create=True, empty_ok=False):
 
 
 def coordinator_up(q):
+    # pool (and the supervisor it imports) only where a command controls the pool: list, show and
+    # the other views start without them.
+    import pool
     return pool.running(q) is not None
 
 
@@ -309,6 +311,7 @@ def start_pool_for(q, task_id):
               f"`{hints.command('start')}`", file=sys.stderr, flush=True)
         return
     print("no Klauss workers are running; starting 1 ([workers] auto_start)", file=sys.stderr, flush=True)
+    import pool
     try:
         pool.start(q.cfg, 1)
     except pool.PoolError as exc:

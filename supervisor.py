@@ -47,7 +47,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import deque
 from pathlib import Path
 
@@ -288,7 +287,7 @@ class Coordinator:
         self.host = cfg.host
         self.state = None
         self.subreaper = False
-        self.token = uuid.uuid4().hex
+        self.token = os.urandom(16).hex()  # 32 hex digits, as uuid4().hex, without importing uuid
         self._tokens = {}
         self._spawn_seq = 0
         self.queue = None

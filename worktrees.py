@@ -39,7 +39,6 @@ import fcntl
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -362,7 +361,7 @@ def multi_host(cfg, queue):
     server alone does not count: one machine may well use a team's PostgreSQL."""
     if cfg["isolation"]["remote"]:
         return f"[isolation] remote = {cfg['isolation']['remote']!r} is set"
-    here = getattr(cfg, "host", None) or os.environ.get("KLAUSS_HOST") or socket.gethostname()
+    here = getattr(cfg, "host", None) or os.environ.get("KLAUSS_HOST") or os.uname().nodename  # = gethostname()
     try:
         others = sorted({w["info"].get("host") for w in queue.list_workers() if isinstance(w.get("info"), dict)}
                         - {None, "", here})
