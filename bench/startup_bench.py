@@ -3,7 +3,7 @@
 every manage.sh command, worker and coordinator is), beside the interpreter alone (`python -c
 pass`) and the standard library a command line really needs (the "stdlib floor").
 
-    python bench/startup_bench.py [--runs 20] [--no-site] [--python PATH]
+    python bench/startup_bench.py [--runs 20] [--no-site] [--python PATH] [--compare OTHER_CHECKOUT]
 
 Figures are CPU milliseconds (user + system) of the process and whatever it waited for (git,
 `claude --version`), from resource.getrusage(RUSAGE_CHILDREN) before and after each run: precise
@@ -33,12 +33,13 @@ MCP_INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
                                         "clientInfo": {"name": "bench", "version": "0"}}}) + "\n"
 
 
-def commands(job):
-    """(label, argv after the interpreter, stdin)."""
-    k = str(ROOT)
+BASELINES = [("python -c pass", ["-c", "pass"], None), ("stdlib floor", ["-c", STDLIB_FLOOR], None)]
+
+
+def commands(job, klauss):
+    """(label, argv after the interpreter, stdin) of the Klauss checkout at `klauss`."""
+    k = str(klauss)
     return [
-        ("python -c pass", ["-c", "pass"], None),
-        ("stdlib floor", ["-c", STDLIB_FLOOR], None),
         ("claude_coordinator.py status", [f"{k}/claude_coordinator.py", "status"], None),
         ("claude_coordinator.py status --help", [f"{k}/claude_coordinator.py", "status", "--help"], None),
         ("submit_task.py list", [f"{k}/submit_task.py", "list"], None),
@@ -85,22 +86,33 @@ def main():
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--no-site", action="store_true", help="run every command with python -S")
+    ap.add_argument("--compare", metavar="DIR",
+                    help="another Klauss checkout (say, main's) whose commands run in the same rounds, for a before/after")
     args = ap.parse_args()
-    # Where PYTHONDONTWRITEBYTECODE=1, each run would otherwise compile every module it imports.
-    compileall.compile_dir(str(ROOT), maxlevels=0, quiet=2)
+    checkouts = [ROOT] + ([Path(args.compare).resolve()] if args.compare else [])
+    for klauss in checkouts:
+        # Where PYTHONDONTWRITEBYTECODE=1, each run would otherwise compile every module it imports.
+        compileall.compile_dir(str(klauss), maxlevels=0, quiet=2)
     with tempfile.TemporaryDirectory() as tmp:
         project, env, job = make_project(tmp)
         python = [args.python, "-S"] if args.no_site else [args.python]
-        rows = [(label, [*python, *argv], stdin) for label, argv, stdin in commands(job)]
-        samples = {label: [] for label, _, _ in rows}
+        rows = [(label, None, argv, stdin) for label, argv, stdin in BASELINES]
+        rows += [(label, klauss, argv, stdin) for klauss in checkouts for label, argv, stdin in commands(job, klauss)]
+        samples = {(label, klauss): [] for label, klauss, _, _ in rows}
         for _ in range(args.runs):  # interleaved, so a busy spell weighs on every command alike
-            for label, argv, stdin in rows:
-                samples[label].append(cpu_ms(argv, str(project), env, stdin))
+            for label, klauss, argv, stdin in rows:
+                samples[label, klauss].append(cpu_ms([*python, *argv], str(project), env, stdin))
     print(f"{' '.join(python)} ({sys.version.split()[0] if args.python == sys.executable else args.python}), "
           f"{args.runs} runs, CPU ms (user + system, with children)")
-    print(f"{'command':40} {'min':>7} {'median':>7}")
-    for label, values in samples.items():
+    heads = "".join(f" {'min':>7} {'median':>7}" for _ in checkouts)
+    print(f"{'':40}" + "".join(f" {k.name[:15]:>15}" for k in checkouts))
+    print(f"{'command':40}{heads}")
+    for label, _, _ in BASELINES:
+        values = samples[label, None]
         print(f"{label:40} {min(values):7.1f} {statistics.median(values):7.1f}")
+    for label, _, _ in commands(job, ROOT):
+        cells = "".join(f" {min(samples[label, k]):7.1f} {statistics.median(samples[label, k]):7.1f}" for k in checkouts)
+        print(f"{label:40}{cells}")
 
 
 if __name__ == "__main__":
