@@ -170,9 +170,9 @@ def describe_tool_use(name, tool_input):
 
 
 class _Record:
-    """Equality and repr over the attributes, as @dataclass gives them: these are plain classes
-    because importing dataclasses (with inspect, ast, dis, tokenize) costs every worker and CLI
-    start more CPU than most of the commands themselves."""
+    """Equality and repr over the attributes, as @dataclass gives them. Plain classes, because
+    importing dataclasses (with inspect, ast, dis and tokenize: ~10 ms of CPU on a slow machine)
+    would cost every worker and command start more than these two records are worth."""
     __hash__ = None
 
     def __eq__(self, other):
