@@ -285,8 +285,11 @@ def find_project_root(cwd=None):
         return cwd
     top = Path(top).resolve()
     # Only when the repository we are in is Klauss's own checkout does its superproject win, so
-    # a project that is itself a submodule of something else keeps its own root.
-    own_top = _git(["rev-parse", "--show-toplevel"], KLAUSS_DIR)
+    # a project that is itself a submodule of something else keeps its own root. That checkout's
+    # top-level holds KLAUSS_DIR: where `top` does not, no second git process is started to see it.
+    here = Path(KLAUSS_DIR).resolve()
+    inside = top == here or top in here.parents
+    own_top = _git(["rev-parse", "--show-toplevel"], KLAUSS_DIR) if inside else None
     if own_top is not None and Path(own_top).resolve() == top:
         superproject = _git(["rev-parse", "--show-superproject-working-tree"], top)
         if superproject:

@@ -15,6 +15,7 @@ otherwise be imported already and hide the same import by Klauss.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -145,3 +146,23 @@ def test_shared_modules_on_their_own(module):
     modules = imported(out.stderr)
     assert module in modules, out.stderr
     check(modules, NEVER | NO_DATACLASSES | {"typing"})
+
+
+def test_a_project_beside_klauss_starts_one_git(tmp_path):
+    """Finding the project root takes one `git rev-parse` where Klauss's checkout is elsewhere: the
+    second asks whether the project is Klauss's own checkout, which only a directory holding it
+    can be (test_config.py covers the submodule layouts)."""
+    log = tmp_path / "git.log"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    real_git = shutil.which("git")
+    (bindir / "git").write_text(f'#!/bin/sh\necho "$(pwd -P) $*" >> "{log}"\nexec "{real_git}" "$@"\n')
+    (bindir / "git").chmod(0o755)
+    project = tmp_path / "proj"
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KLAUSS_")}
+    env["PATH"] = f"{bindir}{os.pathsep}{env['PATH']}"
+    out = subprocess.run([sys.executable, str(ROOT / "submit_task.py"), "list"], cwd=project, env=env,
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert log.read_text().splitlines() == [f"{project.resolve()} rev-parse --show-toplevel"]
