@@ -152,6 +152,20 @@ def pytest_configure(config):
         compileall.compile_dir(str(directory), maxlevels=0, quiet=2, rx=re.compile(r"[\\/](test_|conftest)[^\\/]*$"))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection(session):
+    """pytest keeps the assertion-rewritten test modules in tests/__pycache__ only where bytecode
+    may be written: under PYTHONDONTWRITEBYTECODE=1 every test process (four under xdist) would
+    rewrite and compile every test module again (~3.5 s of CPU each). Collection alone may write
+    them; the tests themselves run as the environment says."""
+    was = sys.dont_write_bytecode
+    sys.dont_write_bytecode = False
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = was
+
+
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` (pyproject.toml): most tests wait on processes they started (pools, workers,
     claude, git) rather than use the CPU, so two test processes per core, at most eight."""
