@@ -6,6 +6,8 @@ could not carry (check_task_metadata); keeping the CLI's quirks here means one f
 the CLI does.
 """
 
+import fcntl
+import json
 import os
 import re
 import shutil
@@ -55,6 +57,59 @@ def check_runnable(command, timeout=30):
         detail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
         raise ClaudeNotFound(f"'{path} --version' failed with exit code {out.returncode}: {detail[0]}")
     return out.stdout.strip()
+
+
+# Where a host's pool remembers the executables whose `--version` ran: a worker starts often (every
+# pool start, restart, resize), and the real CLI's check costs half a second of node startup.
+CHECKED_NAME = "claude-checked.json"
+
+
+def _identity(path):
+    """The executable behind `path` as it is now: a replaced, rewritten or chmod'ed file differs."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return [path, real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def check_runnable_once(command, state_dir, timeout=30):
+    """check_runnable, run once per executable: a success is remembered in `state_dir` (per host)
+    for that very file, so the pool's other workers, and the next starts, skip it; a failure is
+    never remembered. The workers of a pool starting together wait for the first one's check."""
+    path = resolve_command(command)
+    try:
+        fd = os.open(os.path.join(state_dir, CHECKED_NAME), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return check_runnable(path, timeout)  # a read-only state dir: check every time, as before
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            identity = _identity(path)
+        except OSError:
+            return check_runnable(path, timeout)  # gone since `which` found it: the check says so
+        try:
+            record = json.loads(os.read(fd, 65536) or b"{}")
+        except ValueError:
+            record = {}  # cut short by a crash: check again
+        if isinstance(record, dict) and record.get("identity") == identity and isinstance(record.get("version"), str):
+            return record["version"]
+        version = check_runnable(path, timeout)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"identity": identity, "version": version}).encode(), 0)
+        except OSError:
+            pass  # only a saving: the next start checks again
+        return version
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def forget_checked(state_dir):
+    """After a run that could not start (or died without a result): the next worker start checks
+    the executable again rather than trust a remembered success."""
+    try:
+        os.unlink(os.path.join(state_dir, CHECKED_NAME))
+    except OSError:
+        pass
 
 
 # The task metadata keys that reach claude's argv, and the option each one becomes.

@@ -565,7 +565,7 @@ class Worker:
     def start(self):
         claude_cfg = self.cfg["claude"]
         try:
-            version = claude_cli.check_runnable(claude_cfg["command"])
+            version = claude_cli.check_runnable_once(claude_cfg["command"], self.cfg.state_dir)
             self.executable = claude_cli.resolve_command(claude_cfg["command"])
         except claude_cli.ClaudeNotFound as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -755,6 +755,7 @@ class Worker:
                 # Not the task's fault: give it back untouched and pause (the loop waits for space).
                 q.release_task(task.id, self.worker_id, reason="disk full", attempt=task.attempt)
                 raise claude_queue.DiskFull(f"disk full: cannot write {transcript}: {exc.strerror}") from None
+            claude_cli.forget_checked(self.cfg.state_dir)
             q.fail_task(task.id, self.worker_id, f"could not start claude: {exc}", attempt=task.attempt)
             log(f"task {task.id}: could not start claude: {exc}")
             return None
@@ -842,6 +843,8 @@ class Worker:
             log(f"task {tid}: timed out after {run.timeout:g}s")
             return claude_cli.Verdict(claude_cli.RETRYABLE, "timeout")
 
+        if state.result is None:
+            claude_cli.forget_checked(self.cfg.state_dir)  # a broken installation? the next start checks it
         # A claude we stopped after its result did not fail: its answer, not our signal, decides.
         verdict = claude_cli.classify(state.result, 0 if run.lingered else exit_code, state.rate_limit_rejected, stderr_tail,
                                       model_from_task=bool(task.metadata.get("model")),

@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -150,6 +151,39 @@ def pytest_configure(config):
     for directory in (ROOT, ROOT / "tests"):
         # Only what processes import; pytest compiles the test modules its own way.
         compileall.compile_dir(str(directory), maxlevels=0, quiet=2, rx=re.compile(r"[\\/](test_|conftest)[^\\/]*$"))
+    _python3_without_a_shim(config)
+
+
+def _python3_without_a_shim(config):
+    """Where `python3` on PATH is a script (a pyenv shim: bash and some thirty processes, ~0.15 s
+    of CPU at every start), the processes tests start by that name (manage.sh's default, scripts'
+    shebangs) get this very interpreter instead, as on a machine whose python3 is a binary. Set
+    before xdist starts its workers, which inherit it; their test processes copy os.environ."""
+    found = shutil.which("python3")
+    try:
+        with open(found or os.devnull, "rb") as fh:
+            if fh.read(2) != b"#!":
+                return
+    except OSError:
+        return
+    bindir = Path(tempfile.mkdtemp(prefix="klauss-tests-python3-"))
+    (bindir / "python3").symlink_to(sys.executable)
+    os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
+    config.add_cleanup(lambda: shutil.rmtree(bindir, ignore_errors=True))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection(session):
+    """pytest keeps the assertion-rewritten test modules in tests/__pycache__ only where bytecode
+    may be written: under PYTHONDONTWRITEBYTECODE=1 every test process (four under xdist) would
+    rewrite and compile every test module again (~3.5 s of CPU each). Collection alone may write
+    them; the tests themselves run as the environment says."""
+    was = sys.dont_write_bytecode
+    sys.dont_write_bytecode = False
+    try:
+        yield
+    finally:
+        sys.dont_write_bytecode = was
 
 
 def pytest_xdist_auto_num_workers(config):

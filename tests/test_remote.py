@@ -17,11 +17,10 @@ import claude_queue
 import config
 import submission
 import worktrees
-from conftest import fake, py
+from conftest import fake, install_fake_claude, py
 from orchestrator import ClaudeOrchestrator
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE = ROOT / "tests" / "fake_claude.py"
 WORKER = ROOT / "claude_worker.py"
 SUBMIT = ROOT / "submit_task.py"
 IDENTITY = ["-c", "user.name=Test", "-c", "user.email=test@example.com"]
@@ -103,8 +102,7 @@ def hosts(tmp_path, monkeypatch):
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "claude").symlink_to(FAKE)
+    install_fake_claude(bindir)  # from its bytecode, by this interpreter: not through a pyenv shim each time
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     remote = tmp_path / "remote.git"
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))

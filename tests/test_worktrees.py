@@ -17,11 +17,10 @@ import claude_queue
 import config
 import orchestrator
 import worktrees
-from conftest import fake, wait_for
+from conftest import fake, install_fake_claude, wait_for
 from orchestrator import ClaudeOrchestrator
 
 ROOT = Path(__file__).resolve().parent.parent
-FAKE = ROOT / "tests" / "fake_claude.py"
 WORKER = ROOT / "claude_worker.py"
 SUBMIT = ROOT / "submit_task.py"
 ORCH = ROOT / "orchestrator.py"
@@ -124,8 +123,7 @@ def repo(tmp_path, monkeypatch):
     root = tmp_path / "proj"
     root.mkdir()
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "claude").symlink_to(FAKE)
+    install_fake_claude(bindir)  # from its bytecode, by this interpreter: not through a pyenv shim each time
     fakelog = tmp_path / "fakelog"
     fakelog.mkdir()
     _isolated_git_env(monkeypatch, tmp_path / "home")
