@@ -101,7 +101,9 @@ CASES = {
     "submit_task.py show 1": (["submit_task.py", "show", "1"], POOL_CONTROL | {"admin"}),
     "submit_task.py stats": (["submit_task.py", "stats"], POOL_CONTROL | {"admin"}),
     "orchestrator.py status JOB": (["orchestrator.py", "status", "{job}"], POOL_CONTROL | {"admin"}),
-    "claude_worker.py --exit-when-idle": (["claude_worker.py", "worker_t", "--exit-when-idle"], POOL_CONTROL | {"admin"}),
+    # As far as a worker gets without a task: an empty queue of its own.
+    "claude_worker.py --exit-when-idle": (["claude_worker.py", "worker_t", "--db", "idle.db", "--exit-when-idle"],
+                                          POOL_CONTROL | {"admin"}),
 }
 
 
