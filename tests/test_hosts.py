@@ -21,7 +21,7 @@ import claude_queue
 import config
 import flags
 import hosts
-from conftest import ROOT, all_dead, fake, install_fake_claude, pid_alive, wait_for
+from conftest import ROOT, all_dead, fake, install_fake_claude, kill_pool, pid_alive, wait_for
 
 MANAGE = ROOT / "manage.sh"
 WORKER = ROOT / "claude_worker.py"
@@ -85,8 +85,7 @@ class Host:
 
     def close(self):
         if self.queue.get_flag(flags.coordinator(self.name)):
-            subprocess.run([sys.executable, str(ROOT / "claude_coordinator.py"), "kill"], cwd=str(self.root),
-                           env=self.env, capture_output=True, timeout=60)
+            kill_pool(self.cfg, self.root, self.env)
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()

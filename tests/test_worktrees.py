@@ -17,7 +17,7 @@ import claude_queue
 import config
 import orchestrator
 import worktrees
-from conftest import fake, install_fake_claude, wait_for
+from conftest import fake, install_fake_claude, kill_pool, wait_for
 from orchestrator import ClaudeOrchestrator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,8 +137,7 @@ def repo(tmp_path, monkeypatch):
     yield r
     q = r.queue
     if q.get_flag(f"coordinator@{q.cfg.host}"):
-        subprocess.run([sys.executable, str(ROOT / "claude_coordinator.py"), "kill"], cwd=root, capture_output=True,
-                       timeout=60)
+        kill_pool(q.cfg, root)
     log = fakelog / "invocations.jsonl"
     for line in log.read_text().splitlines() if log.exists() else []:
         pgid = json.loads(line)["pgid"]
