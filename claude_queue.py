@@ -48,7 +48,7 @@ started and finished times, the outcome's total_cost_usd) and its entries are sh
 
 Counts. `get_stats` gives per-status counts, cost and denials without scanning finished tasks:
 triggers keep `task_counts` per job, for finished statuses plus one bucket of unfinished tasks (a
-claim moves no count); how many of those run is read from the running tasks' index.
+claim moves no count); how many of those run is read from the unfinished tasks' index.
 
 Workers and flags. Workers register a row (state, current task, details such as claude's pid) and
 beat it. Pool-wide flags (`set_flag`, with an optional `until`) carry the usage-limit pause,
@@ -391,6 +391,18 @@ MIGRATIONS = [
         ON CONFLICT (job_id, status) DO UPDATE SET n = n + excluded.n, cost = cost + excluded.cost,
                                                    denied = denied + excluded.denied;
     END;
+    """,
+    # 9: one index of unfinished tasks in place of tasks_claimable and tasks_running. A claim moved
+    # an entry out of one and into the other, and a completion out of the second: two index pages
+    # in every worker's step. Here a claim moves its entry from ('pending', 0, ...) to the running
+    # entries just before them, usually on the same page, which the completion then also changes.
+    # Blocked tasks (deps_remaining > 0) sort after the runnable ones, so a claim still never
+    # steps over them.
+    """
+    DROP INDEX tasks_claimable;
+    DROP INDEX tasks_running;
+    CREATE INDEX tasks_open ON tasks(status, deps_remaining, priority DESC, id)
+        WHERE status = 'pending' OR status = 'in_progress';
     """,
 ]
 MIGRATIONS = [m.replace("{_COUNTS_UPDATE_BODY}", _COUNTS_UPDATE_BODY) for m in MIGRATIONS]
@@ -1584,7 +1596,7 @@ class TaskQueue:
                 index = " INDEXED BY tasks_unsuccessful"
                 where.append(_UNSUCCESSFUL)
             elif statuses[0] == "in_progress":
-                index = " INDEXED BY tasks_running"
+                index = " INDEXED BY tasks_open"
             where.append(f"status = {statuses[0]!r}")
         if job_id is not None:
             where.append("job_id = ?")
@@ -1792,8 +1804,8 @@ INSERT INTO tasks (job_id, parent_id, prompt, working_dir, context_files, expect
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
-# Walks the partial index of runnable tasks in priority order; only tasks waiting for a retry time
-# (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may scan
+# Walks the partial index of unfinished tasks from its runnable ones, in priority order; only tasks
+# waiting for a retry time (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may scan
 # the table (or another index) and sort every pending task on each claim. The whole row: the
 # claimed Task is made from it (id and job_id come first, as _claim reads them), less the columns
 # the claim sets (each column read costs the sqlite3 module a conversion and a Python object).
@@ -1805,7 +1817,7 @@ _CLAIMED_COLUMNS = _PICK_COLUMNS + ("status", "worker_id", "lease_expires_at", "
                                     "cancel_requested", "activity", "deps_remaining")
 # `attempt` is read as the claim leaves it.
 SQL_PICK = f"""
-SELECT {", ".join("attempt + 1" if name == "attempt" else name for name in _PICK_COLUMNS)} FROM tasks INDEXED BY tasks_claimable
+SELECT {", ".join("attempt + 1" if name == "attempt" else name for name in _PICK_COLUMNS)} FROM tasks INDEXED BY tasks_open
 WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?1
 ORDER BY priority DESC, id LIMIT 1
 """
@@ -1834,7 +1846,7 @@ SQL_TASKS = "SELECT * FROM tasks"  # list_tasks and recent_tasks add their WHERE
 
 SQL_COUNTS = "SELECT status, sum(n), sum(cost), sum(denied) FROM task_counts GROUP BY status"
 SQL_JOB_COUNTS = "SELECT status, n, cost, denied FROM task_counts WHERE job_id = ?"
-SQL_RUNNING_COUNT = "SELECT count(*) FROM tasks INDEXED BY tasks_running WHERE status = 'in_progress'"
+SQL_RUNNING_COUNT = "SELECT count(*) FROM tasks INDEXED BY tasks_open WHERE status = 'in_progress'"
 SQL_JOB_RUNNING_COUNT = SQL_RUNNING_COUNT + " AND job_id = ?"
 SQL_TASK_ATTEMPT_JOB = "SELECT attempt, job_id, started_at FROM tasks WHERE id = ?"
 SQL_CANCEL_REQUESTED = "SELECT cancel_requested FROM tasks WHERE id = ?"
@@ -1896,7 +1908,7 @@ _UNSUCCESSFUL = "(status = 'failed' OR status = 'cancelled' OR status = 'skipped
 SQL_STALE = "SELECT * FROM tasks WHERE status = 'in_progress' AND lease_expires_at < ?"
 
 SQL_WORKER_TASKS = "SELECT * FROM tasks WHERE status = 'in_progress' AND worker_id = ?"
-SQL_ANY_STALE = "SELECT 1 FROM tasks INDEXED BY tasks_running WHERE status = 'in_progress' AND lease_expires_at < ? LIMIT 1"
+SQL_ANY_STALE = "SELECT 1 FROM tasks INDEXED BY tasks_open WHERE status = 'in_progress' AND lease_expires_at < ? LIMIT 1"
 SQL_ANY_WORKER_TASK = "SELECT 1 FROM tasks WHERE status = 'in_progress' AND worker_id = ? LIMIT 1"
 
 SQL_UNBLOCK_DEPENDENTS = """
