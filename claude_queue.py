@@ -1001,6 +1001,9 @@ class TaskQueue:
             "fail": self._fail, "release": self._release, "cancel": self._acknowledge_cancel}[action]
         if claim_next:
             keys = _DEFAULT_HOLDS if holds is None else _padded_holds(holds)
+        if action == "complete":
+            # The outcome's JSON is made before the write lock is taken: other processes wait for it.
+            details["encoded"] = _completion(details.get("result"))
         with self._write(notify=True) as conn:
             done = finish(conn, task_id, worker_id, attempt=attempt, **details)
             task = None
@@ -1079,18 +1082,15 @@ class TaskQueue:
         with self._write(notify=True) as conn:
             return self._complete(conn, task_id, worker_id, result, attempt)
 
-    def _complete(self, conn, task_id, worker_id, result=None, attempt=None):
-        text, outcome, cost = _split_result(result)
+    def _complete(self, conn, task_id, worker_id, result=None, attempt=None, encoded=None):
+        """`encoded`: _completion(result), when the caller worked it out before taking the lock."""
+        text, stored, denied, cost = encoded if encoded is not None else _completion(result)
         # Read first (a SELECT, where UPDATE ... RETURNING would build a temporary B-tree): whether
         # we hold it, its job, and whether any task waits for it.
         cur = conn.tuples
         row = cur.execute(SQL_HOLDER_JOB_WAITED_ON, (task_id, worker_id, attempt, attempt)).fetchone()
         if row is None:
             return False
-        if outcome is None:
-            stored, denied = None, 0
-        else:
-            stored, denied = _outcome_json(outcome), _denied(outcome)
         now = self.clock()
         cur.execute(SQL_COMPLETE, (now, text, stored, denied, cost, cost, task_id, worker_id, attempt, attempt))
         # No history row: the completed task's row keeps its last attempt (see get_events).
@@ -1752,6 +1752,14 @@ def _split_result(result):
             cost = None
         return (None if text is None else str(text)), result, cost
     return str(result), None, None
+
+
+def _completion(result):
+    """What a completion stores of `result`: (text, outcome JSON, denied tool calls, cost)."""
+    text, outcome, cost = _split_result(result)
+    if outcome is None:
+        return text, None, 0, cost
+    return text, _outcome_json(outcome), _denied(outcome), cost
 
 
 def _has_claim(events, attempt):

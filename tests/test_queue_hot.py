@@ -164,3 +164,18 @@ def test_a_worker_step_writes_one_index_page_not_two(queue):
                                          claim_next=True)
     frames = (os.path.getsize(f"{queue.db_path}-wal") - before) / (page + 24)
     assert frames / n < 3.6
+
+
+def test_a_completion_encodes_its_outcome_before_taking_the_write_lock(queue, monkeypatch):
+    tid = queue.add_task("a")
+    task = queue.claim_task("w")
+    in_transaction = []
+    real = claude_queue._outcome_json
+    monkeypatch.setattr(claude_queue, "_outcome_json",
+                        lambda outcome: in_transaction.append(queue._connect().in_transaction) or real(outcome))
+    outcome = {"result": "ok", "total_cost_usd": 0.25, "permission_denials": [{"tool": "Bash"}], "num_turns": 3}
+    done, nxt = queue.finish_and_claim("complete", tid, "w", attempt=task.attempt, result=outcome, claim_next=True)
+    assert done and nxt is None and in_transaction == [False]
+    stored = queue.get_task(tid)
+    assert (stored.status, stored.result, stored.cost_usd, stored.denied) == ("completed", "ok", 0.25, 1)
+    assert stored.outcome == outcome
