@@ -48,7 +48,7 @@ started and finished times, the outcome's total_cost_usd) and its entries are sh
 
 Counts. `get_stats` gives per-status counts, cost and denials without scanning finished tasks:
 triggers keep `task_counts` per job, for finished statuses plus one bucket of unfinished tasks (a
-claim moves no count); how many of those run is read from the running tasks' index.
+claim moves no count); how many of those run is read from the unfinished tasks' index.
 
 Workers and flags. Workers register a row (state, current task, details such as claude's pid) and
 beat it. Pool-wide flags (`set_flag`, with an optional `until`) carry the usage-limit pause,
@@ -86,7 +86,6 @@ import sys
 import threading
 import time
 import urllib.parse
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, TypedDict
 
@@ -393,6 +392,18 @@ MIGRATIONS = [
                                                    denied = denied + excluded.denied;
     END;
     """,
+    # 9: one index of unfinished tasks in place of tasks_claimable and tasks_running. A claim moved
+    # an entry out of one and into the other, and a completion out of the second: two index pages
+    # in every worker's step. Here a claim moves its entry from ('pending', 0, ...) to the running
+    # entries just before them, usually on the same page, which the completion then also changes.
+    # Blocked tasks (deps_remaining > 0) sort after the runnable ones, so a claim still never
+    # steps over them.
+    """
+    DROP INDEX tasks_claimable;
+    DROP INDEX tasks_running;
+    CREATE INDEX tasks_open ON tasks(status, deps_remaining, priority DESC, id)
+        WHERE status = 'pending' OR status = 'in_progress';
+    """,
 ]
 MIGRATIONS = [m.replace("{_COUNTS_UPDATE_BODY}", _COUNTS_UPDATE_BODY) for m in MIGRATIONS]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -465,39 +476,51 @@ class Outcome(TypedDict, total=False):
     conflicts: list[str]
 
 
-@dataclass
+# Task's fields in order, with their defaults (a list or dict default is a new one per Task).
+_TASK_FIELDS = (
+    ("id", None), ("prompt", None), ("status", None), ("priority", 0), ("job_id", None), ("parent_id", None),
+    ("working_dir", None), ("context_files", list), ("expected_outputs", list), ("metadata", dict),
+    ("attempt", 0), ("attempts_used", 0), ("max_attempts", 1), ("timeout", None), ("not_before", 0),
+    ("worker_id", None), ("lease_expires_at", None), ("cancel_requested", False), ("deps_remaining", 0),
+    ("created_at", None), ("updated_at", None), ("started_at", None), ("finished_at", None), ("result", None),
+    ("error", None), ("outcome", None), ("cost_usd", None), ("activity", None), ("denied", 0), ("ref", None),
+    ("depends_on", None),
+)
+_TASK_REQUIRED = ("id", "prompt", "status")
+_JSON_COLUMNS = ("context_files", "expected_outputs", "metadata", "outcome")
+_TASK_NAMES = tuple(name for name, _ in _TASK_FIELDS)
+
+
 class Task:
-    id: int
-    prompt: str
-    status: str
-    priority: int = 0
-    job_id: str = None
-    parent_id: int = None
-    working_dir: str = None
-    context_files: list = field(default_factory=list)
-    expected_outputs: list = field(default_factory=list)
-    metadata: dict = field(default_factory=dict)
-    attempt: int = 0
-    attempts_used: int = 0
-    max_attempts: int = 1
-    timeout: float = None
-    not_before: float = 0
-    worker_id: str = None
-    lease_expires_at: float = None
-    cancel_requested: bool = False
-    deps_remaining: int = 0
-    created_at: float = None
-    updated_at: float = None
-    started_at: float = None
-    finished_at: float = None
-    result: str = None
-    error: str = None
-    outcome: Outcome = None
-    cost_usd: float = None
-    activity: str = None
-    denied: int = 0
-    ref: str = None
-    depends_on: list = None
+    """One task as stored (`outcome`: an Outcome). A plain class rather than a dataclass: a claim
+    makes one per task straight from the row's dict (from_row), and the dataclasses module (with
+    the inspect module it loads) costs every process that imports the queue ~12 ms at start."""
+
+    __hash__ = None  # compared by value, and mutable
+
+    def __init__(self, *args, **kwargs):
+        if len(args) > len(_TASK_NAMES):
+            raise TypeError(f"Task takes at most {len(_TASK_NAMES)} positional arguments ({len(args)} given)")
+        for name, value in zip(_TASK_NAMES, args):
+            if name in kwargs:
+                raise TypeError(f"Task got multiple values for argument {name!r}")
+            kwargs[name] = value
+        unknown = sorted(set(kwargs) - set(_TASK_NAMES))
+        if unknown:
+            raise TypeError(f"Task got an unexpected keyword argument {unknown[0]!r}")
+        missing = [name for name in _TASK_REQUIRED if name not in kwargs]
+        if missing:
+            raise TypeError(f"Task missing required argument(s): {', '.join(missing)}")
+        for name, default in _TASK_FIELDS:
+            setattr(self, name, kwargs[name] if name in kwargs else default() if callable(default) else default)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in _TASK_NAMES)
+
+    def __repr__(self):
+        return f"{type(self).__qualname__}({', '.join(f'{name}={getattr(self, name)!r}' for name in _TASK_NAMES)})"
 
     @classmethod
     def from_row(cls, row, depends_on=None, root=None):
@@ -506,15 +529,19 @@ class Task:
         # Not dict(row): sqlite3.Row looks each name up by a linear scan, quadratic in the columns.
         # A dict (a claim's, made from the picked row) is used as it is.
         data = row if type(row) is dict else dict(zip(row.keys(), row))
-        if root is not None and data.get("working_dir") is not None:
-            data["working_dir"] = _resolve_dir(root, data["working_dir"])
-        for key in ("context_files", "expected_outputs", "metadata", "outcome"):
-            value = data.get(key)
+        get = data.get
+        if root is not None:
+            working_dir = get("working_dir")
+            if working_dir is not None:
+                data["working_dir"] = _resolve_dir(root, working_dir)
+        for key in _JSON_COLUMNS:
+            value = get(key)
             if value is not None:
                 # Most tasks carry the empty defaults; decoding them is a measurable part of a claim.
                 data[key] = [] if value == "[]" else {} if value == "{}" else json.loads(value)
-        if isinstance(data.get("outcome"), dict):
-            data["outcome"].setdefault("result", data.get("result"))  # stored once, in `result`
+        outcome = get("outcome")
+        if type(outcome) is dict:
+            outcome.setdefault("result", get("result"))  # stored once, in `result`
         data["cancel_requested"] = bool(data["cancel_requested"])
         data["attempts_used"] = data["attempt"] - data.pop("attempt_base")
         data["depends_on"] = depends_on
@@ -525,7 +552,23 @@ class Task:
         return task
 
     def to_dict(self):
-        return asdict(self)
+        """The fields in order, lists and dicts copied all the way down (as dataclasses.asdict did)."""
+        return {name: _copied(getattr(self, name)) for name in _TASK_NAMES}
+
+
+# A Task made from a row reads a field the row lacks here (a list or dict field has no such default).
+for _name, _default in _TASK_FIELDS:
+    if _name not in _TASK_REQUIRED and not callable(_default):
+        setattr(Task, _name, _default)
+del _name, _default
+
+
+def _copied(value):
+    if type(value) is list:
+        return [_copied(v) for v in value]
+    if type(value) is dict:
+        return {k: _copied(v) for k, v in value.items()}
+    return value
 
 
 _require_int = validation.require_int
@@ -637,7 +680,7 @@ class TaskQueue:
     def _open(self):
         try:
             conn = sqlite3.connect(str(self.db_path), timeout=5, isolation_level=None,
-                                   check_same_thread=False)
+                                   check_same_thread=False, factory=_Connection)
         except sqlite3.OperationalError as exc:
             raise QueueError(f"cannot open database {self.db_path}: {exc}") from None
         try:
@@ -660,7 +703,7 @@ class TaskQueue:
         for extra in ("", "&immutable=1"):
             try:
                 conn = sqlite3.connect(uri + extra, uri=True, timeout=5, isolation_level=None,
-                                       check_same_thread=False)
+                                       check_same_thread=False, factory=_Connection)
                 conn.row_factory = sqlite3.Row
                 version = conn.execute(SQL_VERSION).fetchone()[0]
                 break
@@ -745,16 +788,16 @@ class TaskQueue:
     def wake_dir(self):
         # Every commit that changes the queue wakes waiters: computed once per path, not per commit.
         if self._wake is None or self._wake[0] is not self.db_path:
-            self._wake = (self.db_path, config.wake_dir(self.db_path))
+            path = config.wake_dir(self.db_path)
+            self._wake = (self.db_path, path, str(path))  # os.stat of a Path makes its str every time
         return self._wake[1]
 
     def notify_waiters(self):
         """Wake every process blocked in a Waker on this database (idle workers, waiting
         orchestrators). A FIFO nobody reads any more belongs to a dead process and is removed."""
         wake_dir = self.wake_dir
-        now = time.time_ns()
         try:
-            st = os.stat(wake_dir)
+            st = os.stat(self._wake[2])
         except FileNotFoundError:
             return
         # Every commit lands here: the FIFOs are listed again only when the directory changed (a
@@ -770,7 +813,7 @@ class TaskQueue:
                 fifos = [entry.path for entry in os.scandir(wake_dir) if entry.name.endswith(".fifo")]
             except FileNotFoundError:
                 return
-            self._fifos = (key, fifos) if st.st_mtime_ns < now - WAKE_LISTING_MARGIN_NS else None
+            self._fifos = (key, fifos) if st.st_mtime_ns < time.time_ns() - WAKE_LISTING_MARGIN_NS else None
         for path in fifos:
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
@@ -921,11 +964,12 @@ class TaskQueue:
         """The claimed task's row (for Task.from_row), or None."""
         lease = lease_seconds if lease_seconds is not None else self.cfg["workers"]["lease_seconds"]
         now = self.clock()
+        cur = conn.tuples
         while True:
             if holds is None:
-                pick = conn.execute(SQL_PICK, (now,)).fetchone()
+                pick = cur.execute(SQL_PICK, (now,)).fetchone()
             else:
-                pick = conn.execute(SQL_PICK_UNLESS_PAUSED, (now, *holds)).fetchone()
+                pick = cur.execute(SQL_PICK_UNLESS_PAUSED, (now, *holds)).fetchone()
             if pick is None:
                 return None
             # The job's budget is checked on its true total before any of its tasks starts;
@@ -933,14 +977,12 @@ class TaskQueue:
             if pick[1] is None or not self._enforce_budget(conn, pick[1]) \
                     or conn.execute(SQL_COSTS_NOTHING, (pick[0],)).fetchone():
                 break
-        conn.execute(SQL_CLAIM_ID, (worker_id, now + lease, now, now, pick[0]))
+        lease_until = now + lease
+        cur.execute(SQL_CLAIM_ID, (worker_id, lease_until, now, now, pick[0]))
         if len(pick) > 2:
             # The picked row with SQL_CLAIM_ID's changes, instead of reading it again (and not
             # UPDATE ... RETURNING, which gathers its rows in a temporary B-tree first).
-            row = dict(zip(pick.keys(), pick))
-            row.update(status="in_progress", worker_id=worker_id, attempt=row["attempt"] + 1,
-                       lease_expires_at=now + lease, started_at=now, updated_at=now, cancel_requested=0,
-                       activity=None)
+            row = dict(zip(_CLAIMED_COLUMNS, pick + ("in_progress", worker_id, lease_until, now, now, False, None, 0)))
         else:  # a backend whose pick names only id and job_id (PostgreSQL's locks the row it picks)
             row = conn.execute(SQL_TASK, (pick[0],)).fetchone()
         if worker_info is not None:
@@ -959,6 +1001,9 @@ class TaskQueue:
             "fail": self._fail, "release": self._release, "cancel": self._acknowledge_cancel}[action]
         if claim_next:
             keys = _DEFAULT_HOLDS if holds is None else _padded_holds(holds)
+        if action == "complete":
+            # The outcome's JSON is made before the write lock is taken: other processes wait for it.
+            details["encoded"] = _completion(details.get("result"))
         with self._write(notify=True) as conn:
             done = finish(conn, task_id, worker_id, attempt=attempt, **details)
             task = None
@@ -1037,16 +1082,17 @@ class TaskQueue:
         with self._write(notify=True) as conn:
             return self._complete(conn, task_id, worker_id, result, attempt)
 
-    def _complete(self, conn, task_id, worker_id, result=None, attempt=None):
-        text, outcome, cost = _split_result(result)
+    def _complete(self, conn, task_id, worker_id, result=None, attempt=None, encoded=None):
+        """`encoded`: _completion(result), when the caller worked it out before taking the lock."""
+        text, stored, denied, cost = encoded if encoded is not None else _completion(result)
         # Read first (a SELECT, where UPDATE ... RETURNING would build a temporary B-tree): whether
         # we hold it, its job, and whether any task waits for it.
-        row = conn.execute(SQL_HOLDER_JOB_WAITED_ON, (task_id, worker_id, attempt, attempt)).fetchone()
+        cur = conn.tuples
+        row = cur.execute(SQL_HOLDER_JOB_WAITED_ON, (task_id, worker_id, attempt, attempt)).fetchone()
         if row is None:
             return False
         now = self.clock()
-        conn.execute(SQL_COMPLETE, (now, text, _outcome_json(outcome), _denied(outcome), cost, cost, task_id,
-                                    worker_id, attempt, attempt))
+        cur.execute(SQL_COMPLETE, (now, text, stored, denied, cost, cost, task_id, worker_id, attempt, attempt))
         # No history row: the completed task's row keeps its last attempt (see get_events).
         if row[1]:
             conn.execute(SQL_UNBLOCK_DEPENDENTS, (task_id,))
@@ -1550,7 +1596,7 @@ class TaskQueue:
                 index = " INDEXED BY tasks_unsuccessful"
                 where.append(_UNSUCCESSFUL)
             elif statuses[0] == "in_progress":
-                index = " INDEXED BY tasks_running"
+                index = " INDEXED BY tasks_open"
             where.append(f"status = {statuses[0]!r}")
         if job_id is not None:
             where.append("job_id = ?")
@@ -1575,6 +1621,16 @@ is_our_process = processes.is_our_process
 running_coordinator = processes.running_coordinator
 
 
+class _Connection(sqlite3.Connection):
+    """sqlite3's connection plus `tuples`: one cursor, reused, whose rows are plain tuples. A
+    worker's step runs its statements there: each `execute` of the connection makes a cursor, and a
+    sqlite3.Row is made for every row (PostgreSQL's Connection offers itself as `tuples`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tuples = self.cursor()  # made before row_factory is set: its rows stay tuples
+
+
 class _Transaction:
     """TaskQueue._write's transaction: a class rather than a generator, whose context manager
     costs a worker's step more than some of its statements."""
@@ -1589,7 +1645,7 @@ class _Transaction:
         conn = self.conn = self.queue._connect()
         # Straight to SQLite; _retry (and its closure) only once the lock or the file says no.
         try:
-            conn.execute(SQL_BEGIN)
+            conn.tuples.execute(SQL_BEGIN)
         except sqlite3.DatabaseError as exc:
             self.queue._again(conn, SQL_BEGIN, exc)
         return conn
@@ -1605,7 +1661,7 @@ class _Transaction:
                 raise queue._broken(exc) from None
             return False
         try:
-            conn.execute(SQL_COMMIT)
+            conn.tuples.execute(SQL_COMMIT)
         except sqlite3.DatabaseError as exc:
             queue._again(conn, SQL_COMMIT, exc)
         if self.notify:
@@ -1698,6 +1754,14 @@ def _split_result(result):
     return str(result), None, None
 
 
+def _completion(result):
+    """What a completion stores of `result`: (text, outcome JSON, denied tool calls, cost)."""
+    text, outcome, cost = _split_result(result)
+    if outcome is None:
+        return text, None, 0, cost
+    return text, _outcome_json(outcome), _denied(outcome), cost
+
+
 def _has_claim(events, attempt):
     return any(e["event"] == "claimed" and e["attempt"] == attempt for e in events)
 
@@ -1748,12 +1812,20 @@ INSERT INTO tasks (job_id, parent_id, prompt, working_dir, context_files, expect
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
-# Walks the partial index of runnable tasks in priority order; only tasks waiting for a retry time
-# (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may scan
+# Walks the partial index of unfinished tasks from its runnable ones, in priority order; only tasks
+# waiting for a retry time (few) are ever stepped over. INDEXED BY because without ANALYZE statistics the planner may scan
 # the table (or another index) and sort every pending task on each claim. The whole row: the
-# claimed Task is made from it (id and job_id come first, as _claim reads them).
-SQL_PICK = """
-SELECT * FROM tasks INDEXED BY tasks_claimable
+# claimed Task is made from it (id and job_id come first, as _claim reads them), less the columns
+# the claim sets (each column read costs the sqlite3 module a conversion and a Python object).
+_PICK_COLUMNS = ("id", "job_id", "parent_id", "prompt", "working_dir", "context_files", "expected_outputs",
+                 "metadata", "priority", "attempt", "attempt_base", "max_attempts", "timeout", "not_before",
+                 "created_at", "finished_at", "result", "error", "outcome", "cost_usd", "ref", "denied")
+# ...and those the claim sets, in the order _claim gives their values.
+_CLAIMED_COLUMNS = _PICK_COLUMNS + ("status", "worker_id", "lease_expires_at", "started_at", "updated_at",
+                                    "cancel_requested", "activity", "deps_remaining")
+# `attempt` is read as the claim leaves it.
+SQL_PICK = f"""
+SELECT {", ".join("attempt + 1" if name == "attempt" else name for name in _PICK_COLUMNS)} FROM tasks INDEXED BY tasks_open
 WHERE status = 'pending' AND deps_remaining = 0 AND not_before <= ?1
 ORDER BY priority DESC, id LIMIT 1
 """
@@ -1782,7 +1854,7 @@ SQL_TASKS = "SELECT * FROM tasks"  # list_tasks and recent_tasks add their WHERE
 
 SQL_COUNTS = "SELECT status, sum(n), sum(cost), sum(denied) FROM task_counts GROUP BY status"
 SQL_JOB_COUNTS = "SELECT status, n, cost, denied FROM task_counts WHERE job_id = ?"
-SQL_RUNNING_COUNT = "SELECT count(*) FROM tasks INDEXED BY tasks_running WHERE status = 'in_progress'"
+SQL_RUNNING_COUNT = "SELECT count(*) FROM tasks INDEXED BY tasks_open WHERE status = 'in_progress'"
 SQL_JOB_RUNNING_COUNT = SQL_RUNNING_COUNT + " AND job_id = ?"
 SQL_TASK_ATTEMPT_JOB = "SELECT attempt, job_id, started_at FROM tasks WHERE id = ?"
 SQL_CANCEL_REQUESTED = "SELECT cancel_requested FROM tasks WHERE id = ?"
@@ -1844,7 +1916,7 @@ _UNSUCCESSFUL = "(status = 'failed' OR status = 'cancelled' OR status = 'skipped
 SQL_STALE = "SELECT * FROM tasks WHERE status = 'in_progress' AND lease_expires_at < ?"
 
 SQL_WORKER_TASKS = "SELECT * FROM tasks WHERE status = 'in_progress' AND worker_id = ?"
-SQL_ANY_STALE = "SELECT 1 FROM tasks INDEXED BY tasks_running WHERE status = 'in_progress' AND lease_expires_at < ? LIMIT 1"
+SQL_ANY_STALE = "SELECT 1 FROM tasks INDEXED BY tasks_open WHERE status = 'in_progress' AND lease_expires_at < ? LIMIT 1"
 SQL_ANY_WORKER_TASK = "SELECT 1 FROM tasks WHERE status = 'in_progress' AND worker_id = ? LIMIT 1"
 
 SQL_UNBLOCK_DEPENDENTS = """

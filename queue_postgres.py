@@ -556,6 +556,9 @@ class Connection:
         # anew for every result. `columns`: that index for a completion's answer, by its width.
         self.fast = raw.cursor(row_factory=driver().rows.tuple_row)
         self.columns = {}
+        # claude_queue's hot statements go to `tuples` (sqlite3: a reused cursor of plain tuples)
+        # and read rows by position, which Row allows.
+        self.tuples = self
 
     def execute(self, sql, params=()):
         text, named, returns_id = _translate(sql)

@@ -153,7 +153,7 @@ def test_many_blocked_tasks_never_starve_a_runnable_one(queue):
     runnable = queue.add_task("runnable", priority=0)
     assert queue.claim_task("w").id == runnable
     plan = " ".join(r[3] for r in queue._read("EXPLAIN QUERY PLAN " + claude_queue.SQL_PICK, (0,)))
-    assert "tasks_claimable" in plan and "TEMP B-TREE" not in plan
+    assert "tasks_open" in plan and "TEMP B-TREE" not in plan
 
 
 # --- reading and purge (the contract's own tests are in test_queue_contract.py) -----------------
