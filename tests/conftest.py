@@ -167,10 +167,15 @@ def _python3_without_a_shim(config):
                 return
     except OSError:
         return
-    bindir = Path(tempfile.mkdtemp(prefix="klauss-tests-python3-"))
-    (bindir / "python3").symlink_to(sys.executable)
+    # The interpreter's own directory first: a symlink elsewhere would start the base interpreter
+    # behind a virtual environment (its pyvenv.cfg is looked for next to the name started), without
+    # the environment's packages.
+    bindir = Path(sys.executable).parent
+    if not (bindir / "python3").exists():
+        bindir = Path(tempfile.mkdtemp(prefix="klauss-tests-python3-"))
+        (bindir / "python3").symlink_to(sys.executable)
+        config.add_cleanup(lambda: shutil.rmtree(bindir, ignore_errors=True))
     os.environ["PATH"] = f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"
-    config.add_cleanup(lambda: shutil.rmtree(bindir, ignore_errors=True))
 
 
 @pytest.hookimpl(hookwrapper=True)

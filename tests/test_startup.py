@@ -30,7 +30,7 @@ NEVER = {"uuid", "platform", "hashlib", "_hashlib", "socket", "tomllib", "tomli"
 # dataclasses drags in inspect, ast, dis, tokenize and copy. claude_queue (Task, a @dataclass, and
 # Outcome, a TypedDict) is changed on its own; while it imports them, every program does through
 # the queue, and test_shared_modules_on_their_own checks the modules beneath it.
-NO_DATACLASSES = {"dataclasses", "inspect", "ast", "dis", "tokenize", "copy"}
+NO_DATACLASSES = {"dataclasses", "inspect", "ast", "dis", "copy"}  # not tokenize: linecache (traceback) needs it
 QUEUE_SOURCE = (ROOT / "claude_queue.py").read_text()
 if not re.search(r"^(from|import) dataclasses\b", QUEUE_SOURCE, re.M):
     NEVER |= NO_DATACLASSES
