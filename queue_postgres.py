@@ -699,10 +699,10 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
         """As TaskQueue.finish_and_claim; a completion is one call of klauss_complete_and_claim
         unless that leaves it to the general path."""
         if action == "complete" and set(details) <= {"result"}:
-            text, outcome, cost = claude_queue._split_result(details.get("result"))
+            text, stored, denied, cost = claude_queue._completion(details.get("result"))
             row = self._call(SQL_FAST_COMPLETE, (
-                task_id, worker_id, attempt, self.clock(), text, claude_queue._outcome_json(outcome),
-                claude_queue._denied(outcome), cost, bool(claim_next), self._lease(lease_seconds),
+                task_id, worker_id, attempt, self.clock(), text, stored, denied, cost, bool(claim_next),
+                self._lease(lease_seconds),
                 HOLDS_SEPARATOR.join(holds or (flags.PAUSED, flags.CONFIG_ERROR)), _info(worker_info)))
             if row is not None and row[0] >= 0:
                 return bool(row[0]), self._claimed(row)

@@ -361,7 +361,7 @@ def multi_host(cfg, queue):
     server alone does not count: one machine may well use a team's PostgreSQL."""
     if cfg["isolation"]["remote"]:
         return f"[isolation] remote = {cfg['isolation']['remote']!r} is set"
-    here = getattr(cfg, "host", None) or os.environ.get("KLAUSS_HOST") or os.uname().nodename  # = gethostname()
+    here = cfg.host  # as this host's workers record it (KLAUSS_HOST, [pool] host or the hostname, made safe)
     try:
         others = sorted({w["info"].get("host") for w in queue.list_workers() if isinstance(w.get("info"), dict)}
                         - {None, "", here})

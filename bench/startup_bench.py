@@ -60,7 +60,10 @@ def cpu_ms(argv, cwd, env, stdin):
     return 1000 * ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
 
 
-def make_project(tmp):
+def make_project(tmp, klauss):
+    """A project whose job is queued by the checkout at `klauss` (each checkout its own: an older
+    Klauss refuses a database of a newer schema)."""
+    Path(tmp).mkdir()
     project = Path(tmp) / "proj"
     project.mkdir()
     subprocess.run(["git", "init", "-q", str(project)], check=True)
@@ -76,7 +79,7 @@ def make_project(tmp):
     queue_job = ("import sys; sys.path.insert(0, sys.argv[1]); import orchestrator; "
                  "o = orchestrator.ClaudeOrchestrator('bench'); "
                  "print(o.submit_plan('bench', [{'prompt': 'Write a.txt'}, {'prompt': 'Write b.txt'}])[0])")
-    job = subprocess.run([sys.executable, "-c", queue_job, str(ROOT)], cwd=project, env=env, check=True,
+    job = subprocess.run([sys.executable, "-c", queue_job, str(klauss)], cwd=project, env=env, check=True,
                          capture_output=True, text=True).stdout.strip()
     return project, env, job
 
@@ -94,13 +97,14 @@ def main():
         # Where PYTHONDONTWRITEBYTECODE=1, each run would otherwise compile every module it imports.
         compileall.compile_dir(str(klauss), maxlevels=0, quiet=2)
     with tempfile.TemporaryDirectory() as tmp:
-        project, env, job = make_project(tmp)
+        projects = {klauss: make_project(Path(tmp) / str(i), klauss) for i, klauss in enumerate(checkouts)}
         python = [args.python, "-S"] if args.no_site else [args.python]
-        rows = [(label, None, argv, stdin) for label, argv, stdin in BASELINES]
-        rows += [(label, klauss, argv, stdin) for klauss in checkouts for label, argv, stdin in commands(job, klauss)]
-        samples = {(label, klauss): [] for label, klauss, _, _ in rows}
+        rows = [(label, None, argv, stdin, projects[ROOT]) for label, argv, stdin in BASELINES]
+        rows += [(label, klauss, argv, stdin, projects[klauss]) for klauss in checkouts
+                 for label, argv, stdin in commands(projects[klauss][2], klauss)]
+        samples = {(label, klauss): [] for label, klauss, *_ in rows}
         for _ in range(args.runs):  # interleaved, so a busy spell weighs on every command alike
-            for label, klauss, argv, stdin in rows:
+            for label, klauss, argv, stdin, (project, env, _) in rows:
                 samples[label, klauss].append(cpu_ms([*python, *argv], str(project), env, stdin))
     print(f"{' '.join(python)} ({sys.version.split()[0] if args.python == sys.executable else args.python}), "
           f"{args.runs} runs, CPU ms (user + system, with children)")
@@ -110,7 +114,7 @@ def main():
     for label, _, _ in BASELINES:
         values = samples[label, None]
         print(f"{label:40} {min(values):7.1f} {statistics.median(values):7.1f}")
-    for label, _, _ in commands(job, ROOT):
+    for label, _, _ in commands(projects[ROOT][2], ROOT):
         cells = "".join(f" {min(samples[label, k]):7.1f} {statistics.median(samples[label, k]):7.1f}" for k in checkouts)
         print(f"{label:40}{cells}")
 
