@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gitroot
 import hints
 
 # Commands in the comments of .klauss.toml, which sits at the project root: the folder that holds Klauss.
@@ -280,17 +281,18 @@ def _git(args, cwd):
 def find_project_root(cwd=None):
     """The directory whose `.klauss/` holds the shared state for commands run from `cwd`."""
     cwd = Path(cwd or os.getcwd()).resolve()
-    top = _git(["rev-parse", "--show-toplevel"], cwd)
+    top = gitroot.toplevel(cwd, timeout=10)
     if top is None:
         return cwd
-    top = Path(top).resolve()
     # Only when the repository we are in is Klauss's own checkout does its superproject win, so
     # a project that is itself a submodule of something else keeps its own root. That checkout's
-    # top-level holds KLAUSS_DIR: where `top` does not, no second git process is started to see it.
+    # top-level holds KLAUSS_DIR: where `top` does not, its top level is not looked up.
     here = Path(KLAUSS_DIR).resolve()
     inside = top == here or top in here.parents
-    own_top = _git(["rev-parse", "--show-toplevel"], KLAUSS_DIR) if inside else None
-    if own_top is not None and Path(own_top).resolve() == top:
+    own_top = gitroot.toplevel(KLAUSS_DIR, timeout=10) if inside else None
+    # A superproject's work tree holds this one's parent directory (git asks `git -C .. ls-files`):
+    # where no repository holds it, git is not asked (Klauss copied into a project, not a submodule).
+    if own_top == top and gitroot.fast_toplevel(top.parent) is not None:
         superproject = _git(["rev-parse", "--show-superproject-working-tree"], top)
         if superproject:
             return Path(superproject).resolve()

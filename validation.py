@@ -11,11 +11,11 @@ module imports neither the queue nor the front ends (the queue imports it).
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import claude_cli
 import config
+import gitroot
 
 # Keys `add_task` accepts (and `add_tasks` entries may carry, plus `ref`).
 TASK_FIELDS = ("prompt", "working_dir", "context_files", "expected_outputs", "metadata", "priority",
@@ -201,13 +201,7 @@ def _glob_base(pattern):
 
 def git_toplevel(path):
     """The git top level of `path` (resolved), or None outside git or without git."""
-    try:
-        cp = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=str(path), capture_output=True, text=True,
-                            timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    top = cp.stdout.strip()
-    return Path(top).resolve() if cp.returncode == 0 and top else None
+    return gitroot.toplevel(path, timeout=60)
 
 
 class PathPolicy:

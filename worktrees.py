@@ -47,6 +47,7 @@ from pathlib import Path
 
 import claude_queue
 import config
+import gitroot
 import hints
 import task_report
 
@@ -157,6 +158,9 @@ def toplevel(path):
     path = Path(path)
     if not path.is_dir():
         return None
+    top = gitroot.fast_toplevel(path)
+    if top is not gitroot.ASK_GIT:
+        return top
     cp = git(path, "rev-parse", "--show-toplevel", check=False, timeout=60)
     top = cp.stdout.strip()
     return Path(top).resolve() if cp.returncode == 0 and top else None

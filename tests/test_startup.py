@@ -150,10 +150,10 @@ def test_shared_modules_on_their_own(module):
     check(modules, NEVER | NO_DATACLASSES | {"typing"})
 
 
-def test_a_project_beside_klauss_starts_one_git(tmp_path):
-    """Finding the project root takes one `git rev-parse` where Klauss's checkout is elsewhere: the
-    second asks whether the project is Klauss's own checkout, which only a directory holding it
-    can be (test_config.py covers the submodule layouts)."""
+def test_a_project_beside_klauss_starts_no_git(tmp_path):
+    """Finding the project root starts no git in a plain repository (gitroot.py walks up to its
+    `.git`), and where Klauss's checkout is elsewhere its top level is not looked up (test_config.py
+    and test_git_root.py cover the submodule layouts)."""
     log = tmp_path / "git.log"
     bindir = tmp_path / "bin"
     bindir.mkdir()
@@ -167,4 +167,4 @@ def test_a_project_beside_klauss_starts_one_git(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "submit_task.py"), "list"], cwd=project, env=env,
                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert log.read_text().splitlines() == [f"{project.resolve()} rev-parse --show-toplevel"]
+    assert not log.exists(), log.read_text()
