@@ -16,12 +16,15 @@ the caller runs git exactly as before. That covers
 - a repository owned by another user: git's `safe.directory` check may refuse it (then the project
   root is the current directory, as it always was);
 - a filesystem boundary crossed on the way up (git stops there).
+Two differences remain, both where git itself is broken: a `git` on PATH is taken to run, and the
+user's and the system's git config files are not read (a syntax error there makes every git
+command fail, so git found no repository while this finds it; the worktree commands then report
+git's error).
 No answer is cached: a long-lived process (the MCP server, the coordinator) sees a later `git init`,
-and a walk costs a few stat calls.
+and a walk costs a few stat calls (well under a millisecond; git's fork and exec cost several).
 """
 
 import os
-import re
 import stat
 import subprocess
 from pathlib import Path
@@ -38,10 +41,9 @@ ASK_GIT = _AskGit()  # only git can tell
 _STEERING = ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY", "GIT_CEILING_DIRECTORIES",
              "GIT_DISCOVERY_ACROSS_FILESYSTEM", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT",
              "GIT_TEST_ASSUME_DIFFERENT_OWNER")
-# A HEAD git accepts (validate_headref): a symbolic ref under refs/, or a commit id.
-_HEAD = re.compile(rb"ref:\s*refs/|[0-9a-fA-F]{40}")
-_SECTION = re.compile(r'\[\s*([A-Za-z0-9.-]+)(\s+"(?:[^"\\]|\\.)*")?\s*\]')
-_KEY = re.compile(r"([A-Za-z][A-Za-z0-9-]*)\s*(?:=\s*(.*))?")
+# Plain string tests rather than regular expressions: every process imports this module.
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_NAME = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 _SMALL = 65536  # a HEAD, a `.git` file or a repository config longer than this is left to git
 
 
@@ -161,8 +163,10 @@ def _common_dir(gitdir):
             return None
     except OSError:
         return None
-    head = _read_small(os.path.join(gitdir, "HEAD"))
-    if head is None or not _HEAD.match(head):
+    # A HEAD git accepts (validate_headref): a symbolic ref under refs/, or a commit id.
+    head = _read_small(os.path.join(gitdir, "HEAD")) or b""
+    if not (head[4:].lstrip(b" \t\n\v\f\r").startswith(b"refs/") if head.startswith(b"ref:")
+            else len(head) >= 40 and _HEX.issuperset(head[:40])):
         return None
     common = gitdir
     pointer = os.path.join(gitdir, "commondir")
@@ -181,8 +185,9 @@ def _common_dir(gitdir):
 def _plain_config(path, here, gitdir, linked):
     """Whether the repository config leaves the top level at `here`: not bare, no extensions, a
     supported format, and no `core.worktree` but one naming `here` itself (a submodule's, relative
-    to its git directory); False for whatever this reader does not follow (quotes, escapes, a key
-    on a section's line), which git then reads. `linked`: a linked worktree's (shared) config."""
+    to its git directory). False for whatever this reader does not follow (quotes or escapes in a
+    value, a key on a section's line, anything git might reject as a bad config line), which git
+    then reads. `linked`: a linked worktree's (shared) config."""
     data = _read_small(path)
     if data is None:
         return False
@@ -190,33 +195,41 @@ def _plain_config(path, here, gitdir, linked):
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return False
-    section, found = None, {}
+    section, core = None, {}
     for line in text.splitlines():
         line = line.strip()
         if not line or line[0] in "#;":
             continue
-        if line.endswith("\\"):
-            return False  # a value continued on the next line
-        header = _SECTION.fullmatch(line)
-        if header:
-            section = header.group(1).lower() + (".sub" if header.group(2) else "")
+        if line[0] == "[":
+            if line[-1] != "]":
+                return False
+            # [name] or [name "subsection"], spelled as git's parser wants them (no escapes).
+            name, quote, sub = line[1:-1].partition('"')
+            if quote:
+                if name == name.rstrip() or sub[-1:] != '"' or '"' in sub[:-1] or "\\" in sub:
+                    return False
+                name = name.rstrip()
+            if not name or not _NAME.issuperset(name.replace(".", "")):
+                return False
+            section = name.lower() + (".sub" if quote else "")
             continue
-        if line.startswith("["):
+        key, equals, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if (section is None or not key or not key[0].isalpha() or not key.isascii() or not _NAME.issuperset(key)
+                or '"' in value or "\\" in value):
             return False
         if section == "extensions":
             return False
-        if section != "core":
-            continue
-        entry = _KEY.fullmatch(line)
-        if not entry or any(c in (entry.group(2) or "") for c in "\"\\#;"):
-            return False
-        found[entry.group(1).lower()] = entry.group(2)  # a key without "=" is true; the last one wins
-    if found.get("repositoryformatversion", "0") not in ("0", "1"):
+        if section == "core":
+            if "#" in value or ";" in value:
+                return False
+            core[key.lower()] = value if equals else None  # a key without "=" is true; the last one wins
+    if core.get("repositoryformatversion", "0") not in ("0", "1"):
         return False
-    bare = found.get("bare", "false")
+    bare = core.get("bare", "false")
     if bare is None or bare.lower() not in ("false", "no", "off", "0"):
         return False
-    worktree = found.get("worktree")
+    worktree = core.get("worktree")
     if worktree is not None:
         if linked or not worktree:
             return False

@@ -169,11 +169,26 @@ def test_a_config_that_moves_or_removes_the_work_tree_is_left_to_git(tmp_path, k
     answers(repo / "src", fast=False)
 
 
-def test_a_config_this_reader_does_not_follow_is_left_to_git(tmp_path):
+@pytest.mark.parametrize("extra, fast", [
+    ("[a]\n\tk = v # comment\n[a.b]\n\tc\n[Core]\n\tBare = FALSE\n", True),
+    ("[core]\n\tworktree = ..\n", True),  # the directory that holds .git: git answers the same
+    ('[core] bare = "false"\n', False),       # a key on a section's line
+    ("[ core]\n", False),                    # git: bad config line
+    ('[remote "a"b"]\n', False),
+    ("[a]\n\tk_x = v\n", False),
+    ('[alias]\n\tl = "log\n', False),
+    ("[a]\n\tk = v \\\n w\n", False),          # a value continued on the next line
+    ("\tbare = false ; comment\n", False),
+    ("[core]\n\trepositoryformatversion = 2\n", False),
+    ("[core]\n\trepositoryformatversion = 1\n[extensions]\n\tfoo = bar\n", False),
+])
+def test_the_repository_config_as_git_reads_it(tmp_path, extra, fast):
+    """The fast path follows only the config it reads exactly as git does; anything else, git
+    reads (and may reject: then no repository, as git says)."""
     repo = make_repo(tmp_path / "proj")
     with open(repo / ".git" / "config", "a") as fh:
-        fh.write('[core] bare = "false"\n')
-    answers(repo, fast=False)
+        fh.write(extra)
+    answers(repo, fast=fast)
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give a repository away")
