@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Queue throughput and claim latency against a bare SQLite loop (claim, then complete: two commits per task).
 
-    python bench/queue_bench.py [--tasks 20000] [--workers 1,2,4,8] [--sizes 2000,20000,100000]
+    python bench/queue_bench.py [--tasks 20000] [--workers 1,2,4,8] [--repeat 3] [--sizes 2000,20000,100000]
 
 For each W it drains the queue with W processes, the way a worker does (a completion that claims
 the next task in the same transaction, when the queue offers it) and prints tasks/s, claim latency
 p50/p99/max, duplicates and losses, and our throughput as a ratio of the bare loop measured in the
-same run. Then it counts commits and WAL pages per task, single process with checkpoints off, for
+same round. Each W is measured --repeat times; the median ratio is the figure. Then it counts commits and WAL pages per task, single process with checkpoints off, for
 the queue alone and for the worker path (the worker row's bookkeeping included: busy, claude's pid,
 idle). Then it checks that throughput stays flat as the queue grows, and times add_tasks.
 A background process checkpoints each database every 0.5 s, as a running coordinator does.
@@ -15,7 +15,9 @@ A background process checkpoints each database every 0.5 s, as a running coordin
 import argparse
 import multiprocessing as mp
 import os
+import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -157,15 +159,15 @@ def checkpointer(db, stop):
 
 
 def run(target, db, workers, stop_after=None):
-    start, out, stop = mp.Event(), mp.Queue(), mp.Event()
+    # The clock starts once every process has opened its connection and waits at the barrier.
+    start, out, stop = mp.Barrier(workers + 1), mp.Queue(), mp.Event()
     procs = [mp.Process(target=target, args=(db, f"w{i}", start, stop_after, out)) for i in range(workers)]
     background = mp.Process(target=checkpointer, args=(db, stop))
     background.start()
     for p in procs:
         p.start()
-    time.sleep(0.3)  # let every process open its connection before the clock starts
+    start.wait()
     t0 = time.perf_counter()
-    start.set()
     results = [out.get() for _ in procs]
     elapsed = time.perf_counter() - t0
     for p in procs:
@@ -189,36 +191,77 @@ def fill(db, n):
     return time.perf_counter() - t0
 
 
+def counts(ap, text, name, minimum=1):
+    """A comma-separated list of whole numbers of at least `minimum`, for option --`name`; a
+    usage error (exit 2) otherwise."""
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        values = None
+    if values is None or any(v < minimum for v in values):
+        ap.error(f"--{name}: expected whole numbers of at least {minimum}, separated by commas, got {text!r}")
+    return values
+
+
+def one(ap, text, name):
+    values = counts(ap, text, name)
+    if len(values) != 1:
+        ap.error(f"--{name}: expected one whole number, got {text!r}")
+    return values[0]
+
+
+def measure(tmp, n, w, rep):
+    """One round with W processes: ours, then the bare loop, each on a fresh database. Prints
+    its row and returns our ratio."""
+    db = os.path.join(tmp, f"ours-{w}-{rep}.db")
+    fill(db, n)
+    elapsed, claimed, lat = run(klauss_worker, db, w)
+    bdb = os.path.join(tmp, f"bare-{w}-{rep}.db")
+    bare_setup(bdb, n)
+    b_elapsed, b_claimed, b_lat = run(bare_worker, bdb, w)
+    dup = len(claimed) - len(set(claimed))
+    stats = open_queue(db).get_stats()
+    lost = n - stats["completed"] + (n - len(set(claimed)))
+    ours, bare = n / elapsed, n / b_elapsed
+    print(f"{w:>2} {ours:>9.0f} {bare:>9.0f} {ours / bare:>6.2f} {pct(lat, .5):>7.2f} {pct(lat, .99):>7.2f} "
+          f"{lat[-1] * 1000:>7.1f} {pct(b_lat, .99):>8.2f} {b_lat[-1] * 1000:>8.1f} {dup:>4} {lost:>5}", flush=True)
+    return ours / bare
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", type=int, default=20_000)
+    ap.add_argument("--tasks", default="20000")
     ap.add_argument("--workers", default="1,2,4,8")
-    ap.add_argument("--sizes", default="2000,20000,100000")
+    ap.add_argument("--repeat", default="3",
+                    help="rounds per W, ours then bare each time; the median ratio is the figure (default 3)")
+    ap.add_argument("--sizes", default="2000,20000,100000", help='queue sizes to check; "" skips that part')
     ap.add_argument("--db", help="a postgresql:// URL, or `temp` for a throwaway server: bench the queue on "
                                  "PostgreSQL beside a bare SKIP LOCKED loop instead (queue_bench_postgres.py)")
     args = ap.parse_args()
+    n, repeat = (one(ap, text, name) for text, name in ((args.tasks, "tasks"), (args.repeat, "repeat")))
+    workers = counts(ap, args.workers, "workers")
+    sizes = counts(ap, args.sizes, "sizes", minimum=2000)
     if args.db:
         import queue_bench_postgres
-        queue_bench_postgres.main(args.db, args.tasks, [int(x) for x in args.workers.split(",")])
+        queue_bench_postgres.main(args.db, n, workers, repeat)
         return
     tmp = tempfile.mkdtemp(prefix="klauss-bench-")
-    n = args.tasks
-    print(f"SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {n} tasks")
+    try:
+        report(tmp, n, workers, repeat, sizes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(tmp, n, workers, repeat, sizes):
+    print(f"SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {n} tasks, "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"{'W':>2} {'ours t/s':>9} {'bare t/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
           f"{'bare p99':>8} {'bare max':>8} {'dup':>4} {'lost':>5}")
-    for w in [int(x) for x in args.workers.split(",")]:
-        db = os.path.join(tmp, f"ours-{w}.db")
-        fill(db, n)
-        elapsed, claimed, lat = run(klauss_worker, db, w)
-        bdb = os.path.join(tmp, f"bare-{w}.db")
-        bare_setup(bdb, n)
-        b_elapsed, b_claimed, b_lat = run(bare_worker, bdb, w)
-        dup = len(claimed) - len(set(claimed))
-        stats = open_queue(db).get_stats()
-        lost = n - stats["completed"] + (n - len(set(claimed)))
-        ours, bare = n / elapsed, n / b_elapsed
-        print(f"{w:>2} {ours:>9.0f} {bare:>9.0f} {ours / bare:>6.2f} {pct(lat, .5):>7.2f} {pct(lat, .99):>7.2f} "
-              f"{lat[-1] * 1000:>7.1f} {pct(b_lat, .99):>8.2f} {b_lat[-1] * 1000:>8.1f} {dup:>4} {lost:>5}")
+    # Each W is measured `repeat` times, ours then bare each time, so both see the same load (a
+    # shared machine's load comes and goes, and one round of four processes on two cores swings
+    # by a tenth either way); the median ratio is the figure.
+    ratios = {w: [measure(tmp, n, w, rep) for rep in range(repeat)] for w in workers}
+    print("median ratio: " + ", ".join(f"W={w} {statistics.median(r):.2f}" for w, r in ratios.items()))
 
     print("\nwrites per task (one process, checkpoints off):")
     for label, worker_path in (("queue", False), ("worker path", True)):
@@ -228,8 +271,9 @@ def main():
     bare_setup(bdb, 1000)
     print(f"  {'bare loop':<12} {2:5.2f} commits, {bare_pages(bdb, 1000):5.2f} WAL pages")
 
-    print("\nqueue size (4 workers drain the first 2000 tasks):")
-    for size in [int(x) for x in args.sizes.split(",")]:
+    if sizes:
+        print("\nqueue size (4 workers drain the first 2000 tasks):")
+    for size in sizes:
         db = os.path.join(tmp, f"size-{size}.db")
         fill(db, size)
         elapsed, claimed, lat = run(klauss_worker, db, 4, stop_after=500)
