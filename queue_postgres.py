@@ -384,7 +384,9 @@ PG_MIGRATIONS = [
     # In the completion, a condition with a subquery is a query of its own, started even when its
     # first term is false: the budget checks, which concern only a task in a job, now run under a
     # plain IF on its job. A pool has a few flags: the claim reads them from the table's one page,
-    # where an index scan for a list of keys costs more to start than the scan itself.
+    # where an index scan for a list of keys costs more to start than the scan itself. The function
+    # returns a named type: the result of one with OUT parameters is described anew from its
+    # catalog entry, several times in every call.
     f"""
     CREATE OR REPLACE FUNCTION klauss_task_counts() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
@@ -407,12 +409,16 @@ PG_MIGRATIONS = [
 {_COUNTS_MOVE}        RETURN NULL;
     END $$;
 
-    CREATE OR REPLACE FUNCTION klauss_complete_and_claim(
+    DROP FUNCTION klauss_complete_and_claim(BIGINT, TEXT, BIGINT, DOUBLE PRECISION, TEXT, TEXT, BIGINT,
+                                            DOUBLE PRECISION, BOOLEAN, DOUBLE PRECISION, TEXT[], TEXT, TEXT, TEXT);
+    CREATE TYPE klauss_completion AS (done INT, task tasks);
+    CREATE FUNCTION klauss_complete_and_claim(
         p_task BIGINT, p_worker TEXT, p_attempt BIGINT, p_now DOUBLE PRECISION, p_result TEXT, p_outcome TEXT,
         p_denied BIGINT, p_cost DOUBLE PRECISION, p_claim BOOLEAN, p_lease DOUBLE PRECISION, p_holds TEXT[],
-        p_info TEXT, p_busy TEXT, p_idle TEXT, OUT done INT, OUT task tasks) LANGUAGE plpgsql
+        p_info TEXT, p_busy TEXT, p_idle TEXT) RETURNS klauss_completion LANGUAGE plpgsql
         SET plan_cache_mode = force_generic_plan AS $$
     DECLARE
+        done INT;
         claimed tasks;
         job TEXT;
         waited BOOLEAN;
@@ -429,13 +435,11 @@ PG_MIGRATIONS = [
         IF NOT FOUND THEN
             done := 0;
         ELSIF waited THEN
-            done := -1;
-            RETURN;
+            RETURN ROW(-1, NULL::tasks);
         ELSE
             IF job IS NOT NULL THEN
                 IF EXISTS (SELECT 1 FROM jobs WHERE id = job AND max_budget_usd IS NOT NULL) THEN
-                    done := -1;
-                    RETURN;
+                    RETURN ROW(-1, NULL::tasks);
                 END IF;
             END IF;
             done := 1;
@@ -458,10 +462,11 @@ PG_MIGRATIONS = [
                                current_task = claimed.id, info = p_info
             WHERE worker_id = p_worker;
         END IF;
-{_FAST_COMPLETE}        IF claimed.id IS NOT NULL THEN
-            task := claimed;
+{_FAST_COMPLETE}        PERFORM pg_notify('{WAKE_CHANNEL}', '');
+        IF claimed.id IS NULL THEN
+            RETURN ROW(done, NULL::tasks);
         END IF;
-        PERFORM pg_notify('{WAKE_CHANNEL}', '');
+        RETURN ROW(done, claimed);
     END $$;
     """,
 ]

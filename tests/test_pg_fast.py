@@ -1,6 +1,6 @@
 """PostgreSQL's schema 4 (queue_postgres.PG_MIGRATIONS[3]): the counts' trigger moves a task
-between two buckets in one statement, and the completion's budget checks run only for a task in a
-job. The counts stay exact through fast completions and every general-path move (as SQLite's), and
+between two buckets in one statement, the completion's budget checks run only for a task in a job,
+and the completion returns a named type. The counts stay exact through fast completions and every general-path move (as SQLite's), and
 a version-3 database with tasks in it upgrades with its counts intact."""
 
 import psycopg
@@ -113,12 +113,16 @@ def test_a_live_pause_still_holds_the_claim_in_a_completion(postgres_url, cfg):
         q.close()
 
 
-def test_the_counts_trigger_moves_a_task_in_one_statement(postgres_url, cfg):
+def test_the_counts_trigger_moves_a_task_in_one_statement_and_the_completion_returns_a_named_type(postgres_url,
+                                                                                                    cfg):
     q = claude_queue.TaskQueue(postgres_url, cfg=cfg)
     try:
         assert q.schema_version() == queue_postgres.SCHEMA_VERSION >= 4
         body = _rows(postgres_url, "SELECT prosrc FROM pg_proc WHERE proname = 'klauss_task_counts'")[0][0]
         assert "excluded.n" in body
+        # A function with OUT parameters has its result described anew from the catalog in every call.
+        assert _rows(postgres_url, "SELECT prorettype::regtype::text FROM pg_proc "
+                                   "WHERE proname = 'klauss_complete_and_claim'") == [("klauss_completion",)]
     finally:
         q.close()
 
