@@ -375,15 +375,17 @@ PG_MIGRATIONS = [
         PERFORM pg_notify('{WAKE_CHANNEL}', '');
     END $$;
     """,
-    # 4: a completion with the next claim costs the server an eighth less (counted in instructions:
+    # 4: a completion with the next claim costs the server a sixth less (counted in instructions:
     # on a shared machine its time varies more than that).
     # The counts' trigger moves a task between two buckets in one statement, a two-row upsert (-1
     # from the old bucket, +1 to the new; SQLite's schema 8), where it ran an UPDATE and an upsert.
     # A change within one bucket (a cost added to a task that stays unfinished) keeps the two
     # statements: one upsert cannot change a row twice.
-    # In the completion, a condition with a subquery is a query of its own, started even when its
-    # first term is false: the budget checks, which concern only a task in a job, now run under a
-    # plain IF on its job. A pool has a few flags: the claim reads them from the table's one page,
+    # The completion is one UPDATE, its conditions (the holder's, no dependents, no budget) in its
+    # WHERE, where it read the holder's row first; what fails them raises, after the claim (the
+    # general path, nothing changed). A condition with a subquery is a query of its own in PL/pgSQL,
+    # started even when its first term is false: the claimed job's budget check runs under a plain
+    # IF on its job. A pool has a few flags: the claim reads them from the table's one page,
     # where an index scan for a list of keys costs more to start than the scan itself. The function
     # returns a named type: the result of one with OUT parameters is described anew from its
     # catalog entry, several times in every call.
@@ -420,32 +422,14 @@ PG_MIGRATIONS = [
     DECLARE
         done INT;
         claimed tasks;
-        job TEXT;
-        waited BOOLEAN;
     BEGIN
         -- Only this task's row changes (and the worker's, and the one it claims): the shared lock
         -- keeps out the writers that read before they write (cancel, recovery, submissions), while
         -- finishes and claims run side by side. Dependents (other tasks' rows) and a job's budget:
-        -- the general path (done = -1, nothing changed).
+        -- the general path (the exception undoes this call's changes).
         PERFORM pg_advisory_xact_lock_shared({WRITE_LOCK});
-        SELECT t.job_id, EXISTS (SELECT 1 FROM task_deps WHERE depends_on = p_task) INTO job, waited
-        FROM tasks t WHERE id = p_task AND worker_id = p_worker AND status = 'in_progress'
-                           AND (p_attempt IS NULL OR attempt = p_attempt)
-        FOR UPDATE;
-        IF NOT FOUND THEN
-            done := 0;
-        ELSIF waited THEN
-            RETURN ROW(-1, NULL::tasks);
-        ELSE
-            IF job IS NOT NULL THEN
-                IF EXISTS (SELECT 1 FROM jobs WHERE id = job AND max_budget_usd IS NOT NULL) THEN
-                    RETURN ROW(-1, NULL::tasks);
-                END IF;
-            END IF;
-            done := 1;
-        END IF;
-        -- The task's row is locked; the claim, then the task's own update last: the counters it
-        -- moves (task_counts, shared by every task of a job) stay locked only from there to the commit.
+        -- The claim, then the task's own update last: the counters it moves (task_counts, shared
+        -- by every task of a job) stay locked only from there to the commit.
         IF p_claim THEN
 {_FAST_CLAIM_FLAGS_SCANNED}            -- A job whose budget is spent has its pending tasks skipped: the general path's work
             -- (the exception undoes this call's changes).
@@ -462,7 +446,23 @@ PG_MIGRATIONS = [
                                current_task = claimed.id, info = p_info
             WHERE worker_id = p_worker;
         END IF;
-{_FAST_COMPLETE}        PERFORM pg_notify('{WAKE_CHANNEL}', '');
+        UPDATE tasks SET status = 'completed', finished_at = p_now, updated_at = p_now, result = p_result,
+                         error = NULL, outcome = p_outcome, denied = p_denied,
+                         cost_usd = CASE WHEN p_cost IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + p_cost END,
+                         lease_expires_at = NULL, activity = NULL
+        WHERE id = p_task AND worker_id = p_worker AND status = 'in_progress' AND (p_attempt IS NULL OR attempt = p_attempt)
+              AND NOT EXISTS (SELECT 1 FROM task_deps WHERE depends_on = p_task)
+              AND (job_id IS NULL OR NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = tasks.job_id
+                                                                         AND j.max_budget_usd IS NOT NULL));
+        IF FOUND THEN
+            done := 1;
+        ELSIF EXISTS (SELECT 1 FROM tasks WHERE id = p_task AND worker_id = p_worker AND status = 'in_progress'
+                      AND (p_attempt IS NULL OR attempt = p_attempt)) THEN
+            RAISE EXCEPTION 'the general path' USING ERRCODE = '{GENERAL_PATH}';
+        ELSE
+            done := 0;  -- no longer this holder's: fenced, nothing recorded
+        END IF;
+        PERFORM pg_notify('{WAKE_CHANNEL}', '');
         IF claimed.id IS NULL THEN
             RETURN ROW(done, NULL::tasks);
         END IF;

@@ -159,3 +159,24 @@ def test_a_version_3_database_upgrades_with_its_counts(postgres_url, cfg, monkey
         assert q.get_stats("j1")["completed"] == 3
     finally:
         q.close()
+
+
+def test_a_fenced_holder_records_nothing_and_still_claims_as_on_sqlite(postgres_url, cfg, tmp_path):
+    q = claude_queue.TaskQueue(postgres_url, cfg=cfg)
+    lite = claude_queue.TaskQueue(str(tmp_path / "q.db"), cfg=config.load_config(cwd=tmp_path, env={}))
+    try:
+        got = []
+        for queue in (q, lite):
+            a, b = queue.add_tasks([{"prompt": "a"}, {"prompt": "b"}])
+            held = queue.claim_task("w")
+            # Another attempt holds the task now: the old holder's completion is fenced.
+            done, nxt = queue.finish_and_claim("complete", a, "w", attempt=held.attempt + 1, result=_outcome(1.0),
+                                               claim_next=True)
+            got.append((done, nxt.id, queue.get_task(a).status, queue.get_task(a).result, queue.get_stats()))
+        assert got[0] == got[1]
+        assert got[0][:4] == (False, b, "in_progress", None)
+        stored, counted = _recounted(postgres_url)
+        assert stored == counted
+    finally:
+        q.close()
+        lite.close()
