@@ -17,7 +17,7 @@ spent, the job's pending tasks no other claim holds), so claims run side by side
 another writer. Reads take no lock (autocommit).
 
 Fast paths. A worker's steps - a completion with the next claim, a claim, a lease renewal - are
-each one call of a PL/pgSQL function (PG_MIGRATIONS 2 and 3): one round trip and one commit, where the
+each one call of a PL/pgSQL function (PG_MIGRATIONS 2 to 4): one round trip and one commit, where the
 general path pays one round trip per statement it reads. They change only the rows of their own
 task and worker, so they take the write lock shared, as claims do, and run side by side. A
 completion of a task with dependents (their counters are other tasks' rows) or in a job with a
@@ -515,7 +515,7 @@ WHERE key COLLATE "C" >= ? AND key COLLATE "C" < ? AND (until IS NULL OR until >
     "SQL_WORKERS": 'SELECT * FROM workers ORDER BY worker_id COLLATE "C"',
 }
 
-# The fast paths (PG_MIGRATIONS 2 and 3), in psycopg's placeholders. The flags that hold a claim go as
+# The fast paths (PG_MIGRATIONS 2 to 4), in psycopg's placeholders. The flags that hold a claim go as
 # one text (HOLDS_SEPARATOR between keys): cheaper to send than an array.
 HOLDS_SEPARATOR = "\x1f"
 _HOLDS = f"string_to_array(%s, chr({ord(HOLDS_SEPARATOR)}))"
