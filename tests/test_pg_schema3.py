@@ -67,7 +67,7 @@ def test_a_version_2_database_upgrades_in_place(postgres_url, cfg, monkeypatch):
     monkeypatch.undo()
     q = claude_queue.TaskQueue(postgres_url, cfg=cfg)
     try:
-        assert q.schema_version() == queue_postgres.SCHEMA_VERSION == 3
+        assert q.schema_version() == queue_postgres.SCHEMA_VERSION >= 3
         # The old completion is shown once, from its stored row.
         assert [e["event"] for e in q.get_events(done_before)] == ["created", "claimed", "completed"]
         done, nxt = q.finish_and_claim("complete", running, "w", attempt=1, result="ok", claim_next=True)
