@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_config import make_repo
 
 import config
 import gitroot
@@ -41,15 +42,6 @@ def git_top(path):
     """What git itself answers (resolved), or None where it fails."""
     cp = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, text=True)
     return Path(cp.stdout.strip()).resolve() if cp.returncode == 0 and cp.stdout.strip() else None
-
-
-def make_repo(path):
-    path.mkdir(parents=True, exist_ok=True)
-    git("init", "-q", "-b", "main", cwd=path)
-    (path / "README").write_text("x")
-    git("add", ".", cwd=path)
-    git("commit", "-q", "-m", "init", cwd=path)
-    return path
 
 
 def one_filesystem_up(path):

@@ -1,10 +1,11 @@
 """PostgreSQL's schema 4 (queue_postgres.PG_MIGRATIONS[3]): the counts' trigger moves a task
 between two buckets in one statement, the completion's budget checks run only for a task in a job,
-and the completion returns a named type. The counts stay exact through fast completions and every general-path move (as SQLite's), and
-a version-3 database with tasks in it upgrades with its counts intact."""
+and the completion returns a named type. The counts stay exact through fast completions and every
+general-path move (as SQLite's), and a version-3 database with tasks in it upgrades with its counts
+intact."""
 
-import psycopg
 import pytest
+from test_pg_schema3 import _rows
 
 import claude_queue
 import config
@@ -15,11 +16,6 @@ import queue_postgres
 @pytest.fixture
 def cfg(postgres_url, tmp_path):
     return config.load_config(db=postgres_url, cwd=tmp_path, env={})
-
-
-def _rows(url, sql):
-    with psycopg.connect(url, autocommit=True) as conn:
-        return conn.execute(sql).fetchall()
 
 
 def _recounted(url):
