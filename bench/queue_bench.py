@@ -6,9 +6,9 @@
 For each W it drains the queue with W processes, the way a worker does (a completion that claims
 the next task in the same transaction, when the queue offers it) and prints tasks/s, claim latency
 p50/p99/max, duplicates and losses, and our throughput as a ratio of the bare loop measured in the
-same round. Each W is measured --repeat times; the median ratio is the figure. Then it counts commits and WAL pages per task, single process with checkpoints off, for
-the queue alone and for the worker path (the worker row's bookkeeping included: busy, claude's pid,
-idle). Then it checks that throughput stays flat as the queue grows, and times add_tasks.
+same round. Each W is measured --repeat times; the median ratio is the figure. Then it counts
+commits and WAL pages per task, single process with checkpoints off, for the queue alone and for
+the worker path (the worker row's bookkeeping included: busy, claude's pid, idle). Then it checks that throughput stays flat as the queue grows, and times add_tasks.
 A background process checkpoints each database every 0.5 s, as a running coordinator does.
 """
 
@@ -203,6 +203,13 @@ def counts(ap, text, name, minimum=1):
     return values
 
 
+def print_medians(ratios):
+    """The figure of a run: the median of each W's ratios ({W: [ratio, ...]}), printed and returned."""
+    medians = {w: statistics.median(r) for w, r in ratios.items()}
+    print("median ratio: " + ", ".join(f"W={w} {m:.2f}" for w, m in medians.items()))
+    return medians
+
+
 def one(ap, text, name):
     values = counts(ap, text, name)
     if len(values) != 1:
@@ -260,8 +267,7 @@ def report(tmp, n, workers, repeat, sizes):
     # Each W is measured `repeat` times, ours then bare each time, so both see the same load (a
     # shared machine's load comes and goes, and one round of four processes on two cores swings
     # by a tenth either way); the median ratio is the figure.
-    ratios = {w: [measure(tmp, n, w, rep) for rep in range(repeat)] for w in workers}
-    print("median ratio: " + ", ".join(f"W={w} {statistics.median(r):.2f}" for w, r in ratios.items()))
+    print_medians({w: [measure(tmp, n, w, rep) for rep in range(repeat)] for w in workers})
 
     print("\nwrites per task (one process, checkpoints off):")
     for label, worker_path in (("queue", False), ("worker path", True)):

@@ -15,7 +15,6 @@ its own in the given database, dropped at the end.
 
 import multiprocessing as mp
 import os
-import statistics
 import sys
 import time
 import urllib.parse
@@ -118,8 +117,7 @@ def main(url, n=5000, workers=(1, 4), repeat=3):
         for w in workers:
             for rep in range(repeat):
                 ratios.setdefault(w, []).append(measure(url, n, w, rep))
-        print("median ratio: " + ", ".join(f"W={w} {statistics.median(r):.2f}" for w, r in ratios.items()))
-        return {w: statistics.median(r) for w, r in ratios.items()}
+        return queue_bench.print_medians(ratios)
     finally:
         if server is not None:
             server.stop()

@@ -5,7 +5,7 @@ general-path move (as SQLite's), and a version-3 database with tasks in it upgra
 intact."""
 
 import pytest
-from test_pg_schema3 import _rows
+from test_pg_schema3 import _rows, twin_queues
 
 import claude_queue
 import config
@@ -34,9 +34,7 @@ def _outcome(cost, denials=0):
 
 def test_the_counts_follow_fast_and_general_moves_as_on_sqlite(postgres_url, cfg, tmp_path):
     now = [1000.0]
-    q = claude_queue.TaskQueue(postgres_url, clock=lambda: now[0], cfg=cfg)
-    lite = claude_queue.TaskQueue(str(tmp_path / "q.db"), clock=lambda: now[0],
-                                  cfg=config.load_config(cwd=tmp_path, env={}))
+    q, lite = twin_queues(postgres_url, cfg, tmp_path, clock=lambda: now[0])
     steps = []
 
     def step(fn):
@@ -158,8 +156,7 @@ def test_a_version_3_database_upgrades_with_its_counts(postgres_url, cfg, monkey
 
 
 def test_a_fenced_holder_records_nothing_and_still_claims_as_on_sqlite(postgres_url, cfg, tmp_path):
-    q = claude_queue.TaskQueue(postgres_url, cfg=cfg)
-    lite = claude_queue.TaskQueue(str(tmp_path / "q.db"), cfg=config.load_config(cwd=tmp_path, env={}))
+    q, lite = twin_queues(postgres_url, cfg, tmp_path)
     try:
         got = []
         for queue in (q, lite):

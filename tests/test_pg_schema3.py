@@ -20,13 +20,19 @@ def _rows(url, sql):
         return conn.execute(sql).fetchall()
 
 
+def twin_queues(postgres_url, cfg, tmp_path, clock=None):
+    """The same queue on PostgreSQL and on SQLite (in tmp_path), on one clock: what one records,
+    the other must too."""
+    return (claude_queue.TaskQueue(postgres_url, clock=clock, cfg=cfg),
+            claude_queue.TaskQueue(str(tmp_path / "q.db"), clock=clock, cfg=config.load_config(cwd=tmp_path, env={})))
+
+
 def _events(q, task_id):
     return [(e["event"], e["worker_id"], e["attempt"], e["cost_usd"]) for e in q.get_events(task_id)]
 
 
 def test_a_claim_moves_no_counter_and_a_fast_completion_stores_no_history_row(postgres_url, cfg, tmp_path):
-    q = claude_queue.TaskQueue(postgres_url, cfg=cfg)
-    lite = claude_queue.TaskQueue(str(tmp_path / "q.db"), cfg=config.load_config(cwd=tmp_path, env={}))
+    q, lite = twin_queues(postgres_url, cfg, tmp_path)
     try:
         for queue in (q, lite):
             first, second = queue.add_tasks([{"prompt": "a"}, {"prompt": "b"}])
@@ -83,9 +89,7 @@ def test_the_counts_follow_every_move_as_on_sqlite(postgres_url, cfg, tmp_path):
     """The counts' condition now in the trigger's body: moves that change a count (and those that
     fire the trigger without changing one) leave the same stats as SQLite's trigger."""
     now = [1000.0]
-    q = claude_queue.TaskQueue(postgres_url, clock=lambda: now[0], cfg=cfg)
-    lite = claude_queue.TaskQueue(str(tmp_path / "q.db"), clock=lambda: now[0],
-                                  cfg=config.load_config(cwd=tmp_path, env={}))
+    q, lite = twin_queues(postgres_url, cfg, tmp_path, clock=lambda: now[0])
     seen = []
 
     def step(fn):
