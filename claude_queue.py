@@ -990,12 +990,12 @@ class TaskQueue:
         return row
 
     def finish_and_claim(self, action, task_id, worker_id, attempt=None, claim_next=False, lease_seconds=None,
-                         worker_info=None, holds=None, **details):
+                         worker_info=None, holds=None, flag=None, **details):
         """A worker's step in one commit: record a task's end (`action` is "complete", "fail",
         "release" or "cancel", with that method's own keyword arguments in `details`), set the
-        worker's row, and, with `claim_next` and none of the flags `holds` set (default: the
-        pool-wide pause and configuration error; a worker passes flags.holds(host, login)), claim
-        its next task.
+        pool flag `flag` = (key, value, until) if given, set the worker's row, and, with
+        `claim_next` and none of the flags `holds` set (default: the pool-wide pause and
+        configuration error; a worker passes flags.holds(host, login)), claim its next task.
         Returns (recorded, next task or None); `recorded` is what the single method returns."""
         finish = self._complete if action == "complete" else {
             "fail": self._fail, "release": self._release, "cancel": self._acknowledge_cancel}[action]
@@ -1006,6 +1006,12 @@ class TaskQueue:
             details["encoded"] = _completion(details.get("result"))
         with self._write(notify=True) as conn:
             done = finish(conn, task_id, worker_id, attempt=attempt, **details)
+            # A flag that stops workers (a pause, a configuration error) and the release of the task
+            # that raised it are seen together: a waiter told "stopped" finds that task pending.
+            # Set before the claim, which it then holds.
+            if flag is not None:
+                key, value, until = flag
+                conn.execute(SQL_SET_FLAG, (key, _dumps(value), until, self.clock()))
             task = None
             if claim_next:
                 task = self._claim(conn, worker_id, lease_seconds, worker_info, holds=keys)

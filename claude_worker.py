@@ -881,17 +881,17 @@ class Worker:
         elif verdict.kind == claude_cli.USAGE_LIMIT:
             delay = max(0.0, verdict.resets_at - time.time())
             # Every worker on this login pauses, whatever its host; other logins go on.
-            q.set_flag(flags.paused_login(self.login), {"reason": "usage_limit", "message": verdict.message,
-                                                        "login": self.login, "host": self.host},
-                       until=verdict.resets_at)
-            self.finish("release", task, delay=delay, reason=verdict.message, cost=outcome["total_cost_usd"])
+            pause = (flags.paused_login(self.login), {"reason": "usage_limit", "message": verdict.message,
+                                                      "login": self.login, "host": self.host}, verdict.resets_at)
+            self.finish("release", task, flag=pause, delay=delay, reason=verdict.message,
+                        cost=outcome["total_cost_usd"])
             log(f"task {tid}: released; the workers on login {self.login} pause until "
                 f"{time.strftime('%H:%M:%S UTC', time.gmtime(verdict.resets_at))}: {verdict.message}")
         elif verdict.kind == claude_cli.CONFIG_ERROR:
             # Stops this host only: another host has its own claude and its own login.
-            q.set_flag(flags.config_error(self.host), {"message": verdict.message, "fix": verdict.fix,
-                                                        "host": self.host})
-            self.finish("release", task, reason=verdict.message, cost=outcome["total_cost_usd"])
+            stop = (flags.config_error(self.host), {"message": verdict.message, "fix": verdict.fix,
+                                                    "host": self.host}, None)
+            self.finish("release", task, flag=stop, reason=verdict.message, cost=outcome["total_cost_usd"])
             log(f"task {tid}: released untouched: {verdict.message}")
         else:
             retryable = verdict.kind == claude_cli.RETRYABLE

@@ -791,10 +791,10 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
         return None if row is None else claude_queue.Task.from_row(row, root=self.cfg.root)
 
     def finish_and_claim(self, action, task_id, worker_id, attempt=None, claim_next=False, lease_seconds=None,
-                         worker_info=None, holds=None, **details):
+                         worker_info=None, holds=None, flag=None, **details):
         """As TaskQueue.finish_and_claim; a completion is one call of klauss_complete_and_claim
         unless that leaves it to the general path."""
-        if action == "complete" and set(details) <= {"result"}:
+        if action == "complete" and flag is None and set(details) <= {"result"}:
             text, stored, denied, cost = claude_queue._completion(details.get("result"))
             row = self._call(SQL_FAST_COMPLETE, (
                 task_id, worker_id, attempt, self.clock(), text, stored, denied, cost, bool(claim_next),
@@ -804,7 +804,7 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
                 return bool(row[0]), self._claimed(row)
         return super().finish_and_claim(action, task_id, worker_id, attempt=attempt, claim_next=claim_next,
                                         lease_seconds=lease_seconds, worker_info=worker_info, holds=holds,
-                                        **details)
+                                        flag=flag, **details)
 
     def complete_task(self, task_id, worker_id, result=None, attempt=None):
         return self.finish_and_claim("complete", task_id, worker_id, attempt=attempt, result=result)[0]

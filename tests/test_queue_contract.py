@@ -301,6 +301,21 @@ def test_workers_and_flags(queue, clock):
     assert queue.clear_flag("config_error") and queue.get_flag("config_error") is None
 
 
+def test_a_flag_set_with_a_release_lands_in_its_commit_and_holds_the_next_claim(queue, clock):
+    """A worker stopped by a configuration error releases its task and sets the flag in one
+    commit: a waiter told "stopped" finds the task pending, and the same step claims nothing."""
+    first, _ = queue.add_tasks([{"prompt": "a"}, {"prompt": "b"}])
+    t = queue.claim_task("w")
+    stop = ("config_error:h", {"message": "not logged in"}, None)
+    with pytest.raises(TypeError):  # the flag cannot be stored: the release is undone with it
+        queue.finish_and_claim("release", first, "w", attempt=t.attempt, flag=(stop[0], {object()}, None))
+    assert queue.get_task(first).status == "in_progress" and queue.get_flag(stop[0]) is None
+    done, claimed = queue.finish_and_claim("release", first, "w", attempt=t.attempt, claim_next=True,
+                                           holds=[stop[0]], flag=stop, reason="not logged in")
+    assert done and claimed is None, "the flag set in this commit holds its claim"
+    assert queue.get_task(first).status == "pending" and queue.get_flag(stop[0])["value"] == stop[1]
+
+
 def test_list_flags_by_prefix(queue, clock):
     queue.set_flag("borrow:1", {"task": 1}, until=clock() + 10)
     queue.set_flag("borrow:2", {"task": 2})
