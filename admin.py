@@ -105,7 +105,8 @@ def cmd_status(args):
                   f"{_fmt_mem(w['rss_kb']):>6} {_fmt_age(w['heartbeat_age']):>6}  {claude}")
     q = st["queue"]
     print(f"queue: {q['pending']} pending, {q['in_progress']} running, {q['completed']} completed, "
-          f"{q['failed']} failed, {q['cancelled']} cancelled, {q['skipped']} skipped ({q['total']} total)")
+          f"{q['failed']} failed, {q['cancelled']} cancelled, {q['skipped']} skipped ({q['total']} total)"
+          + (f", {q['integrating']} integrating" if q["integrating"] else ""))  # the merge queue's own, still to run
     return EXIT_OK
 
 

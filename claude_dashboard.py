@@ -179,6 +179,7 @@ class Dashboard:
     def _main_frame(self, width, height, now):
         q = self.q
         stats = q.get_stats()
+        mine = task_report.queue_user_stats(q, stats)  # the merge queue's own tasks are not the user's
         paused = hosts.pause_flag(q, q.cfg.host, hosts.login_key(q.cfg))
         config_error = hosts.config_error_flag(q, q.cfg.host)
         coordinator = q.get_flag(flags.coordinator(q.cfg.host)) or q.get_flag(flags.COORDINATOR)
@@ -188,9 +189,11 @@ class Dashboard:
 
         counts = [("Queue: ", "heading")]
         for status in claude_queue.STATUSES:
-            counts += [(f"{stats[status]:,} {STATUS_LABELS[status]}", status if stats[status] else "dim"),
+            counts += [(f"{mine[status]:,} {STATUS_LABELS[status]}", status if mine[status] else "dim"),
                        ("  ", "")]
-        counts.append((f"({stats['total']:,} total)", "dim"))
+        counts.append((f"({mine['total']:,} total)", "dim"))
+        if mine["integrating"]:
+            counts.append((f"  {mine['integrating']:,} integrating", "in_progress"))
         banner_lines = 3 if height is None or height >= 24 else 2 if height >= 14 else 1
         lines = [self._title_line(width, now, stats), counts,
                  *self._banners(width, now, paused, config_error, banner_lines)]
@@ -231,6 +234,9 @@ class Dashboard:
         self.shown = self.q.recent_tasks(self.status, limit=self.page, offset=self.offset)
         label = "all" if self.status is None else STATUS_LABELS[self.status]
         span = f"{self.offset + 1}-{self.offset + len(self.shown)} of {self.total:,}" if self.shown else "none"
+        # The list shows every task; the merge queue's are not in the queue line's counts.
+        merging = self.total - (mine["total"] if self.status is None else mine[self.status])
+        span += f" ({merging:,} of them the merge queue's)" if merging and self.shown else ""
         lines.append([(f"Tasks ({label}): {span}", "heading")])
         rows = [self._task_cells(task, now) for task in self.shown]
         # Wider only while a shown task needs it ("completed, 1 denied"), so prompts keep their room.

@@ -45,6 +45,7 @@ import claude_queue
 import config
 import hints
 import processes
+import task_report
 import worktrees
 
 KIND = "klauss_integration"   # metadata of an integration task: {"task": id}
@@ -739,42 +740,24 @@ def gated(queue, job):
     return bool(job) and (bool(verify_command(queue.cfg, job)) or "integration" in (job.get("metadata") or {}))
 
 
-def user_stats(queue, job, tasks=None):
-    """The job's stats as the user counts them: the merge queue's own integration tasks are not the
-    user's tasks (left out of every count) but what they cost is the job's (kept in `cost_usd`).
-    Adds "integrating": how many integration tasks are still to run, and "integration_tasks": how
-    many there are. A job without a verify command keeps its stats as they are."""
-    if not gated(queue, job):
+def user_stats(queue, job):
+    """The job's stats as the user counts them (task_report.without_integration): the merge queue's
+    own integration tasks are not the user's tasks (left out of every count) but what they cost is
+    the job's (kept in `cost_usd`). Adds "integrating": how many integration tasks are still to
+    run, and "integration_tasks": how many there are. A job without a verify command and without
+    integration tasks keeps its stats as they are."""
+    merging = queue.integration_counts(job["id"])
+    if not merging["total"] and not gated(queue, job):
         return dict(job["stats"])
-    return _without_integration(job["stats"], tasks if tasks is not None else queue.list_tasks(job_id=job["id"], order="asc"))
+    return task_report.without_integration(job["stats"], merging)
 
 
 def queue_user_stats(queue, job=None):
     """queue.get_stats() as the user counts them (see user_stats): of one job (a queue.get_job()),
-    or of the whole queue, every job's integration tasks left out."""
+    or of the whole queue (task_report.queue_user_stats), every job's integration tasks left out."""
     if job is not None:
         return user_stats(queue, job)
-    gated_jobs = [j for j in queue.list_jobs() if gated(queue, j)]
-    stats = queue.get_stats()
-    if not gated_jobs:
-        return stats
-    return _without_integration(stats, [t for j in gated_jobs for t in queue.list_tasks(job_id=j["id"], order="asc")])
-
-
-def _without_integration(stats, tasks):
-    stats = {**stats, "integrating": 0, "integration_tasks": 0}
-    for t in tasks:
-        if not is_integration(t):
-            continue
-        status = t.status
-        stats[status] -= 1
-        stats["total"] -= 1
-        stats["integration_tasks"] += 1
-        if status in ("pending", "in_progress"):
-            stats["integrating"] += 1
-        if status == "completed" and getattr(t, "denied", 0):
-            stats["denied"] = max(0, stats.get("denied", 0) - 1)
-    return stats
+    return task_report.queue_user_stats(queue)
 
 
 def recent_user_tasks(queue, status=None, job_id=None, limit=None):

@@ -558,9 +558,10 @@ class KlaussTools:
         if st["config_error"]:
             value = st["config_error"]["value"]
             lines.append(f"**Configuration error:** {value.get('message')}. To fix: {value.get('fix')}")
-        stats = orch.queue.get_stats()
+        stats = integration.queue_user_stats(orch.queue)  # the merge queue's own tasks are not the user's
         lines.append(f"Queue: {stats['pending']} pending, {stats['in_progress']} running, "
-                     f"{stats['completed']} completed, {stats['failed']} failed.")
+                     f"{stats['completed']} completed, {stats['failed']} failed"
+                     + (f", {stats['integrating']} integrating." if stats["integrating"] else "."))
         return "\n".join(lines)
 
 

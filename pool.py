@@ -439,7 +439,7 @@ def status(cfg, queue):
             "problem": problem, "disk_full": claude_queue.disk_full_note(cfg.state_dir, cfg.db_path.parent),
             "db": config.shown_db(cfg.db_path), "state_dir": str(cfg.state_dir), "host": cfg.host,
             "hosts": hosts_status(queue, pools),
-            "coordinator": coordinator, "workers": workers, "queue": queue.get_stats(),
+            "coordinator": coordinator, "workers": workers, "queue": task_report.queue_user_stats(queue),
             "config_error": config_error["value"] if config_error else None,
             "paused": paused or None, "pool_state": task_report.pool_state(queue)}
 

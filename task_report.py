@@ -164,6 +164,26 @@ def show_cancel_requested(task):
     return task.cancel_requested and task.status == "in_progress"
 
 
+def without_integration(stats, merging):
+    """`stats` (queue.get_stats()) as the user counts them: the merge queue's integration tasks
+    (`merging`: queue.integration_counts() of the same job or queue) are not the user's tasks, so
+    they are left out of every count, but what they cost is the job's (kept in `cost_usd`). Adds
+    "integrating": how many of them are still to run, and "integration_tasks": how many there are."""
+    out = {**stats, "integrating": merging["pending"] + merging["in_progress"], "integration_tasks": merging["total"]}
+    for key, n in merging.items():
+        if key != "denied":
+            out[key] -= n  # each status, and the total
+    out["denied"] = max(0, stats.get("denied", 0) - merging["denied"])
+    return out
+
+
+def queue_user_stats(queue, stats=None):
+    """The whole queue's counts as every view tells them (`status` and its --json, the dashboard,
+    MCP, `stats`): `stats` (queue.get_stats(), read when not given) without the merge queue's
+    integration tasks (see without_integration), which one small index read counts."""
+    return without_integration(queue.get_stats() if stats is None else stats, queue.integration_counts())
+
+
 def job_progress(stats):
     """A job's progress as listed: "3/4" (finished of all), or "cancelled" when every task was
     cancelled (or skipped because of a cancelled one): such a job is not done."""
