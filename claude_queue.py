@@ -407,12 +407,14 @@ MIGRATIONS = [
         WHERE status = 'pending' OR status = 'in_progress';
     """,
     # 10: the merge queue's integration tasks (integration.py) have an index of their own, so the
-    # views that leave them out of the user's counts (integration_counts) read it, not every task's
-    # row (a whole-queue count read them all: 320 ms at 100,000 tasks). Its condition is
-    # _COSTS_NOTHING word for word (SQLite uses a partial index only for the very same term). An
-    # ordinary task's claim or completion tests it and writes no entry.
+    # views that leave them out of the user's counts (integration_counts) count them without reading
+    # every task's row (320 ms at 100,000 tasks). It is keyed by id, which no update changes: a
+    # claim or a completion never touches it (keyed by status, it cost every worker's step 2% more
+    # instructions); the statuses come from the unfinished and unsuccessful tasks' indexes, probed
+    # by id. Its condition is _COSTS_NOTHING word for word (SQLite uses a partial index only for
+    # the very same term).
     """
-    CREATE INDEX tasks_integration ON tasks(job_id, status, denied)
+    CREATE INDEX tasks_integration ON tasks(id, job_id)
         WHERE metadata LIKE '%"klauss_integration":{%';
     """,
 ]
@@ -1423,21 +1425,17 @@ class TaskQueue:
 
     def integration_counts(self, job_id=None):
         """The merge queue's integration tasks (metadata "klauss_integration", integration.py) among
-        get_stats(job_id)'s, read from their own index: a count per status, `total`, and `denied`
-        (the completed ones with denials, as get_stats counts them)."""
+        get_stats(job_id)'s: a count per status and `total`, read from indexes only. (They run no
+        claude, so none has a denial: get_stats' `denied` is the user's.)"""
         if job_id is None:
             rows = self._read(SQL_INTEGRATION_COUNTS)
         else:
             rows = self._read(SQL_JOB_INTEGRATION_COUNTS, (job_id,))
         counts = {s: 0 for s in STATUSES}
-        denied = 0
-        for status, n, d in rows:
-            counts[status] = counts.get(status, 0) + n
-            if status == "completed":
-                denied += d or 0
-        counts["total"] = sum(counts[s] for s in STATUSES)
-        counts["denied"] = denied
-        return counts
+        counts.update((status, n) for status, n in rows)
+        # Finished tasks are nearly all completed and have no index of their own: the rest of them.
+        counts["completed"] = counts["total"] - sum(n for s, n in counts.items() if s not in ("completed", "total"))
+        return {**{s: counts[s] for s in STATUSES}, "total": counts["total"]}
 
     def purge(self, older_than, statuses=None):
         """Delete finished tasks that finished more than `older_than` seconds ago. Returns the count.
@@ -2026,13 +2024,26 @@ SQL_JOB_SPENT = "SELECT ifnull(sum(cost), 0) FROM task_counts WHERE job_id = ?"
 _COSTS_NOTHING = """metadata LIKE '%"klauss_integration":{%'"""
 SQL_COSTS_NOTHING = f"SELECT 1 FROM tasks WHERE id = ? AND {_COSTS_NOTHING}"
 SQL_JOB_PENDING = f"SELECT id FROM tasks WHERE job_id = ? AND status = 'pending' AND NOT {_COSTS_NOTHING}"
-# integration_counts: the same term as tasks_integration's (schema 10), whose entries hold every
-# column read. The whole queue's in the index's order (by job, then status), summed per status by
-# the caller: grouped by status alone, SQLite sorts every entry first.
-SQL_INTEGRATION_COUNTS = f"""SELECT status, count(*), sum(denied > 0) FROM tasks INDEXED BY tasks_integration
-WHERE {_COSTS_NOTHING} GROUP BY job_id, status"""
-SQL_JOB_INTEGRATION_COUNTS = f"""SELECT status, count(*), sum(denied > 0) FROM tasks INDEXED BY tasks_integration
-WHERE job_id = ? AND {_COSTS_NOTHING} GROUP BY status"""
+# integration_counts: all of them, then the unfinished and unsuccessful ones, each from an index
+# (tasks_integration, probed by id for the others: schema 10). A queue (or job) without any reads no
+# more than that: the probes run only when one exists (SQLite tests a term that names no row of the
+# query once, before its loop).
+_INTEGRATION = _COSTS_NOTHING.replace("metadata", "i.metadata")
+_ANY_INTEGRATION = ("EXISTS (SELECT 1 FROM tasks e INDEXED BY tasks_integration WHERE {job}"
+                    + _COSTS_NOTHING.replace("metadata", "e.metadata") + ")").replace("{job}", "{job_e}")
+_SQL_INTEGRATION_COUNTS = f"""
+SELECT 'total', count(*) FROM tasks i INDEXED BY tasks_integration WHERE {{job}}{_INTEGRATION}
+UNION ALL
+SELECT t.status, count(*) FROM tasks t INDEXED BY tasks_open CROSS JOIN tasks i INDEXED BY tasks_integration
+WHERE (t.status = 'pending' OR t.status = 'in_progress') AND i.id = t.id AND {{job}}{_INTEGRATION}
+  AND {_ANY_INTEGRATION} GROUP BY t.status
+UNION ALL
+SELECT t.status, count(*) FROM tasks t INDEXED BY tasks_unsuccessful CROSS JOIN tasks i INDEXED BY tasks_integration
+WHERE (t.status = 'failed' OR t.status = 'cancelled' OR t.status = 'skipped') AND i.id = t.id
+  AND {{job}}{_INTEGRATION} AND {_ANY_INTEGRATION} GROUP BY t.status
+"""
+SQL_INTEGRATION_COUNTS = _SQL_INTEGRATION_COUNTS.replace("{job}", "").replace("{job_e}", "")
+SQL_JOB_INTEGRATION_COUNTS = _SQL_INTEGRATION_COUNTS.replace("{job}", "i.job_id = ?1 AND ").replace("{job_e}", "e.job_id = ?1 AND ")
 SQL_TASK_STATUS = "SELECT status FROM tasks WHERE id = ?"
 SQL_REQUEST_CANCEL = "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?"
 SQL_JOB_UNFINISHED = "SELECT id FROM tasks WHERE job_id = ? AND status IN ('pending', 'in_progress') ORDER BY id"

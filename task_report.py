@@ -171,9 +171,7 @@ def without_integration(stats, merging):
     "integrating": how many of them are still to run, and "integration_tasks": how many there are."""
     out = {**stats, "integrating": merging["pending"] + merging["in_progress"], "integration_tasks": merging["total"]}
     for key, n in merging.items():
-        if key != "denied":
-            out[key] -= n  # each status, and the total
-    out["denied"] = max(0, stats.get("denied", 0) - merging["denied"])
+        out[key] -= n  # each status, and the total (they have no denials: they run no claude)
     return out
 
 

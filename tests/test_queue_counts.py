@@ -36,12 +36,12 @@ def gated_queue(q):
     job = q.create_job("gated", metadata={"isolation": "worktree", "merge": "auto", "verify": [sys.executable, "-c", "pass"]})
     plain = q.create_job("plain")
     done, fails = q.add_tasks([{"prompt": "done, with a denial", "job_id": job}, {"prompt": "fails", "job_id": job}])
-    merged, denied, broken, skipped, other = q.add_tasks([
+    merged, verified, broken, skipped, other = q.add_tasks([
         {**integration_task(done), "job_id": job}, {**integration_task(done), "job_id": job},
         {**integration_task(done), "job_id": job},
         {**integration_task(fails), "job_id": job, "depends_on": [fails]},
         {"prompt": "plain and done", "job_id": plain}])
-    fates = {done: "denied", fails: "fail", merged: "complete", denied: "denied", broken: "fail", other: "complete"}
+    fates = {done: "denied", fails: "fail", merged: "complete", verified: "complete", broken: "fail", other: "complete"}
     while True:
         task = q.claim_task("w1")
         if task is None:
@@ -60,8 +60,7 @@ def gated_queue(q):
     q.add_tasks([{"prompt": "waits", "job_id": job, "depends_on": [mine_running]},
                  {**integration_task(done), "job_id": job, "depends_on": [mine_running]},
                  {"prompt": "no job"}])
-    merging = {"pending": 1, "in_progress": 1, "completed": 2, "failed": 1, "cancelled": 1, "skipped": 1,
-               "total": 7, "denied": 1}
+    merging = {"pending": 1, "in_progress": 1, "completed": 2, "failed": 1, "cancelled": 1, "skipped": 1, "total": 7}
     mine = {"pending": 2, "in_progress": 1, "completed": 2, "failed": 1, "cancelled": 0, "skipped": 0, "total": 6,
             "denied": 1}
     return job, mine, merging
@@ -75,13 +74,13 @@ def counts_of(stats):
 
 def test_integration_counts_per_status_of_the_queue_and_of_a_job(open_backend):  # noqa: F811
     q = open_backend()
-    assert q.integration_counts() == {**{s: 0 for s in claude_queue.STATUSES}, "total": 0, "denied": 0}
+    assert q.integration_counts() == {**{s: 0 for s in claude_queue.STATUSES}, "total": 0}
     job, mine, merging = gated_queue(q)
     assert q.integration_counts() == merging
     assert q.integration_counts(job) == merging
     assert q.integration_counts("no-such-job")["total"] == 0
     everything = q.get_stats()
-    assert counts_of(everything) == {k: mine[k] + merging[k] for k in mine}  # the plain job's and the jobless task
+    assert counts_of(everything) == {**{k: mine[k] + merging[k] for k in merging}, "denied": 1}
     assert counts_of(task_report.queue_user_stats(q)) == mine
     job_stats = q.get_job(job)["stats"]
     user = integration.user_stats(q, q.get_job(job))
