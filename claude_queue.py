@@ -1427,12 +1427,12 @@ class TaskQueue:
         """The merge queue's integration tasks (metadata "klauss_integration", integration.py) among
         get_stats(job_id)'s: a count per status and `total`, read from indexes only. (They run no
         claude, so none has a denial: get_stats' `denied` is the user's.)"""
-        if job_id is None:
-            rows = self._read(SQL_INTEGRATION_COUNTS)
-        else:
-            rows = self._read(SQL_JOB_INTEGRATION_COUNTS, (job_id,))
+        job = () if job_id is None else (job_id,)
+        total = self._read(SQL_INTEGRATION_TOTAL if job_id is None else SQL_JOB_INTEGRATION_TOTAL, job)[0][0]
         counts = {s: 0 for s in STATUSES}
-        counts.update((status, n) for status, n in rows)
+        counts["total"] = total
+        if total:
+            counts.update(self._read(SQL_INTEGRATION_COUNTS if job_id is None else SQL_JOB_INTEGRATION_COUNTS, job))
         # Finished tasks are nearly all completed and have no index of their own: the rest of them.
         counts["completed"] = counts["total"] - sum(n for s, n in counts.items() if s not in ("completed", "total"))
         return {**{s: counts[s] for s in STATUSES}, "total": counts["total"]}
@@ -2024,26 +2024,22 @@ SQL_JOB_SPENT = "SELECT ifnull(sum(cost), 0) FROM task_counts WHERE job_id = ?"
 _COSTS_NOTHING = """metadata LIKE '%"klauss_integration":{%'"""
 SQL_COSTS_NOTHING = f"SELECT 1 FROM tasks WHERE id = ? AND {_COSTS_NOTHING}"
 SQL_JOB_PENDING = f"SELECT id FROM tasks WHERE job_id = ? AND status = 'pending' AND NOT {_COSTS_NOTHING}"
-# integration_counts: all of them, then the unfinished and unsuccessful ones, each from an index
-# (tasks_integration, probed by id for the others: schema 10). A queue (or job) without any reads no
-# more than that: the probes run only when one exists (SQLite tests a term that names no row of the
-# query once, before its loop).
+# integration_counts: how many there are (of a job: its tasks probed by id), then, when there are
+# any, the unfinished and unsuccessful ones (their indexes probed by id); every read in an index.
 _INTEGRATION = _COSTS_NOTHING.replace("metadata", "i.metadata")
-_ANY_INTEGRATION = ("EXISTS (SELECT 1 FROM tasks e INDEXED BY tasks_integration WHERE {job}"
-                    + _COSTS_NOTHING.replace("metadata", "e.metadata") + ")").replace("{job}", "{job_e}")
+SQL_INTEGRATION_TOTAL = f"SELECT count(*) FROM tasks i INDEXED BY tasks_integration WHERE {_INTEGRATION}"
+SQL_JOB_INTEGRATION_TOTAL = f"""SELECT count(*) FROM tasks t INDEXED BY tasks_job CROSS JOIN tasks i INDEXED BY tasks_integration
+WHERE t.job_id = ?1 AND i.id = t.id AND {_INTEGRATION}"""
 _SQL_INTEGRATION_COUNTS = f"""
-SELECT 'total', count(*) FROM tasks i INDEXED BY tasks_integration WHERE {{job}}{_INTEGRATION}
-UNION ALL
 SELECT t.status, count(*) FROM tasks t INDEXED BY tasks_open CROSS JOIN tasks i INDEXED BY tasks_integration
-WHERE (t.status = 'pending' OR t.status = 'in_progress') AND i.id = t.id AND {{job}}{_INTEGRATION}
-  AND {_ANY_INTEGRATION} GROUP BY t.status
+WHERE (t.status = 'pending' OR t.status = 'in_progress') AND i.id = t.id AND {{job}}{_INTEGRATION} GROUP BY t.status
 UNION ALL
 SELECT t.status, count(*) FROM tasks t INDEXED BY tasks_unsuccessful CROSS JOIN tasks i INDEXED BY tasks_integration
 WHERE (t.status = 'failed' OR t.status = 'cancelled' OR t.status = 'skipped') AND i.id = t.id
-  AND {{job}}{_INTEGRATION} AND {_ANY_INTEGRATION} GROUP BY t.status
+  AND {{job}}{_INTEGRATION} GROUP BY t.status
 """
-SQL_INTEGRATION_COUNTS = _SQL_INTEGRATION_COUNTS.replace("{job}", "").replace("{job_e}", "")
-SQL_JOB_INTEGRATION_COUNTS = _SQL_INTEGRATION_COUNTS.replace("{job}", "i.job_id = ?1 AND ").replace("{job_e}", "e.job_id = ?1 AND ")
+SQL_INTEGRATION_COUNTS = _SQL_INTEGRATION_COUNTS.replace("{job}", "")
+SQL_JOB_INTEGRATION_COUNTS = _SQL_INTEGRATION_COUNTS.replace("{job}", "i.job_id = ?1 AND ")
 SQL_TASK_STATUS = "SELECT status FROM tasks WHERE id = ?"
 SQL_REQUEST_CANCEL = "UPDATE tasks SET cancel_requested = 1, updated_at = ? WHERE id = ?"
 SQL_JOB_UNFINISHED = "SELECT id FROM tasks WHERE job_id = ? AND status IN ('pending', 'in_progress') ORDER BY id"

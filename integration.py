@@ -744,12 +744,11 @@ def user_stats(queue, job):
     """The job's stats as the user counts them (task_report.without_integration): the merge queue's
     own integration tasks are not the user's tasks (left out of every count) but what they cost is
     the job's (kept in `cost_usd`). Adds "integrating": how many integration tasks are still to
-    run, and "integration_tasks": how many there are. A job without a verify command and without
-    integration tasks keeps its stats as they are."""
-    merging = queue.integration_counts(job["id"])
-    if not merging["total"] and not gated(queue, job):
+    run, and "integration_tasks": how many there are. A job without a verify command keeps its
+    stats as they are."""
+    if not gated(queue, job):
         return dict(job["stats"])
-    return task_report.without_integration(job["stats"], merging)
+    return task_report.without_integration(job["stats"], queue.integration_counts(job["id"]))
 
 
 def queue_user_stats(queue, job=None):

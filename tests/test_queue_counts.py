@@ -105,7 +105,8 @@ def test_the_whole_queue_is_counted_without_listing_jobs_or_tasks(open_backend, 
 
 def test_the_count_reads_its_index(make_queue):
     q = make_queue()
-    for sql, params in ((claude_queue.SQL_INTEGRATION_COUNTS, ()), (claude_queue.SQL_JOB_INTEGRATION_COUNTS, ("j",))):
+    for sql, params in ((claude_queue.SQL_INTEGRATION_TOTAL, ()), (claude_queue.SQL_JOB_INTEGRATION_TOTAL, ("j",)),
+                        (claude_queue.SQL_INTEGRATION_COUNTS, ()), (claude_queue.SQL_JOB_INTEGRATION_COUNTS, ("j",))):
         plan = " ".join(r[3] for r in q._read("EXPLAIN QUERY PLAN " + sql, params))
         assert "tasks_integration" in plan and "TEMP B-TREE" not in plan, plan
 
