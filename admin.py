@@ -106,7 +106,7 @@ def cmd_status(args):
     q = st["queue"]
     print(f"queue: {q['pending']} pending, {q['in_progress']} running, {q['completed']} completed, "
           f"{q['failed']} failed, {q['cancelled']} cancelled, {q['skipped']} skipped ({q['total']} total)"
-          + (f", {q['integrating']} integrating" if q["integrating"] else ""))  # the merge queue's own, still to run
+          + (f", {q['integrating']} integrating" if q.get("integrating") else ""))  # the merge queue's own, still to run
     return EXIT_OK
 
 

@@ -192,7 +192,7 @@ class Dashboard:
             counts += [(f"{mine[status]:,} {STATUS_LABELS[status]}", status if mine[status] else "dim"),
                        ("  ", "")]
         counts.append((f"({mine['total']:,} total)", "dim"))
-        if mine["integrating"]:
+        if mine.get("integrating"):
             counts.append((f"  {mine['integrating']:,} integrating", "in_progress"))
         banner_lines = 3 if height is None or height >= 24 else 2 if height >= 14 else 1
         lines = [self._title_line(width, now, stats), counts,

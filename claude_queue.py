@@ -50,7 +50,8 @@ Counts. `get_stats` gives per-status counts, cost and denials without scanning f
 triggers keep `task_counts` per job, for finished statuses plus one bucket of unfinished tasks (a
 claim moves no count); how many of those run is read from the unfinished tasks' index.
 `integration_counts` gives the same counts of the merge queue's integration tasks alone (the user's
-views leave them out), from their own index: they are never all read.
+views leave them out), from indexes only (theirs, probed by id from the unfinished and unsuccessful
+tasks' indexes): no task's row is read.
 
 Workers and flags. Workers register a row (state, current task, details such as claude's pid) and
 beat it. Pool-wide flags (`set_flag`, with an optional `until`) carry the usage-limit pause,

@@ -561,7 +561,7 @@ class KlaussTools:
         stats = integration.queue_user_stats(orch.queue)  # the merge queue's own tasks are not the user's
         lines.append(f"Queue: {stats['pending']} pending, {stats['in_progress']} running, "
                      f"{stats['completed']} completed, {stats['failed']} failed"
-                     + (f", {stats['integrating']} integrating." if stats["integrating"] else "."))
+                     + (f", {stats['integrating']} integrating." if stats.get("integrating") else "."))
         return "\n".join(lines)
 
 

@@ -178,8 +178,11 @@ def without_integration(stats, merging):
 def queue_user_stats(queue, stats=None):
     """The whole queue's counts as every view tells them (`status` and its --json, the dashboard,
     MCP, `stats`): `stats` (queue.get_stats(), read when not given) without the merge queue's
-    integration tasks (see without_integration), which one small index read counts."""
-    return without_integration(queue.get_stats() if stats is None else stats, queue.integration_counts())
+    integration tasks (see without_integration), counted from indexes (queue.integration_counts).
+    A queue without any keeps its stats as they are (no "integrating" or "integration_tasks")."""
+    stats = queue.get_stats() if stats is None else stats
+    merging = queue.integration_counts()
+    return without_integration(stats, merging) if merging["total"] else stats
 
 
 def job_progress(stats):

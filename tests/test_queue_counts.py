@@ -75,6 +75,7 @@ def counts_of(stats):
 def test_integration_counts_per_status_of_the_queue_and_of_a_job(open_backend):  # noqa: F811
     q = open_backend()
     assert q.integration_counts() == {**{s: 0 for s in claude_queue.STATUSES}, "total": 0}
+    assert task_report.queue_user_stats(q) == q.get_stats()  # no integration task: the stats as they are
     job, mine, merging = gated_queue(q)
     assert q.integration_counts() == merging
     assert q.integration_counts(job) == merging
