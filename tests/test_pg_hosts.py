@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -369,3 +370,24 @@ def test_a_host_cut_off_inside_a_transaction_holds_the_queue_only_briefly(tmp_pa
             holder.kill()
             holder.wait()
         server.stop()
+
+
+def test_a_client_stopped_inside_a_transaction_holds_the_queue_only_a_lease(tmp_path, postgres_url):
+    # Connected and silent (^Z, SIGSTOP, a debugger): its TCP answers the server's probes, so only
+    # the transaction's own idle time can end it. Its write is undone, every other write goes on.
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(ROOT), postgres_url, str(tmp_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        os.kill(holder.pid, signal.SIGSTOP)
+        queue = claude_queue.TaskQueue(postgres_url, cfg=config.load_config(db=postgres_url, cwd=tmp_path, env={}))
+        done = []
+        writer = threading.Thread(target=lambda: done.append(queue.add_task("after")), daemon=True)
+        writer.start()
+        writer.join(timeout=60)
+        assert done, "another process's write still waits for the stopped client's transaction"
+        assert [t.prompt for t in queue.list_tasks()] == ["after"]
+        queue.close()
+    finally:
+        holder.kill()
+        holder.wait()
