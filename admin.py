@@ -55,7 +55,17 @@ def disk_full_note(cfg):
 
 def cmd_status(args):
     cfg = load(args)
-    queue = open_queue(cfg, create=False)
+    try:
+        queue = open_queue(cfg, create=False)
+    except claude_queue.DatabaseUnavailable as exc:
+        # The pool rides out an outage (supervisor._database_down): say that it is there and waits.
+        found = locked_coordinator(cfg.state_dir)
+        if found and args.json:
+            print(json.dumps({"coordinator": {"pid": found["pid"], "state": "waiting for the database"},
+                              "error": str(exc)}, indent=2, sort_keys=True))
+        elif found:
+            print(f"pool: coordinator pid {found['pid']} is running and waits for the database")
+        raise
     try:
         st = pool.status(cfg, queue)
     finally:

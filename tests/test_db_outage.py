@@ -2,6 +2,8 @@
 rides it out. Runs go on, nothing is claimed or recorded meanwhile, a run that ends in the gap is
 recorded once the server is back, and no worker is restarted or killed for it."""
 
+import json
+
 import pytest
 from test_hosts import Host, blocking, completions
 
@@ -42,6 +44,12 @@ def test_a_pool_rides_out_a_database_server_restart(tmp_path, server):
 
         server.halt()
         wait_for(lambda: "the pool waits for the database" in _logs(host), what="the coordinator to wait")
+        status = host.manage("status")
+        assert status.returncode == 1 and "cannot connect" in status.stderr, status.stderr
+        assert f"coordinator pid {coordinator} is running and waits for the database" in status.stdout
+        status = host.manage("status", "--json")
+        assert status.returncode == 1 and json.loads(status.stdout)["coordinator"] == {
+            "pid": coordinator, "state": "waiting for the database"}
         go.touch()  # the run ends while the server is down
         wait_for(lambda: f"task {tid}: cannot record its end yet" in _logs(host), what="the worker to hold its outcome")
         server.resume()
