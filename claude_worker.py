@@ -545,6 +545,8 @@ class Worker:
                     give_up_at = now + self.lease
                     log(f"task {task.id}: cannot record its end yet: {exc}; trying again for up to {self.lease:g}s")
                 if now >= give_up_at:
+                    log(f"task {task.id}: its end could not be recorded within a lease; the task returns to "
+                        f"the queue (its lease has expired) and runs again")
                     raise
                 self.waker.wait(min(self.cfg["workers"]["poll_seconds"], IDLE_TICK_SECONDS))
         if give_up_at is not None:
