@@ -7,9 +7,11 @@ import json
 import pytest
 from test_hosts import Host, blocking, completions
 
+import claude_queue
 import claude_worker
 import config
 import queue_postgres
+import submit_task
 from conftest import wait_for
 
 
@@ -94,3 +96,64 @@ def test_a_worker_started_while_the_database_is_down_waits_for_it(tmp_path, serv
     assert claude_worker.main(["w1", "--db", url]) == 1
     assert "cannot connect" in capsys.readouterr().err
     server.resume()
+
+
+class _Outage:
+    """A queue whose reads fail (the database out of reach) while `down` is set."""
+
+    def __init__(self, queue):
+        self.queue, self.down = queue, False
+
+    def __getattr__(self, name):
+        attr = getattr(self.queue, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise claude_queue.DatabaseUnavailable("cannot connect to the server", "check that it is up")
+            return attr(*args, **kwargs)
+        return call
+
+
+def _waiting_queue(tmp_path):
+    q = claude_queue.TaskQueue(str(tmp_path / "q.db"), cfg=config.load_config(cwd=tmp_path, env={}))
+    q.cfg["workers"]["auto_start"] = False  # the test is the worker
+    return q
+
+
+def test_submit_wait_waits_through_an_outage(tmp_path, capsys):
+    q = _waiting_queue(tmp_path)
+    tid = q.add_task("do it")
+    outage = _Outage(q)
+    steps = iter(["down", "still down", "back", "done"])
+
+    def worker(_seconds):
+        step = next(steps)
+        outage.down = step.endswith("down")
+        if step == "done":
+            t = q.claim_task("w")
+            q.complete_task(t.id, "w", "All done.")
+
+    assert submit_task.wait_for(outage, tid, sleep=worker) == 0
+    out, err = capsys.readouterr()
+    assert out == "All done.\n"
+    assert err.count("cannot connect to the server") == 1 and f"still waiting for task {tid}" in err
+    assert "the database is back" in err
+
+
+def test_a_wait_that_runs_out_during_an_outage_says_to_wait_again_not_to_submit_again(tmp_path):
+    q = _waiting_queue(tmp_path)
+    tid = q.add_task("do it")
+    outage = _Outage(q)
+    ticks = iter(range(0, 1000, 10))
+
+    def sleep(_seconds):
+        outage.down = True
+
+    with pytest.raises(submit_task.CliError) as exc:
+        submit_task.wait_for(outage, tid, timeout=25, sleep=sleep, clock=lambda: next(ticks))
+    message = str(exc.value)
+    assert exc.value.code == 1 and f"task {tid} stays queued" in message and "again" in message
+    assert f"manage.sh wait {tid}`" in message and "run the command again" not in message
+    assert q.get_task(tid).status == "pending" and len(q.list_tasks()) == 1
