@@ -372,6 +372,8 @@ def doctor_checks(args):
             queue.set_flag(flags.DOCTOR, {"pid": os.getpid()})
             queue.clear_flag(flags.DOCTOR)
             checks.append((True, "database", _database_detail(cfg, queue), None))
+            if hasattr(queue, "clock_offset"):
+                checks.append(_clock_check(cfg, queue.clock_offset()))
             running = pool.running(queue)
             if running:
                 live = sum(1 for w in pool.own_workers(cfg, queue)
@@ -453,6 +455,18 @@ def _claude_checks(command, extra_env):
             checks.append((None, "login", "could not tell (this claude has no `auth status`)",
                            "if tasks fail with 'Not logged in', " + login_fix))
     return checks
+
+
+def _clock_check(cfg, offset):
+    """Hosts on one server stamp and judge each other's leases by their own clocks: a host whose
+    clock is off by a good part of a lease has its running tasks taken for abandoned."""
+    lease = cfg["workers"]["lease_seconds"]
+    way = "behind" if offset > 0 else "ahead of"
+    if abs(offset) < lease / 4:
+        return (True, "clock", f"within {abs(offset):.1f}s of the database server's", None)
+    return (None, "clock", f"this host's clock is {abs(offset):.0f}s {way} the database server's, and hosts "
+            f"judge each other's leases ({lease:g}s) by their own clocks",
+            "keep every host's clock in sync (NTP: timedatectl set-ntp true)")
 
 
 def cmd_doctor(args):

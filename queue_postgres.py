@@ -54,6 +54,7 @@ WAKE_CHANNEL = "klauss_wake"
 WRITE_LOCK = 0x6B6C61757373  # "klauss"
 CONNECT_TIMEOUT_SECONDS = 10
 SQL_LOCK = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+SQL_SERVER_EPOCH = "SELECT extract(epoch FROM clock_timestamp())"
 SQL_LOCK_SHARED = f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})"
 SQL_NOTIFY = f"NOTIFY {WAKE_CHANNEL}"
 # Raised by a fast path's function that met a case it leaves to the general path (its changes undone).
@@ -967,6 +968,15 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
     def server_version(self):
         """The server's version, e.g. "15.4"."""
         return self._connect().raw.execute("SHOW server_version").fetchone()[0]
+
+    def clock_offset(self):
+        """Seconds the server's clock is ahead of this host's (negative: behind), to a round trip.
+        Every host stamps and judges leases by its own clock, so hosts must agree on the time."""
+        conn = self._connect().raw
+        before = time.time()
+        server = conn.execute(SQL_SERVER_EPOCH).fetchone()[0]
+        after = time.time()
+        return float(server) - (before + after) / 2
 
 
 class PgWaker(claude_queue.Waker):
