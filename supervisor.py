@@ -25,6 +25,9 @@ The coordinator's states: STARTING (workers launched, not all ready) -> RUNNING 
 exit) -> STOPPED (what is left is SIGKILLed by process group, tasks returned, the pool flag
 cleared). Growing the pool goes RUNNING -> STARTING again until the new workers are ready.
 
+A database that cannot be reached (its server restarting, a lock nobody lets go) stops nothing: the
+loop goes on, no worker is restarted, and each tick tries the database again (_check_db_back).
+
 Each worker slot is STARTING, READY, BACKOFF (dead, restart scheduled), FAILED (gave up: a
 configuration error, or `max_fast_crashes` immediate crashes in a row) or STOPPED. When a worker
 dies, the claude process group it recorded is killed and its task returned at once
