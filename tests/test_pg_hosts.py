@@ -340,6 +340,19 @@ with q._write() as conn:
 """
 
 
+def _a_write_gets_through(url, tmp_path):
+    """The prompts in the queue once another client's task was added within a minute, else None."""
+    queue = claude_queue.TaskQueue(url, cfg=config.load_config(db=url, cwd=tmp_path, env={}))
+    done = []
+    writer = threading.Thread(target=lambda: done.append(queue.add_task("after")), daemon=True)
+    writer.start()
+    writer.join(timeout=60)
+    try:
+        return [t.prompt for t in queue.list_tasks()] if done else None
+    finally:
+        queue.close()
+
+
 def test_a_host_cut_off_inside_a_transaction_holds_the_queue_only_briefly(tmp_path, link):
     # The server keeps a cut-off client's transaction (and the write lock in it) until its TCP
     # gives up on the connection, hours later; every other host would wait that long.
@@ -358,13 +371,7 @@ def test_a_host_cut_off_inside_a_transaction_holds_the_queue_only_briefly(tmp_pa
                                    str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert holder.stdout.readline().strip() == "locked"
         link.set("down")
-        queue = claude_queue.TaskQueue(url, cfg=config.load_config(db=url, cwd=tmp_path, env={}))
-        done = []
-        writer = threading.Thread(target=lambda: done.append(queue.add_task("after")), daemon=True)
-        writer.start()
-        writer.join(timeout=60)
-        assert done, "another host's write still waits for the cut-off host's transaction"
-        queue.close()
+        assert _a_write_gets_through(url, tmp_path), "another host's write still waits for the cut-off host's transaction"
     finally:
         if holder is not None:
             holder.kill()
@@ -380,14 +387,8 @@ def test_a_client_stopped_inside_a_transaction_holds_the_queue_only_a_lease(tmp_
     try:
         assert holder.stdout.readline().strip() == "locked"
         os.kill(holder.pid, signal.SIGSTOP)
-        queue = claude_queue.TaskQueue(postgres_url, cfg=config.load_config(db=postgres_url, cwd=tmp_path, env={}))
-        done = []
-        writer = threading.Thread(target=lambda: done.append(queue.add_task("after")), daemon=True)
-        writer.start()
-        writer.join(timeout=60)
-        assert done, "another process's write still waits for the stopped client's transaction"
-        assert [t.prompt for t in queue.list_tasks()] == ["after"]
-        queue.close()
+        assert _a_write_gets_through(postgres_url, tmp_path) == ["after"], \
+            "another process's write still waits for the stopped client's transaction"
     finally:
         holder.kill()
         holder.wait()
