@@ -55,7 +55,17 @@ def disk_full_note(cfg):
 
 def cmd_status(args):
     cfg = load(args)
-    queue = open_queue(cfg, create=False)
+    try:
+        queue = open_queue(cfg, create=False)
+    except claude_queue.DatabaseUnavailable as exc:
+        # The pool rides out an outage (supervisor._database_down): say that it is there and waits.
+        found = locked_coordinator(cfg.state_dir)
+        if found and args.json:
+            print(json.dumps({"coordinator": {"pid": found["pid"], "state": "waiting for the database"},
+                              "error": str(exc)}, indent=2, sort_keys=True))
+        elif found:
+            print(f"pool: coordinator pid {found['pid']} is running and waits for the database")
+        raise
     try:
         st = pool.status(cfg, queue)
     finally:
@@ -363,6 +373,8 @@ def doctor_checks(args):
             queue.set_flag(flags.DOCTOR, {"pid": os.getpid()})
             queue.clear_flag(flags.DOCTOR)
             checks.append((True, "database", _database_detail(cfg, queue), None))
+            if hasattr(queue, "clock_offset"):
+                checks.append(_clock_check(cfg, queue.clock_offset()))
             running = pool.running(queue)
             if running:
                 live = sum(1 for w in pool.own_workers(cfg, queue)
@@ -444,6 +456,18 @@ def _claude_checks(command, extra_env):
             checks.append((None, "login", "could not tell (this claude has no `auth status`)",
                            "if tasks fail with 'Not logged in', " + login_fix))
     return checks
+
+
+def _clock_check(cfg, offset):
+    """Hosts on one server stamp and judge each other's leases by their own clocks: a host whose
+    clock is off by a good part of a lease has its running tasks taken for abandoned."""
+    lease = cfg["workers"]["lease_seconds"]
+    way = "behind" if offset > 0 else "ahead of"
+    if abs(offset) < lease / 4:
+        return (True, "clock", f"within {abs(offset):.1f}s of the database server's", None)
+    return (None, "clock", f"this host's clock is {abs(offset):.0f}s {way} the database server's, and hosts "
+            f"judge each other's leases ({lease:g}s) by their own clocks",
+            "keep every host's clock in sync (NTP: timedatectl set-ntp true)")
 
 
 def cmd_doctor(args):

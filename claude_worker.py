@@ -41,7 +41,7 @@ import states
 import task_report
 import validation
 import worktrees
-from exits import EXIT_CONFIG, EXIT_OK, EXIT_USAGE
+from exits import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, EXIT_USAGE
 
 # An idle worker blocks on its Waker (woken by every queue change); it still wakes this often to
 # notice a vanished coordinator and to keep its worker row fresh.
@@ -460,6 +460,7 @@ class Worker:
         self._last_worker_beat = 0.0
         self._db_lost_said = False
         self._disk_full = False
+        self._db_down = False
         self.host = cfg.host
         self.login = hosts.login_key(cfg)
         self.holds = flags.holds(self.host, self.login)
@@ -526,12 +527,30 @@ class Worker:
     def finish(self, action, task, **details):
         """Record a task's end; in the same commit, set this worker's row and, when the worker
         will go on, claim its next task (kept in self._next for the loop)."""
-        go_on = not (self.stopping or self.parent_gone() or self._disk_full or self.queue.db_replaced())
-        if go_on:
-            self._arm_run_marker()
-        done, self._next = self.queue.finish_and_claim(action, task.id, self.worker_id, attempt=task.attempt,
-                                                       claim_next=go_on, lease_seconds=self.lease,
-                                                       worker_info=self._info, holds=self.holds, **details)
+        give_up_at = None
+        while True:
+            go_on = not (self.stopping or self.parent_gone() or self._disk_full or self.queue.db_replaced())
+            if go_on:
+                self._arm_run_marker()
+            try:
+                done, self._next = self.queue.finish_and_claim(action, task.id, self.worker_id, attempt=task.attempt,
+                                                               claim_next=go_on, lease_seconds=self.lease,
+                                                               worker_info=self._info, holds=self.holds, **details)
+                break
+            except claude_queue.DatabaseUnavailable as exc:
+                # The run's outcome is in hand: kept while its lease would still hold (a server
+                # restart, a network cut), rather than the task run again once the lease expires.
+                now = time.monotonic()
+                if give_up_at is None:
+                    give_up_at = now + self.lease
+                    log(f"task {task.id}: cannot record its end yet: {exc}; trying again for up to {self.lease:g}s")
+                if now >= give_up_at:
+                    log(f"task {task.id}: its end could not be recorded within a lease; the task returns to "
+                        f"the queue (its lease has expired) and runs again")
+                    raise
+                self.waker.wait(min(self.cfg["workers"]["poll_seconds"], IDLE_TICK_SECONDS))
+        if give_up_at is not None:
+            log(f"task {task.id}: its end recorded once the database was back")
         self._row_written(states.BUSY if self._next is not None else states.IDLE)
         # That commit found nothing to claim: the loop need not ask again before it waits (a task
         # added since wakes the wait at once).
@@ -600,6 +619,15 @@ class Worker:
                 if self.stopping or self.parent_gone():
                     continue
                 self.waker.wait(min(self.cfg["workers"]["poll_seconds"], IDLE_TICK_SECONDS))
+            except claude_queue.DatabaseUnavailable as exc:
+                # Never a crash either: a server restarts, a network cut ends, and the pool is still
+                # there. Nothing is claimed meanwhile; the loop tries again each tick.
+                if not self._db_down:
+                    self._db_down = True
+                    log(f"error: {exc}; claiming nothing until the database is back")
+                if self.stopping or self.parent_gone():
+                    continue
+                self.waker.wait(min(self.cfg["workers"]["poll_seconds"], IDLE_TICK_SECONDS))
 
     def _loop(self):
         while True:
@@ -619,6 +647,9 @@ class Worker:
                 self._process_claimed(task)
                 continue
             problem = hosts.config_error_flag(self.queue, self.host)
+            if self._db_down:
+                self._db_down = False
+                log("the database is back; claiming resumed")
             if problem:
                 self.set_state(states.CONFIG_ERROR, force=True)
                 value = problem["value"]
@@ -910,15 +941,38 @@ def parse_args(argv):
     return ap.parse_args(argv)
 
 
+def open_queue(cfg, db, coordinator_pid):
+    """The queue; a pool's worker started while its database is out of reach (a server restart)
+    waits for it, as a running worker does, until its coordinator is gone (then None)."""
+    said, parent = False, os.getppid()
+    while True:
+        try:
+            return claude_queue.TaskQueue(db, cfg=cfg)
+        except claude_queue.DatabaseUnavailable as exc:
+            if coordinator_pid is None:
+                raise
+            if not said:
+                print(f"error: {exc}; waiting for the database", file=sys.stderr, flush=True)
+                said = True
+        if os.getppid() != parent or not processes.pid_alive(coordinator_pid):
+            return None
+        time.sleep(min(cfg["workers"]["poll_seconds"], IDLE_TICK_SECONDS))
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
         explicit_db = args.db or args.db_pos
         cfg = config.load_config(db=explicit_db)
-        queue = claude_queue.TaskQueue(str(cfg.db_path) if explicit_db else None, cfg=cfg)
+        queue = open_queue(cfg, str(cfg.db_path) if explicit_db else None, args.coordinator_pid)
+    except claude_queue.DatabaseUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     except (config.ConfigError, claude_queue.QueueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if queue is None:
+        return EXIT_OK  # the coordinator went while the database was out of reach
     queue.pinned = True
     cfg.ensure_state_dir()
     worker = Worker(args.worker_id, queue, cfg, exit_when_idle=args.exit_when_idle,

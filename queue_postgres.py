@@ -54,6 +54,7 @@ WAKE_CHANNEL = "klauss_wake"
 WRITE_LOCK = 0x6B6C61757373  # "klauss"
 CONNECT_TIMEOUT_SECONDS = 10
 SQL_LOCK = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+SQL_SERVER_EPOCH = "SELECT extract(epoch FROM clock_timestamp())"
 SQL_LOCK_SHARED = f"SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})"
 SQL_NOTIFY = f"NOTIFY {WAKE_CHANNEL}"
 # Raised by a fast path's function that met a case it leaves to the general path (its changes undone).
@@ -638,14 +639,19 @@ class _Sent:
         self._pipeline.sync()
         return self._cursor.rowcount
 
+    # A read ends the pipeline's run of statements with a sync, not a flush: it costs the same round
+    # trip, and the server then sees the client's turn as "idle in transaction", the state its
+    # idle_in_transaction_session_timeout ends (see PostgresTaskQueue._connect).
     def fetchone(self):
+        self._pipeline.sync()
         return self._cursor.fetchone()
 
     def fetchall(self):
+        self._pipeline.sync()
         return self._cursor.fetchall()
 
     def __iter__(self):
-        return iter(self._cursor.fetchall())
+        return iter(self.fetchall())
 
 
 class Connection:
@@ -750,11 +756,14 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
         # A host cut off inside a transaction would hold the write lock, and every host's writes,
         # until the server's TCP gives up on it, hours later: the server probes a silent client,
         # gives up on data it does not acknowledge, and ends its session within about a lease
-        # (over TCP; a unix socket ignores these).
+        # (over TCP; a unix socket ignores these). A client that is still connected but no longer
+        # moves (stopped with ^Z or SIGSTOP, hung, in a debugger) answers those probes: the server
+        # ends its transaction once it has sat idle a lease, and its statement then fails, undone.
         lease = self.cfg["workers"]["lease_seconds"]
         conn.raw.execute(f"SET tcp_keepalives_idle = {max(1, int(lease / 3))}; "
                          f"SET tcp_keepalives_interval = {max(1, int(lease / 6))}; SET tcp_keepalives_count = 3; "
-                         f"SET tcp_user_timeout = {int(lease * 1000)}")
+                         f"SET tcp_user_timeout = {int(lease * 1000)}; "
+                         f"SET idle_in_transaction_session_timeout = {int(lease * 1000)}")
         self._local.conn = conn
         if not self._migrated:
             try:
@@ -966,6 +975,15 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
     def server_version(self):
         """The server's version, e.g. "15.4"."""
         return self._connect().raw.execute("SHOW server_version").fetchone()[0]
+
+    def clock_offset(self):
+        """Seconds the server's clock is ahead of this host's (negative: behind), to a round trip.
+        Every host stamps and judges leases by its own clock, so hosts must agree on the time."""
+        conn = self._connect().raw
+        before = time.time()
+        server = conn.execute(SQL_SERVER_EPOCH).fetchone()[0]
+        after = time.time()
+        return float(server) - (before + after) / 2
 
 
 class PgWaker(claude_queue.Waker):

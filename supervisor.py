@@ -25,6 +25,9 @@ The coordinator's states: STARTING (workers launched, not all ready) -> RUNNING 
 exit) -> STOPPED (what is left is SIGKILLed by process group, tasks returned, the pool flag
 cleared). Growing the pool goes RUNNING -> STARTING again until the new workers are ready.
 
+A database that cannot be reached (its server restarting, a lock nobody lets go) stops nothing: the
+loop goes on, no worker is restarted, and each tick tries the database again (_check_db_back).
+
 Each worker slot is STARTING, READY, BACKOFF (dead, restart scheduled), FAILED (gave up: a
 configuration error, or `max_fast_crashes` immediate crashes in a row) or STOPPED. When a worker
 dies, the claude process group it recorded is killed and its task returned at once
@@ -309,6 +312,10 @@ class Coordinator:
         self.db_lost = None       # why the database can no longer be trusted (see _check_db)
         self.disk_full = None     # why writes fail (see _check_disk); the pool pauses meanwhile
         self.disk_full_since = None
+        self.db_down = None       # why the database cannot be reached now (see _check_db_back)
+        self.db_down_since = None
+        self.db_back_at = 0.0     # when it came back (epoch): no heartbeat could be written before
+        self.deferred = []        # workers that ended while it was down: their clean-up waits for it
 
     # --- messages ---
 
@@ -391,13 +398,29 @@ class Coordinator:
             except claude_queue.DiskFull as exc:
                 if self.disk_full is None:
                     self.disk_full, self.disk_full_since = str(exc), time.monotonic()
-                # A worker's exit may have been half handled: have its slot restarted later.
-                for slot in self.slots:
-                    if slot.proc is None and slot.state in (Slot.STARTING, Slot.READY):
-                        slot.state, slot.restart_at = Slot.BACKOFF, time.monotonic() + self.tick
+                self._restart_half_handled()
+            except claude_queue.DatabaseUnavailable as exc:
+                self._database_down(exc)
+                self._restart_half_handled()
         self._drain_pipes(deadline=time.monotonic() + 1.0)
         self.say(f"stopped ({self.stop_reason})")
         return self.exit_code
+
+    def _restart_half_handled(self):
+        # A worker's exit may have been half handled: have its slot restarted later.
+        for slot in self.slots:
+            if slot.proc is None and slot.state in (Slot.STARTING, Slot.READY):
+                slot.state, slot.restart_at = Slot.BACKOFF, time.monotonic() + self.tick
+
+    def _database_down(self, exc):
+        """The server is down or out of reach (or SQLite stayed locked): not a reason to stop. Runs
+        go on, the workers wait to record them and claim nothing, no worker is restarted, and each
+        tick tries again (_check_db_back)."""
+        if self.db_down is None:
+            self.db_down, self.db_down_since = str(exc), time.monotonic()
+            self.say(f"error: {exc}; the pool waits for the database: runs go on, and nothing is claimed "
+                     f"or recorded until it is back")
+            self.lock.note_problem(f"waiting for the database: {exc}")
 
     def _install_signals(self):
         rfd, wfd = os.pipe()
@@ -549,7 +572,14 @@ class Coordinator:
         retiring = slot.n > self.n
         stopping = self.state == Coordinator.STOPPING or retiring
         self._drain_pipes(deadline=time.monotonic() + 0.2, slot=slot)
-        returned = self._clean_up_worker(slot.worker_id, proc.pid, died=rc != 0, stopping=stopping)
+        try:
+            returned = self._clean_up_worker(slot.worker_id, proc.pid, died=rc != 0, stopping=stopping)
+        except claude_queue.DatabaseUnavailable as exc:
+            # Its row says what its run left behind and which task it held: done once the database
+            # is back, before any worker is started again under its id.
+            self._database_down(exc)
+            self.deferred.append((slot.worker_id, proc.pid, rc != 0, stopping))
+            returned = []
         how = f"exit code {rc}" if rc >= 0 else f"killed by {signal.Signals(-rc).name}"
         if returned:
             self.say(f"{slot.worker_id} (pid {proc.pid}) {how}; task(s) {', '.join(map(str, returned))} returned to the queue")
@@ -624,7 +654,7 @@ class Coordinator:
         if self.state in (Coordinator.STARTING, Coordinator.RUNNING):
             for slot in self.slots:
                 if slot.state == Slot.BACKOFF and slot.restart_at is not None and now >= slot.restart_at \
-                        and not self._check_db() and self.disk_full is None:
+                        and not self._check_db() and self.disk_full is None and self.db_down is None:
                     self._spawn(slot)
                     self.publish()
         if self.state == Coordinator.STARTING:
@@ -705,8 +735,29 @@ class Coordinator:
         self.lock.note_problem(self.db_lost)
         return False
 
+    def _check_db_back(self):
+        """While the database cannot be reached: try it again (the pool's flag, then the clean-up of
+        workers that ended meanwhile). True while it still cannot be."""
+        if self.db_down is None:
+            return False
+        try:
+            self.publish()
+            while self.deferred:
+                worker_id, pid, died, stopping = self.deferred[0]
+                for tid in self._clean_up_worker(worker_id, pid, died=died, stopping=stopping):
+                    self.say(f"task {tid}: its worker {worker_id} ended while the database was down; "
+                             f"returned to the queue")
+                self.deferred.pop(0)
+        except claude_queue.DatabaseUnavailable:
+            return True
+        self.say(f"the database is back after {time.monotonic() - self.db_down_since:.0f}s; the pool goes on")
+        self.db_down = self.db_down_since = None
+        self.db_back_at = time.time()
+        self.lock.note_problem(self.db_lost)
+        return False
+
     def _periodic(self):
-        if self._check_disk() or self._check_db():
+        if self._check_disk() or self._check_db() or self._check_db_back():
             return
         self._check_resize()  # in case the signal that announces a request was missed
         self._check_stop_request()
@@ -727,7 +778,7 @@ class Coordinator:
                 continue
             if slot.state == Slot.STARTING and row["state"] in states.READY:
                 slot.state = Slot.READY
-            silent = time.time() - row["last_heartbeat"]
+            silent = time.time() - max(row["last_heartbeat"], self.db_back_at)
             if silent > self.cfg.hung_after:
                 self.say(f"{slot.worker_id} (pid {slot.proc.pid}) silent for {silent:.0f}s; killing it")
                 signal_group(slot.proc.pid, signal.SIGKILL)
@@ -777,7 +828,10 @@ class Coordinator:
         self.killed = True
         self.killed_at = time.monotonic()
         self.stop_deadline = self.killed_at + 0.5
-        rows = {w["worker_id"]: w for w in self.queue.list_workers()}
+        try:
+            rows = {w["worker_id"]: w for w in self.queue.list_workers()}
+        except claude_queue.DatabaseUnavailable:
+            rows = {}  # their claude runs carry the pool token: _finish_stop's sweep ends them
         for slot in self.slots:
             if slot.proc is None:
                 continue

@@ -44,6 +44,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _options(addresses, port, base):
+    return (f"-c listen_addresses={addresses} -c port={port} -c unix_socket_directories={base} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            "-c shared_buffers=32MB")
+
+
 class PgServer:
     def __init__(self, base, data, port, user, pg_ctl):
         self.base, self.data, self.port, self.user, self.pg_ctl = base, data, port, user, pg_ctl
@@ -86,13 +92,12 @@ class PgServer:
             with open(data / "pg_hba.conf", "a") as hba:
                 hba.writelines(f"host all all {cidr} trust\n" for cidr in trust)
         port, addresses = _free_port(), ",".join(["127.0.0.1", *listen])
-        options = (f"-c listen_addresses={addresses} -c port={port} -c unix_socket_directories={base} "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-                   "-c shared_buffers=32MB")
+        options = _options(addresses, port, base)
         done = subprocess.run([pg_ctl, "-D", str(data), "-l", str(base / "server.log"), "-o", options, "-w",
                                "-t", "60", "start"], cwd=base, env=env, capture_output=True, text=True,
                               timeout=120, **run_as)
         server = cls(base, data, port, user, pg_ctl)
+        server.addresses = addresses
         if done.returncode:
             log = (base / "server.log").read_text(errors="replace")[-500:] if (base / "server.log").exists() else ""
             server.stop()
@@ -113,6 +118,25 @@ class PgServer:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return self.url(name, tcp=tcp)
+
+    def halt(self):
+        """Stop the server as a restart or a failover does (`pg_ctl stop -m fast`), keeping its
+        files and its address for resume()."""
+        self._ctl("-m", "fast", "-w", "stop")
+
+    def resume(self):
+        """Start again what halt() stopped, at the same address."""
+        done = self._ctl("-l", str(self.base / "server.log"), "-o", _options(self.addresses, self.port, self.base),
+                         "-w", "-t", "60", "start")
+        if done.returncode:
+            raise PgUnavailable(f"pg_ctl start failed: {done.stderr.strip()[-300:]}")
+
+    def _ctl(self, *args):
+        run_as = {} if self.user is None else {"user": self.user.pw_uid, "group": self.user.pw_gid,
+                                               "extra_groups": []}
+        env = {**os.environ, "LC_ALL": "C", "HOME": str(self.base)}
+        return subprocess.run([self.pg_ctl, "-D", str(self.data), *args], cwd=self.base, env=env,
+                              capture_output=True, text=True, timeout=120, **run_as)
 
     def stop(self):
         """Stop the server we started (by its data directory) and remove its files."""

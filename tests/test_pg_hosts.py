@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -339,6 +340,19 @@ with q._write() as conn:
 """
 
 
+def _a_write_gets_through(url, tmp_path):
+    """The prompts in the queue once another client's task was added within a minute, else None."""
+    queue = claude_queue.TaskQueue(url, cfg=config.load_config(db=url, cwd=tmp_path, env={}))
+    done = []
+    writer = threading.Thread(target=lambda: done.append(queue.add_task("after")), daemon=True)
+    writer.start()
+    writer.join(timeout=60)
+    try:
+        return [t.prompt for t in queue.list_tasks()] if done else None
+    finally:
+        queue.close()
+
+
 def test_a_host_cut_off_inside_a_transaction_holds_the_queue_only_briefly(tmp_path, link):
     # The server keeps a cut-off client's transaction (and the write lock in it) until its TCP
     # gives up on the connection, hours later; every other host would wait that long.
@@ -357,15 +371,24 @@ def test_a_host_cut_off_inside_a_transaction_holds_the_queue_only_briefly(tmp_pa
                                    str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert holder.stdout.readline().strip() == "locked"
         link.set("down")
-        queue = claude_queue.TaskQueue(url, cfg=config.load_config(db=url, cwd=tmp_path, env={}))
-        done = []
-        writer = threading.Thread(target=lambda: done.append(queue.add_task("after")), daemon=True)
-        writer.start()
-        writer.join(timeout=60)
-        assert done, "another host's write still waits for the cut-off host's transaction"
-        queue.close()
+        assert _a_write_gets_through(url, tmp_path), "another host's write still waits for the cut-off host's transaction"
     finally:
         if holder is not None:
             holder.kill()
             holder.wait()
         server.stop()
+
+
+def test_a_client_stopped_inside_a_transaction_holds_the_queue_only_a_lease(tmp_path, postgres_url):
+    # Connected and silent (^Z, SIGSTOP, a debugger): its TCP answers the server's probes, so only
+    # the transaction's own idle time can end it. Its write is undone, every other write goes on.
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(ROOT), postgres_url, str(tmp_path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        os.kill(holder.pid, signal.SIGSTOP)
+        assert _a_write_gets_through(postgres_url, tmp_path) == ["after"], \
+            "another process's write still waits for the stopped client's transaction"
+    finally:
+        holder.kill()
+        holder.wait()

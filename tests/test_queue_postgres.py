@@ -259,6 +259,18 @@ def test_doctor_names_the_missing_driver(postgres_url, tmp_path):
     assert db["fix"].startswith("pip install -r ") and db["fix"].endswith("requirements-postgres.txt")
 
 
+def test_doctor_compares_this_hosts_clock_with_the_servers(postgres_url, tmp_path):
+    clock = _doctor(tmp_path, postgres_url)["clock"]
+    assert clock["ok"] is True and clock["detail"].startswith("within "), clock
+    # A host whose clock runs five minutes ahead: hosts judge each other's leases by their clocks.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import time\n_time = time.time\ntime.time = lambda: _time() + 300\n")
+    clock = _doctor(tmp_path, postgres_url, PYTHONPATH=str(site))["clock"]
+    assert clock["ok"] is None and "300s ahead of the database server's" in clock["detail"], clock
+    assert "NTP" in clock["fix"]
+
+
 # --- a pool on PostgreSQL ------------------------------------------------------------------------
 
 def test_a_pool_runs_tasks_from_a_postgresql_queue(pool_project, postgres_url):

@@ -1,0 +1,159 @@
+"""A database that goes away for a while (a PostgreSQL restart or failover) and comes back: the pool
+rides it out. Runs go on, nothing is claimed or recorded meanwhile, a run that ends in the gap is
+recorded once the server is back, and no worker is restarted or killed for it."""
+
+import json
+
+import pytest
+from test_hosts import Host, blocking, completions
+
+import claude_queue
+import claude_worker
+import config
+import queue_postgres
+import submit_task
+from conftest import wait_for
+
+
+@pytest.fixture
+def server():
+    import pg_server
+
+    try:
+        server = pg_server.PgServer.start()  # its own: the session's server is shared by other tests
+    except pg_server.PgUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    yield server
+    server.stop()
+
+
+def _logs(host):
+    return "".join(p.read_text(errors="replace") for p in sorted(host.cfg.logs_dir.glob("*.log")))
+
+
+def test_a_pool_rides_out_a_database_server_restart(tmp_path, server):
+    host = Host(tmp_path, "alpha", server.new_database())
+    # A lease longer than the outage: what the test shows is the gap ridden out, not a lease expiring.
+    toml = host.root / ".klauss.toml"
+    toml.write_text(toml.read_text().replace("lease_seconds = 3", "lease_seconds = 60"))
+    try:
+        host.start(2)
+        coordinator = host.coordinator()["pid"]
+        workers = sorted(w["pid"] for w in host.workers())
+        prompt, started, go = blocking(tmp_path, "a")
+        tid = host.queue.add_task(prompt)
+        wait_for(started.exists, what="the task to start")
+
+        server.halt()
+        wait_for(lambda: "the pool waits for the database" in _logs(host), what="the coordinator to wait")
+        status = host.manage("status")
+        assert status.returncode == 1 and "cannot connect" in status.stderr, status.stderr
+        assert f"coordinator pid {coordinator} is running and waits for the database" in status.stdout
+        status = host.manage("status", "--json")
+        assert status.returncode == 1 and json.loads(status.stdout)["coordinator"] == {
+            "pid": coordinator, "state": "waiting for the database"}
+        go.touch()  # the run ends while the server is down
+        wait_for(lambda: f"task {tid}: cannot record its end yet" in _logs(host), what="the worker to hold its outcome")
+        server.resume()
+
+        wait_for(lambda: host.queue.get_task(tid).status == "completed", what="the held outcome to be recorded")
+        wait_for(lambda: "the database is back" in _logs(host), what="the coordinator to go on")
+        assert len(completions(host.queue, tid)) == 1
+        after = host.queue.add_task("task b")
+        wait_for(lambda: host.queue.get_task(after).status == "completed", what="a task queued after the outage")
+        assert host.coordinator()["pid"] == coordinator
+        assert sorted(w["pid"] for w in host.workers()) == workers, "no worker was restarted or killed"
+        assert "killing it" not in _logs(host)
+    finally:
+        host.close()
+
+
+def test_a_worker_started_while_the_database_is_down_waits_for_it(tmp_path, server, monkeypatch, capsys):
+    url = server.new_database()
+    cfg = config.load_config(db=url, cwd=tmp_path, env={})
+    tries = []
+    real = queue_postgres.connect
+
+    def connect(url, **kw):
+        tries.append(url)
+        if len(tries) == 1:
+            server.halt()
+        if len(tries) == 3:
+            server.resume()
+        return real(url, **kw)
+
+    monkeypatch.setattr(queue_postgres, "connect", connect)
+    monkeypatch.setattr(claude_worker, "IDLE_TICK_SECONDS", 0.0)
+    # The first try's server is halted before it connects: the worker says so once and waits.
+    parent = claude_worker.os.getppid()
+    queue = claude_worker.open_queue(cfg, url, coordinator_pid=parent)
+    assert queue is not None and len(tries) >= 3
+    assert capsys.readouterr().err.count("waiting for the database") == 1
+    queue.close()
+    # Run by hand (no coordinator), the same start is a failed command: exit 1, not bad usage.
+    server.halt()
+    monkeypatch.setattr(queue_postgres, "connect", real)
+    assert claude_worker.main(["w1", "--db", url]) == 1
+    assert "cannot connect" in capsys.readouterr().err
+    server.resume()
+
+
+class _Outage:
+    """A queue whose reads fail (the database out of reach) while `down` is set."""
+
+    def __init__(self, queue):
+        self.queue, self.down = queue, False
+
+    def __getattr__(self, name):
+        attr = getattr(self.queue, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise claude_queue.DatabaseUnavailable("cannot connect to the server", "check that it is up")
+            return attr(*args, **kwargs)
+        return call
+
+
+def _waiting_queue(tmp_path):
+    q = claude_queue.TaskQueue(str(tmp_path / "q.db"), cfg=config.load_config(cwd=tmp_path, env={}))
+    q.cfg["workers"]["auto_start"] = False  # the test is the worker
+    return q
+
+
+def test_submit_wait_waits_through_an_outage(tmp_path, capsys):
+    q = _waiting_queue(tmp_path)
+    tid = q.add_task("do it")
+    outage = _Outage(q)
+    steps = iter(["down", "still down", "back", "done"])
+
+    def worker(_seconds):
+        step = next(steps)
+        outage.down = step.endswith("down")
+        if step == "done":
+            t = q.claim_task("w")
+            q.complete_task(t.id, "w", "All done.")
+
+    assert submit_task.wait_for(outage, tid, sleep=worker) == 0
+    out, err = capsys.readouterr()
+    assert out == "All done.\n"
+    assert err.count("cannot connect to the server") == 1 and f"still waiting for task {tid}" in err
+    assert "the database is back" in err
+
+
+def test_a_wait_that_runs_out_during_an_outage_says_to_wait_again_not_to_submit_again(tmp_path):
+    q = _waiting_queue(tmp_path)
+    tid = q.add_task("do it")
+    outage = _Outage(q)
+    ticks = iter(range(0, 1000, 10))
+
+    def sleep(_seconds):
+        outage.down = True
+
+    with pytest.raises(submit_task.CliError) as exc:
+        submit_task.wait_for(outage, tid, timeout=25, sleep=sleep, clock=lambda: next(ticks))
+    message = str(exc.value)
+    assert exc.value.code == 1 and f"task {tid} stays queued" in message and "again" in message
+    assert f"manage.sh wait {tid}`" in message and "run the command again" not in message
+    assert q.get_task(tid).status == "pending" and len(q.list_tasks()) == 1
