@@ -69,7 +69,14 @@ def test_a_sqlite_database_locked_for_good_is_exit_1_too(tmp_path, monkeypatch, 
     db = tmp_path / "q.db"
     assert submit_task.main(["submit", "first", "--db", str(db)]) == 0
     monkeypatch.setattr(claude_queue, "BUSY_RETRY_SECONDS", 0.2)
-    monkeypatch.setattr(claude_queue, "SQL_BUSY_TIMEOUT", "PRAGMA busy_timeout=20")
+    # The connection's own busy timeout (5 s, set when it opens) would make each try wait that long.
+    real_open = claude_queue.TaskQueue._open
+
+    def impatient_open(queue):
+        conn = real_open(queue)
+        conn.execute("PRAGMA busy_timeout=20")
+        return conn
+    monkeypatch.setattr(claude_queue.TaskQueue, "_open", impatient_open)
     holder = sqlite3.connect(str(db), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
