@@ -27,6 +27,9 @@ from conftest import pid_alive  # noqa: E402
 from conftest import wait_for as wait_until  # noqa: E402
 
 FAKE = os.path.join(HERE, "fake_claude.py")
+# What the tests run: the fake from its bytecode (conftest.py compiles it once); a script is compiled
+# at every start (half of a run's CPU). The executable itself is checked on its own below.
+FAKE_RUN = os.path.join(HERE, "fake_claude_start.py")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 PY39 = os.path.expanduser("~/.pyenv/versions/3.9.18/bin/python3")
 
@@ -59,7 +62,7 @@ def fake_env(**extra):
 
 def fake(args, stdin="", cwd=None, env=None, python=None, timeout=30):
     """Run the fake CLI; stdin None means /dev/null."""
-    cmd = [python or sys.executable, FAKE] + list(args)
+    cmd = [python or sys.executable, FAKE_RUN] + list(args)
     p = subprocess.run(cmd, input=None if stdin is None else stdin.encode("utf-8"),
                        stdin=subprocess.DEVNULL if stdin is None else None,
                        capture_output=True, cwd=cwd,
@@ -69,7 +72,7 @@ def fake(args, stdin="", cwd=None, env=None, python=None, timeout=30):
 
 def start_fake(args, prompt, cwd, env=None, **kw):
     """Start the fake in the background with ``prompt`` written to its (closed) stdin."""
-    p = subprocess.Popen([sys.executable, FAKE] + list(args), stdin=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, FAKE_RUN] + list(args), stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
                          env=env if env is not None else fake_env(), **kw)
     p.stdin.write(prompt.encode("utf-8"))
@@ -249,7 +252,7 @@ class TestFakeInterface:
         assert rec["prompt"] == "from arg\nfrom stdin" and rec["stdin"] == "from stdin"
 
     def test_open_stdin_without_data_warns_and_goes_on(self, tmp_path):
-        p = subprocess.Popen([sys.executable, FAKE, "-p", "--output-format", "json", "arg only"],
+        p = subprocess.Popen([sys.executable, FAKE_RUN, "-p", "--output-format", "json", "arg only"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              cwd=tmp_path, env=fake_env(FAKE_CLAUDE_STDIN_TIMEOUT="0.2"))
         try:
@@ -409,7 +412,7 @@ class TestFakeScenarios:
 
     def test_run_action_nests_a_fake(self, tmp_path):
         log = tmp_path / "log"
-        inner = [sys.executable, FAKE, "-p", "--output-format", "json", "inner task"]
+        inner = [sys.executable, FAKE_RUN, "-p", "--output-format", "json", "inner task"]
         o = fake(SJ, stdin=directives({"run": inner, "cwd": "."}), cwd=tmp_path,
                  env=fake_env(FAKE_CLAUDE_LOG=log))
         assert o.returncode == 0, o.stderr

@@ -19,21 +19,37 @@ def project(tmp_path):
     return SubmoduleProject(tmp_path)
 
 
-def test_a_database_server_that_is_down_is_exit_1_with_one_message_in_every_command(project):
+def test_a_database_server_that_is_down_is_exit_1_with_one_message_in_every_command(project, monkeypatch, capsys):
+    """Each program as a program (manage.sh's four, and two run directly); their other commands
+    through the same entry points in this process (a start costs ~0.35 s of CPU here, most of it
+    importing psycopg)."""
     pytest.importorskip("psycopg")
+    import claude_coordinator
+    import orchestrator
+    import submit_task
+
     project.env["KLAUSS_DB"] = DOWN_URL
     plan = project.plan("plan.json", {"description": "d", "tasks": [{"id": "a", "prompt": "p"}]})
     commands = [["klauss/manage.sh", *args] for args in (
-        ["status"], ["start", "1"], ["stop"], ["ps"], ["list"], ["list", "--json"], ["submit", "hello"],
-        ["stats"], ["jobs"], ["show", "1"], ["cancel", "1"], ["dashboard", "--once"], ["wait", "1"],
-        ["run", plan, "--yes"])]
+        ["status"], ["list"], ["dashboard", "--once"], ["run", plan, "--yes"])]
     commands += [[sys.executable, "klauss/submit_task.py", "list"],
-                 [sys.executable, "klauss/orchestrator.py", "status", "job-1"],
-                 [sys.executable, "klauss/orchestrator.py", "wait", "job-1"],
-                 [sys.executable, "klauss/orchestrator.py", "run", plan, "--yes"]]
+                 [sys.executable, "klauss/orchestrator.py", "wait", "job-1"]]
+    calls = [(claude_coordinator.main, args) for args in (["start", "1"], ["stop"], ["ps"])]
+    calls += [(submit_task.main, args) for args in (
+        ["list", "--json"], ["submit", "hello"], ["stats"], ["jobs"], ["show", "1"], ["cancel", "1"])]
+    calls += [(orchestrator.cli, args) for args in (["wait", "1"], ["status", "job-1"], ["run", plan, "--yes"])]
+    for var, value in project.env.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.chdir(project.root)
+
+    def in_process(main, args):
+        capsys.readouterr()
+        code = main(args)
+        return subprocess.CompletedProcess(args, code, *capsys.readouterr())
+
     messages = set()
-    for argv in commands:
-        done = project.run(*argv, check=False)
+    for argv in commands + calls:
+        done = project.run(*argv, check=False) if isinstance(argv, list) else in_process(*argv)
         assert done.returncode == 1, (argv, done.returncode, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, (argv, done.stderr)
@@ -69,7 +85,14 @@ def test_a_sqlite_database_locked_for_good_is_exit_1_too(tmp_path, monkeypatch, 
     db = tmp_path / "q.db"
     assert submit_task.main(["submit", "first", "--db", str(db)]) == 0
     monkeypatch.setattr(claude_queue, "BUSY_RETRY_SECONDS", 0.2)
-    monkeypatch.setattr(claude_queue, "SQL_BUSY_TIMEOUT", "PRAGMA busy_timeout=20")
+    # The connection's own busy timeout (5 s, set when it opens) would make each try wait that long.
+    real_open = claude_queue.TaskQueue._open
+
+    def impatient_open(queue):
+        conn = real_open(queue)
+        conn.execute("PRAGMA busy_timeout=20")
+        return conn
+    monkeypatch.setattr(claude_queue.TaskQueue, "_open", impatient_open)
     holder = sqlite3.connect(str(db), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:

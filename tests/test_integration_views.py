@@ -4,14 +4,18 @@ per task merged / fixed and merged / integration failed (why, log) / conflict (f
 the verified head; the merge queue's own integration tasks are not counted as the user's tasks.
 
 One job, run once by a real worker with the fake `claude` and a small verify script, holds every state.
+It is built once for the module; each test that reads it gets the project back exactly as the run left it
+(its folder restored at the same path, so the paths in the database and in git still hold).
 """
 
 import json
+import os
+import shutil
 import sys
 
 import pytest
 from test_integration import KEPT_CLASH, VERIFY, write_once
-from test_worktrees import ORCH, SETTINGS, git
+from test_worktrees import ORCH, SETTINGS, Repo, git, project
 from test_worktrees import repo as worktree_repo  # noqa: F401  (a fixture)
 
 import claude_dashboard
@@ -24,8 +28,9 @@ from orchestrator import ClaudeOrchestrator, JobResults
 
 
 @pytest.fixture
-def repo(worktree_repo):  # noqa: F811
-    return worktree_repo
+def repo(request):
+    """The project: for a test of the finished job, the one `done_job` restored; else a new one."""
+    return request.getfixturevalue("done_repo" if "done_job" in request.fixturenames else "worktree_repo")
 
 
 def setup_verify(repo, fix_attempts=1):
@@ -37,10 +42,47 @@ def setup_verify(repo, fix_attempts=1):
     return argv
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """The finished job, run once: its folder, a pristine copy of it, the environment it ran in, and
+    what `done_job` tells about it."""
+    tmp = tmp_path_factory.mktemp("views")
+    with pytest.MonkeyPatch.context() as mp:
+        steps = project(tmp, mp)
+        repo = next(steps)
+        env = dict(os.environ)
+        try:
+            orch, *data = run_done_job(repo)
+            orch.queue.close()
+        finally:
+            next(steps, None)  # the fixture's teardown: nothing of the run may be left alive
+    pristine = tmp.parent / (tmp.name + "-pristine")
+    shutil.copytree(tmp, pristine, symlinks=True)
+    return tmp, pristine, env, data
+
+
 @pytest.fixture
-def done_job(repo):
+def done_repo(finished, monkeypatch):
+    tmp, pristine, env, data = finished
+    shutil.rmtree(tmp)
+    shutil.copytree(pristine, tmp, symlinks=True)
+    for var in set(os.environ) - set(env):
+        monkeypatch.delenv(var)
+    for var, value in env.items():
+        if var != "PYTEST_CURRENT_TEST":
+            monkeypatch.setenv(var, value)
+    monkeypatch.chdir(tmp / "proj")
+    return Repo(tmp / "proj", tmp)
+
+
+@pytest.fixture
+def done_job(finished, done_repo):
     """A finished job whose five tasks end merged, fixed and merged, integration failed (after one
-    fix-up), merged, and conflict (its resolution left markers)."""
+    fix-up), merged, and conflict (its resolution left markers): a copy of the one `finished` ran."""
+    return (ClaudeOrchestrator("t"), *finished[3])
+
+
+def run_done_job(repo):
     argv = setup_verify(repo)
     orch = ClaudeOrchestrator("t")
     job, ids = orch.submit_plan("every state", [

@@ -367,7 +367,26 @@ if hasattr(orchestrator, "worktrees"):  # plans choose git-worktree isolation
 
 
 @pytest.mark.parametrize("plan, message", BAD_PLANS)
-def test_a_bad_plan_is_a_tool_error_with_the_cli_message_and_queues_nothing(client, project, plan, message):
+def test_a_bad_plan_is_a_tool_error_with_the_cli_message_and_queues_nothing(project, plan, message, capsys):
+    """The tool and `run` in this process, through the calls the server and the program make (each
+    case as programs would cost two process starts; the programs themselves: the next test)."""
+    result = klauss_mcp.MCPServer(klauss_mcp.KlaussTools(), None, None).run_tool("submit_job", plan,
+                                                                                mcp_server.CallContext())
+    assert result["isError"] is True, result
+    text = result["content"][0]["text"]
+    assert re.search(message, text), text
+    assert len(text.splitlines()) == 1
+    (project / "plan.json").write_text(json.dumps(plan))
+    capsys.readouterr()
+    code = orchestrator.cli(["run", "plan.json", "--yes"])
+    assert (code, capsys.readouterr().err.strip()) == (2, f"error: {text}"), "the same message as the CLI"
+    q = open_queue(project)
+    assert (q.list_jobs(), q.get_stats()["total"]) == ([], 0)
+    assert not q.get_flag(f"coordinator@{q.cfg.host}")
+
+
+def test_a_bad_plan_is_a_tool_error_of_the_server_with_the_message_of_the_program(client, project):
+    plan, message = BAD_PLANS[0]
     c = client()
     text = c.text("submit_job", plan, error=True)
     assert re.search(message, text), text

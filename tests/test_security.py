@@ -162,7 +162,45 @@ BAD_METADATA = [
 
 
 @pytest.mark.parametrize("metadata, field", BAD_METADATA)
-def test_every_front_end_refuses_metadata_that_would_reach_argv_as_a_flag(project, metadata, field):
+def test_every_front_end_refuses_metadata_that_would_reach_argv_as_a_flag(project, metadata, field, monkeypatch,
+                                                                           capsys):
+    """Each front end's own entry point, run in this process (each case as a program would cost four
+    process starts; the programs themselves: the next test)."""
+    import klauss_mcp
+    import mcp_server
+    import orchestrator
+    import submit_task
+
+    for var, value in project.env.items():
+        monkeypatch.setenv(var, value)
+    for var in set(os.environ) - set(project.env):
+        monkeypatch.delenv(var)
+    monkeypatch.chdir(project.root)
+
+    def stderr_of(code, expected=2):
+        err = capsys.readouterr().err
+        assert code == expected and "Traceback" not in err, (code, err)
+        return err
+
+    err = stderr_of(submit_task.main(["submit", "x", "--metadata", json.dumps(metadata)]))
+    assert field in err and len(err.strip().splitlines()) == 1, err
+    (project.root / "tasks.json").write_text(json.dumps([{"prompt": "ok"}, {"prompt": "x", "metadata": metadata}]))
+    err = stderr_of(submit_task.main(["submit-file", "tasks.json"]))
+    assert field in err and "task 1" in err, err
+    plan = {"description": "d", "tasks": [{"id": "a", "prompt": "x", "metadata": metadata}]}
+    (project.root / "plan.json").write_text(json.dumps(plan))
+    err = stderr_of(orchestrator.cli(["run", "plan.json", "--yes"]))
+    assert field in err, err
+    server = klauss_mcp.MCPServer(klauss_mcp.KlaussTools(), None, None)
+    result = server.run_tool("submit_job", {**plan, "start_workers": False}, mcp_server.CallContext())
+    assert result["isError"] and field in result["content"][0]["text"], result
+    with pytest.raises(ValueError, match=field):
+        project.queue.add_task("x", metadata=metadata)
+    assert task_count(project) == 0 and project.queue.list_jobs() == []
+
+
+def test_every_front_end_program_refuses_metadata_that_would_reach_argv_as_a_flag(project):
+    metadata, field = BAD_METADATA[0]
     out = project.run(SUBMIT, "submit", "x", "--metadata", json.dumps(metadata))
     assert out.returncode == 2 and field in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     (project.root / "tasks.json").write_text(json.dumps([{"prompt": "ok"}, {"prompt": "x", "metadata": metadata}]))
@@ -174,8 +212,6 @@ def test_every_front_end_refuses_metadata_that_would_reach_argv_as_a_flag(projec
     assert out.returncode == 2 and field in out.stderr, out.stderr
     result = project.mcp("submit_job", {**plan, "start_workers": False})
     assert result["isError"] and field in result["content"][0]["text"], result
-    with pytest.raises(ValueError, match=field):
-        project.queue.add_task("x", metadata=metadata)
     assert task_count(project) == 0 and project.queue.list_jobs() == []
 
 

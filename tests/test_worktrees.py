@@ -120,6 +120,11 @@ def _isolated_git_env(monkeypatch, home):
 def repo(tmp_path, monkeypatch):
     """A git project (branch main, one commit, `.klauss/` ignored) with the fake claude on PATH, no git
     identity configured anywhere, and the current directory inside it."""
+    yield from project(tmp_path, monkeypatch)
+
+
+def project(tmp_path, monkeypatch):
+    """The `repo` fixture's body, for a fixture of a wider scope (with its own MonkeyPatch)."""
     root = tmp_path / "proj"
     root.mkdir()
     bindir = tmp_path / "bin"
