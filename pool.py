@@ -481,6 +481,9 @@ def stop_all_hosts(cfg, timeout=None, say=_quiet, warn=_quiet):
     queue = open_queue(cfg, create=False)
     try:
         pools = hosts.coordinators(queue)
+        # A host silent for two leases (status says so) has nobody to read the request now: it is
+        # named at once rather than waited for; the request waits in the database all the same.
+        silent = {h: st["silent_for"] for h, st in hosts_status(queue, pools).items() if h in pools and st["silent_for"]}
         me = cfg.host
         for host, value in sorted(pools.items()):
             if host != me and value.get("token"):
@@ -496,7 +499,7 @@ def stop_all_hosts(cfg, timeout=None, say=_quiet, warn=_quiet):
     deadline = time.monotonic() + timeout + 5.0
     queue = open_queue(cfg, create=False)
     try:
-        waiting = {h: v for h, v in pools.items() if h != me and v.get("token")}
+        waiting = {h: v for h, v in pools.items() if h != me and v.get("token") and h not in silent}
         while waiting and time.monotonic() < deadline:
             now = hosts.coordinators(queue)
             for host in [h for h, v in waiting.items() if (now.get(h) or {}).get("token") != v["token"]]:
@@ -505,12 +508,13 @@ def stop_all_hosts(cfg, timeout=None, say=_quiet, warn=_quiet):
                 del waiting[host]
             if waiting:
                 time.sleep(0.05)
-        for host in waiting:
+        for host in [*waiting, *silent]:
             result[host] = "no answer"
     finally:
         queue.close()
-    if waiting:
-        raise PoolError(f"error: host(s) {', '.join(sorted(waiting))} did not stop within {timeout:g}s (down or cut "
-                        f"off? their tasks return to the queue once their leases expire); run "
-                        f"{hints.command('stop')} there")
+    if waiting or silent:
+        why = ([f"{', '.join(sorted(waiting))} did not stop within {timeout:g}s"] if waiting else []) + \
+              [f"{host} did not stop (silent for {task_report.fmt_duration(age)})" for host, age in sorted(silent.items())]
+        raise PoolError(f"error: host(s) {'; '.join(why)} (down or cut off? their tasks return to the queue once "
+                        f"their leases expire, and the request waits for them); run {hints.command('stop')} there")
     return result
