@@ -286,9 +286,25 @@ class ClaudeOrchestrator:
         last_shown, shown_at = None, start
         borrowed = self._borrow_slot()
         waker = claude_queue.Waker(self.queue, f"orchestrator-{self.orchestrator_id}")
+        down = None  # why the database cannot be read now: the wait goes on, as the pool does
         try:
             while True:
-                status = self.get_job_status(job_id)
+                try:
+                    status = self.get_job_status(job_id)
+                except claude_queue.DatabaseUnavailable as exc:
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline or should_stop is not None and should_stop():
+                        raise  # what to report cannot be read; the job goes on, and waiting again resumes
+                    if down is None and show:
+                        sys.stderr.write(f"klauss: {exc}; still waiting for job {job_id} (the pool waits for the "
+                                         f"database too)\n")
+                        sys.stderr.flush()
+                    down = exc
+                    waker.wait(min(poll, deadline - now) if deadline is not None else poll)
+                    continue
+                if down is not None and show:
+                    sys.stderr.write(f"klauss: the database is back; waiting for job {job_id}\n")
+                down = None
                 line = task_report.progress_line(status, time.monotonic() - start)
                 if line != last_line:
                     if on_progress:
@@ -310,7 +326,10 @@ class ClaudeOrchestrator:
                     return JobResults(job_id, self.collect(job_id), True, now - start)
                 if now - last_check_pool >= 2.0:
                     last_check_pool = now
-                    self._check_pool_alive(job_id)
+                    try:
+                        self._check_pool_alive(job_id)
+                    except claude_queue.DatabaseUnavailable:
+                        continue  # the status read at the top says so, and waits
                 if borrowed and now - last_borrow >= pool.BORROW_TTL_SECONDS / 4:
                     last_borrow = now
                     self._borrow_slot()

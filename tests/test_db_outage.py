@@ -157,3 +157,40 @@ def test_a_wait_that_runs_out_during_an_outage_says_to_wait_again_not_to_submit_
     assert exc.value.code == 1 and f"task {tid} stays queued" in message and "again" in message
     assert f"manage.sh wait {tid}`" in message and "run the command again" not in message
     assert q.get_task(tid).status == "pending" and len(q.list_tasks()) == 1
+
+
+def test_the_orchestrators_wait_goes_on_through_an_outage(tmp_path, server, monkeypatch):
+    import io
+    import threading
+
+    from orchestrator import ClaudeOrchestrator
+
+    url = server.new_database()
+    monkeypatch.chdir(tmp_path)
+    orch = ClaudeOrchestrator("t", db_path=url, **{"workers.auto_start": False})
+    # The test is the pool: it completes the task itself.
+    monkeypatch.setattr(orch, "_ensure_pool_for_wait", lambda _job: None)
+    monkeypatch.setattr(orch, "_check_pool_alive", lambda _job: None)
+    job = orch.create_job("outage")
+    tid = orch.add_subtask(job, "do it")
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    waiting, results = threading.Event(), []
+
+    def wait():
+        results.append(orch.wait_and_collect(job, timeout=120, poll_interval=0.05, show_progress=True,
+                                             on_progress=lambda _status: waiting.set()))
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    wait_for(waiting.is_set, what="the wait to start")
+    server.halt()
+    wait_for(lambda: f"still waiting for job {job}" in err.getvalue(), what="the wait to say why nothing moves")
+    server.resume()
+    worker = claude_queue.TaskQueue(url, cfg=config.load_config(db=url, cwd=tmp_path, env={}))
+    task = worker.claim_task("w")
+    assert task.id == tid and worker.complete_task(tid, "w", "done", attempt=task.attempt)
+    worker.close()
+    waiter.join(timeout=120)
+    assert results and not results[0].timed_out and results[0][tid]["status"] == "completed"
+    assert err.getvalue().count("still waiting") == 1 and "the database is back" in err.getvalue()
