@@ -459,14 +459,13 @@ def _claude_checks(command, extra_env):
 
 
 def _clock_check(cfg, offset):
-    """Hosts on one server stamp and judge each other's leases by their own clocks: a host whose
-    clock is off by a good part of a lease has its running tasks taken for abandoned."""
-    lease = cfg["workers"]["lease_seconds"]
+    """Leases, heartbeats and flags go by the server's clock (PostgresTaskQueue.clock), whatever this
+    host's says; what this host shows (ages, times) and waits for by its own clock is off by the gap."""
     way = "behind" if offset > 0 else "ahead of"
-    if abs(offset) < lease / 4:
+    if abs(offset) < cfg["workers"]["lease_seconds"] / 4:
         return (True, "clock", f"within {abs(offset):.1f}s of the database server's", None)
-    return (None, "clock", f"this host's clock is {abs(offset):.0f}s {way} the database server's, and hosts "
-            f"judge each other's leases ({lease:g}s) by their own clocks",
+    return (None, "clock", f"this host's clock is {abs(offset):.0f}s {way} the database server's: leases go by "
+            f"the server's, but the ages and times this host shows are off by that much",
             "keep every host's clock in sync (NTP: timedatectl set-ntp true)")
 
 

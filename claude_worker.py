@@ -660,7 +660,7 @@ class Worker:
                 self.set_state(states.PAUSED)
                 if self.exit_when_idle:
                     return EXIT_OK
-                self.idle_wait(pause["until"] - time.time())
+                self.idle_wait(pause["until"] - self.queue.clock())
                 continue
             lost = self.queue.db_replaced()
             if lost:
@@ -692,7 +692,7 @@ class Worker:
                 self.set_state(states.IDLE)
                 wait = self.cfg["workers"]["poll_seconds"]
                 if next_at is not None:
-                    wait = min(wait, max(0.0, next_at - time.time()))
+                    wait = min(wait, max(0.0, next_at - self.queue.clock()))
                 self.idle_wait(wait)
                 continue
             self._row_written(states.BUSY)

@@ -372,7 +372,7 @@ def borrow(queue, task_id, ttl=BORROW_TTL_SECONDS):
     itself after `ttl` if the borrower dies without giving it back; call again to re-assert it."""
     first = queue.get_flag(flags.borrow(task_id)) is None
     # The slot is lent by the host the borrower runs on.
-    queue.set_flag(flags.borrow(task_id), {"task": task_id, "host": queue.cfg.host}, until=time.time() + ttl)
+    queue.set_flag(flags.borrow(task_id), {"task": task_id, "host": queue.cfg.host}, until=queue.clock() + ttl)
     if first:
         _nudge(queue)
 
@@ -400,7 +400,7 @@ def status(cfg, queue):
     if now:
         pids.append(now["pid"])
     table = process_table([p for p in pids if p])
-    clock = time.time()
+    clock = queue.clock()
     pools = hosts.coordinators(queue)
     workers = []
     for w in rows:
@@ -451,7 +451,7 @@ def hosts_status(queue, pools=None):
     flag for two of its leases: that host is down, cut off, or was killed without cleaning up."""
     pools = hosts.coordinators(queue) if pools is None else pools
     found = {}
-    clock = time.time()
+    clock = queue.clock()
     for host, value in pools.items():
         age = clock - (value.get("seen_at") or clock)
         lease = value.get("lease_seconds") if isinstance(value.get("lease_seconds"), (int, float)) else 60
@@ -488,7 +488,7 @@ def stop_all_hosts(cfg, timeout=None, say=_quiet, warn=_quiet):
         for host, value in sorted(pools.items()):
             if host != me and value.get("token"):
                 queue.set_flag(flags.stop(host), {"token": value["token"], "from": me,
-                                                  "requested_at": time.time()})
+                                                  "requested_at": queue.clock()})
                 say(f"asked host {host} to stop (coordinator pid {value.get('pid')} there)")
     finally:
         queue.close()

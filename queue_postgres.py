@@ -717,6 +717,14 @@ def _redacted(url):
     return config.DatabaseUrl(str(url), ".").redacted()
 
 
+def _offset(raw):
+    """The server's clock minus ours, measured once (to half a round trip)."""
+    before = time.time()
+    server = raw.execute(SQL_SERVER_EPOCH).fetchone()[0]
+    after = time.time()
+    return float(server) - (before + after) / 2
+
+
 def _first_line(exc):
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -733,7 +741,11 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
         self.cfg = cfg
         self.db_url = url
         self.db_path = config.DatabaseUrl(url, cfg.state_dir)
-        self.clock = clock or time.time
+        # Hosts stamp and judge leases, heartbeats and flags by this clock: the server's (through
+        # its offset from ours, measured on each new connection), so that they agree with each other
+        # whatever their own clocks say.
+        self._offset = 0.0
+        self.clock = clock or self._server_clock
         self._local = threading.local()
         self.pinned = False
         self._identity = None
@@ -753,6 +765,7 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
         if conn is not None and not conn.raw.closed and not conn.raw.broken:
             return conn
         conn = Connection(connect(self.db_url))
+        self._offset = _offset(conn.raw)
         # A host cut off inside a transaction would hold the write lock, and every host's writes,
         # until the server's TCP gives up on it, hours later: the server probes a silent client,
         # gives up on data it does not acknowledge, and ends its session within about a lease
@@ -976,14 +989,12 @@ class PostgresTaskQueue(claude_queue.TaskQueue):
         """The server's version, e.g. "15.4"."""
         return self._connect().raw.execute("SHOW server_version").fetchone()[0]
 
+    def _server_clock(self):
+        return time.time() + self._offset
+
     def clock_offset(self):
-        """Seconds the server's clock is ahead of this host's (negative: behind), to a round trip.
-        Every host stamps and judges leases by its own clock, so hosts must agree on the time."""
-        conn = self._connect().raw
-        before = time.time()
-        server = conn.execute(SQL_SERVER_EPOCH).fetchone()[0]
-        after = time.time()
-        return float(server) - (before + after) / 2
+        """Seconds the server's clock is ahead of this host's (negative: behind), to a round trip."""
+        return _offset(self._connect().raw)
 
 
 class PgWaker(claude_queue.Waker):

@@ -724,7 +724,7 @@ class Coordinator:
                 if not flag or flag["value"].get("reason") == "disk_full":
                     self.queue.set_flag(flags.paused_host(self.host), {"reason": "disk_full", "message": self.disk_full + "; the pool "
                                                    "pauses claiming until writes work again"},
-                                        until=time.time() + max(2.0, 4 * self.tick))
+                                        until=self.queue.clock() + max(2.0, 4 * self.tick))
             except claude_queue.QueueError:
                 pass
             self.lock.note_problem(self.disk_full)
@@ -752,7 +752,7 @@ class Coordinator:
             return True
         self.say(f"the database is back after {time.monotonic() - self.db_down_since:.0f}s; the pool goes on")
         self.db_down = self.db_down_since = None
-        self.db_back_at = time.time()
+        self.db_back_at = self.queue.clock()
         self.lock.note_problem(self.db_lost)
         return False
 
@@ -766,7 +766,7 @@ class Coordinator:
             self.publish()
         # recover_stale() takes the write lock even when nothing expired; a read of the (few)
         # running tasks first keeps an idle pool from writing every tick.
-        now = time.time()
+        now = self.queue.clock()
         if any(t.lease_expires_at is not None and t.lease_expires_at < now
                for t in self.queue.list_tasks(status="in_progress")):
             for tid in self.queue.recover_stale():
@@ -778,7 +778,7 @@ class Coordinator:
                 continue
             if slot.state == Slot.STARTING and row["state"] in states.READY:
                 slot.state = Slot.READY
-            silent = time.time() - max(row["last_heartbeat"], self.db_back_at)
+            silent = self.queue.clock() - max(row["last_heartbeat"], self.db_back_at)
             if silent > self.cfg.hung_after:
                 self.say(f"{slot.worker_id} (pid {slot.proc.pid}) silent for {silent:.0f}s; killing it")
                 signal_group(slot.proc.pid, signal.SIGKILL)

@@ -271,7 +271,7 @@ def pool_state(queue, start=None, restart=None, now=None):
     """What the pool is doing, for whoever waits on it (`status`, the orchestrator's progress, MCP
     `wait_job` and `job_status`): {"state": one of states.POOL_STATES,
     "text": one sentence}. `start` and `restart` say how to act (default: the manage.sh commands)."""
-    now = time.time() if now is None else now
+    now = queue.clock() if now is None else now
     problem = hosts.config_error_flag(queue, queue.cfg.host)
     if problem:
         value = problem["value"] if isinstance(problem["value"], dict) else {}

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pg_server
@@ -269,6 +270,33 @@ def test_doctor_compares_this_hosts_clock_with_the_servers(postgres_url, tmp_pat
     clock = _doctor(tmp_path, postgres_url, PYTHONPATH=str(site))["clock"]
     assert clock["ok"] is None and "300s ahead of the database server's" in clock["detail"], clock
     assert "NTP" in clock["fix"]
+
+
+class _Ahead:
+    """The time module of a host whose clock runs `seconds` ahead."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def time(self):
+        return time.time() + self.seconds
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def test_hosts_whose_clocks_disagree_agree_on_leases(postgres_url, tmp_path, monkeypatch):
+    here = _pg_queue(postgres_url, tmp_path)
+    tid = here.add_task("x")
+    task = here.claim_task("w@here", lease_seconds=60)
+    # Another host, its clock five minutes ahead: by its own clock the lease ran out long ago.
+    monkeypatch.setattr(queue_postgres, "time", _Ahead(300))
+    there = _pg_queue(postgres_url, tmp_path)
+    assert abs(there.clock() - time.time()) < 5, "it goes by the server's clock"
+    assert there.recover_stale() == [] and there.get_task(tid).status == "in_progress"
+    assert here.complete_task(tid, "w@here", "done", attempt=task.attempt)
+    there.close()
+    here.close()
 
 
 # --- a pool on PostgreSQL ------------------------------------------------------------------------

@@ -30,6 +30,8 @@ class FakeProc:
 class FakeQueue:
     """The part of TaskQueue the supervisor uses, in memory."""
 
+    clock = staticmethod(time.time)
+
     def __init__(self):
         self.flags, self.workers, self.in_progress = {}, {}, []
         self.released, self.recovered = [], []
