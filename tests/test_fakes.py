@@ -795,9 +795,21 @@ def write_step(name="out.txt", content="hello from the real cli\n"):
     return lambda wd: ms.tool_use("Write", {"file_path": str(wd / name), "content": content})
 
 
+@pytest.fixture(scope="class")
+def real_write(real_claude, tmp_path_factory):
+    """One real run that writes a file then answers, for the tests that only read it."""
+    return run_real(real_claude, tmp_path_factory.mktemp("real-write"), [write_step(), ms.text("done")])
+
+
+@pytest.fixture(scope="class")
+def real_401(real_claude, tmp_path_factory):
+    """One real run whose API key is refused, for the tests that only read it."""
+    return run_real(real_claude, tmp_path_factory.mktemp("real-401"), [ms.error(401)])
+
+
 class TestRealCli:
-    def test_write(self, real_claude, tmp_path):
-        run, srv, wd = run_real(real_claude, tmp_path, [write_step(), ms.text("done")])
+    def test_write(self, real_write):
+        run, srv, wd = real_write
         assert run.returncode == 0, run
         assert (wd / "out.txt").read_text() == "hello from the real cli\n"
         types = [e["type"] for e in run.events]
@@ -828,8 +840,8 @@ class TestRealCli:
         assert r["is_error"] is False and not (wd / "out.txt").exists()
         assert [d["tool_name"] for d in r["permission_denials"]] == ["Write"]
 
-    def test_401(self, real_claude, tmp_path):
-        run, srv, wd = run_real(real_claude, tmp_path, [ms.error(401)])
+    def test_401(self, real_401):
+        run, srv, wd = real_401
         assert run.returncode == 1, run
         r = run.result
         assert r["is_error"] is True and r["subtype"] == "success"
@@ -863,18 +875,16 @@ class TestRealCli:
         assert r["result"].startswith("You've hit your ")  # 2.1.197: "session limit", 2.1.329: "5-hour limit"
         assert "authorization" in srv.main_requests[0]["headers"]
 
-    def test_fake_matches_real_shapes(self, real_claude, tmp_path):
+    def test_fake_matches_real_shapes(self, real_write, real_401, tmp_path):
         """The fake's events carry no key the real CLI lacks (apart from newer-version extras)."""
-        run, _, _ = run_real(real_claude, tmp_path, [write_step(), ms.text("done")])
+        run, _, _ = real_write
         fk = fake(SJ + ["--permission-mode", "acceptEdits"], cwd=tmp_path,
                   stdin=directives({"write": "f.txt", "content": "x"}, {"text": "done"}))
         assert [e["type"] for e in fk.events] == [e["type"] for e in run.events]
         for f_ev, r_ev in zip(fk.events, run.events):
             assert set(f_ev) <= set(r_ev), (f_ev["type"], set(f_ev) - set(r_ev))
         assert set(fk.result["usage"]) <= set(run.result["usage"])
-        sub = tmp_path / "err"
-        sub.mkdir()
-        err, _, _ = run_real(real_claude, sub, [ms.error(401)])
+        err, _, _ = real_401
         fe = fake(SJ, stdin=directives({"error": "invalid_api_key"}), cwd=tmp_path)
         newer = {"api_error_type", "api_error", "is_api_error_message", "api_error_status"}  # 2.1.329
         assert set(fe.result) - newer <= set(err.result)

@@ -156,18 +156,31 @@ def run(tmp_path, script, *args):
     return out.stdout
 
 
-def test_status_dashboard_mcp_and_stats_give_the_same_counts(tmp_path, make_queue, monkeypatch):
+def test_status_dashboard_mcp_and_stats_give_the_same_counts(tmp_path, make_queue, monkeypatch, capsys):
+    """Each program's view as a program once (stats --json, status --json, the dashboard); their
+    other views through the same entry points in this process (a start costs ~0.1 s of CPU here)."""
+    import claude_coordinator
+    import submit_task
+
     q = make_queue()
     job, mine, merging = gated_queue(q)
     db = str(q.db_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.chdir(tmp_path)
+
+    def call(main, *args):
+        capsys.readouterr()
+        assert main(list(args)) == 0
+        return capsys.readouterr().out
+
     stats = json.loads(run(tmp_path, "submit_task.py", "stats", "--json", "--db", db))
     assert counts_of(stats) == mine and (stats["integrating"], stats["integration_tasks"]) == (2, 7)
-    text = run(tmp_path, "submit_task.py", "stats", "--db", db)
+    text = call(submit_task.main, "stats", "--db", db)
     assert f"{'total':<12}{6:>9,}" in text and "integration         7  the merge queue's own tasks" in text
 
     status = json.loads(run(tmp_path, "claude_coordinator.py", "status", "--json", "--db", db))["queue"]
     assert status == stats
-    text = run(tmp_path, "claude_coordinator.py", "status", "--db", db)
+    text = call(claude_coordinator.main, "status", "--db", db)
     assert ("queue: 2 pending, 1 running, 2 completed, 1 failed, 0 cancelled, 0 skipped (6 total), 2 integrating"
             in text.splitlines())
 
@@ -177,13 +190,12 @@ def test_status_dashboard_mcp_and_stats_give_the_same_counts(tmp_path, make_queu
                             "0", "skipped", "(6", "total)", "2", "integrating"], line
     assert "Tasks (all): 1-13 of 13 (7 of them the merge queue's)" in screen  # the list shows every task
 
-    monkeypatch.chdir(tmp_path)
     text = klauss_mcp.KlaussTools(db_path=db).call("worker_status", {})
     assert "Queue: 2 pending, 1 running, 2 completed, 1 failed, 2 integrating." in text.splitlines()
 
     # A job's own view counts it the same way (and `jobs`, `stats --job`).
-    job_stats = json.loads(run(tmp_path, "submit_task.py", "stats", "--json", "--job", job, "--db", db))
-    listed = next(j for j in json.loads(run(tmp_path, "submit_task.py", "jobs", "--json", "--db", db)) if j["id"] == job)
+    job_stats = json.loads(call(submit_task.main, "stats", "--json", "--job", job, "--db", db))
+    listed = next(j for j in json.loads(call(submit_task.main, "jobs", "--json", "--db", db)) if j["id"] == job)
     assert {k: listed["stats"][k] for k in job_stats if k != "job_id"} == {k: v for k, v in job_stats.items()
                                                                           if k != "job_id"}
     assert job_stats["total"] == 4 and job_stats["integration_tasks"] == 7
