@@ -194,3 +194,38 @@ def test_the_orchestrators_wait_goes_on_through_an_outage(tmp_path, server, monk
     waiter.join(timeout=120)
     assert results and not results[0].timed_out and results[0][tid]["status"] == "completed"
     assert err.getvalue().count("still waiting") == 1 and "the database is back" in err.getvalue()
+
+
+def test_a_worker_that_dies_during_an_outage_is_cleaned_up_once_the_database_is_back(tmp_path, server):
+    import os
+    import signal
+
+    from conftest import all_dead, pid_alive
+
+    host = Host(tmp_path, "alpha", server.new_database())
+    toml = host.root / ".klauss.toml"
+    toml.write_text(toml.read_text().replace("lease_seconds = 3", "lease_seconds = 60"))
+    try:
+        host.start(1)
+        prompt, started, go = blocking(tmp_path, "a")
+        tid = host.queue.add_task(prompt)
+        wait_for(started.exists, what="the task to start")
+        [worker] = host.workers()
+        claude = wait_for(lambda: host.workers()[0]["info"].get("claude_pid"), what="claude's pid recorded")
+
+        server.halt()
+        wait_for(lambda: "the pool waits for the database" in _logs(host), what="the coordinator to wait")
+        os.kill(worker["pid"], signal.SIGKILL)
+        wait_for(lambda: f"(pid {worker['pid']}) killed by SIGKILL" in _logs(host), what="the coordinator to reap it")
+        assert pid_alive(claude), "its run goes on until the database says what to end"
+        server.resume()
+
+        wait_for(lambda: f"task {tid}: its worker worker_1@alpha ended while the database was down; returned to "
+                 "the queue" in _logs(host), what="the clean-up once the database is back")
+        assert all_dead([claude]), "the dead worker's claude is ended by the clean-up"
+        go.touch()
+        wait_for(lambda: host.queue.get_task(tid).status == "completed", what="the task to run again and complete")
+        assert len(completions(host.queue, tid)) == 1
+        assert [w["pid"] for w in host.workers()] != [worker["pid"]], "its slot was started again"
+    finally:
+        host.close()
