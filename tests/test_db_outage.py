@@ -2,7 +2,11 @@
 rides it out. Runs go on, nothing is claimed or recorded meanwhile, a run that ends in the gap is
 recorded once the server is back, and no worker is restarted or killed for it."""
 
+import io
 import json
+import os
+import signal
+import threading
 
 import pytest
 from test_hosts import Host, blocking, completions
@@ -12,7 +16,8 @@ import claude_worker
 import config
 import queue_postgres
 import submit_task
-from conftest import wait_for
+from conftest import all_dead, pid_alive, wait_for
+from orchestrator import ClaudeOrchestrator
 
 
 @pytest.fixture
@@ -31,18 +36,25 @@ def _logs(host):
     return "".join(p.read_text(errors="replace") for p in sorted(host.cfg.logs_dir.glob("*.log")))
 
 
-def test_a_pool_rides_out_a_database_server_restart(tmp_path, server):
+def _pool_running_a_task(tmp_path, server, workers):
+    """A host's pool on the server, its first task started and waiting for its `go` file:
+    (host, task id, go). A lease longer than any outage here: what the tests show is the gap ridden
+    out, not a lease expiring."""
     host = Host(tmp_path, "alpha", server.new_database())
-    # A lease longer than the outage: what the test shows is the gap ridden out, not a lease expiring.
     toml = host.root / ".klauss.toml"
     toml.write_text(toml.read_text().replace("lease_seconds = 3", "lease_seconds = 60"))
+    host.start(workers)
+    prompt, started, go = blocking(tmp_path, "a")
+    tid = host.queue.add_task(prompt)
+    wait_for(started.exists, what="the task to start")
+    return host, tid, go
+
+
+def test_a_pool_rides_out_a_database_server_restart(tmp_path, server):
+    host, tid, go = _pool_running_a_task(tmp_path, server, 2)
     try:
-        host.start(2)
         coordinator = host.coordinator()["pid"]
         workers = sorted(w["pid"] for w in host.workers())
-        prompt, started, go = blocking(tmp_path, "a")
-        tid = host.queue.add_task(prompt)
-        wait_for(started.exists, what="the task to start")
 
         server.halt()
         wait_for(lambda: "the pool waits for the database" in _logs(host), what="the coordinator to wait")
@@ -160,11 +172,6 @@ def test_a_wait_that_runs_out_during_an_outage_says_to_wait_again_not_to_submit_
 
 
 def test_the_orchestrators_wait_goes_on_through_an_outage(tmp_path, server, monkeypatch):
-    import io
-    import threading
-
-    from orchestrator import ClaudeOrchestrator
-
     url = server.new_database()
     monkeypatch.chdir(tmp_path)
     orch = ClaudeOrchestrator("t", db_path=url, **{"workers.auto_start": False})
@@ -197,19 +204,8 @@ def test_the_orchestrators_wait_goes_on_through_an_outage(tmp_path, server, monk
 
 
 def test_a_worker_that_dies_during_an_outage_is_cleaned_up_once_the_database_is_back(tmp_path, server):
-    import os
-    import signal
-
-    from conftest import all_dead, pid_alive
-
-    host = Host(tmp_path, "alpha", server.new_database())
-    toml = host.root / ".klauss.toml"
-    toml.write_text(toml.read_text().replace("lease_seconds = 3", "lease_seconds = 60"))
+    host, tid, go = _pool_running_a_task(tmp_path, server, 1)
     try:
-        host.start(1)
-        prompt, started, go = blocking(tmp_path, "a")
-        tid = host.queue.add_task(prompt)
-        wait_for(started.exists, what="the task to start")
         [worker] = host.workers()
         claude = wait_for(lambda: host.workers()[0]["info"].get("claude_pid"), what="claude's pid recorded")
 
