@@ -225,3 +225,26 @@ def test_a_worker_that_dies_during_an_outage_is_cleaned_up_once_the_database_is_
         assert [w["pid"] for w in host.workers()] != [worker["pid"]], "its slot was started again"
     finally:
         host.close()
+
+
+def test_a_server_with_no_connection_left_is_an_outage_like_a_restart(tmp_path, server):
+    # What a full server answers is what a stopped one does (DatabaseUnavailable): every part of the
+    # pool then waits for a connection as the tests above show it waits through a restart.
+    import psycopg
+
+    url = server.new_database()
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("CREATE ROLE lim LOGIN CONNECTION LIMIT 1")
+        admin.execute(f"GRANT ALL ON DATABASE {url.split('?')[0].rsplit('/', 1)[1]} TO lim")
+        admin.execute("GRANT ALL ON SCHEMA public TO lim")
+    limited = url.replace("klauss@", "lim@")
+    held = psycopg.connect(limited)  # the role's one connection
+    try:
+        with pytest.raises(claude_queue.DatabaseUnavailable) as exc:
+            claude_queue.TaskQueue(limited, cfg=config.load_config(db=limited, cwd=tmp_path, env={}))
+        assert "too many connections" in str(exc.value)
+    finally:
+        held.close()
+    queue = claude_queue.TaskQueue(limited, cfg=config.load_config(db=limited, cwd=tmp_path, env={}))
+    assert queue.add_task("once there is room") == 1
+    queue.close()
