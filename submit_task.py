@@ -279,21 +279,22 @@ def wait_for(q, task_id, timeout=None, as_json=False, sleep=None, clock=None):
                 if down is None:
                     print(f"{PROG}: {exc}; still waiting for task {task_id} (Ctrl-C stops waiting, not the task)",
                           file=sys.stderr, flush=True)
-                down, task = exc, False
-            else:
-                if down is not None:
-                    print(f"{PROG}: the database is back; waiting for task {task_id}", file=sys.stderr, flush=True)
+                down = exc
+                if deadline is not None and clock() >= deadline:
+                    # Submitted already: the hint waits for it again, where "run the command again"
+                    # would submit it twice.
+                    raise CliError(f"task {task_id} stays queued, but the database could not be read when the "
+                                   f"{timeout:g}s of waiting ran out ({down}); once it is back, "
+                                   f"`{hints.command('wait', task_id)}` waits again", EXIT_FAIL) from None
+                sleep(WAIT_POLL_SECONDS)
+                continue
+            if down is not None:
+                print(f"{PROG}: the database is back; waiting for task {task_id}", file=sys.stderr, flush=True)
                 down = None
             if task is None:
                 raise CliError(f"task {task_id} disappeared from the queue (purged?)", EXIT_FAIL)
-            if task and task.status in claude_queue.FINISHED:
+            if task.status in claude_queue.FINISHED:
                 break
-            if deadline is not None and clock() >= deadline and down is not None:
-                # Submitted already: the hint waits for it again, where "run the command again"
-                # would submit it twice.
-                raise CliError(f"task {task_id} stays queued, but the database could not be read when the "
-                               f"{timeout:g}s of waiting ran out ({down}); once it is back, "
-                               f"`{hints.command('wait', task_id)}` waits again", EXIT_FAIL)
             if deadline is not None and clock() >= deadline:
                 raise CliError(f"task {task_id} is still {task.status} after {timeout:g}s; it stays queued "
                                f"(see {hints.command('show', task_id)})", EXIT_FAIL)
