@@ -441,7 +441,10 @@ class Coordinator:
     def _wait(self):
         now = time.monotonic()
         deadlines = [self.next_tick]
-        deadlines += [s.restart_at for s in self.slots if s.state == Slot.BACKOFF and s.restart_at]
+        if not self._restarts_held():
+            # A held restart is looked at again each tick: its past due time would make the wait
+            # return at once, over and over (a busy loop for as long as the hold lasts).
+            deadlines += [s.restart_at for s in self.slots if s.state == Slot.BACKOFF and s.restart_at]
         if self.stop_deadline is not None:
             deadlines.append(self.stop_deadline)
         if self.state == Coordinator.STARTING:
@@ -654,7 +657,7 @@ class Coordinator:
         if self.state in (Coordinator.STARTING, Coordinator.RUNNING):
             for slot in self.slots:
                 if slot.state == Slot.BACKOFF and slot.restart_at is not None and now >= slot.restart_at \
-                        and not self._check_db() and self.disk_full is None and self.db_down is None:
+                        and not self._check_db() and not self._restarts_held():
                     self._spawn(slot)
                     self.publish()
         if self.state == Coordinator.STARTING:
@@ -676,6 +679,11 @@ class Coordinator:
         if now >= self.next_tick:
             self.next_tick = now + self.tick
             self._periodic()
+
+    def _restarts_held(self):
+        """No worker is started while the database file was replaced, the disk is full or the
+        database cannot be reached: a new worker could not work, or would open another file."""
+        return self.db_lost is not None or self.disk_full is not None or self.db_down is not None
 
     def _check_ready(self):
         rows = {w["worker_id"]: w for w in self.queue.list_workers()}

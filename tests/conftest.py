@@ -147,12 +147,22 @@ def pytest_configure(config):
     """Compile Klauss (and the fakes) once for the session: the suite starts a thousand Python
     processes, and where PYTHONDONTWRITEBYTECODE=1 each would compile every module it imports
     (~0.1 s of CPU each). Python reads a valid .pyc even when it writes none."""
+    _sigint_reaches_children()
     if hasattr(config, "workerinput"):  # an xdist worker: the controller did it before starting it
         return
     for directory in (ROOT, ROOT / "tests"):
         # Only what processes import; pytest compiles the test modules its own way.
         compileall.compile_dir(str(directory), maxlevels=0, quiet=2, rx=re.compile(r"[\\/](test_|conftest)[^\\/]*$"))
     _python3_without_a_shim(config)
+
+
+def _sigint_reaches_children():
+    """A suite started in the background by a shell without job control (`cmd &` in a script, as
+    a CI runner may) has SIGINT ignored, and an ignored signal stays ignored across exec: the
+    processes the Ctrl-C tests interrupt would never see it. Handled here, it is back to the
+    default in every process the tests start."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _python3_without_a_shim(config):

@@ -250,3 +250,35 @@ def test_timings_follow_the_lease(tmp_path):
     (tmp_path / ".klauss.toml").write_text("[workers]\nlease_seconds = 30\nheartbeat_seconds = 20\n")
     cfg = config.load_config(cwd=tmp_path, env={})
     assert cfg.heartbeat_interval == 10 and cfg.recover_every == 15 and cfg.hung_after == 60
+
+
+class RecordingSelector:
+    def __init__(self):
+        self.timeouts = []
+
+    def select(self, timeout):
+        self.timeouts.append(timeout)
+        return []
+
+
+@pytest.mark.parametrize("hold", ["db_lost", "disk_full", "db_down"])
+def test_a_restart_held_back_does_not_make_the_wait_return_at_once(pool, hold):
+    """A dead worker's restart is due, but the database file was replaced (or the disk is full, or
+    the server is down): the pool waits for its next tick, not in a loop of zero-timeout selects
+    (a coordinator of a deleted project once spun a core that way)."""
+    c = pool(1)
+    ready_all(c)
+    c.slots[0].proc.exit(0)
+    c.slots[0].started -= supervisor.FAST_CRASH_SECONDS + 1
+    c._reap()
+    assert c.slots[0].state == Slot.BACKOFF and c.slots[0].restart_at <= time.monotonic()
+    c.next_tick = time.monotonic() + 60
+    c.sel = RecordingSelector()
+    c._wait()
+    assert c.sel.timeouts[-1] == 0, "the due restart is what the wait wakes for"
+    setattr(c, hold, "held")
+    c._wait()
+    c._timers()
+    c._wait()
+    assert all(t > 30 for t in c.sel.timeouts[1:]), c.sel.timeouts
+    assert c.slots[0].state == Slot.BACKOFF and c.slots[0].proc is None, "not restarted while held"

@@ -23,13 +23,21 @@ STOPPED = re.compile(r"^stopped waiting; (job|task) (\S+) keeps running: `([^`]+
 @pytest.fixture
 def project(tmp_path):
     made = SubmoduleProject(tmp_path)
+    made.started = []
     yield made
+    # A waiter a failed test left running would start the pool again after the kill.
+    for proc in made.started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     made.manage("kill")
 
 
 def start(project, *args):
-    return subprocess.Popen(["klauss/manage.sh", *args], cwd=str(project.root), env=project.env, text=True,
+    proc = subprocess.Popen(["klauss/manage.sh", *args], cwd=str(project.root), env=project.env, text=True,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    project.started.append(proc)
+    return proc
 
 
 def read_until(proc, marker):
