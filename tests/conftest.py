@@ -37,7 +37,13 @@ def install_fake_claude(bindir):
     bindir = Path(bindir)
     bindir.mkdir(parents=True, exist_ok=True)
     claude = bindir / "claude"
-    claude.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_CLAUDE}" "$@"\n')
+    # `claude --version` (every new project's first worker asks) answered by the shell, as the fake
+    # would (fake_claude.VERSION), unless the test records invocations: a Python start less each.
+    claude.write_text('#!/bin/sh\n'
+                      'if [ "$#" = 1 ] && [ "$1" = --version ] && [ -z "$FAKE_CLAUDE_LOG" ]; then\n'
+                      '    echo "${FAKE_CLAUDE_VERSION:-2.1.197} (Claude Code)"; exit 0\n'
+                      'fi\n'
+                      f'exec "{sys.executable}" "{FAKE_CLAUDE}" "$@"\n')
     claude.chmod(0o755)
     return claude
 

@@ -23,7 +23,7 @@ if HERE not in sys.path:
 
 import messages_server as ms  # noqa: E402
 import real_cli  # noqa: E402
-from conftest import pid_alive  # noqa: E402
+from conftest import install_fake_claude, pid_alive  # noqa: E402
 from conftest import wait_for as wait_until  # noqa: E402
 
 FAKE = os.path.join(HERE, "fake_claude.py")
@@ -890,3 +890,14 @@ class TestRealCli:
         assert set(fe.result) - newer <= set(err.result)
         assert fe.result["result"] == err.result["result"]
         assert set(fe.events[1]) - newer <= set(err.events[1])
+
+
+@pytest.mark.parametrize("version", [None, "", "2.1.400"])
+def test_the_installed_fakes_shell_answer_to_version_is_the_fakes_own(tmp_path, version):
+    claude = install_fake_claude(tmp_path / "bin")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAKE_CLAUDE")}
+    if version is not None:
+        env["FAKE_CLAUDE_VERSION"] = version
+    by_shell = subprocess.run([str(claude), "--version"], env=env, capture_output=True, text=True)
+    by_fake = subprocess.run([sys.executable, str(FAKE), "--version"], env=env, capture_output=True, text=True)
+    assert (by_shell.returncode, by_shell.stdout, by_shell.stderr) == (0, by_fake.stdout, "") and by_fake.returncode == 0
