@@ -80,7 +80,6 @@ import errno
 import functools
 import json
 import os
-import random
 import select
 import shlex
 import shutil
@@ -90,7 +89,6 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Optional, TypedDict
 
 import config
 import flags
@@ -456,40 +454,6 @@ def _dumps(value):
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-class Outcome(TypedDict, total=False):
-    """What a finished attempt left behind, as the worker records it (Task.outcome) and the
-    presentation, synthesis, merge and dashboard read it. A plain dict at run time, stored as JSON
-    (with "result" kept apart in its own column): naming the keys here changes nothing stored."""
-    # from claude's final "result" message (claude_cli.StreamState)
-    result: Optional[str]
-    session_id: Optional[str]
-    total_cost_usd: Optional[float]
-    usage: Optional[dict]
-    num_turns: Optional[int]
-    duration_ms: Optional[int]
-    model: Optional[str]
-    permission_denials: list
-    # from the run itself (claude_worker.Worker.record)
-    wall_seconds: float
-    exit_code: Optional[int]
-    outputs_verified: list[str]
-    outputs_missing: list[str]
-    files_changed: list[str]
-    stderr_tail: str
-    transcript: str
-    warnings: list[str]
-    error_class: str  # claude_cli.classify's verdict kind, or "cancelled" / "timeout"
-    # with worktree isolation (worktrees.TaskTree.finish and merge)
-    worktree: str
-    branch: str
-    commit: Optional[str]
-    worktree_error: str
-    merge: str  # "none", "branch", "merged", "conflict" or "error"
-    merged_into: Optional[str]
-    merge_commit: str
-    conflicts: list[str]
-
-
 # Task's fields in order, with their defaults (a list or dict default is a new one per Task).
 _TASK_FIELDS = (
     ("id", None), ("prompt", None), ("status", None), ("priority", 0), ("job_id", None), ("parent_id", None),
@@ -506,7 +470,7 @@ _TASK_NAMES = tuple(name for name, _ in _TASK_FIELDS)
 
 
 class Task:
-    """One task as stored (`outcome`: an Outcome). A plain class rather than a dataclass: a claim
+    """One task as stored (`outcome`: an outcome.Outcome). A plain class rather than a dataclass: a claim
     makes one per task straight from the row's dict (from_row), and the dataclasses module (with
     the inspect module it loads) costs every process that imports the queue ~12 ms at start."""
 
@@ -774,6 +738,7 @@ class TaskQueue:
                 if time.monotonic() > deadline:
                     raise DatabaseUnavailable(f"database {self.db_path} stayed locked for {BUSY_RETRY_SECONDS}s",
                                               "is a process stuck holding it?") from None
+                import random  # only once the lock is found taken: a millisecond at every start otherwise
                 time.sleep(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 0.05)
             except sqlite3.DatabaseError as exc:

@@ -823,7 +823,7 @@ class Worker:
         stderr_tail = "".join(run.stderr_tail)[-STDERR_TAIL_CHARS:]
         verified, missing = verify_outputs(task.expected_outputs, working_dir, before)
         denials = result.get("permission_denials") or []
-        outcome = claude_queue.Outcome(
+        outcome = dict(  # an outcome.Outcome
             result=result.get("result"),
             session_id=state.session_id,
             total_cost_usd=result.get("total_cost_usd"),

@@ -55,7 +55,7 @@ def test_imports_flow_one_way():
     orchestrator API is the one exception: it is a front end to exactly that API)."""
     shared = {"claude_queue", "config", "claude_cli", "worktrees", "task_report", "processes", "hints", "exits",
               "flags", "supervisor", "pool", "admin", "submission", "mcp_server", "cli_args", "queues",
-              "states", "validation", "hosts", "queue_postgres", "integration", "gitroot"}
+              "states", "validation", "hosts", "queue_postgres", "integration", "gitroot", "outcome"}
     programs = {"claude_worker", "claude_coordinator", "claude_dashboard", "submit_task", "orchestrator", "klauss_mcp"}
     allowed_extra = {"klauss_mcp": {"orchestrator"}}
     for name in shared | programs:
@@ -71,7 +71,7 @@ def test_shared_modules_import_no_cycle():
     """A cycle among the shared modules would hide which one owns what (and breaks partial imports)."""
     shared = {"claude_queue", "config", "claude_cli", "worktrees", "task_report", "processes", "hints", "exits",
               "flags", "supervisor", "pool", "admin", "submission", "mcp_server", "cli_args", "queues",
-              "states", "validation", "hosts", "queue_postgres", "integration", "gitroot"}
+              "states", "validation", "hosts", "queue_postgres", "integration", "gitroot", "outcome"}
     # Imports inside functions count too: a lazy import only hides a cycle until it runs.
     graph = {name: set(re.findall(r"^\s*(?:import|from) (\w+)", (ROOT / f"{name}.py").read_text(), re.M)) & shared
              for name in shared}

@@ -10,6 +10,7 @@ import claude_queue
 import claude_worker
 import config
 import exits
+import outcome as outcome_type
 import states
 from conftest import install_fake_claude
 
@@ -69,4 +70,4 @@ def test_every_key_the_worker_records_is_a_named_outcome_key(tmp_path, monkeypat
         worker.waker.close()
     outcome = q.get_task(tid).outcome
     assert outcome["exit_code"] == 0 and "wall_seconds" in outcome
-    assert set(outcome) <= set(claude_queue.Outcome.__annotations__), set(outcome) - set(claude_queue.Outcome.__annotations__)
+    assert set(outcome) <= set(outcome_type.Outcome.__annotations__), set(outcome) - set(outcome_type.Outcome.__annotations__)
