@@ -607,24 +607,22 @@ class Worker:
                 log(f"could not unregister: {exc}")  # the coordinator forgets a dead worker's row
             log(f"worker {self.worker_id} stopped")
 
+    # What the loop waits out rather than crash on: the flag that says it is waiting (said once,
+    # cleared by _loop when the next claim goes through) and what the log says meanwhile.
+    _WAITED_OUT = ((claude_queue.DiskFull, "_disk_full", "claiming paused until writes work again"),
+                   (claude_queue.DatabaseUnavailable, "_db_down", "claiming nothing until the database is back"))
+
     def loop(self):
         while True:
             try:
                 return self._loop()
-            except claude_queue.DiskFull as exc:
-                # Never a crash: wait, without writing anything, until writes work again.
-                if not self._disk_full:
-                    self._disk_full = True
-                    log(f"error: {exc}; claiming paused until writes work again")
-                if self.stopping or self.parent_gone():
-                    continue
-                self.waker.wait(min(self.cfg["workers"]["poll_seconds"], IDLE_TICK_SECONDS))
-            except claude_queue.DatabaseUnavailable as exc:
-                # Never a crash either: a server restarts, a network cut ends, and the pool is still
-                # there. Nothing is claimed meanwhile; the loop tries again each tick.
-                if not self._db_down:
-                    self._db_down = True
-                    log(f"error: {exc}; claiming nothing until the database is back")
+            except (claude_queue.DiskFull, claude_queue.DatabaseUnavailable) as exc:
+                # Never a crash: a disk is freed, a server restarts, a network cut ends, and the pool
+                # is still there. Nothing is claimed meanwhile; the loop tries again each tick.
+                flag, waiting = next((f, w) for kind, f, w in self._WAITED_OUT if isinstance(exc, kind))
+                if not getattr(self, flag):
+                    setattr(self, flag, True)
+                    log(f"error: {exc}; {waiting}")
                 if self.stopping or self.parent_gone():
                     continue
                 self.waker.wait(min(self.cfg["workers"]["poll_seconds"], IDLE_TICK_SECONDS))

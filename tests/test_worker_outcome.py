@@ -165,3 +165,30 @@ def test_recording_claims_the_next_task_in_the_same_commit(worker):
     assert task.status == "completed"
     assert worker.worker._next is not None and worker.worker._next.id == nxt
     assert worker.queue.get_task(nxt).status == "in_progress"
+
+
+def test_the_loop_waits_out_a_full_disk_and_a_database_outage_saying_each_once(make_queue, clock, monkeypatch):
+    """Worker.loop: DiskFull and DatabaseUnavailable from the claim loop are waited out (a tick's
+    wait each time), each said once however often it repeats, never a crash."""
+    import claude_queue
+
+    said = []
+    monkeypatch.setattr(claude_worker, "log", said.append)
+    q = make_queue(clock=clock)
+    w = claude_worker.Worker("w1", q, q.cfg)
+    w.parent_gone = lambda: False
+    waits = []
+    w.waker = SimpleNamespace(wait=waits.append)
+    raised = [claude_queue.DiskFull("disk full: x"), claude_queue.DiskFull("disk full: x"),
+              claude_queue.DatabaseUnavailable("server gone", "start it"), claude_queue.DatabaseUnavailable("server gone", "start it")]
+
+    def step():
+        if raised:
+            raise raised.pop(0)
+        return claude_worker.EXIT_OK
+
+    w._loop = step
+    assert w.loop() == claude_worker.EXIT_OK
+    assert said == ["error: disk full: x; claiming paused until writes work again",
+                    "error: server gone; start it; claiming nothing until the database is back"]
+    assert len(waits) == 4 and w._disk_full and w._db_down
