@@ -578,9 +578,13 @@ class Coordinator:
         try:
             returned = self._clean_up_worker(slot.worker_id, proc.pid, died=rc != 0, stopping=stopping)
         except claude_queue.DatabaseUnavailable as exc:
-            # Its row says what its run left behind and which task it held: done once the database
-            # is back, before any worker is started again under its id.
             self._database_down(exc)
+            # What carries its token (its claude, and what that started) is found without the
+            # database: ended now, as its run can no longer be recorded. Its row (the claude group,
+            # the run's marker) and the task it held wait for the database, and are done once it is
+            # back, before any worker is started again under its id.
+            for left in kill_token_processes(self._instance_token(slot.worker_id, proc.pid), exact=True):
+                self.say(f"{slot.worker_id}: killed process {left} it left behind")
             self.deferred.append((slot.worker_id, proc.pid, rc != 0, stopping))
             returned = []
         how = f"exit code {rc}" if rc >= 0 else f"killed by {signal.Signals(-rc).name}"

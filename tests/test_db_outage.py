@@ -16,7 +16,7 @@ import claude_worker
 import config
 import queue_postgres
 import submit_task
-from conftest import all_dead, pid_alive, wait_for
+from conftest import all_dead, wait_for
 from orchestrator import ClaudeOrchestrator
 
 
@@ -203,7 +203,7 @@ def test_the_orchestrators_wait_goes_on_through_an_outage(tmp_path, server, monk
     assert err.getvalue().count("still waiting") == 1 and "the database is back" in err.getvalue()
 
 
-def test_a_worker_that_dies_during_an_outage_is_cleaned_up_once_the_database_is_back(tmp_path, server):
+def test_a_worker_that_dies_during_an_outage_has_its_claude_ended_at_once_and_its_task_returned_once_back(tmp_path, server):
     host, tid, go = _pool_running_a_task(tmp_path, server, 1)
     try:
         [worker] = host.workers()
@@ -213,12 +213,14 @@ def test_a_worker_that_dies_during_an_outage_is_cleaned_up_once_the_database_is_
         wait_for(lambda: "the pool waits for the database" in _logs(host), what="the coordinator to wait")
         os.kill(worker["pid"], signal.SIGKILL)
         wait_for(lambda: f"(pid {worker['pid']}) killed by SIGKILL" in _logs(host), what="the coordinator to reap it")
-        assert pid_alive(claude), "its run goes on until the database says what to end"
+        # Its run can no longer be recorded: ended during the outage (by the token it carries),
+        # not left to work on until the database is back.
+        assert all_dead([claude]), "the dead worker's claude is ended at once"
+        assert f"worker_1@alpha: killed process {claude} it left behind" in _logs(host)
         server.resume()
 
         wait_for(lambda: f"task {tid}: its worker worker_1@alpha ended while the database was down; returned to "
                  "the queue" in _logs(host), what="the clean-up once the database is back")
-        assert all_dead([claude]), "the dead worker's claude is ended by the clean-up"
         go.touch()
         wait_for(lambda: host.queue.get_task(tid).status == "completed", what="the task to run again and complete")
         assert len(completions(host.queue, tid)) == 1
