@@ -551,11 +551,26 @@ class Worker:
                 self.waker.wait(min(self.cfg["workers"]["poll_seconds"], IDLE_TICK_SECONDS))
         if give_up_at is not None:
             log(f"task {task.id}: its end recorded once the database was back")
+            self._release_lost_claims(task)
         self._row_written(states.BUSY if self._next is not None else states.IDLE)
         # That commit found nothing to claim: the loop need not ask again before it waits (a task
         # added since wakes the wait at once).
         self._queue_empty = go_on and self._next is None
         return done
+
+    def _release_lost_claims(self, finished):
+        """A commit can go through with its answer lost on the way back (the server went down, the
+        link was cut): its claim then holds a task nobody runs, until the lease expires. After such
+        an outage, what this worker holds beyond the task it finished and the one it now runs goes
+        back to the queue at once, no attempt spent."""
+        keep = {finished.id} | ({self._next.id} if self._next is not None else set())
+        try:
+            for held in self.queue.list_tasks(status="in_progress", worker_id=self.worker_id):
+                if held.id not in keep and self.queue.release_task(
+                        held.id, self.worker_id, reason="claimed by a commit whose answer was lost", attempt=held.attempt):
+                    log(f"task {held.id}: claimed by a commit whose answer the outage lost; returned to the queue")
+        except claude_queue.QueueError as exc:
+            log(f"could not look for claims an outage hid: {exc}")  # their leases return them
 
     def _arm_run_marker(self):
         # Chosen before a claim and recorded by the claim's own commit: everything the claimed task

@@ -192,3 +192,39 @@ def test_the_loop_waits_out_a_full_disk_and_a_database_outage_saying_each_once(m
     assert said == ["error: disk full: x; claiming paused until writes work again",
                     "error: server gone; start it; claiming nothing until the database is back"]
     assert len(waits) == 4 and w._disk_full and w._db_down
+
+
+def test_a_claim_whose_answer_an_outage_lost_is_returned_at_once(make_queue, clock, monkeypatch):
+    """finish_and_claim commits (task A completed, task X claimed) but its answer is lost (the
+    server went down): the worker tries again once the database is back, finds A recorded, and
+    gives X back to the queue at once instead of holding it, unrun, until its lease expires."""
+    import claude_queue
+
+    said = []
+    monkeypatch.setattr(claude_worker, "log", said.append)
+    q = make_queue(clock=clock)
+    a, x = q.add_task("a"), q.add_task("x")
+    w = claude_worker.Worker("w1", q, q.cfg)
+    w.parent_gone = lambda: False
+    w.waker = SimpleNamespace(wait=lambda timeout: None)
+    q.register_worker("w1", state="idle")
+    task = q.claim_task("w1", lease_seconds=30)
+    real = q.finish_and_claim
+    calls = []
+
+    def answer_lost_once(*args, **kwargs):
+        calls.append(args)
+        got = real(*args, **kwargs)
+        if len(calls) == 1:
+            assert got[1] is not None and got[1].id == x  # the commit claimed X
+            raise claude_queue.DatabaseUnavailable("server closed the connection unexpectedly", "check the server")
+        return got
+
+    q.finish_and_claim = answer_lost_once
+    w.finish("complete", task, result={"result": "done"})
+    assert len(calls) == 2 and w._next is None
+    assert q.get_task(a).status == "completed"
+    xt = q.get_task(x)
+    assert xt.status == "pending" and xt.worker_id is None and xt.attempts_used == 0, vars(xt)
+    assert f"task {x}: claimed by a commit whose answer the outage lost; returned to the queue" in said
+    assert q.claim_task("w2", lease_seconds=30).id == x, "claimable again at once"
