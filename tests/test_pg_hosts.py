@@ -406,3 +406,36 @@ def test_a_client_stopped_inside_a_transaction_holds_the_queue_only_a_lease(tmp_
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_pool_keeps_to_the_connections_the_readme_allows(tmp_path, postgres_url):
+    """README, "Connections": each worker holds two or three (its queue, its wake-up LISTEN and,
+    while a task runs, its heartbeat's), the coordinator one; so a host's pool of W busy workers
+    holds at most 3 x W + 1 of the server's connections."""
+    import psycopg
+
+    def connections():
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND pid <> pg_backend_pid()").fetchone()[0]
+
+    host = Host(tmp_path, "alpha", postgres_url)
+    try:
+        host.queue.get_stats()  # the test's own connection, counted in `before`
+        before = connections()
+        host.start(2)
+        runs = [blocking(tmp_path, name) for name in ("a", "b")]
+        tids = [host.queue.add_task(prompt) for prompt, _, _ in runs]
+        for _, started, _ in runs:
+            wait_for(started.exists, what="both workers to be busy")
+        # Counted once each heartbeat has renewed its lease: its connection is open then.
+        leases = {t: host.queue.get_task(t).lease_expires_at for t in tids}
+        wait_for(lambda: all(host.queue.get_task(t).lease_expires_at > leases[t] for t in tids),
+                 what="both heartbeats")
+        pool = connections() - before
+        assert 2 + 1 <= pool <= 3 * 2 + 1, pool
+        for _, _, go in runs:
+            go.touch()
+        wait_for(lambda: all(host.queue.get_task(t).status == "completed" for t in tids), what="both tasks to end")
+    finally:
+        host.close()
