@@ -368,7 +368,7 @@ class Integrator:
         return f"{config.shown_db(self.queue.db_path)}:{self.cfg.host}:{self.job_id}"
 
     def _reset(self, commit):
-        self._git(self.path, "merge", "--abort", check=False)
+        # reset --hard also ends a merge left half done (MERGE_HEAD and the rest go with it).
         self._git(self.path, "reset", "-q", "--hard")
         # Ignored files (what setup_command built) and copy_files stay for the next run.
         self._git(self.path, "clean", "-qfd", *(f"--exclude=/{n}" for n in self.cfg["isolation"]["copy_files"]))
@@ -388,8 +388,7 @@ class Integrator:
                 merged.append(tid)
                 continue
             files = worktrees._unmerged(self.path)
-            self._git(self.path, "merge", "--abort", check=False)
-            self._git(self.path, "reset", "-q", "--hard")
+            self._git(self.path, "reset", "-q", "--hard")  # the conflicted merge undone
             if not files:
                 raise worktrees.WorktreeError(f"git merge of task {tid} failed: {worktrees._tail(cp.stderr or cp.stdout)}",
                                               retryable=True)
