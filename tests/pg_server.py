@@ -54,6 +54,7 @@ class PgServer:
     def __init__(self, base, data, port, user, pg_ctl):
         self.base, self.data, self.port, self.user, self.pg_ctl = base, data, port, user, pg_ctl
         self._names = itertools.count(1)
+        self.halted = False
 
     @classmethod
     def start(cls, listen=(), trust=()):
@@ -123,6 +124,7 @@ class PgServer:
         """Stop the server as a restart or a failover does (`pg_ctl stop -m fast`), keeping its
         files and its address for resume()."""
         self._ctl("-m", "fast", "-w", "stop")
+        self.halted = True
 
     def resume(self):
         """Start again what halt() stopped, at the same address."""
@@ -130,6 +132,7 @@ class PgServer:
                          "-w", "-t", "60", "start")
         if done.returncode:
             raise PgUnavailable(f"pg_ctl start failed: {done.stderr.strip()[-300:]}")
+        self.halted = False
 
     def _ctl(self, *args):
         run_as = {} if self.user is None else {"user": self.user.pw_uid, "group": self.user.pw_gid,

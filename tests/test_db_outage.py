@@ -36,6 +36,14 @@ def _logs(host):
     return "".join(p.read_text(errors="replace") for p in sorted(host.cfg.logs_dir.glob("*.log")))
 
 
+def _close(host, server):
+    """A test that failed while the server was halted would leave its pool waiting for it for
+    good: the pool is stopped through the database, so the server comes back first."""
+    if server.halted:
+        server.resume()
+    host.close()
+
+
 def _pool_running_a_task(tmp_path, server, workers):
     """A host's pool on the server, its first task started and waiting for its `go` file:
     (host, task id, go). A lease longer than any outage here: what the tests show is the gap ridden
@@ -77,7 +85,7 @@ def test_a_pool_rides_out_a_database_server_restart(tmp_path, server):
         assert sorted(w["pid"] for w in host.workers()) == workers, "no worker was restarted or killed"
         assert "killing it" not in _logs(host)
     finally:
-        host.close()
+        _close(host, server)
 
 
 def test_a_worker_started_while_the_database_is_down_waits_for_it(tmp_path, server, monkeypatch, capsys):
@@ -226,7 +234,7 @@ def test_a_worker_that_dies_during_an_outage_has_its_claude_ended_at_once_and_it
         assert len(completions(host.queue, tid)) == 1
         assert [w["pid"] for w in host.workers()] != [worker["pid"]], "its slot was started again"
     finally:
-        host.close()
+        _close(host, server)
 
 
 def test_a_server_with_no_connection_left_is_an_outage_like_a_restart(tmp_path, server):
