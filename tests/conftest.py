@@ -20,6 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from leftovers import pytest_sessionfinish  # noqa: E402,F401  (the hook, by its name here)
+
 import claude_queue  # noqa: E402
 import config  # noqa: E402
 import pool  # noqa: E402
