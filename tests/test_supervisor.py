@@ -282,3 +282,26 @@ def test_a_restart_held_back_does_not_make_the_wait_return_at_once(pool, hold):
     c._wait()
     assert all(t > 30 for t in c.sel.timeouts[1:]), c.sel.timeouts
     assert c.slots[0].state == Slot.BACKOFF and c.slots[0].proc is None, "not restarted while held"
+
+
+def test_a_full_disk_keeps_the_pool_paused_while_space_is_low_even_if_its_own_log_takes_a_line(pool, monkeypatch):
+    """A worker's log line did not fit: the pool pauses. The coordinator's own log may still have
+    room on its last page, so that a line written there is no sign the disk has space again: the
+    free space decides, as the workers judge it (the flag stays until there is room)."""
+    import io
+
+    import claude_queue
+
+    c = pool(1)
+    ready_all(c)
+    c.log = io.BytesIO()
+    monkeypatch.setattr(c.lock, "note_problem", lambda *_: None)
+    c._write_failed(c.slots[0].log_path, OSError(28, "No space left on device"))
+    low = ["disk full: 4096 bytes free on the logs' disk"]
+    monkeypatch.setattr(claude_queue, "disk_full_note", lambda *_: low[0])
+    assert c._check_disk() is True, "still full"
+    paused = c.queue.get_flag(flags.paused_host("h"))
+    assert paused and paused["value"]["reason"] == "disk_full"
+    low[0] = None  # space again
+    assert c._check_disk() is False and c.disk_full is None
+    assert c.queue.get_flag(flags.paused_host("h")) is None and b"writes work again" in c.log.getvalue()
