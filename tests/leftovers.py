@@ -8,6 +8,7 @@ nothing the run did not start is touched."""
 
 import os
 import signal
+import sys
 
 
 def _mentions(pid, needle):
@@ -43,6 +44,14 @@ def leftovers(directory):
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in ours and _mentions(int(p), needle)]
 
 
+def _args(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()[:200]
+    except OSError:
+        return "?"
+
+
 def end(pids):
     """SIGKILL each pid, and the group it leads (a pool's worker leads its claude's)."""
     for pid in pids:
@@ -65,4 +74,11 @@ def pytest_sessionfinish(session):
         base = factory.getbasetemp()
     except OSError:
         return
-    end(leftovers(base))
+    left = leftovers(base)
+    if left:
+        # Said, as a test that leaves something running is a test to mend.
+        print(f"\nleftovers: ending {len(left)} process(es) the tests left running:", file=sys.stderr)
+        for pid in left:
+            print(f"  pid {pid}: {_args(pid)}", file=sys.stderr)
+        sys.stderr.flush()
+    end(left)

@@ -34,7 +34,9 @@ def test_what_a_test_left_running_is_ended_with_the_run(tmp_path):
                              cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
         left = int((tmp_path / "left.pid").read_text())
-        assert all_dead([left]), "the process the inner test left is ended with its run"
+        assert f"pid {left}: " in out.stderr and "leftovers: ending 1 process(es)" in out.stderr, out.stderr
+        # SIGKILLed: gone as soon as the kernel lets it go (a busy machine may take a while).
+        assert all_dead([left], within=60), "the process the inner test left is ended with its run"
         assert pid_alive(bystander.pid), "a process the run did not start is left alone"
     finally:
         bystander.kill()
