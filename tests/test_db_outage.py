@@ -255,6 +255,12 @@ def test_a_server_with_no_connection_left_is_an_outage_like_a_restart(tmp_path, 
         assert "too many connections" in str(exc.value)
     finally:
         held.close()
+
+    def slot_free():  # the server frees the slot once the closed connection's backend has exited
+        with psycopg.connect(url, autocommit=True) as admin:
+            return not admin.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = 'lim'").fetchone()[0]
+
+    wait_for(slot_free, what="the role's one connection to be free again")
     queue = claude_queue.TaskQueue(limited, cfg=config.load_config(db=limited, cwd=tmp_path, env={}))
     assert queue.add_task("once there is room") == 1
     queue.close()
