@@ -727,15 +727,16 @@ class Coordinator:
             self.publish()  # the database too: it may be the one on the full disk
             # The free space first, as the workers judge it: the log's own last page may still take
             # a line when the disk takes no more (the line of a worker's that did not fit).
-            low = claude_queue.disk_full_note(self.cfg.logs_dir)
-            if low is not None:
-                raise OSError(errno.ENOSPC, low)
-            if self.log is not None:
-                self.log.write(line.encode())
-            flag = self.queue.get_flag(flags.paused_host(self.host))
-            if flag and flag["value"].get("reason") == "disk_full":
-                self.queue.clear_flag(flags.paused_host(self.host))
+            full = claude_queue.disk_full_note(self.cfg.logs_dir)
+            if full is None:
+                if self.log is not None:
+                    self.log.write(line.encode())
+                flag = self.queue.get_flag(flags.paused_host(self.host))
+                if flag and flag["value"].get("reason") == "disk_full":
+                    self.queue.clear_flag(flags.paused_host(self.host))
         except (OSError, claude_queue.QueueError):
+            full = self.disk_full
+        if full is not None:
             try:
                 flag = self.queue.get_flag(flags.paused_host(self.host))
                 if not flag or flag["value"].get("reason") == "disk_full":

@@ -20,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import leftovers  # noqa: E402
 from leftovers import pytest_sessionfinish  # noqa: E402,F401  (the hook, by its name here)
 
 import claude_queue  # noqa: E402
@@ -437,14 +438,7 @@ class Project:
         wait_for(lambda: not self.processes(), timeout, "every process of the pool to exit")
 
     def cleanup(self):
-        for pid in self.processes():
-            try:
-                if os.getpgid(pid) == pid:
-                    os.killpg(pid, signal.SIGKILL)
-                else:
-                    os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        leftovers.end(self.processes())
         if self._queue is not None:
             self._queue.close()
 

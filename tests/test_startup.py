@@ -26,7 +26,7 @@ import config
 from conftest import ROOT, install_fake_claude
 
 # Never needed at start by any program.
-NEVER = {"uuid", "platform", "hashlib", "_hashlib", "socket", "tomllib", "tomli", "curses"}
+NEVER = {"uuid", "platform", "hashlib", "_hashlib", "socket", "tomllib", "tomli", "curses", "random"}
 # dataclasses drags in inspect, ast, dis, tokenize and copy; typing costs ~3 ms. Each is forbidden
 # to every program once claude_queue, which all of them import, does not import it (today neither:
 # Task is a plain class, and the Outcome TypedDict lives in outcome.py); test_shared_modules_on_their_own
